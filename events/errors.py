@@ -1,0 +1,104 @@
+"""Errors of the event log, and the root of every autoagent error.
+
+AutoagentError                      root of everything the project raises on purpose
+ +-- EventStoreError                the event log refused or failed an operation
+ |    +-- WrongExpectedVersion      optimistic concurrency check failed (stream, expected, actual)
+ |    +-- DuplicateEventConflict    some, not all, event ids of an append were seen before
+ |    +-- InvalidStreamName         empty, too long or not text
+ |    +-- EventTooLarge             one encoded event over the configured cap
+ |    +-- EventEncodingError        a payload msgpack cannot encode
+ |    +-- UnknownEventType          a record names a type no class is registered for
+ |    +-- StoreCorrupted            a record fails its hash, contiguity or decoding check
+ |    +-- NotAnEventStore           a directory that is not (or not yet) an autoagent store
+ |    +-- StoreClosed               the store was used after it closed
+ |    +-- InvalidAppend             malformed append arguments (no events, bad expected version)
+ +-- (other packages add their own subtrees)
+"""
+
+from __future__ import annotations
+
+
+class AutoagentError(Exception):
+    """Root of every error autoagent raises on purpose."""
+
+
+class EventStoreError(AutoagentError):
+    """The event log refused or failed an operation."""
+
+
+class WrongExpectedVersion(EventStoreError):
+    """An append's expected version did not match the stream's current version."""
+
+    def __init__(self, stream: str, expected: object, actual: int) -> None:
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"wrong expected version for stream {stream!r}: expected {expected}, actual {actual}"
+        )
+
+
+class DuplicateEventConflict(EventStoreError):
+    """Part of an append was written before under the same event ids, part was not."""
+
+    def __init__(self, stream: str, seen: int, total: int) -> None:
+        self.stream = stream
+        self.seen = seen
+        self.total = total
+        super().__init__(
+            f"append to {stream!r}: {seen} of {total} event ids were already written; "
+            "an idempotent retry must repeat the whole original append"
+        )
+
+
+class InvalidStreamName(EventStoreError):
+    """A stream name that is empty, too long or not a string."""
+
+
+class EventTooLarge(EventStoreError):
+    """An encoded event over the configured per-event size cap."""
+
+    def __init__(self, stream: str, event_type: str, size: int, limit: int) -> None:
+        self.stream = stream
+        self.event_type = event_type
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"event {event_type} for stream {stream!r} is {size} bytes encoded, "
+            f"over the limit of {limit} bytes (store.max_event_bytes)"
+        )
+
+
+class EventEncodingError(EventStoreError):
+    """A payload that msgpack cannot encode."""
+
+
+class UnknownEventType(EventStoreError):
+    """A record whose type has no registered event class."""
+
+    def __init__(self, event_type: str, position: int | None = None) -> None:
+        self.event_type = event_type
+        self.position = position
+        where = f" at position {position}" if position is not None else ""
+        super().__init__(f"unknown event type {event_type!r}{where}")
+
+
+class StoreCorrupted(EventStoreError):
+    """A record fails its hash, contiguity or decoding check."""
+
+    def __init__(self, position: int, reason: str) -> None:
+        self.position = position
+        self.reason = reason
+        super().__init__(f"event log corrupted at position {position}: {reason}")
+
+
+class NotAnEventStore(EventStoreError):
+    """A path that does not hold an autoagent event store."""
+
+
+class StoreClosed(EventStoreError):
+    """The store was used after it was closed."""
+
+
+class InvalidAppend(EventStoreError):
+    """An append whose arguments are malformed (no events, bad expected version...)."""

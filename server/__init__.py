@@ -1,0 +1,1 @@
+"""The autoagent server: configuration, WebSocket API and command line."""
