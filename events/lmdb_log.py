@@ -310,6 +310,17 @@ class LmdbEventLog(EventLog):
 
         return self._read(scan)
 
+    def type_counts(self) -> dict[str, int]:
+        def scan(txn: lmdb.Transaction[memoryview]) -> dict[str, int]:
+            counts: dict[str, int] = {}
+            cursor = txn.cursor(self._dbs[b"types"])
+            for key in cursor.iternext(values=False):
+                name = bytes(key[:-9]).decode()
+                counts[name] = counts.get(name, 0) + 1
+            return counts
+
+        return self._read(scan)
+
     def statistics(self) -> LogStatistics:
         def stats(txn: lmdb.Transaction[memoryview]) -> LogStatistics:
             position, _ = _TxnView(txn, self._dbs).head()
@@ -381,10 +392,8 @@ def _require_store_dir(path: Path) -> None:
 
 def _open_dbs(env: lmdb.Environment, path: Path, readonly: bool) -> dict[bytes, Any]:
     try:
-        if readonly:
-            with env.begin() as txn:
-                return {name: env.open_db(name, txn=txn, create=False) for name in _DB_NAMES}
-        return {name: env.open_db(name) for name in _DB_NAMES}
+        # No explicit transaction: py-lmdb drops handles opened in a read-only one.
+        return {name: env.open_db(name, create=not readonly) for name in _DB_NAMES}
     except lmdb.Error as exc:
         raise NotAnEventStore(f"{path}: not an autoagent store ({exc})") from exc
 

@@ -110,6 +110,10 @@ class EventLog(abc.ABC):
         """(stream, version) of every stream whose name starts with `prefix`."""
 
     @abc.abstractmethod
+    def type_counts(self) -> dict[str, int]:
+        """How many records of each event type the log holds."""
+
+    @abc.abstractmethod
     def statistics(self) -> LogStatistics: ...
 
     @abc.abstractmethod

@@ -98,6 +98,10 @@ class MemoryEventLog(EventLog):
         with self._lock:
             return sorted((s, len(p)) for s, p in self._streams.items() if s.startswith(prefix))
 
+    def type_counts(self) -> dict[str, int]:
+        with self._lock:
+            return {t: len(p) for t, p in sorted(self._types.items())}
+
     def statistics(self) -> LogStatistics:
         with self._lock:
             size = sum(len(v) for v in self._values)

@@ -3,7 +3,9 @@
 AutoagentError                      root of everything the project raises on purpose (events.errors)
  +-- ServerError                    the server refused or failed an operation
       +-- ConfigError               a config file, environment override or flag that cannot be
-                                    used (key, source)
+      |                             used (key, source)
+      +-- InputError                a command's argument that names nothing usable
+                                    (a position out of range, an unknown id)
 """
 
 from __future__ import annotations
@@ -29,3 +31,7 @@ class ConfigError(ServerError):
         self.key = key
         where = f"{source}: {key}" if key else source
         super().__init__(f"{where}: {self.problem}")
+
+
+class InputError(ServerError):
+    """A command argument that names nothing usable: a position out of range, an unknown id."""

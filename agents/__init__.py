@@ -1,0 +1,1 @@
+"""Agents: LLM providers, planner, executor, tools (later issue)."""

@@ -1,0 +1,1 @@
+"""Projections: state rebuilt incrementally from the event log (later issue)."""

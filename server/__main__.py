@@ -1,0 +1,5 @@
+"""`python -m server` is the `autoagent` command."""
+
+from .cli import console_main
+
+console_main()

@@ -1,0 +1,113 @@
+"""The `autoagent` command line: argument parsing, dispatch, and the error boundary.
+
+Exit codes: 0 ok, 1 a check failed (audit), 2 usage or input error. Every error we
+raise on purpose becomes one line on stderr; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+import trio
+
+from events import AutoagentError
+
+from . import admin
+from .config import Config, load_config, resolve_config_path
+from .serve import serve
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every command takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="config file (env: AUTOAGENT_CONFIG)")
+    common.add_argument(
+        "--data-dir", metavar="DIR", help="data directory (env: AUTOAGENT_DATA_DIR)"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="autoagent", description="Event-sourced AI agent server.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("serve", parents=[common], help="run the server (store, writer)")
+    _add_events(commands, common)
+    audit = commands.add_parser("audit", parents=[common], help="verify the hash chain")
+    audit.add_argument("--json", action="store_true")
+    stats = commands.add_parser("stats", parents=[common], help="size and contents of the store")
+    stats.add_argument("--json", action="store_true")
+    return parser
+
+
+def _add_events(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    events = commands.add_parser("events", help="read the event log")
+    sub = events.add_subparsers(dest="events_command", required=True, metavar="SUBCOMMAND")
+    tail = sub.add_parser("tail", parents=[common], help="recent events; --follow for live")
+    tail.add_argument("--follow", "-f", action="store_true")
+    tail.add_argument("--stream")
+    tail.add_argument("--type")
+    tail.add_argument("--after", type=int, metavar="N")
+    tail.add_argument("--lines", "-n", type=int, default=admin.TAIL_DEFAULT, metavar="N")
+    tail.add_argument("--json", action="store_true")
+    show = sub.add_parser("show", parents=[common], help="one event in full")
+    show.add_argument("position", type=int)
+    show.add_argument("--json", action="store_true")
+    export = sub.add_parser("export", parents=[common], help="all events as JSON lines")
+    export.add_argument("--after", type=int, default=0, metavar="N")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(resolve_config_path(args.config), data_dir=args.data_dir)
+
+
+def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
+    config = _config(args)
+    if args.command == "serve":
+        return trio.run(serve, config, out)
+    log = admin.open_readonly(config)
+    try:
+        if args.command == "audit":
+            return admin.audit(log, args, out)
+        if args.command == "stats":
+            return admin.stats(log, config, args, out)
+        handler = {
+            "tail": admin.events_tail,
+            "show": admin.events_show,
+            "export": admin.events_export,
+        }
+        return handler[args.events_command](log, args, out)
+    finally:
+        log.close()
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args, out or sys.stdout)
+    except AutoagentError as exc:
+        print(f"autoagent: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (KeyboardInterrupt, BrokenPipeError):
+        return EXIT_OK
+    except Exception as exc:
+        if os.environ.get("AUTOAGENT_DEBUG"):
+            raise
+        print(
+            f"autoagent: internal error: {exc!r} (set AUTOAGENT_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_CHECK_FAILED
+
+
+def console_main() -> None:
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Fixtures of the event log tests: one store per backend, so every test runs on both.
+
+`store` is the conformance fixture: an `EventStore` over LMDB (a real environment in
+`tmp_path`) and over `MemoryEventLog`. Tests that need other options use `open_store`,
+the same factory with explicit `StoreOptions`. Durability is not under test here, so the
+LMDB environment runs with `sync=False` and a small map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import pytest
+
+from events import EventStore, MemoryEventLog, StoreOptions, open_event_store
+
+# Upper bound on any single test's I/O; the whole events suite runs in seconds.
+TIMEOUT_S = 15
+
+TEST_OPTIONS = StoreOptions(sync=False, map_size_mb=16)
+
+OpenStore = Callable[..., AbstractAsyncContextManager[EventStore]]
+
+
+@pytest.fixture(params=["lmdb", "memory"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def open_store(backend: str, tmp_path: Path) -> OpenStore:
+    """`open_store(options=TEST_OPTIONS, path=None)`: open a store of this test's backend."""
+
+    def _open(
+        options: StoreOptions = TEST_OPTIONS, path: Path | None = None
+    ) -> AbstractAsyncContextManager[EventStore]:
+        if backend == "lmdb":
+            return open_event_store(path or tmp_path / "store", options)
+        log = MemoryEventLog(compress_over=options.compress_over_bytes)
+        return open_event_store(options=options, log=log)
+
+    return _open
+
+
+@pytest.fixture
+async def store(open_store: OpenStore) -> AsyncIterator[EventStore]:
+    async with open_store() as opened:
+        yield opened
