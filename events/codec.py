@@ -24,7 +24,7 @@ import msgpack
 
 from .errors import EventEncodingError, StoreCorrupted, UnknownEventType
 from .model import RecordedEvent
-from .types import upcast
+from .types import _CURRENT_SCHEMA, upcast
 
 HASH_SIZE = 32
 GENESIS_HASH = bytes(HASH_SIZE)
@@ -111,23 +111,31 @@ def unpack_body(position: int, body: bytes | memoryview) -> list[Any]:
 
 
 def decode_record(value: bytes | memoryview, expected_position: int | None = None) -> RecordedEvent:
-    """Decode one stored value, upcasting its payload to the current schema."""
-    digest, body = split_value(value)
+    """Decode one stored value, upcasting its payload to the current schema.
+
+    The hot path of every read and replay: kept to one unpack and one tuple build.
+    """
+    digest = bytes(value[:HASH_SIZE])
     pos = expected_position if expected_position is not None else -1
-    (position, stream, version, etype, schema, id_bytes, ts, corr, caus, flags, prev, data) = (
-        unpack_body(pos, body)
+    fields = unpack_body(pos, memoryview(value)[HASH_SIZE:])
+    etype, schema = fields[3], fields[4]
+    if fields[9] & COMPRESSED:
+        fields[11] = _decompress(fields[0], fields[11])
+    if _CURRENT_SCHEMA.get(etype) != schema:
+        fields[4], fields[11] = _upcast(fields[0], etype, schema, fields[11])
+    return tuple.__new__(
+        RecordedEvent,
+        (*fields[:9], fields[11], fields[10], digest),
     )
-    if flags & COMPRESSED:
-        data = _decompress(position, data)
+
+
+def _upcast(position: int, etype: str, schema: int, data: Any) -> tuple[int, Any]:
     try:
-        schema, data = upcast(etype, schema, data, position)
+        return upcast(etype, schema, data, position)
     except UnknownEventType:
         raise
     except Exception as exc:
         raise StoreCorrupted(position, f"upcasting {etype} failed ({exc})") from exc
-    return RecordedEvent(
-        position, stream, version, etype, schema, id_bytes, ts, corr, caus, data, prev, digest
-    )
 
 
 def _decompress(position: int, data: bytes) -> Any:

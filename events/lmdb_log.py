@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import lmdb
 
 from .codec import GENESIS_HASH, HASH_SIZE, decode_record
-from .errors import NotAnEventStore, StoreClosed, StoreCorrupted
+from .errors import EventStoreError, NotAnEventStore, StoreClosed, StoreCorrupted
 from .log import AppendRequest, EventLog, LogStatistics, Outcome, PlannedWrite, plan_batch
 from .model import RecordedEvent
 
@@ -161,6 +161,8 @@ class LmdbEventLog(EventLog):
     ) -> tuple[list[Outcome], list[PlannedWrite]]:
         if self._closed:
             raise StoreClosed("the event log is closed")
+        if self.readonly:
+            raise EventStoreError(f"{self.path}: the event log is open read-only")
         while True:
             try:
                 return self._commit_once(requests, ts)
@@ -214,8 +216,8 @@ class LmdbEventLog(EventLog):
             out: list[RecordedEvent] = []
             if not cursor.set_range(_pos_key(after + 1)):
                 return out
-            for _key, value in cursor:
-                out.append(decode_record(value))
+            for key, value in cursor:
+                out.append(_decode_at(key, value))
                 if len(out) >= limit:
                     break
             return out
@@ -285,7 +287,7 @@ class LmdbEventLog(EventLog):
                 raise StoreCorrupted(
                     _U64.unpack(pos_bytes)[0], f"index {db.decode()} names a missing record"
                 )
-            out.append(decode_record(record))
+            out.append(_decode_at(pos_bytes, record))
             if len(out) >= limit:
                 break
         return out
@@ -381,6 +383,16 @@ class _TxnView:
             return None
         position, version = _U64x2.unpack(bytes(raw))
         return int(position), int(version)
+
+
+def _decode_at(key: bytes | memoryview, value: bytes | memoryview) -> RecordedEvent:
+    """Decode a record, naming its key's position if the record itself cannot."""
+    try:
+        return decode_record(value)
+    except StoreCorrupted as exc:
+        if exc.position >= 0:
+            raise
+        raise StoreCorrupted(_U64.unpack(bytes(key))[0], exc.reason) from exc
 
 
 def _require_store_dir(path: Path) -> None:

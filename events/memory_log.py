@@ -32,6 +32,7 @@ class MemoryEventLog(EventLog):
     # --- LogView for the planner (called with the lock held) ---------------------
 
     def stream_version(self, stream: str) -> int:
+        self._check_open()
         return len(self._streams.get(stream, ()))
 
     def find_id(self, id_bytes: bytes) -> tuple[int, int] | None:
@@ -63,10 +64,11 @@ class MemoryEventLog(EventLog):
         with self._lock:
             self._check_open()
             values = self._values[after : after + limit]
-        return [decode_record(v) for v in values]
+        return [_decode_at(after + i + 1, v) for i, v in enumerate(values)]
 
     def read_raw(self, after: int = 0, limit: int = 1000) -> list[tuple[int, bytes]]:
         with self._lock:
+            self._check_open()
             values = self._values[after : after + limit]
         return [(after + i + 1, v) for i, v in enumerate(values)]
 
@@ -74,6 +76,7 @@ class MemoryEventLog(EventLog):
         self, stream: str, after_version: int = 0, limit: int = 1000
     ) -> list[RecordedEvent]:
         with self._lock:
+            self._check_open()
             positions = self._streams.get(stream, [])[after_version : after_version + limit]
         return self._at(positions)
 
@@ -85,6 +88,7 @@ class MemoryEventLog(EventLog):
 
     def _indexed(self, index: list[int], after: int, limit: int) -> list[RecordedEvent]:
         with self._lock:
+            self._check_open()
             start = bisect.bisect_right(index, after)
             positions = index[start : start + limit]
         return self._at(positions)
@@ -92,7 +96,7 @@ class MemoryEventLog(EventLog):
     def _at(self, positions: list[int]) -> list[RecordedEvent]:
         with self._lock:
             values = [self._values[p - 1] for p in positions]
-        return [decode_record(v) for v in values]
+        return [_decode_at(p, v) for p, v in zip(positions, values, strict=True)]
 
     def streams(self, prefix: str = "") -> list[tuple[str, int]]:
         with self._lock:
@@ -113,3 +117,7 @@ class MemoryEventLog(EventLog):
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosed("the event log is closed")
+
+
+def _decode_at(position: int, value: bytes) -> RecordedEvent:
+    return decode_record(value, position)

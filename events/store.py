@@ -44,7 +44,7 @@ from .model import (
     RecordedEvent,
     new_event_id_bytes,
 )
-from .types import Event, is_known_type
+from .types import Event, check_decodable, is_known_type
 
 MAX_STREAM_NAME_BYTES = 256
 
@@ -168,7 +168,12 @@ class EventStore:
         """Make committed records visible to subscribers (no await: one atomic step)."""
         if not writes:
             return
-        self._recent.extend(decode_record(w.value) for w in writes)
+        try:
+            self._recent.extend([decode_record(w.value, w.position) for w in writes])
+        except EventStoreError:
+            # Written but not decodable (an upcaster that fails): subscribers must read
+            # it from the log and get the error there, so empty the window instead.
+            self._recent.clear()
         self._head = writes[-1].position
         self._events_written += len(writes)
         self._changed.set()
@@ -309,7 +314,10 @@ def validate_stream(stream: object) -> str:
         raise InvalidStreamName(f"stream name must be a non-empty string, got {stream!r}")
     if "\x00" in stream:
         raise InvalidStreamName(f"stream name must not contain NUL: {stream!r}")
-    size = len(stream.encode())
+    try:
+        size = len(stream.encode())
+    except UnicodeEncodeError:
+        raise InvalidStreamName(f"stream name is not valid Unicode text: {stream!r}") from None
     if size > MAX_STREAM_NAME_BYTES:
         raise InvalidStreamName(
             f"stream name is {size} bytes, over the limit of {MAX_STREAM_NAME_BYTES}"
@@ -346,6 +354,9 @@ def _prepare_event(
         raise InvalidAppend(f"cannot append {type(event).__name__}: not an Event or NewEvent")
     if not is_known_type(etype):
         raise UnknownEventType(etype)
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
+        raise InvalidAppend(f"event schema must be an int >= 1, got {schema!r}")
+    check_decodable(etype, schema)
     packed = pack_data(etype, data)
     if len(packed) > max_bytes:
         raise EventTooLarge(stream, etype, len(packed), max_bytes)

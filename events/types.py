@@ -115,6 +115,16 @@ def upcast(
     return schema, data
 
 
+def check_decodable(type_name: str, schema: int) -> None:
+    """Raise `UnknownEventType` unless a record of this type and schema can be read back."""
+    target = current_schema(type_name)
+    if schema > target:
+        raise UnknownEventType(f"{type_name} schema {schema} (newer than {target})")
+    for old in range(schema, target):
+        if (type_name, old) not in _UPCASTERS:
+            raise UnknownEventType(f"{type_name} schema {schema} (no upcaster from {old})")
+
+
 def registered_types() -> list[str]:
     return sorted(_EVENT_TYPES)
 

@@ -1,0 +1,53 @@
+"""The projections the server runs, by name, and read helpers over their state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .base import Projection
+from .errors import UnknownProjection
+from .metrics import MetricsProjection
+from .runs import RunsProjection, run_key
+from .sessions import DEFAULT_WINDOW, SessionsProjection, session_key
+from .state_store import StateStore
+
+ProjectionFactory = Callable[[], Projection]
+
+
+def projection_factories(session_window: int = DEFAULT_WINDOW) -> dict[str, ProjectionFactory]:
+    """Name -> factory of every projection the server maintains."""
+    return {
+        SessionsProjection.name: lambda: SessionsProjection(session_window),
+        RunsProjection.name: RunsProjection,
+        MetricsProjection.name: MetricsProjection,
+    }
+
+
+def build_projections(
+    names: list[str] | None = None, session_window: int = DEFAULT_WINDOW
+) -> list[Projection]:
+    factories = projection_factories(session_window)
+    for name in names or []:
+        if name not in factories:
+            raise UnknownProjection(name, list(factories))
+    return [factory() for name, factory in factories.items() if not names or name in names]
+
+
+def get_session(state: StateStore, session_id: str) -> dict[str, Any] | None:
+    value: dict[str, Any] | None = state.get(SessionsProjection.name, session_key(session_id))
+    return value
+
+
+def list_sessions(state: StateStore) -> list[dict[str, Any]]:
+    return [value for _, value in state.items(SessionsProjection.name, b"s/")]
+
+
+def get_run(state: StateStore, run_id: str) -> dict[str, Any] | None:
+    value: dict[str, Any] | None = state.get(RunsProjection.name, run_key(run_id))
+    return value
+
+
+def list_runs(state: StateStore, status: str | None = None) -> list[dict[str, Any]]:
+    runs = [value for _, value in state.items(RunsProjection.name, b"r/")]
+    return [run for run in runs if status is None or run["status"] == status]
