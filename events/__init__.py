@@ -3,7 +3,7 @@
 Public API; everything else in this package is private.
 """
 
-from .audit import AuditReport, audit_log
+from .audit import AuditReport, VerifiedReader, audit_log
 from .codec import decode_record
 from .errors import (
     AutoagentError,
@@ -117,6 +117,7 @@ __all__ = [
     "UnknownEventType",
     "UserMessageReceived",
     "VerificationCompleted",
+    "VerifiedReader",
     "WrongExpectedVersion",
     "audit_log",
     "decode_record",

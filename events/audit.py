@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from .codec import GENESIS_HASH, decode_record, record_hash, split_value
 from .errors import EventStoreError, StoreCorrupted
 from .log import EventLog
+from .model import RecordedEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +70,40 @@ def _check(position: int, expected: int, value: bytes, prev_hash: bytes) -> str 
     if record.prev_hash != prev_hash:
         return "record's prev_hash does not match the previous record"
     return None
+
+
+class VerifiedReader:
+    """Reads records like `EventLog.read` while checking the hash chain as it goes.
+
+    `replay` reads through this so that an altered record stops the rebuild at its
+    position instead of producing a state built from bad data.
+    """
+
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+        self._next = 1
+        self._prev_hash = GENESIS_HASH
+
+    def _seek(self, after: int) -> None:
+        if after == self._next - 1:
+            return
+        if after == 0:
+            self._prev_hash = GENESIS_HASH
+        else:
+            rows = self._log.read_raw(after - 1, 1)
+            if not rows:
+                raise StoreCorrupted(after, "record missing")
+            self._prev_hash = split_value(rows[0][1])[0]
+        self._next = after + 1
+
+    def read(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        self._seek(after)
+        out: list[RecordedEvent] = []
+        for position, value in self._log.read_raw(after, limit):
+            problem = _check(position, self._next, value, self._prev_hash)
+            if problem:
+                raise StoreCorrupted(self._next, problem)
+            out.append(decode_record(value, position))
+            self._prev_hash = split_value(value)[0]
+            self._next += 1
+        return out

@@ -3,7 +3,8 @@
 AutoagentError                      root of everything the project raises on purpose
  +-- EventStoreError                the event log refused or failed an operation
  |    +-- WrongExpectedVersion      optimistic concurrency check failed (stream, expected, actual)
- |    +-- DuplicateEventConflict    some, not all, event ids of an append were seen before
+ |    +-- DuplicateEventConflict    some event ids of an append were seen before, not all,
+ |                                  or in another stream
  |    +-- InvalidStreamName         empty, too long or not text
  |    +-- EventTooLarge             one encoded event over the configured cap
  |    +-- EventEncodingError        a payload msgpack cannot encode
@@ -46,8 +47,9 @@ class DuplicateEventConflict(EventStoreError):
         self.seen = seen
         self.total = total
         super().__init__(
-            f"append to {stream!r}: {seen} of {total} event ids were already written; "
-            "an idempotent retry must repeat the whole original append"
+            f"append to {stream!r}: {seen} of {total} event ids were already written "
+            "(possibly to another stream); an idempotent retry must repeat the whole "
+            "original append to the same stream"
         )
 
 

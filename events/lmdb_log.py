@@ -3,7 +3,7 @@
 Sub-databases of one environment:
   events   position (8-byte big-endian) -> hash + body       (written with append=True)
   streams  stream + NUL + version (8-byte BE) -> position
-  ids      event id (16 bytes) -> position + version          (idempotent appends)
+  ids      event id (16 bytes) -> position + version + stream (idempotent appends)
   types    type + NUL + position -> empty                     (reads by type)
   meta     b"format", b"head" (position + hash of the last record)
 
@@ -145,14 +145,16 @@ class LmdbEventLog(EventLog):
         """Run `fn` in a short read transaction, adopting a map grown by another process."""
         if self._closed:
             raise StoreClosed("the event log is closed")
-        with self._gate.shared():
-            for _ in range(2):
-                try:
-                    with self._env.begin(buffers=True) as txn:
-                        return fn(txn)
-                except lmdb.MapResizedError:
+        for _ in range(3):
+            try:
+                with self._gate.shared(), self._env.begin(buffers=True) as txn:
+                    return fn(txn)
+            except lmdb.MapResizedError:
+                # Another process grew the map: adopt its size, with no transaction of
+                # this process open (LMDB's rule), hence the exclusive gate.
+                with self._gate.exclusive():
                     self._env.set_mapsize(0)
-            raise StoreCorrupted(0, "map keeps being resized under the reader")
+        raise EventStoreError("the map keeps being resized under this reader")
 
     # --- writing -------------------------------------------------------------------
 
@@ -197,7 +199,8 @@ class LmdbEventLog(EventLog):
             raise StoreCorrupted(write.position, "position is not after the last record")
         stream_key = _stream_prefix(write.stream) + _U64.pack(write.version)
         txn.put(stream_key, key, db=self._dbs[b"streams"])
-        txn.put(write.id_bytes, _U64x2.pack(write.position, write.version), db=self._dbs[b"ids"])
+        id_value = _U64x2.pack(write.position, write.version) + write.stream.encode()
+        txn.put(write.id_bytes, id_value, db=self._dbs[b"ids"])
         txn.put(write.type.encode() + b"\x00" + key, b"", db=self._dbs[b"types"])
 
     def _grow_map(self) -> None:
@@ -377,12 +380,13 @@ class _TxnView:
             return 0
         return int(_U64.unpack(key[-8:])[0])
 
-    def find_id(self, id_bytes: bytes) -> tuple[int, int] | None:
+    def find_id(self, id_bytes: bytes) -> tuple[int, int, str] | None:
         raw = self._txn.get(id_bytes, db=self._dbs[b"ids"])
         if raw is None:
             return None
-        position, version = _U64x2.unpack(bytes(raw))
-        return int(position), int(version)
+        raw = bytes(raw)
+        position, version = _U64x2.unpack(raw[:16])
+        return int(position), int(version), raw[16:].decode()
 
 
 def _decode_at(key: bytes | memoryview, value: bytes | memoryview) -> RecordedEvent:

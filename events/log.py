@@ -55,7 +55,8 @@ class LogView(Protocol):
 
     def stream_version(self, stream: str) -> int: ...
 
-    def find_id(self, id_bytes: bytes) -> tuple[int, int] | None: ...
+    def find_id(self, id_bytes: bytes) -> tuple[int, int, str] | None:
+        """(position, version, stream) of the record written with this event id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +143,7 @@ class _Planner:
         self.ts = ts
         self.compress_over = compress_over
         self.versions: dict[str, int] = {}
-        self.ids: dict[bytes, tuple[int, int]] = {}
+        self.ids: dict[bytes, tuple[int, int, str]] = {}
         self.writes: list[PlannedWrite] = []
 
     def version_of(self, stream: str) -> int:
@@ -150,16 +151,16 @@ class _Planner:
             self.versions[stream] = self.view.stream_version(stream)
         return self.versions[stream]
 
-    def find_id(self, id_bytes: bytes) -> tuple[int, int] | None:
+    def find_id(self, id_bytes: bytes) -> tuple[int, int, str] | None:
         return self.ids.get(id_bytes) or self.view.find_id(id_bytes)
 
     def plan(self, request: AppendRequest) -> AppendResult:
         seen = [self.find_id(e.id_bytes) for e in request.events]
         known = [s for s in seen if s is not None]
         if known:
-            if len(known) != len(seen):
+            if len(known) != len(seen) or any(s != request.stream for _, _, s in known):
                 raise DuplicateEventConflict(request.stream, len(known), len(seen))
-            positions = tuple(p for p, _ in known)
+            positions = tuple(p for p, _, _ in known)
             return AppendResult(request.stream, positions, known[-1][1], duplicate=True)
         version = self.version_of(request.stream)
         check_expected(request.stream, request.expected, version)
@@ -174,7 +175,7 @@ class _Planner:
         value, self.prev_hash = encode_record(
             self.position, stream, version, self.ts, event, self.prev_hash, self.compress_over
         )
-        self.ids[event.id_bytes] = (self.position, version)
+        self.ids[event.id_bytes] = (self.position, version, stream)
         self.writes.append(
             PlannedWrite(self.position, stream, version, event.type, event.id_bytes, value)
         )

@@ -25,7 +25,7 @@ class MemoryEventLog(EventLog):
         self._values: list[bytes] = []
         self._streams: dict[str, list[int]] = {}
         self._types: dict[str, list[int]] = {}
-        self._ids: dict[bytes, tuple[int, int]] = {}
+        self._ids: dict[bytes, tuple[int, int, str]] = {}
         self._head_hash = GENESIS_HASH
         self._closed = False
 
@@ -35,7 +35,7 @@ class MemoryEventLog(EventLog):
         self._check_open()
         return len(self._streams.get(stream, ()))
 
-    def find_id(self, id_bytes: bytes) -> tuple[int, int] | None:
+    def find_id(self, id_bytes: bytes) -> tuple[int, int, str] | None:
         return self._ids.get(id_bytes)
 
     # --- EventLog ------------------------------------------------------------------
@@ -52,7 +52,7 @@ class MemoryEventLog(EventLog):
                 self._values.append(write.value)
                 self._streams.setdefault(write.stream, []).append(write.position)
                 self._types.setdefault(write.type, []).append(write.position)
-                self._ids[write.id_bytes] = (write.position, write.version)
+                self._ids[write.id_bytes] = (write.position, write.version, write.stream)
             self._head_hash = plan.head_hash
         return plan.outcomes, plan.writes
 

@@ -70,7 +70,6 @@ class StoreStatistics:
     commits: int
     events_written: int
     mean_batch_requests: float
-    subscribers: int
 
 
 class _PendingAppend:
@@ -97,7 +96,7 @@ class EventStore:
             maxlen=options.recent_events
         )
         self._closed = False
-        self._appends = self._commits = self._events_written = self._subscribers = 0
+        self._appends = self._commits = self._events_written = 0
 
     # --- writing -------------------------------------------------------------------
 
@@ -237,9 +236,7 @@ class EventStore:
 
     def statistics(self) -> StoreStatistics:
         mean = self._appends / self._commits if self._commits else 0.0
-        return StoreStatistics(
-            self._head, self._appends, self._commits, self._events_written, mean, self._subscribers
-        )
+        return StoreStatistics(self._head, self._appends, self._commits, self._events_written, mean)
 
 
 class Subscription:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from events import EventLog
+from events import EventLog, StoreCorrupted
 
 from .base import Projection, SnapshottingProjection
 from .runner import Progress, ProjectionRunner
@@ -39,6 +39,8 @@ def rebuild(
     )
     runner.prepare()
     runner.catch_up(until, progress)
+    if runner.position < until:
+        raise StoreCorrupted(runner.position + 1, "record missing before the rebuild target")
     if isinstance(projection, SnapshottingProjection):
         runner.flush_snapshots()
     return scratch

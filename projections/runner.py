@@ -22,6 +22,7 @@ from .errors import CheckpointMoved, UnknownProjection
 from .state_store import StateCommit, StateStore
 
 Progress = Callable[[int, int], None]
+Reader = Callable[[int, int], list[RecordedEvent]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +45,10 @@ class ProjectionRunner:
         *,
         batch_size: int = 2000,
         snapshot_every: int = 10_000,
+        reader: Reader | None = None,
     ) -> None:
         self.log = log
+        self.read = reader or log.read
         self.state = state
         self.projections = {p.name: p for p in projections}
         self.batch_size = batch_size
@@ -90,7 +93,7 @@ class ProjectionRunner:
         limit = self.batch_size if until is None else min(self.batch_size, until - start)
         if limit <= 0:
             return 0
-        batch = self.log.read(start, limit)
+        batch = self.read(start, limit)
         if not batch:
             return 0
         try:
@@ -179,21 +182,31 @@ class ProjectionRunner:
         progress: Progress | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Catch up, report ready, then follow the live log until cancelled."""
+        """Catch up, report ready, then follow the live log until cancelled.
+
+        Work goes to a thread one batch at a time, so cancellation (shutdown) takes
+        effect between batches, never inside a commit.
+        """
         if self._advanced is None:
             self._advanced = trio.Event()
         await trio.to_thread.run_sync(self.prepare)
-        await trio.to_thread.run_sync(self.catch_up, None, progress)
-        self._wake()
-        task_status.started()
         try:
+            await self._catch_up_async(store.head_position, progress)
+            task_status.started()
             while True:
                 await store.wait_for_position(self.position + 1)
-                await trio.to_thread.run_sync(self.catch_up, store.head_position, None)
-                self._wake()
+                await self._catch_up_async(store.head_position, None)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.flush_snapshots)
+
+    async def _catch_up_async(self, target: int, progress: Progress | None) -> None:
+        while self.position < target:
+            if not await trio.to_thread.run_sync(self.step, target):
+                break
+            self._wake()
+            if progress:
+                progress(self.position, target)
 
     def _wake(self) -> None:
         assert self._advanced is not None

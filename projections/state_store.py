@@ -81,9 +81,14 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     def replace(
-        self, name: str, version: int, position: int, items: list[tuple[bytes, Any]]
+        self,
+        name: str,
+        version: int,
+        position: int,
+        items: list[tuple[bytes, Any]],
+        snapshot: bytes | None = None,
     ) -> None:
-        """Swap in a whole rebuilt state and checkpoint at once (for `replay`)."""
+        """Swap in a whole rebuilt state (or snapshot) and checkpoint at once (`replay`)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -205,11 +210,18 @@ class LmdbStateStore(StateStore):
         self.replace(name, 0, 0, [])
 
     def replace(
-        self, name: str, version: int, position: int, items: list[tuple[bytes, Any]]
+        self,
+        name: str,
+        version: int,
+        position: int,
+        items: list[tuple[bytes, Any]],
+        snapshot: bytes | None = None,
     ) -> None:
         with self._lock, self._env.begin(write=True) as txn:
             _delete_prefix(txn, self._state, _key(name, b""))
             txn.delete(name.encode(), db=self._snapshots)
+            if snapshot is not None:
+                txn.put(name.encode(), snapshot, db=self._snapshots)
             for key, value in items:
                 txn.put(_key(name, key), pack(value), db=self._state)
             txn.put(name.encode(), pack([position, version]), db=self._meta)
@@ -284,12 +296,19 @@ class MemoryStateStore(StateStore):
         self.replace(name, 0, 0, [])
 
     def replace(
-        self, name: str, version: int, position: int, items: list[tuple[bytes, Any]]
+        self,
+        name: str,
+        version: int,
+        position: int,
+        items: list[tuple[bytes, Any]],
+        snapshot: bytes | None = None,
     ) -> None:
         with self._lock:
             self._reset.add(name)
             self._state[name] = dict(items)
             self._snapshots.pop(name, None)
+            if snapshot is not None:
+                self._snapshots[name] = snapshot
             self._checkpoints[name] = Checkpoint(position, version)
 
     def close(self) -> None:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from events import AuditReport, LmdbEventLog, RecordedEvent, audit_log
+from projections import Checkpoint, MetricsProjection, projection_factories
 
 from .config import Config, config_as_dict
 from .errors import InputError
 from .render import Progress, dumps, iso_time, record_as_dict, summary, table
+from .views import open_base_state, open_live_view
 
 TAIL_DEFAULT = 20
 FOLLOW_POLL_S = 0.2
@@ -139,7 +141,7 @@ def _audit_dict(report: AuditReport) -> dict[str, object]:
 def stats(log: LmdbEventLog, config: Config, args: argparse.Namespace, out: TextIO) -> int:
     info = log.statistics()
     counts = log.type_counts()
-    result = {
+    result: dict[str, Any] = {
         "data_dir": str(config.store.data_path.resolve()),
         "head_position": info.head_position,
         "streams": info.streams,
@@ -147,6 +149,7 @@ def stats(log: LmdbEventLog, config: Config, args: argparse.Namespace, out: Text
         "map_size_bytes": info.map_size_bytes,
         "events_by_type": counts,
     }
+    result["projections"], result["metrics"] = _projection_stats(config, log)
     if args.json:
         result["config"] = config_as_dict(config)
         out.write(dumps(result, indent=2) + "\n")
@@ -158,8 +161,55 @@ def stats(log: LmdbEventLog, config: Config, args: argparse.Namespace, out: Text
         f"size           {info.size_bytes / 1e6:.1f} MB "
         f"of {info.map_size_bytes / 1e6:.0f} MB map\n\n"
     )
-    out.write(table(["event type", "count"], sorted(counts.items())) + "\n")
+    out.write(table(["event type", "count"], sorted(counts.items())) + "\n\n")
+    projections = result["projections"]
+    out.write(
+        table(
+            ["projection", "version", "on disk at", "lag"],
+            [
+                (p["name"], p["version"], p["persisted"], info.head_position - p["persisted"])
+                for p in projections
+            ],
+        )
+        + "\n\n"
+    )
+    _write_metrics(result["metrics"], out)
     return 0
+
+
+def _projection_stats(
+    config: Config, log: LmdbEventLog
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Checkpoints as persisted (the lag a server has) and metrics up to the head."""
+    base = open_base_state(config)
+    try:
+        persisted = {
+            name: base.checkpoint(name) if base else Checkpoint()
+            for name in projection_factories(config.performance.session_window)
+        }
+    finally:
+        if base is not None:
+            base.close()
+    with open_live_view(config, ["metrics"], log) as view:
+        metrics = view.runner.projection("metrics")
+        assert isinstance(metrics, MetricsProjection)
+        summary = metrics.summary()
+    rows = [
+        {"name": n, "version": c.version, "persisted": c.position} for n, c in persisted.items()
+    ]
+    return rows, summary
+
+
+def _write_metrics(metrics: dict[str, Any], out: TextIO) -> None:
+    rows = [
+        (phase, s["count"], s["p50"], s["p95"], s["p99"], s["max"])
+        for phase, s in metrics["latency_s"].items()
+    ]
+    out.write(table(["phase", "count", "p50 s", "p95 s", "p99 s", "max s"], rows) + "\n")
+    out.write(
+        f"\nLLM calls per run {metrics['llm_calls_per_run']:.2f}, tokens per run "
+        f"{metrics['llm_tokens_per_run']:.0f}, cache hit rate {metrics['cache_hit_rate']:.1%}\n"
+    )
 
 
 Command = Callable[[LmdbEventLog, argparse.Namespace, TextIO], int]

@@ -10,17 +10,23 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import trio
 
-from events import AutoagentError
+from events import AutoagentError, StoreCorrupted
 
 from . import admin
 from .config import Config, load_config, resolve_config_path
+from .inspect_cmds import runs_list, runs_show, sessions_list, sessions_show
+from .replay_cmd import replay
 from .serve import serve
 
+if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+RUN_STATUSES = ("requested", "running", "completed", "failed", "cancelled")
 
 
 def _common() -> argparse.ArgumentParser:
@@ -39,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", parents=[common], help="run the server (store, writer)")
     _add_events(commands, common)
+    _add_inspection(commands, common)
+    replay = commands.add_parser(
+        "replay", parents=[common], help="rebuild projections (--verify: compare with live)"
+    )
+    replay.add_argument("--projection", metavar="NAME")
+    replay.add_argument("--verify", action="store_true")
+    replay.add_argument("--json", action="store_true")
     audit = commands.add_parser("audit", parents=[common], help="verify the hash chain")
     audit.add_argument("--json", action="store_true")
     stats = commands.add_parser("stats", parents=[common], help="size and contents of the store")
@@ -65,6 +78,24 @@ def _add_events(
     export.add_argument("--after", type=int, default=0, metavar="N")
 
 
+def _add_inspection(commands: SubParsers, common: argparse.ArgumentParser) -> None:
+    sessions = commands.add_parser("sessions", help="sessions as projected from the log")
+    sub = sessions.add_subparsers(dest="sessions_command", required=True, metavar="SUBCOMMAND")
+    listing = sub.add_parser("list", parents=[common], help="every session")
+    listing.add_argument("--json", action="store_true")
+    show = sub.add_parser("show", parents=[common], help="one session and its recent messages")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+    runs = commands.add_parser("runs", help="runs as projected from the log")
+    sub = runs.add_subparsers(dest="runs_command", required=True, metavar="SUBCOMMAND")
+    listing = sub.add_parser("list", parents=[common], help="every run")
+    listing.add_argument("--status", choices=RUN_STATUSES)
+    listing.add_argument("--json", action="store_true")
+    show = sub.add_parser("show", parents=[common], help="one run with its step timeline")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+
+
 def _config(args: argparse.Namespace) -> Config:
     return load_config(resolve_config_path(args.config), data_dir=args.data_dir)
 
@@ -73,6 +104,13 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     config = _config(args)
     if args.command == "serve":
         return trio.run(serve, config, out)
+    if args.command == "replay":
+        return replay(config, args, out)
+    if args.command == "sessions":
+        command = sessions_show if args.sessions_command == "show" else sessions_list
+        return command(config, args, out)
+    if args.command == "runs":
+        return (runs_show if args.runs_command == "show" else runs_list)(config, args, out)
     log = admin.open_readonly(config)
     try:
         if args.command == "audit":
@@ -94,6 +132,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args, out or sys.stdout)
+    except StoreCorrupted as exc:
+        print(f"autoagent: error: {exc}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
     except AutoagentError as exc:
         print(f"autoagent: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,20 +1,28 @@
-"""`autoagent serve`: own the event store (and, in later issues, everything wired to it).
+"""`autoagent serve`: own the event store and the projections kept from it.
 
-For now the server holds the store open with its writer running, says where it is,
-and waits for SIGINT/SIGTERM, then closes cleanly: queued appends commit first.
+The server holds the store open with its writer running, brings every projection up
+to the log head (with a progress bar on a terminal), follows the log live, and waits
+for SIGINT/SIGTERM. On a signal everything is cancelled between batches: queued
+appends commit, snapshots are flushed, and the process exits 0. The WebSocket API,
+planner and tools are wired in by later issues.
 """
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
+from collections.abc import AsyncIterator
 from typing import TextIO
 
 import trio
 
 from events import StoreOptions, open_event_store
+from projections import LmdbStateStore, ProjectionRunner, build_projections
 
 from .config import Config
+from .render import Progress
+from .views import projections_path
 
 
 def store_options(config: Config) -> StoreOptions:
@@ -27,18 +35,47 @@ def store_options(config: Config) -> StoreOptions:
     )
 
 
+async def _stop_on_signal(
+    signals: AsyncIterator[int], scope: trio.CancelScope, out: TextIO
+) -> None:
+    async for signum in signals:
+        out.write(f"autoagent: {signal.Signals(signum).name} received, stopping\n")
+        out.flush()
+        scope.cancel()
+        return
+
+
 async def serve(config: Config, out: TextIO = sys.stdout) -> int:
     path = config.store.data_path
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_event_store(path, store_options(config)) as store:
-            out.write(
-                f"autoagent: event store open at {path.resolve()} "
-                f"(head position {store.head_position}); Ctrl-C to stop\n"
+            state = await trio.to_thread.run_sync(
+                functools.partial(
+                    LmdbStateStore.open, projections_path(config), sync=config.store.sync
+                )
             )
-            out.flush()
-            async for signum in signals:
-                out.write(f"autoagent: {signal.Signals(signum).name} received, closing the store\n")
-                break
+            try:
+                runner = ProjectionRunner(
+                    store.log,
+                    state,
+                    build_projections(None, config.performance.session_window),
+                    snapshot_every=config.performance.snapshot_every,
+                )
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope, out)
+                    progress = Progress("projections")
+                    await nursery.start(
+                        functools.partial(runner.run, store, progress=progress.update)
+                    )
+                    progress.close()
+                    out.write(
+                        f"autoagent: event store open at {path.resolve()} (head position "
+                        f"{store.head_position}, projections at {runner.position}); "
+                        "Ctrl-C to stop\n"
+                    )
+                    out.flush()
+            finally:
+                state.close()
     out.write("autoagent: stopped cleanly\n")
     out.flush()
     return 0

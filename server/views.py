@@ -1,0 +1,80 @@
+"""Projection state as the admin commands see it: always up to the log head.
+
+The commands open the event log and the projection state read-only. When the state
+lags the log (a stopped server, or one still catching up) the missing tail is applied
+in memory over the on-disk state, so what is printed matches the log, and nothing is
+written beside a running server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from events import LmdbEventLog
+from projections import (
+    LmdbStateStore,
+    MemoryStateStore,
+    ProjectionRunner,
+    ProjectionStoreMissing,
+    StateStore,
+    build_projections,
+)
+
+from .config import Config
+from .render import Progress
+
+PROJECTIONS_DIR = "projections"
+
+
+def projections_path(config: Config) -> Path:
+    return config.store.data_path / PROJECTIONS_DIR
+
+
+@dataclass
+class LiveView:
+    log: LmdbEventLog
+    state: StateStore
+    runner: ProjectionRunner
+
+
+def open_base_state(config: Config) -> StateStore | None:
+    try:
+        return LmdbStateStore.open(projections_path(config), readonly=True)
+    except ProjectionStoreMissing:
+        return None
+
+
+@contextlib.contextmanager
+def open_live_view(
+    config: Config, names: list[str] | None = None, log: LmdbEventLog | None = None
+) -> Iterator[LiveView]:
+    """Read-only log + projection state brought up to the head in memory.
+
+    Pass `log` when the caller already has the log open (LMDB allows one open
+    environment per path and process).
+    """
+    owned = log is None
+    log = log or LmdbEventLog.open(config.store.data_path, readonly=True)
+    base = None
+    try:
+        base = open_base_state(config)
+        overlay = MemoryStateStore(base=base)
+        runner = ProjectionRunner(
+            log,
+            overlay,
+            build_projections(names, config.performance.session_window),
+            snapshot_every=config.performance.snapshot_every,
+        )
+        runner.prepare()
+        progress = Progress("catching up projections")
+        runner.catch_up(progress=progress.update)
+        progress.close()
+        yield LiveView(log, overlay, runner)
+    finally:
+        if base is not None:
+            base.close()
+        if owned:
+            log.close()
