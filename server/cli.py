@@ -20,6 +20,7 @@ from . import admin
 from .config import Config, load_config, resolve_config_path
 from .inspect_cmds import runs_list, runs_show, sessions_list, sessions_show
 from .replay_cmd import replay
+from .run_cmd import resume_run, run_goal
 from .serve import serve
 
 if TYPE_CHECKING:
@@ -44,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoagent", description="Event-sourced AI agent server.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", parents=[common], help="run the server (store, writer)")
+    run = commands.add_parser("run", parents=[common], help="run one goal in this process")
+    run.add_argument("goal")
+    run.add_argument("--session", metavar="ID")
+    run.add_argument("--json", action="store_true")
     _add_events(commands, common)
     _add_inspection(commands, common)
     replay = commands.add_parser(
@@ -94,6 +99,9 @@ def _add_inspection(commands: SubParsers, common: argparse.ArgumentParser) -> No
     show = sub.add_parser("show", parents=[common], help="one run with its step timeline")
     show.add_argument("id")
     show.add_argument("--json", action="store_true")
+    resume = sub.add_parser("resume", parents=[common], help="continue an unfinished run")
+    resume.add_argument("id")
+    resume.add_argument("--json", action="store_true")
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -109,8 +117,11 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "sessions":
         command = sessions_show if args.sessions_command == "show" else sessions_list
         return command(config, args, out)
+    if args.command == "run":
+        return run_goal(config, args, out)
     if args.command == "runs":
-        return (runs_show if args.runs_command == "show" else runs_list)(config, args, out)
+        handlers = {"show": runs_show, "list": runs_list, "resume": resume_run}
+        return handlers[args.runs_command](config, args, out)
     log = admin.open_readonly(config)
     try:
         if args.command == "audit":
@@ -132,22 +143,34 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args, out or sys.stdout)
-    except StoreCorrupted as exc:
-        print(f"autoagent: error: {exc}", file=sys.stderr)
-        return EXIT_CHECK_FAILED
-    except AutoagentError as exc:
-        print(f"autoagent: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except (KeyboardInterrupt, BrokenPipeError):
         return EXIT_OK
     except Exception as exc:
-        if os.environ.get("AUTOAGENT_DEBUG"):
-            raise
-        print(
-            f"autoagent: internal error: {exc!r} (set AUTOAGENT_DEBUG=1 for a traceback)",
-            file=sys.stderr,
-        )
+        return _report_error(_unwrap(exc))
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The error a user should see: our own one inside Trio's exception groups."""
+    while isinstance(exc, BaseExceptionGroup):
+        ours = [e for e in exc.exceptions if isinstance(e, AutoagentError | BaseExceptionGroup)]
+        exc = (ours or list(exc.exceptions))[0]
+    return exc
+
+
+def _report_error(exc: BaseException) -> int:
+    if isinstance(exc, StoreCorrupted):
+        print(f"autoagent: error: {exc}", file=sys.stderr)
         return EXIT_CHECK_FAILED
+    if isinstance(exc, AutoagentError):
+        print(f"autoagent: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if os.environ.get("AUTOAGENT_DEBUG"):
+        raise exc
+    print(
+        f"autoagent: internal error: {exc!r} (set AUTOAGENT_DEBUG=1 for a traceback)",
+        file=sys.stderr,
+    )
+    return EXIT_CHECK_FAILED
 
 
 def console_main() -> None:

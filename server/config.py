@@ -57,6 +57,7 @@ _POSITIVE = MappingProxyType({"gt": 0})
 _NON_NEGATIVE = MappingProxyType({"ge": 0})
 _PORT = MappingProxyType({"ge": 0, "le": 65535})
 _SECRET = MappingProxyType({"secret": True})
+_OPTIONAL_TEXT = MappingProxyType({"allow_empty": True})
 _REDACTED = "<redacted>"
 
 
@@ -122,6 +123,7 @@ class PerformanceConfig:
     faiss_ivf_threshold: int = field(default=10000, metadata=_POSITIVE)
     faiss_nprobe: int = field(default=8, metadata=_POSITIVE)
     prompt_cache_size: int = field(default=128, metadata=_NON_NEGATIVE)
+    step_timeout_s: float = field(default=60.0, metadata=_POSITIVE)
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,9 @@ class AgentsConfig:
         "math",
         "clock",
     )
+    quote_endpoint: str = field(default="", metadata=_OPTIONAL_TEXT)
+    max_goal_chars: int = field(default=4000, metadata=_POSITIVE)
+    verify_before_dependents: bool = False
 
     @property
     def workspace_paths(self) -> tuple[Path, ...]:
@@ -365,6 +370,8 @@ def _fields_of(section_class: type[Any]) -> dict[str, tuple[Field[Any], Any]]:
 def _checked(setting: _Setting, spec: Field[Any], hint: Any) -> object:
     """The setting's value converted to the field's type and within its bounds."""
     try:
+        if setting.value == "" and spec.metadata.get("allow_empty"):
+            return ""
         value = _convert(setting.value, hint)
         _check_bounds(value, spec.metadata)
     except _Invalid as exc:

@@ -2,9 +2,10 @@
 
 The server holds the store open with its writer running, brings every projection up
 to the log head (with a progress bar on a terminal), follows the log live, and waits
-for SIGINT/SIGTERM. On a signal everything is cancelled between batches: queued
-appends commit, snapshots are flushed, and the process exits 0. The WebSocket API,
-planner and tools are wired in by later issues.
+for SIGINT/SIGTERM. Runs left unfinished by a crash are resumed from the log. On a
+signal everything is cancelled between batches: queued appends commit, snapshots are
+flushed, unfinished runs stay in the log for the next start, and the process exits 0.
+The WebSocket API is wired in by a later issue.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from typing import TextIO
 
 import trio
 
-from events import StoreOptions, open_event_store
+from agents.orchestrator import Orchestrator
+from events import EventStore, StoreOptions, open_event_store
 from projections import LmdbStateStore, ProjectionRunner, build_projections
 
+from .agent_wiring import open_orchestrator
 from .config import Config
 from .render import Progress
 from .views import projections_path
@@ -45,6 +48,15 @@ async def _stop_on_signal(
         return
 
 
+async def _run_orchestrator(
+    config: Config, store: EventStore, *, task_status: trio.TaskStatus[Orchestrator]
+) -> None:
+    """Own the orchestrator (provider, HTTP client, agents) for the server's lifetime."""
+    async with open_orchestrator(config, store) as orchestrator:
+        task_status.started(orchestrator)
+        await trio.sleep_forever()
+
+
 async def serve(config: Config, out: TextIO = sys.stdout) -> int:
     path = config.store.data_path
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -68,12 +80,17 @@ async def serve(config: Config, out: TextIO = sys.stdout) -> int:
                         functools.partial(runner.run, store, progress=progress.update)
                     )
                     progress.close()
+                    orchestrator = await nursery.start(_run_orchestrator, config, store)
                     out.write(
                         f"autoagent: event store open at {path.resolve()} (head position "
                         f"{store.head_position}, projections at {runner.position}); "
                         "Ctrl-C to stop\n"
                     )
                     out.flush()
+                    resumed = await orchestrator.resume_unfinished()
+                    if resumed:
+                        out.write(f"autoagent: resumed {len(resumed)} unfinished run(s)\n")
+                        out.flush()
             finally:
                 state.close()
     out.write("autoagent: stopped cleanly\n")

@@ -61,6 +61,7 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "faiss_ivf_threshold": 10000,
         "faiss_nprobe": 8,
         "prompt_cache_size": 128,
+        "step_timeout_s": 60.0,
     },
     "features": {
         "parallel_execution": True,
@@ -85,6 +86,9 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
             "math",
             "clock",
         ],
+        "quote_endpoint": "",
+        "max_goal_chars": 4000,
+        "verify_before_dependents": False,
     },
 }
 
@@ -537,3 +541,13 @@ def test_config_as_dict_redacts_tokens_by_default() -> None:
     config = load_config(env={"AUTOAGENT_SERVER__TOKENS": '["t1", "t2"]'})
     assert config_as_dict(config)["server"]["tokens"] == ["<redacted>", "<redacted>"]
     assert config_as_dict(config, redact=False)["server"]["tokens"] == ["t1", "t2"]
+
+
+def test_optional_text_key_accepts_empty_string_from_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, '[agents]\nquote_endpoint = ""\n')
+    assert load_config(path, env={}).agents.quote_endpoint == ""
+
+
+def test_optional_text_key_takes_a_url_from_env() -> None:
+    env = {"AUTOAGENT_AGENTS__QUOTE_ENDPOINT": "http://127.0.0.1:9/quotes"}
+    assert load_config(env=env).agents.quote_endpoint == "http://127.0.0.1:9/quotes"

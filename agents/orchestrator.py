@@ -1,0 +1,368 @@
+"""The orchestrator: a goal in, a verified answer out, every transition an event.
+
+submit: `SessionStarted` (new session), `UserMessageReceived`, `RunRequested`.
+execute: intent analysis and tool-catalog preparation run concurrently; the planner
+makes a validated `PlanCreated`; the executor runs steps as their dependencies finish
+while the verifier checks finished steps in the background; the answer waits for every
+verification, then `RunCompleted` and the session's `AssistantMessageSent`.
+
+Resume reads the run's own stream: completed steps keep their results, a step that
+started but did not finish runs again (attempt + 1) when its tool is idempotent, and
+fails with a clear reason otherwise (unless `retry_non_idempotent`). A cancel
+appends `RunCancelled`; a shutdown leaves the run unfinished, for resume.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from events import (
+    NO_STREAM,
+    AssistantMessageSent,
+    Event,
+    EventStore,
+    IntentAnalyzed,
+    PlanCreated,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunRequested,
+    RunResumed,
+    SessionStarted,
+    UserMessageReceived,
+)
+
+from . import offline_model
+from .catalog import ToolCatalog
+from .errors import InvalidGoal, InvalidPlan, LLMError, RunAlreadyFinished, RunNotFound
+from .executor import Executor, ExecutorOptions, StepOutcome
+from .llm import LLMProvider
+from .plan import Plan, PlanStep
+from .planner import Planner
+from .prompting import PromptRepository, answer_messages
+from .registry import AgentRegistry
+from .run_state import RunState, load_run
+from .verifier import Verifier
+
+History = Callable[[str], Awaitable[list[dict[str, Any]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorOptions:
+    max_parallel_steps: int = 8
+    parallel_execution: bool = True
+    async_planner: bool = True
+    background_verification: bool = True
+    step_batching: bool = True
+    verify_before_dependents: bool = False
+    retry_non_idempotent: bool = False
+    step_timeout_s: float = 60.0
+    max_goal_chars: int = 4000
+    session_window: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    run_id: str
+    session_id: str
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    run_id: str
+    session_id: str
+    status: str
+    answer: str | None
+    reason: str | None = None
+    llm_calls: int = 0
+
+
+class Orchestrator:
+    """Runs goals against one store, provider and agent registry."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        provider: LLMProvider,
+        registry: AgentRegistry,
+        *,
+        prompts: PromptRepository | None = None,
+        options: OrchestratorOptions = OrchestratorOptions(),
+        history: History | None = None,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.registry = registry
+        self.prompts = prompts or PromptRepository()
+        self.options = options
+        self._history = history or self._history_from_log
+        self._scopes: dict[str, trio.CancelScope] = {}
+        self._cancelled: set[str] = set()
+
+    # --- submitting -------------------------------------------------------------------
+
+    def check_goal(self, goal: object) -> str:
+        if not isinstance(goal, str) or not goal.strip():
+            raise InvalidGoal("the goal must be non-empty text")
+        if len(goal) > self.options.max_goal_chars:
+            limit = self.options.max_goal_chars
+            raise InvalidGoal(f"the goal is {len(goal)} characters, over the limit of {limit}")
+        return goal.strip()
+
+    async def submit(
+        self, goal: str, session_id: str | None = None, *, client: str = ""
+    ) -> Submitted:
+        """Record the user's message and the run request; the run itself starts later."""
+        goal = self.check_goal(goal)
+        session_id = session_id or uuid.uuid4().hex[:12]
+        run_id = uuid.uuid4().hex[:12]
+        session_stream = f"session-{session_id}"
+        if await self.store.stream_version(session_stream) == 0:
+            await self.store.append(
+                session_stream, [SessionStarted(session_id, client=client)], NO_STREAM
+            )
+        await self.store.append(session_stream, [UserMessageReceived(session_id, run_id, goal)])
+        result = await self.store.append(
+            f"run-{run_id}", [RunRequested(run_id, session_id, goal)], NO_STREAM, correlation=run_id
+        )
+        return Submitted(run_id, session_id, result.last_position)
+
+    async def run_goal(self, goal: str, session_id: str | None = None) -> RunResult:
+        submitted = await self.submit(goal, session_id)
+        return await self.execute(submitted.run_id)
+
+    # --- running --------------------------------------------------------------------------
+
+    async def execute(self, run_id: str, *, resume: bool = False) -> RunResult:
+        """Take the run from wherever its stream says it is to a terminal event."""
+        state = await load_run(self.store, run_id)
+        if state.status == "missing":
+            raise RunNotFound(run_id)
+        if state.finished:
+            if resume:
+                raise RunAlreadyFinished(run_id, state.status)
+            return RunResult(run_id, state.session_id, state.status, None)
+        if state.version > 1 or resume:
+            await self._append(run_id, [RunResumed(run_id, "resumed from the log")])
+        with trio.CancelScope() as scope:
+            self._scopes[run_id] = scope
+            try:
+                return await self._drive(state)
+            finally:
+                del self._scopes[run_id]
+                if run_id in self._cancelled:
+                    self._cancelled.discard(run_id)
+                    with trio.CancelScope(shield=True):
+                        await self._append(run_id, [RunCancelled(run_id, "cancelled by request")])
+        return RunResult(run_id, state.session_id, "cancelled", None, "cancelled by request")
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run executing in this process; False when it is not running here."""
+        scope = self._scopes.get(run_id)
+        if scope is None:
+            return False
+        self._cancelled.add(run_id)
+        scope.cancel()
+        return True
+
+    def running(self) -> list[str]:
+        return sorted(self._scopes)
+
+    async def _drive(self, state: RunState) -> RunResult:
+        calls_before = 0
+        plan = state.plan
+        if plan is None:
+            try:
+                plan, calls_before = await self._make_plan(state)
+            except (InvalidPlan, LLMError) as exc:
+                return await self._fail(state, f"no usable plan: {exc}")
+        outcomes, verifier = await self._run_plan(state, plan)
+        return await self._conclude(state, plan, outcomes, calls_before + verifier.calls)
+
+    async def _make_plan(self, state: RunState) -> tuple[Plan, int]:
+        """Intent and catalog concurrently (when async planning is on), then the plan."""
+        catalog: list[ToolCatalog] = []
+        intent: list[dict[str, Any]] = []
+
+        async def prepare_catalog() -> None:
+            catalog.append(await trio.to_thread.run_sync(self.registry.catalog))
+
+        async def analyse_intent() -> None:
+            intent.append(offline_model.intent(state.goal))
+            await trio.lowlevel.checkpoint()
+
+        if self.options.async_planner:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(prepare_catalog)
+                nursery.start_soon(analyse_intent)
+        else:
+            await prepare_catalog()
+            await analyse_intent()
+        await self._append(
+            state.run_id,
+            [
+                IntentAnalyzed(
+                    state.run_id,
+                    str(intent[0].get("intent", "")),
+                    dict(intent[0].get("entities", {})),
+                )
+            ],
+        )
+        planner = Planner(self.provider, self.prompts)
+        try:
+            plan = await planner.plan(
+                state.goal, catalog[0], await self._history(state.session_id), state.run_id
+            )
+        finally:
+            state_calls = planner.calls
+        await self._append(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
+        return plan, state_calls
+
+    async def _run_plan(
+        self, state: RunState, plan: Plan
+    ) -> tuple[dict[str, StepOutcome], Verifier]:
+        verifier = Verifier(
+            self.store,
+            self.provider,
+            self.prompts,
+            state.run_id,
+            state.goal,
+            batching=self.options.step_batching,
+        )
+        background = (
+            self.options.background_verification and not self.options.verify_before_dependents
+        )
+        executor = Executor(
+            self.store,
+            self.registry,
+            state.run_id,
+            self._executor_options(),
+            on_completed=verifier.submit if background else verifier.verify_now,
+            prior=state.prior,
+            refuse_restart=self._refuse_restart,
+        )
+        async with trio.open_nursery() as nursery:
+            if background:
+                await nursery.start(verifier.run)
+            outcomes = await executor.execute(plan)
+            await self._reverify(state, plan, outcomes, verifier)
+            await verifier.drain()
+        return outcomes, verifier
+
+    async def _reverify(
+        self, state: RunState, plan: Plan, outcomes: dict[str, StepOutcome], verifier: Verifier
+    ) -> None:
+        """After a resume: steps completed before the crash but never verified."""
+        for step_id in state.prior.outcomes:
+            outcome = outcomes.get(step_id)
+            if outcome and outcome.status == "completed" and step_id not in state.verified:
+                await verifier.submit(plan.step(step_id), outcome.result)
+
+    def _executor_options(self) -> ExecutorOptions:
+        o = self.options
+        return ExecutorOptions(
+            o.max_parallel_steps,
+            o.parallel_execution,
+            o.step_batching,
+            o.step_timeout_s,
+            o.verify_before_dependents,
+        )
+
+    def _refuse_restart(self, step: PlanStep) -> str | None:
+        spec = self.registry.spec(step.agent, step.action)
+        if self.options.retry_non_idempotent or (spec is not None and spec.idempotent):
+            return None
+        return (
+            f"interrupted by a restart; {step.tool} is not idempotent, so it is not run "
+            "again (set resume.retry_non_idempotent to allow it)"
+        )
+
+    async def _conclude(
+        self, state: RunState, plan: Plan, outcomes: dict[str, StepOutcome], calls: int
+    ) -> RunResult:
+        completed = [s for s in plan.steps if outcomes[s.id].status == "completed"]
+        if not completed:
+            reasons = "; ".join(f"{sid}: {o.message}" for sid, o in outcomes.items())
+            return await self._fail(state, f"no step completed ({reasons})")
+        try:
+            answer = await self._answer(state, plan, outcomes)
+            calls += 1
+        except LLMError as exc:
+            return await self._fail(state, f"could not compose the answer: {exc}")
+        await self._append(state.run_id, [RunCompleted(state.run_id, answer)])
+        await self._say(state, answer)
+        return RunResult(state.run_id, state.session_id, "completed", answer, llm_calls=calls)
+
+    async def _answer(self, state: RunState, plan: Plan, outcomes: dict[str, StepOutcome]) -> str:
+        results = [_result_entry(step, outcomes[step.id]) for step in plan.steps]
+        messages = answer_messages(self.prompts, state.goal, results)
+        reply = await self.provider.chat_json(messages, purpose="answer", run_id=state.run_id)
+        return str(reply.data.get("answer", ""))
+
+    async def _fail(self, state: RunState, reason: str) -> RunResult:
+        await self._append(state.run_id, [RunFailed(state.run_id, reason)])
+        await self._say(state, f"I could not complete this: {reason}")
+        return RunResult(state.run_id, state.session_id, "failed", None, reason)
+
+    async def _say(self, state: RunState, text: str) -> None:
+        event = AssistantMessageSent(state.session_id, text, state.run_id)
+        await self.store.append(f"session-{state.session_id}", [event], correlation=state.run_id)
+
+    async def _append(self, run_id: str, events: Sequence[Event]) -> None:
+        await self.store.append(f"run-{run_id}", events, correlation=run_id)
+
+    async def _history_from_log(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's last messages, read from its stream (used without projections)."""
+        stream = f"session-{session_id}"
+        version = await self.store.stream_version(stream)
+        records = await self.store.read_stream(
+            stream, max(0, version - 2 * self.options.session_window)
+        )
+        messages = [
+            {
+                "role": "user" if r.type == "UserMessageReceived" else "assistant",
+                "text": r.data["text"],
+            }
+            for r in records
+            if r.type in ("UserMessageReceived", "AssistantMessageSent")
+        ]
+        return messages[-self.options.session_window - 1 : -1]
+
+    # --- resume -----------------------------------------------------------------------------
+
+    async def unfinished_runs(self) -> list[str]:
+        """Runs whose stream has no terminal event, oldest first."""
+        streams = await trio.to_thread.run_sync(self.store.log.streams, "run-")
+        unfinished = []
+        for stream, version in streams:
+            last = await self.store.read_stream(stream, version - 1, 1)
+            if last and last[0].type not in ("RunCompleted", "RunFailed", "RunCancelled"):
+                unfinished.append((last[0].position, stream[len("run-") :]))
+        return [run_id for _, run_id in sorted(unfinished)]
+
+    async def resume_unfinished(self) -> list[RunResult]:
+        """Resume every unfinished run concurrently; returns their results."""
+        results: list[RunResult] = []
+
+        async def resume_one(run_id: str) -> None:
+            results.append(await self.execute(run_id, resume=True))
+
+        async with trio.open_nursery() as nursery:
+            for run_id in await self.unfinished_runs():
+                nursery.start_soon(resume_one, run_id)
+        return results
+
+
+def _result_entry(step: PlanStep, outcome: StepOutcome) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": step.id, "agent": step.agent, "action": step.action}
+    if outcome.status == "completed":
+        entry["result"] = outcome.result
+    else:
+        entry["error"] = f"{outcome.status}: {outcome.message}"
+    return entry

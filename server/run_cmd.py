@@ -1,0 +1,69 @@
+"""`autoagent run "GOAL"` and `autoagent runs resume ID`: drive a run in this process.
+
+The run's events go to the data dir's log like any other; `--json` prints them with
+the answer, so a script can see exactly what happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, TextIO
+
+import trio
+
+from agents.orchestrator import RunResult
+from events import open_event_store
+
+from .agent_wiring import open_orchestrator
+from .config import Config
+from .render import dumps, record_as_dict
+from .serve import store_options
+
+EXIT_OK, EXIT_RUN_FAILED = 0, 1
+
+
+async def _run(
+    config: Config, goal: str | None, run_id: str | None, session: str | None
+) -> tuple[RunResult, list[dict[str, Any]]]:
+    async with open_event_store(config.store.data_path, store_options(config)) as store:
+        async with open_orchestrator(config, store) as orchestrator:
+            if goal is not None:
+                result = await orchestrator.run_goal(goal, session)
+            else:
+                assert run_id is not None
+                result = await orchestrator.execute(run_id, resume=True)
+        records = await store.read_stream(f"run-{result.run_id}", 0, 100_000)
+    return result, [record_as_dict(r) for r in records]
+
+
+def _report(result: RunResult, events: list[dict[str, Any]], as_json: bool, out: TextIO) -> int:
+    if as_json:
+        out.write(
+            dumps(
+                {
+                    "run_id": result.run_id,
+                    "session_id": result.session_id,
+                    "status": result.status,
+                    "answer": result.answer,
+                    "reason": result.reason,
+                    "events": events,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    elif result.status == "completed":
+        out.write(f"{result.answer}\n")
+    else:
+        out.write(f"run {result.run_id} {result.status}: {result.reason}\n")
+    return EXIT_OK if result.status == "completed" else EXIT_RUN_FAILED
+
+
+def run_goal(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    result, events = trio.run(_run, config, args.goal, None, args.session)
+    return _report(result, events, args.json, out)
+
+
+def resume_run(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    result, events = trio.run(_run, config, None, args.id, None)
+    return _report(result, events, args.json, out)
