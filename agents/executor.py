@@ -85,6 +85,7 @@ class Executor:
         self._refuse_restart = refuse_restart
         self._limiter = trio.CapacityLimiter(options.max_parallel_steps if options.parallel else 1)
         self.outcomes: dict[str, StepOutcome] = {}
+        self.started: set[str] = set()
         self._done: dict[str, trio.Event] = {}
 
     async def execute(self, plan: Plan) -> dict[str, StepOutcome]:
@@ -97,6 +98,20 @@ class Executor:
         async with trio.open_nursery() as nursery:
             for group in self._groups(pending):
                 nursery.start_soon(self._run_group, group)
+        return self.outcomes
+
+    async def execute_stream(
+        self, steps: trio.MemoryReceiveChannel[PlanStep]
+    ) -> dict[str, StepOutcome]:
+        """Start each step as it arrives from a streamed plan (dependencies come first).
+
+        No batching here: a step cannot wait for siblings that may never arrive.
+        """
+        async with trio.open_nursery() as nursery, steps:
+            async for step in steps:
+                self._done[step.id] = trio.Event()
+                self.started.add(step.id)
+                nursery.start_soon(self._run_group, [step])
         return self.outcomes
 
     def _groups(self, steps: Sequence[PlanStep]) -> list[list[PlanStep]]:

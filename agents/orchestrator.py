@@ -14,6 +14,7 @@ appends `RunCancelled`; a shutdown leaves the run unfinished, for resume.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from .errors import InvalidGoal, InvalidPlan, LLMError, RunAlreadyFinished, RunN
 from .executor import Executor, ExecutorOptions, StepOutcome
 from .llm import LLMProvider
 from .plan import Plan, PlanStep
+from .plan_stream import stream_plan
 from .planner import Planner
 from .prompting import PromptRepository, answer_messages
 from .registry import AgentRegistry
@@ -60,6 +62,7 @@ class OrchestratorOptions:
     background_verification: bool = True
     step_batching: bool = True
     verify_before_dependents: bool = False
+    streaming_plan: bool = True
     retry_non_idempotent: bool = False
     step_timeout_s: float = 60.0
     max_goal_chars: int = 4000
@@ -177,6 +180,8 @@ class Orchestrator:
     async def _drive(self, state: RunState) -> RunResult:
         calls_before = 0
         plan = state.plan
+        if plan is None and self.options.streaming_plan:
+            return await self._drive_streaming(state)
         if plan is None:
             try:
                 plan, calls_before = await self._make_plan(state)
@@ -185,8 +190,44 @@ class Orchestrator:
         outcomes, verifier = await self._run_plan(state, plan)
         return await self._conclude(state, plan, outcomes, calls_before + verifier.calls)
 
-    async def _make_plan(self, state: RunState) -> tuple[Plan, int]:
-        """Intent and catalog concurrently (when async planning is on), then the plan."""
+    async def _drive_streaming(self, state: RunState) -> RunResult:
+        """Plan and execute at once: each streamed step starts as soon as it can."""
+        catalog = await self._prepare(state)
+        history = await self._history(state.session_id)
+        verifier, executor, background = self._workers(state)
+        send, receive = trio.open_memory_channel[PlanStep](math.inf)
+        failure: list[str] = []
+
+        async def on_step(step: PlanStep) -> None:
+            send.send_nowait(step)
+            await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            if background:
+                await nursery.start(verifier.run)
+            async with trio.open_nursery() as steps:
+                steps.start_soon(executor.execute_stream, receive)
+                try:
+                    async with send:
+                        plan = await stream_plan(
+                            self.provider,
+                            self.prompts,
+                            state.goal,
+                            catalog,
+                            history,
+                            state.run_id,
+                            on_step,
+                        )
+                    await self._append(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
+                except (InvalidPlan, LLMError) as exc:
+                    failure.append(f"no usable plan: {exc}")
+            await verifier.drain()
+        if failure:
+            return await self._fail(state, failure[0])
+        return await self._conclude(state, plan, executor.outcomes, 1 + verifier.calls)
+
+    async def _prepare(self, state: RunState) -> ToolCatalog:
+        """Intent and catalog concurrently (when async planning is on); `IntentAnalyzed`."""
         catalog: list[ToolCatalog] = []
         intent: list[dict[str, Any]] = []
 
@@ -204,29 +245,27 @@ class Orchestrator:
         else:
             await prepare_catalog()
             await analyse_intent()
-        await self._append(
-            state.run_id,
-            [
-                IntentAnalyzed(
-                    state.run_id,
-                    str(intent[0].get("intent", "")),
-                    dict(intent[0].get("entities", {})),
-                )
-            ],
+        found = intent[0]
+        event = IntentAnalyzed(
+            state.run_id, str(found.get("intent", "")), dict(found.get("entities", {}))
         )
+        await self._append(state.run_id, [event])
+        return catalog[0]
+
+    async def _make_plan(self, state: RunState) -> tuple[Plan, int]:
+        catalog = await self._prepare(state)
         planner = Planner(self.provider, self.prompts)
         try:
             plan = await planner.plan(
-                state.goal, catalog[0], await self._history(state.session_id), state.run_id
+                state.goal, catalog, await self._history(state.session_id), state.run_id
             )
         finally:
-            state_calls = planner.calls
+            calls = planner.calls
         await self._append(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
-        return plan, state_calls
+        return plan, calls
 
-    async def _run_plan(
-        self, state: RunState, plan: Plan
-    ) -> tuple[dict[str, StepOutcome], Verifier]:
+    def _workers(self, state: RunState) -> tuple[Verifier, Executor, bool]:
+        """The run's verifier and executor, wired for background or inline verification."""
         verifier = Verifier(
             self.store,
             self.provider,
@@ -247,6 +286,12 @@ class Orchestrator:
             prior=state.prior,
             refuse_restart=self._refuse_restart,
         )
+        return verifier, executor, background
+
+    async def _run_plan(
+        self, state: RunState, plan: Plan
+    ) -> tuple[dict[str, StepOutcome], Verifier]:
+        verifier, executor, background = self._workers(state)
         async with trio.open_nursery() as nursery:
             if background:
                 await nursery.start(verifier.run)

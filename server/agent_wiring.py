@@ -34,6 +34,7 @@ def orchestrator_options(config: Config) -> OrchestratorOptions:
         background_verification=features.background_verification,
         step_batching=features.step_batching,
         verify_before_dependents=config.agents.verify_before_dependents,
+        streaming_plan=features.streaming_plan,
         retry_non_idempotent=config.resume.retry_non_idempotent,
         step_timeout_s=performance.step_timeout_s,
         max_goal_chars=config.agents.max_goal_chars,
