@@ -54,6 +54,10 @@ class LatencyHistogram:
                 return min(_upper(bucket), self.max)
         return self.max
 
+    def count_at_most(self, seconds: float) -> int:
+        """Observations in buckets whose upper bound is <= `seconds` (Prometheus `le`)."""
+        return sum(c for bucket, c in self.counts.items() if _upper(bucket) <= seconds)
+
     def summary(self) -> dict[str, float]:
         mean = self.total / self.count if self.count else 0.0
         return {

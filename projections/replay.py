@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from events import EventLog, StoreCorrupted
+from events import EventLog, StoreCorrupted, VerifiedReader
 
 from .base import Projection, SnapshottingProjection
 from .runner import Progress, ProjectionRunner
@@ -35,7 +35,12 @@ def rebuild(
     """`projection` applied to positions 1..until in a fresh memory state store."""
     scratch = MemoryStateStore()
     runner = ProjectionRunner(
-        log, scratch, [projection], batch_size=batch_size, snapshot_every=1 << 62
+        log,
+        scratch,
+        [projection],
+        batch_size=batch_size,
+        snapshot_every=1 << 62,
+        reader=VerifiedReader(log).read,
     )
     runner.prepare()
     runner.catch_up(until, progress)
@@ -72,11 +77,21 @@ def verify(
     progress: Callable[[str], Progress | None] | None = None,
 ) -> list[Difference]:
     """Rebuild each projection up to its live checkpoint and diff it with the live state."""
+    with live.pinned() as view:
+        return _verify_pinned(log, view, factories, progress)
+
+
+def _verify_pinned(
+    log: EventLog,
+    live: StateStore,
+    factories: dict[str, Callable[[], Projection]],
+    progress: Callable[[str], Progress | None] | None,
+) -> list[Difference]:
     differences: list[Difference] = []
     for name, factory in factories.items():
         projection = factory()
         checkpoint = live.checkpoint(name)
-        if checkpoint.version != projection.version:
+        if checkpoint.position and checkpoint.version != projection.version:
             differences.append(
                 Difference(name, "<version>", checkpoint.version, projection.version)
             )

@@ -113,7 +113,7 @@ class ProjectionRunner:
                 for record in batch:
                     if record.position > applied:
                         projection.apply(record)
-                commit = self._commit_for(projection, last)
+                commit = self._commit_for(projection, last) if applied < last else None
                 if commit is not None:
                     commits.append(commit)
         if commits:
@@ -156,10 +156,14 @@ class ProjectionRunner:
             if isinstance(p, SnapshottingProjection)
             and self._applied[p.name] > self._persisted[p.name]
         ]
-        if commits:
+        if not commits:
+            return
+        try:
             self.state.commit(commits)
-            for commit in commits:
-                self._persisted[commit.name] = commit.position
+        except CheckpointMoved:
+            return  # replaced under us (replay): the new state stands, ours is dropped
+        for commit in commits:
+            self._persisted[commit.name] = commit.position
 
     def statuses(self) -> list[ProjectionStatus]:
         return [

@@ -149,6 +149,8 @@ class RunsProjection(Projection):
     def _on_RunResumed(self, record: RecordedEvent) -> None:
         run = self._run(record)
         run["resumes"] += 1
+        run["ended_ts"] = None
+        run["reason"] = None
         run["status"] = "running" if run["plan"] else "requested"
         self._store(run, record)
 

@@ -13,8 +13,9 @@ the admin CLI uses it to bring a lagging projection up to the log head without w
 from __future__ import annotations
 
 import abc
+import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,11 @@ class StateStore(abc.ABC):
         snapshot: bytes | None = None,
     ) -> None:
         """Swap in a whole rebuilt state (or snapshot) and checkpoint at once (`replay`)."""
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[StateStore]:
+        """A consistent read-only view for several reads (LMDB: one read transaction)."""
+        yield self
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -226,68 +232,124 @@ class LmdbStateStore(StateStore):
                 txn.put(_key(name, key), pack(value), db=self._state)
             txn.put(name.encode(), pack([position, version]), db=self._meta)
 
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[StateStore]:
+        """A read-only view of this state as of now, held in one read transaction.
+
+        Readers that combine several reads (verify, the CLI's overlay) see one
+        consistent state even while a server commits beside them.
+        """
+        txn = self._env.begin(buffers=True)
+        try:
+            yield _PinnedState(self, txn)
+        finally:
+            txn.abort()
+
     def close(self) -> None:
         with self._lock:
             self._env.close()
 
 
+class _PinnedState(LmdbStateStore):
+    """An `LmdbStateStore` whose reads all go through one fixed read transaction."""
+
+    def __init__(self, store: LmdbStateStore, txn: Any) -> None:  # shares store's handles
+        self._env = store._env
+        self.readonly = True
+        self._state = store._state
+        self._meta = store._meta
+        self._snapshots = store._snapshots
+        self._lock = store._lock
+        self._txn = txn
+
+    def _read(self, fn: Any) -> Any:
+        return fn(self._txn)
+
+    def commit(self, commits: list[StateCommit]) -> None:
+        raise ProjectionStoreMissing("a pinned state view is read-only")
+
+    def replace(
+        self,
+        name: str,
+        version: int,
+        position: int,
+        items: list[tuple[bytes, Any]],
+        snapshot: bytes | None = None,
+    ) -> None:
+        raise ProjectionStoreMissing("a pinned state view is read-only")
+
+    def close(self) -> None:
+        return None
+
+
 class MemoryStateStore(StateStore):
-    """Projection state in dicts; optionally an overlay over a read-only `base`."""
+    """Projection state in dicts; optionally an overlay over a read-only `base`.
+
+    The base must not change while the overlay is used (pass `LmdbStateStore.pinned()`),
+    or keys read from it later would include events the overlay applies again.
+
+    Values are kept packed (msgpack bytes) exactly as LMDB keeps them, so every read
+    is a fresh copy: a handler changing a loaded value in place cannot alter the
+    stored state behind a failed commit's back.
+    """
 
     def __init__(self, base: StateStore | None = None) -> None:
         self._base = base
-        self._state: dict[str, dict[bytes, Any]] = {}
+        self._state: dict[str, dict[bytes, bytes | None]] = {}
         self._checkpoints: dict[str, Checkpoint] = {}
         self._snapshots: dict[str, bytes] = {}
         self._reset: set[str] = set()
         self._lock = threading.Lock()
 
-    def _layer(self, name: str) -> dict[bytes, Any]:
+    def _layer(self, name: str) -> dict[bytes, bytes | None]:
         return self._state.setdefault(name, {})
+
+    def _base_for(self, name: str) -> StateStore | None:
+        return self._base if name not in self._reset else None
 
     def checkpoint(self, name: str) -> Checkpoint:
         if name in self._checkpoints:
             return self._checkpoints[name]
-        return (
-            self._base.checkpoint(name) if self._base and name not in self._reset else Checkpoint()
-        )
+        base = self._base_for(name)
+        return base.checkpoint(name) if base else Checkpoint()
 
     def get(self, name: str, key: bytes) -> Any:
         with self._lock:
-            value = self._layer(name).get(key, _DELETED if name in self._reset else None)
-        if value is None and self._base is not None:
-            return self._base.get(name, key)
-        return None if value is _DELETED else value
+            layer = self._layer(name)
+            if key in layer:
+                packed = layer[key]
+                return None if packed is None else unpack(packed)
+        base = self._base_for(name)
+        return base.get(name, key) if base else None
 
     def items(self, name: str, prefix: bytes = b"") -> list[tuple[bytes, Any]]:
-        merged: dict[bytes, Any] = {}
-        if self._base is not None and name not in self._reset:
-            merged.update(self._base.items(name, prefix))
+        base = self._base_for(name)
+        merged: dict[bytes, Any] = dict(base.items(name, prefix)) if base else {}
         with self._lock:
-            merged.update((k, v) for k, v in self._layer(name).items() if k.startswith(prefix))
+            for key, packed in self._layer(name).items():
+                if key.startswith(prefix):
+                    merged[key] = _DELETED if packed is None else unpack(packed)
         return sorted((k, v) for k, v in merged.items() if v is not _DELETED)
 
     def snapshot(self, name: str) -> bytes | None:
         if name in self._snapshots:
             return self._snapshots[name]
-        return self._base.snapshot(name) if self._base and name not in self._reset else None
+        base = self._base_for(name)
+        return base.snapshot(name) if base else None
 
     def commit(self, commits: list[StateCommit]) -> None:
         with self._lock:
             for commit in commits:
                 actual = self._checkpoints.get(commit.name)
                 if actual is None:
-                    actual = (
-                        self._base.checkpoint(commit.name)
-                        if self._base and commit.name not in self._reset
-                        else Checkpoint()
-                    )
+                    base = self._base_for(commit.name)
+                    actual = base.checkpoint(commit.name) if base else Checkpoint()
                 if actual.position != commit.expected_position:
                     raise CheckpointMoved(commit.name, commit.expected_position, actual.position)
             for commit in commits:
                 layer = self._layer(commit.name)
                 for key, value in commit.changes.items():
-                    layer[key] = _DELETED if value is None else unpack(pack(value))
+                    layer[key] = None if value is None else pack(value)
                 if commit.snapshot is not None:
                     self._snapshots[commit.name] = commit.snapshot
                 self._checkpoints[commit.name] = Checkpoint(commit.position, commit.version)
@@ -305,7 +367,7 @@ class MemoryStateStore(StateStore):
     ) -> None:
         with self._lock:
             self._reset.add(name)
-            self._state[name] = dict(items)
+            self._state[name] = {key: pack(value) for key, value in items}
             self._snapshots.pop(name, None)
             if snapshot is not None:
                 self._snapshots[name] = snapshot

@@ -7,6 +7,7 @@ raise on purpose becomes one line on stderr; never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from events import AutoagentError, StoreCorrupted
 
 from . import admin
 from .config import Config, load_config, resolve_config_path
+from .errors import InputError
 from .inspect_cmds import runs_list, runs_show, sessions_list, sessions_show
 from .replay_cmd import replay
 from .run_cmd import resume_run, run_goal
@@ -44,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(prog="autoagent", description="Event-sourced AI agent server.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("serve", parents=[common], help="run the server (store, writer)")
+    serve_cmd = commands.add_parser("serve", parents=[common], help="run the server")
+    serve_cmd.add_argument("--host", help="address to listen on (server.host)")
+    serve_cmd.add_argument("--port", type=int, help="port to listen on, 0 for any (server.port)")
     run = commands.add_parser("run", parents=[common], help="run one goal in this process")
     run.add_argument("goal")
     run.add_argument("--session", metavar="ID")
@@ -104,6 +108,13 @@ def _add_inspection(commands: SubParsers, common: argparse.ArgumentParser) -> No
     resume.add_argument("--json", action="store_true")
 
 
+def _with_listen_flags(config: Config, args: argparse.Namespace) -> Config:
+    changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise InputError(f"--port {args.port} is not a port number (0-65535)")
+    return dataclasses.replace(config, server=dataclasses.replace(config.server, **changes))
+
+
 def _config(args: argparse.Namespace) -> Config:
     return load_config(resolve_config_path(args.config), data_dir=args.data_dir)
 
@@ -111,7 +122,7 @@ def _config(args: argparse.Namespace) -> Config:
 def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     config = _config(args)
     if args.command == "serve":
-        return trio.run(serve, config, out)
+        return trio.run(serve, _with_listen_flags(config, args), out)
     if args.command == "replay":
         return replay(config, args, out)
     if args.command == "sessions":

@@ -71,6 +71,9 @@ class ServerConfig:
     max_frame_bytes: int = field(default=1048576, metadata=_POSITIVE)
     requests_per_second: float = field(default=20.0, metadata=_POSITIVE)
     max_connections: int = field(default=100, metadata=_POSITIVE)
+    max_connections_per_token: int = field(default=50, metadata=_POSITIVE)
+    max_runs_per_session: int = field(default=4, metadata=_POSITIVE)
+    slow_client_timeout_s: float = field(default=10.0, metadata=_POSITIVE)
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,16 @@ The WebSocket API is wired in by a later issue.
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TextIO
 
 import trio
 
 from agents.orchestrator import Orchestrator
+from agents.run_state import load_run
 from events import EventStore, StoreOptions, open_event_store
 from projections import LmdbStateStore, ProjectionRunner, build_projections
 
@@ -26,6 +28,10 @@ from .agent_wiring import open_orchestrator
 from .config import Config
 from .render import Progress
 from .views import projections_path
+from .ws_limits import ServerLimits
+from .ws_server import AgentServer, check_bind
+
+TOKEN_ENV = "AUTOAGENT_TOKEN"
 
 
 def store_options(config: Config) -> StoreOptions:
@@ -57,8 +63,28 @@ async def _run_orchestrator(
         await trio.sleep_forever()
 
 
+def server_tokens(config: Config, env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Tokens from `server.tokens` plus `AUTOAGENT_TOKEN`."""
+    extra = (os.environ if env is None else env).get(TOKEN_ENV, "").strip()
+    return tuple(t for t in (*config.server.tokens, extra) if t)
+
+
+def server_limits(config: Config) -> ServerLimits:
+    server = config.server
+    return ServerLimits(
+        max_frame_bytes=server.max_frame_bytes,
+        requests_per_second=server.requests_per_second,
+        max_connections=server.max_connections,
+        max_connections_per_token=server.max_connections_per_token,
+        max_runs_per_session=server.max_runs_per_session,
+        slow_client_timeout_s=server.slow_client_timeout_s,
+    )
+
+
 async def serve(config: Config, out: TextIO = sys.stdout) -> int:
     path = config.store.data_path
+    tokens = server_tokens(config)
+    check_bind(config.server.host, tokens)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_event_store(path, store_options(config)) as store:
             state = await trio.to_thread.run_sync(
@@ -67,32 +93,47 @@ async def serve(config: Config, out: TextIO = sys.stdout) -> int:
                 )
             )
             try:
-                runner = ProjectionRunner(
-                    store.log,
-                    state,
-                    build_projections(None, config.performance.session_window),
-                    snapshot_every=config.performance.snapshot_every,
-                )
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope, out)
-                    progress = Progress("projections")
-                    await nursery.start(
-                        functools.partial(runner.run, store, progress=progress.update)
-                    )
-                    progress.close()
-                    orchestrator = await nursery.start(_run_orchestrator, config, store)
-                    out.write(
-                        f"autoagent: event store open at {path.resolve()} (head position "
-                        f"{store.head_position}, projections at {runner.position}); "
-                        "Ctrl-C to stop\n"
-                    )
-                    out.flush()
-                    resumed = await orchestrator.resume_unfinished()
-                    if resumed:
-                        out.write(f"autoagent: resumed {len(resumed)} unfinished run(s)\n")
-                        out.flush()
+                await _serve_store(config, store, state, tokens, signals, out)
             finally:
                 state.close()
     out.write("autoagent: stopped cleanly\n")
     out.flush()
     return 0
+
+
+async def _serve_store(
+    config: Config,
+    store: EventStore,
+    state: LmdbStateStore,
+    tokens: tuple[str, ...],
+    signals: AsyncIterator[int],
+    out: TextIO,
+) -> None:
+    runner = ProjectionRunner(
+        store.log,
+        state,
+        build_projections(None, config.performance.session_window),
+        snapshot_every=config.performance.snapshot_every,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope, out)
+        progress = Progress("projections")
+        await nursery.start(functools.partial(runner.run, store, progress=progress.update))
+        progress.close()
+        orchestrator = await nursery.start(_run_orchestrator, config, store)
+        app = AgentServer(store, orchestrator, runner, server_limits(config), tokens)
+        port = await nursery.start(app.serve, config.server.host, config.server.port)
+        out.write(
+            f"autoagent: event store open at {config.store.data_path.resolve()} (head position "
+            f"{store.head_position}, projections at {runner.position}); Ctrl-C to stop\n"
+            f"autoagent: listening on ws://{config.server.host}:{port} "
+            f"(HTTP /healthz, /metrics; auth {'on' if tokens else 'off'})\n"
+        )
+        out.flush()
+        unfinished = await orchestrator.unfinished_runs()
+        for run_id in unfinished:
+            state_of_run = await load_run(store, run_id)
+            app.start_run(run_id, state_of_run.session_id, None, resume=True)
+        if unfinished:
+            out.write(f"autoagent: resumed {len(unfinished)} unfinished run(s)\n")
+            out.flush()

@@ -40,7 +40,7 @@ class LiveView:
     runner: ProjectionRunner
 
 
-def open_base_state(config: Config) -> StateStore | None:
+def open_base_state(config: Config) -> LmdbStateStore | None:
     try:
         return LmdbStateStore.open(projections_path(config), readonly=True)
     except ProjectionStoreMissing:
@@ -61,20 +61,29 @@ def open_live_view(
     base = None
     try:
         base = open_base_state(config)
-        overlay = MemoryStateStore(base=base)
-        runner = ProjectionRunner(
-            log,
-            overlay,
-            build_projections(names, config.performance.session_window),
-            snapshot_every=config.performance.snapshot_every,
-        )
-        runner.prepare()
-        progress = Progress("catching up projections")
-        runner.catch_up(progress=progress.update)
-        progress.close()
-        yield LiveView(log, overlay, runner)
+        with contextlib.ExitStack() as stack:
+            # One read transaction for the whole view: a server committing meanwhile
+            # cannot make the overlay apply an event twice.
+            pinned = stack.enter_context(base.pinned()) if base is not None else None
+            yield _caught_up(config, log, MemoryStateStore(base=pinned), names)
     finally:
         if base is not None:
             base.close()
         if owned:
             log.close()
+
+
+def _caught_up(
+    config: Config, log: LmdbEventLog, overlay: MemoryStateStore, names: list[str] | None
+) -> LiveView:
+    runner = ProjectionRunner(
+        log,
+        overlay,
+        build_projections(names, config.performance.session_window),
+        snapshot_every=config.performance.snapshot_every,
+    )
+    runner.prepare()
+    progress = Progress("catching up projections")
+    runner.catch_up(progress=progress.update)
+    progress.close()
+    return LiveView(log, overlay, runner)

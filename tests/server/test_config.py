@@ -34,6 +34,9 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_frame_bytes": 1048576,
         "requests_per_second": 20.0,
         "max_connections": 100,
+        "max_connections_per_token": 50,
+        "max_runs_per_session": 4,
+        "slow_client_timeout_s": 10.0,
     },
     "store": {
         "data_dir": "./data",
