@@ -24,6 +24,7 @@ from .inspect_cmds import runs_list, runs_show, sessions_list, sessions_show
 from .replay_cmd import replay
 from .run_cmd import resume_run, run_goal
 from .serve import serve
+from .sim_command import add_sim_parser, run_sim
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("goal")
     run.add_argument("--session", metavar="ID")
     run.add_argument("--json", action="store_true")
+    add_sim_parser(commands, common)
     _add_events(commands, common)
     _add_inspection(commands, common)
     replay = commands.add_parser(
@@ -128,6 +130,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "sessions":
         command = sessions_show if args.sessions_command == "show" else sessions_list
         return command(config, args, out)
+    if args.command == "sim":
+        return run_sim(args, config, out)
     if args.command == "run":
         return run_goal(config, args, out)
     if args.command == "runs":
