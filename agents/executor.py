@@ -22,7 +22,17 @@ from typing import Any
 import msgpack
 import trio
 
-from events import Event, EventStore, StepCompleted, StepFailed, StepSkipped, StepStarted
+from events import (
+    ANY,
+    Event,
+    EventStore,
+    EventStoreError,
+    StepCompleted,
+    StepFailed,
+    StepSkipped,
+    StepStarted,
+)
+from events.store import prepare_append
 
 from .errors import AgentError, ToolError
 from .plan import Plan, PlanStep, resolve
@@ -201,6 +211,7 @@ class Executor:
         return {sid: o.result for sid, o in self.outcomes.items() if o.status == "completed"}
 
     async def _finish(self, group: list[PlanStep], outcomes: list[StepOutcome]) -> None:
+        outcomes = self._storable(group, outcomes)
         if len(outcomes) == 1 and len(group) > 1:
             outcomes = [
                 StepOutcome(**{f: getattr(outcomes[0], f) for f in StepOutcome.__slots__})
@@ -213,6 +224,31 @@ class Executor:
             if outcome.status == "completed" and self._on_completed is not None:
                 await self._on_completed(step, outcome.result)
             self._done[step.id].set()
+
+    def _storable(self, group: list[PlanStep], outcomes: list[StepOutcome]) -> list[StepOutcome]:
+        """Outcomes whose events the log accepts: a result over the size cap fails its step."""
+        checked = []
+        for step, outcome in zip(group, outcomes, strict=False):
+            try:
+                if outcome.status == "completed":
+                    prepare_append(
+                        f"run-{self._run_id}",
+                        [self._event(step, outcome)],
+                        ANY,
+                        self._store.options.max_event_bytes,
+                    )
+                checked.append(outcome)
+            except EventStoreError as exc:
+                checked.append(
+                    StepOutcome(
+                        "failed",
+                        error_type="UnstorableResult",
+                        message=str(exc),
+                        attempt=outcome.attempt,
+                        duration_s=outcome.duration_s,
+                    )
+                )
+        return checked if len(outcomes) == len(group) else outcomes
 
     def _event(self, step: PlanStep, outcome: StepOutcome) -> Event:
         if outcome.status == "completed":

@@ -45,7 +45,7 @@ from .executor import Executor, ExecutorOptions, StepOutcome
 from .llm import LLMProvider
 from .plan import Plan, PlanStep
 from .plan_stream import stream_plan
-from .planner import Planner
+from .planner import Planner, PlanRefused
 from .prompting import PromptRepository, answer_messages
 from .registry import AgentRegistry
 from .run_state import RunState, load_run
@@ -197,6 +197,7 @@ class Orchestrator:
         verifier, executor, background = self._workers(state)
         send, receive = trio.open_memory_channel[PlanStep](math.inf)
         failure: list[str] = []
+        retry: list[InvalidPlan] = []
 
         async def on_step(step: PlanStep) -> None:
             send.send_nowait(step)
@@ -219,12 +220,34 @@ class Orchestrator:
                             on_step,
                         )
                     await self._append(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
-                except (InvalidPlan, LLMError) as exc:
+                except InvalidPlan as exc:
+                    if isinstance(exc, PlanRefused) or executor.started:
+                        failure.append(f"no usable plan: {exc}")
+                    else:
+                        retry.append(exc)
+                except LLMError as exc:
                     failure.append(f"no usable plan: {exc}")
             await verifier.drain()
         if failure:
             return await self._fail(state, failure[0])
+        if retry:
+            return await self._repair_streamed(state, catalog, retry[0])
         return await self._conclude(state, plan, executor.outcomes, 1 + verifier.calls)
+
+    async def _repair_streamed(
+        self, state: RunState, catalog: ToolCatalog, error: InvalidPlan
+    ) -> RunResult:
+        """A streamed plan went wrong before any step started: plan again, with repair."""
+        planner = Planner(self.provider, self.prompts)
+        try:
+            plan = await planner.repair(
+                state.goal, catalog, await self._history(state.session_id), state.run_id, error
+            )
+        except (InvalidPlan, LLMError) as exc:
+            return await self._fail(state, f"no usable plan: {exc}")
+        await self._append(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
+        outcomes, verifier = await self._run_plan(state, plan)
+        return await self._conclude(state, plan, outcomes, 1 + planner.calls + verifier.calls)
 
     async def _prepare(self, state: RunState) -> ToolCatalog:
         """Intent and catalog concurrently (when async planning is on); `IntentAnalyzed`."""

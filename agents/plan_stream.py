@@ -17,6 +17,7 @@ from .catalog import ToolCatalog
 from .errors import InvalidPlan
 from .llm import LLMProvider
 from .plan import Plan, PlanStep, _step_from, validate_plan
+from .planner import PlanRefused
 from .prompting import PromptRepository, plan_messages
 
 _STEPS_KEY = '"steps"'
@@ -137,7 +138,7 @@ async def stream_plan(
                 await on_step(step)
         text = stream.text
     if not steps:
-        raise InvalidPlan([_refusal(text)])
+        raise PlanRefused([_refusal(text)])
     return Plan(tuple(steps))
 
 

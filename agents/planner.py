@@ -36,11 +36,21 @@ class Planner:
         except PlanRefused:
             raise
         except (InvalidPlan, InvalidModelOutput) as first:
-            repair = [*messages, {"role": "assistant", "content": _problem_text(first)}]
-            repair.append(
-                messages[-1] | {"content": _repair_request(messages[-1]["content"], first)}
-            )
-            return await self._ask(repair, catalog, run_id)
+            return await self.repair(goal, catalog, history, run_id, first)
+
+    async def repair(
+        self,
+        goal: str,
+        catalog: ToolCatalog,
+        history: Sequence[Any],
+        run_id: str,
+        error: Exception,
+    ) -> Plan:
+        """One re-ask naming what was wrong with the previous plan."""
+        messages = plan_messages(self._prompts, goal, catalog, history)
+        repair = [*messages, {"role": "assistant", "content": _problem_text(error)}]
+        repair.append(messages[-1] | {"content": _repair_request(messages[-1]["content"], error)})
+        return await self._ask(repair, catalog, run_id)
 
     async def _ask(self, messages: list[dict[str, str]], catalog: ToolCatalog, run_id: str) -> Plan:
         self.calls += 1

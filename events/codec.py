@@ -102,7 +102,7 @@ def split_value(value: bytes | memoryview) -> tuple[bytes, memoryview]:
 
 def unpack_body(position: int, body: bytes | memoryview) -> list[Any]:
     try:
-        fields = msgpack.unpackb(body, raw=False)
+        fields = msgpack.unpackb(body, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise StoreCorrupted(position, f"undecodable record ({exc})") from exc
     if not isinstance(fields, list) or len(fields) != 12:
@@ -140,6 +140,6 @@ def _upcast(position: int, etype: str, schema: int, data: Any) -> tuple[int, Any
 
 def _decompress(position: int, data: bytes) -> Any:
     try:
-        return msgpack.unpackb(zlib.decompress(data), raw=False)
+        return msgpack.unpackb(zlib.decompress(data), raw=False, strict_map_key=False)
     except Exception as exc:
         raise StoreCorrupted(position, f"compressed payload does not decode ({exc})") from exc

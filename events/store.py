@@ -72,6 +72,22 @@ class StoreStatistics:
     mean_batch_requests: float
 
 
+class _Recent:
+    """A just-committed record kept for live subscribers, decoded on first read."""
+
+    __slots__ = ("_record", "position", "value")
+
+    def __init__(self, position: int, value: bytes) -> None:
+        self.position = position
+        self.value = value
+        self._record: RecordedEvent | None = None
+
+    def record(self) -> RecordedEvent:
+        if self._record is None:
+            self._record = decode_record(self.value, self.position)
+        return self._record
+
+
 class _PendingAppend:
     """A producer's request and the slot where the writer puts its outcome."""
 
@@ -92,9 +108,7 @@ class EventStore:
         self._send, self._receive = trio.open_memory_channel[_PendingAppend](options.queue_size)
         self._head, _ = log.head()
         self._changed = trio.Event()
-        self._recent: collections.deque[RecordedEvent] = collections.deque(
-            maxlen=options.recent_events
-        )
+        self._recent: collections.deque[_Recent] = collections.deque(maxlen=options.recent_events)
         self._closed = False
         self._appends = self._commits = self._events_written = 0
 
@@ -167,12 +181,9 @@ class EventStore:
         """Make committed records visible to subscribers (no await: one atomic step)."""
         if not writes:
             return
-        try:
-            self._recent.extend([decode_record(w.value, w.position) for w in writes])
-        except EventStoreError:
-            # Written but not decodable (an upcaster that fails): subscribers must read
-            # it from the log and get the error there, so empty the window instead.
-            self._recent.clear()
+        # Decoded lazily, by the first subscriber that reads it (often none does); a
+        # record that cannot be decoded raises there, as it would read from disk.
+        self._recent.extend(_Recent(w.position, w.value) for w in writes)
         self._head = writes[-1].position
         self._events_written += len(writes)
         self._changed.set()
@@ -280,7 +291,7 @@ class Subscription:
             return None
         start = self.position + 1 - recent[0].position
         batch = [
-            recent[i]
+            recent[i].record()
             for i in range(start, min(len(recent), start + self._store.options.read_batch))
         ]
         if batch:

@@ -7,9 +7,11 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,17 +71,42 @@ def filesystem_of(path: Path) -> str:
     return f"{best[1]} at {best[0] or '?'}"
 
 
+def git_revision() -> str:
+    """The checked-out commit, with "+dirty" when the tree has changes; "?" without git."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "?"
+    return (head or "?") + ("+dirty" if dirty else "")
+
+
 def machine_info(work_dir: Path) -> dict[str, Any]:
     """What a reader needs to compare runs: date, CPUs, Python, where the files were."""
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "git": git_revision(),
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "processor": _cpu_model(),
         "python": platform.python_version(),
         "work_dir": str(work_dir),
         "work_dir_filesystem": filesystem_of(work_dir),
+        "loadavg_start": load_average(),
     }
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages: other work on the machine skews fsync figures."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
 
 
 def _cpu_model() -> str:
@@ -108,11 +135,34 @@ def fmt(value: object, digits: int = 1) -> str:
     return str(value)
 
 
-def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    cells = [[fmt(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    print(f"\n{title}")
-    print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for row in cells:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A titled table of figures, printable as aligned text or as Markdown."""
+
+    title: str
+    headers: Sequence[str]
+    rows: Sequence[Sequence[object]]
+
+    def _cells(self) -> list[list[str]]:
+        return [[fmt(c) for c in row] for row in self.rows]
+
+    def text(self) -> str:
+        cells = self._cells()
+        widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(self.headers)]
+        lines = [
+            f"\n{self.title}",
+            "  ".join(h.rjust(w) for h, w in zip(self.headers, widths, strict=True)),
+            "  ".join("-" * w for w in widths),
+        ]
+        lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        lines = [
+            f"**{self.title}**",
+            "",
+            "| " + " | ".join(self.headers) + " |",
+            "|:---|" + "".join("---:|" for _ in self.headers[1:]),
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in self._cells()]
+        return "\n".join(lines)

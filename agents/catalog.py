@@ -1,0 +1,156 @@
+"""Tool metadata the planner plans over, and the catalog cache keyed by its content hash.
+
+A `ToolSpec` is cheap metadata: agents register it without being built, and the
+planner (offline or a real model) sees only specs. The catalog derived from a set of
+specs (the JSON the prompts embed, the lookup by name) is cached under a hash of the
+specs' canonical JSON, so a changed tool yields a new hash and a cache miss, never a
+stale catalog.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """What one tool does and takes; `parameters` is a JSON-schema object.
+
+    `idempotent` tells resume whether an interrupted step may run again; `batchable`
+    and `batch_action` tell the executor that independent same-action steps may be
+    merged into one call of `batch_action`. `keywords` help keyword planners.
+    """
+
+    agent: str
+    action: str
+    description: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    idempotent: bool = True
+    batchable: bool = False
+    batch_action: str | None = None
+    keywords: tuple[str, ...] = ()
+
+    def __hash__(self) -> int:
+        """Hashable despite the `parameters` dict: equal specs share name and description."""
+        return hash((self.agent, self.action, self.description))
+
+    @property
+    def name(self) -> str:
+        """`agent.action`, how plans and prompts name the tool."""
+        return f"{self.agent}.{self.action}"
+
+    @property
+    def properties(self) -> Mapping[str, Any]:
+        props = self.parameters.get("properties", {})
+        return props if isinstance(props, Mapping) else {}
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(self.parameters.get("required", ()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict; the canonical form hashed and sent to models."""
+        return {
+            "agent": self.agent,
+            "action": self.action,
+            "description": self.description,
+            "parameters": _plain(self.parameters),
+            "idempotent": self.idempotent,
+            "batchable": self.batchable,
+            "batch_action": self.batch_action,
+            "keywords": list(self.keywords),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ToolSpec:
+        """The inverse of `to_dict`, tolerant of missing optional fields."""
+        return cls(
+            agent=str(data["agent"]),
+            action=str(data["action"]),
+            description=str(data.get("description", "")),
+            parameters=dict(data.get("parameters") or {}),
+            idempotent=bool(data.get("idempotent", True)),
+            batchable=bool(data.get("batchable", False)),
+            batch_action=data.get("batch_action"),
+            keywords=tuple(data.get("keywords") or ()),
+        )
+
+
+def _plain(value: Any) -> Any:
+    """Mappings and sequences as dicts and lists, so JSON and hashes see one form."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def catalog_hash(specs: Iterable[ToolSpec]) -> str:
+    """Hash of the tools' canonical JSON, independent of the order they come in."""
+    canonical = sorted(json.dumps(s.to_dict(), sort_keys=True) for s in specs)
+    return hashlib.blake2b("\n".join(canonical).encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCatalog:
+    """An immutable set of tools with its content hash and the views prompts need."""
+
+    specs: tuple[ToolSpec, ...]
+    hash: str
+    by_name: Mapping[str, ToolSpec]
+    prompt_json: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def build(cls, specs: Iterable[ToolSpec]) -> ToolCatalog:
+        ordered = tuple(sorted(specs, key=lambda s: s.name))
+        return cls(
+            specs=ordered,
+            hash=catalog_hash(ordered),
+            by_name={s.name: s for s in ordered},
+            prompt_json=tuple(s.to_dict() for s in ordered),
+        )
+
+    def get(self, name: str) -> ToolSpec | None:
+        return self.by_name.get(name)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStatistics:
+    hits: int
+    misses: int
+    size: int
+    maxsize: int
+
+
+class ToolCatalogCache:
+    """LRU of built catalogs keyed by content hash: a changed tool is a cache miss."""
+
+    def __init__(self, maxsize: int = 16) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be at least 1, got {maxsize}")
+        self._maxsize = maxsize
+        self._entries: collections.OrderedDict[str, ToolCatalog] = collections.OrderedDict()
+        self._hits = self._misses = 0
+
+    def get(self, specs: Iterable[ToolSpec]) -> ToolCatalog:
+        """The catalog of `specs`, built only when no catalog of the same content is cached."""
+        specs = tuple(specs)
+        key = catalog_hash(specs)
+        cached = self._entries.get(key)
+        if cached is not None:
+            self._hits += 1
+            self._entries.move_to_end(key)
+            return cached
+        self._misses += 1
+        catalog = self._entries[key] = ToolCatalog.build(specs)
+        if len(self._entries) > self._maxsize:
+            self._entries.popitem(last=False)
+        return catalog
+
+    def statistics(self) -> CacheStatistics:
+        return CacheStatistics(self._hits, self._misses, len(self._entries), self._maxsize)

@@ -1,0 +1,189 @@
+"""Errors of the agents layer: the LLM client, the offline model and the simulator.
+
+AutoagentError                       (events.errors) root of everything raised on purpose
+ +-- AgentError                      the agents layer refused or failed an operation
+      +-- LLMError                   a call to a language model did not produce a usable answer
+      |    +-- RateLimited           the endpoint said 429 (retry_after: seconds it asked for)
+      |    +-- ProviderUnavailable   the endpoint cannot be reached (names `llm.base_url`)
+      |    +-- AuthenticationFailed  the key is missing or refused (names `llm.api_key_env`)
+      |    +-- UnknownModel          the endpoint does not serve the model (names `llm.model`)
+      |    +-- BadRequest            the endpoint rejected the request as malformed (400, 422)
+      |    +-- ProviderError         any other error status (5xx, 408, 409...; status_code)
+      |    +-- InvalidModelOutput    the answer is not JSON, or not the shape asked for
+      |    +-- LLMTimeout            one attempt took longer than `llm.timeout_s`
+      |    +-- RetriesExhausted      every attempt failed (attempts, last_error)
+      +-- UnknownProvider            `llm.provider` names no provider
+      +-- UnknownPrompt              no prompt template file of that name
+
+Which are worth another attempt is a property of the class (`retryable`), so the retry
+loop never inspects messages or status codes itself.
+"""
+
+from __future__ import annotations
+
+from events.errors import AutoagentError
+
+
+class AgentError(AutoagentError):
+    """The agents layer refused or failed an operation."""
+
+
+class LLMError(AgentError):
+    """A call to a language model did not produce a usable answer."""
+
+    retryable: bool = False
+
+
+class RateLimited(LLMError):
+    """The endpoint answered 429; `retry_after` is the wait it asked for (None: unsaid)."""
+
+    retryable = True
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class ProviderUnavailable(LLMError):
+    """The endpoint at `llm.base_url` cannot be reached (refused, reset, DNS...)."""
+
+    retryable = True
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        self.base_url = base_url
+        self.reason = reason
+        super().__init__(f"cannot reach the LLM endpoint {base_url} (llm.base_url): {reason}")
+
+
+class AuthenticationFailed(LLMError):
+    """The API key is missing, or the endpoint refused it."""
+
+    def __init__(self, api_key_env: str, reason: str) -> None:
+        self.api_key_env = api_key_env
+        self.reason = reason
+        super().__init__(f"{reason} (the key is read from ${api_key_env}, set by llm.api_key_env)")
+
+
+class UnknownModel(LLMError):
+    """The endpoint does not serve the model named by `llm.model`."""
+
+    def __init__(self, model: str, base_url: str) -> None:
+        self.model = model
+        self.base_url = base_url
+        super().__init__(f"the endpoint {base_url} does not serve model {model!r} (llm.model)")
+
+
+class BadRequest(LLMError):
+    """The request was malformed: refused by the endpoint (400, 422) or before sending."""
+
+
+class ProviderError(LLMError):
+    """Any other error status; 408, 409 and 5xx are worth another attempt."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        self.status_code = status_code
+        self.retryable = status_code in (408, 409) or status_code >= 500
+        super().__init__(f"LLM endpoint answered {status_code}: {message}")
+
+
+class InvalidModelOutput(LLMError):
+    """The model's answer is not a JSON object, or lacks what the request asked for.
+
+    Retryable: a model asked again often answers well, and the simulator's injected
+    truncated bodies land here too.
+    """
+
+    retryable = True
+
+    def __init__(self, reason: str, text: str = "") -> None:
+        self.reason = reason
+        self.text = text
+        super().__init__(f"invalid model output: {reason}")
+
+
+class LLMTimeout(LLMError):
+    """One attempt took longer than the configured timeout (`llm.timeout_s`)."""
+
+    retryable = True
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        super().__init__(f"the LLM call took longer than {timeout_s:g} s (llm.timeout_s)")
+
+
+class RetriesExhausted(LLMError):
+    """Every attempt failed; `last_error` says how the final one did."""
+
+    def __init__(self, attempts: int, last_error: LLMError, why: str = "") -> None:
+        self.attempts = attempts
+        self.last_error = last_error
+        reason = f" ({why})" if why else ""
+        super().__init__(f"LLM call failed after {attempts} attempts{reason}: {last_error}")
+
+
+class UnknownProvider(AgentError):
+    """`llm.provider` names a provider that does not exist."""
+
+    def __init__(self, name: str, known: tuple[str, ...]) -> None:
+        self.name = name
+        super().__init__(f"unknown LLM provider {name!r} (llm.provider); expected one of {known}")
+
+
+class UnknownPrompt(AgentError):
+    """No prompt template of that name ships with the package."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no prompt template named {name!r} (agents/prompts/{name}.txt)")
+
+
+# --- tools, plans and runs (the orchestrator) -----------------------------------------
+
+
+class ToolError(AgentError):
+    """A tool refused its parameters or failed; `retryable` says if trying again may help."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class InvalidParameters(ToolError):
+    """Parameters that do not match the tool's declared schema."""
+
+
+class UnknownAgent(AgentError):
+    """No agent is registered (or enabled) under that name."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        super().__init__(f"unknown agent {name!r}; known: {', '.join(sorted(known)) or 'none'}")
+
+
+class InvalidPlan(AgentError):
+    """A plan that is not a DAG over known tools with valid parameters; `problems` lists why."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid plan: " + "; ".join(problems))
+
+
+class InvalidGoal(AgentError):
+    """A goal that is empty, too long or not text."""
+
+
+class RunNotFound(AgentError):
+    """No run with that id in the log."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no run with id {run_id!r}")
+
+
+class RunAlreadyFinished(AgentError):
+    """A resume or cancel of a run that already completed, failed or was cancelled."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        self.run_id = run_id
+        self.status = status
+        super().__init__(f"run {run_id!r} is already {status}")

@@ -1,0 +1,635 @@
+"""The offline model: a deterministic planner, verifier and answerer that needs no network.
+
+It reads the same requests a real model gets (the last user message is a JSON document
+`{"task": ..., ...}`, see `prompting`) and answers with the same JSON shapes, so the
+server works on a fresh machine and tests need no service. It plans by pattern and
+keyword matching over the tools it is given (names, descriptions, keywords, parameter
+schemas): ticker symbols, arithmetic, the time in a city, and clauses joined by "and"
+or "then". What it cannot plan it says plainly, naming what it can do.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import entities
+from .catalog import ToolSpec
+
+MODEL_NAME = "autoagent-offline"
+
+SYMBOL_PARAMS = ("symbol", "ticker", "stock", "symbols", "tickers")
+EXPRESSION_PARAMS = ("expression", "expr", "formula", "equation")
+TIMEZONE_PARAMS = ("timezone", "tz", "time_zone", "zone")
+INPUT_PARAMS = ("sources", "inputs", "data", "results", "content", "items", "context")
+TEXT_PARAMS = ("query", "topic", "text", "prompt", "question", "goal", "body", "message")
+MIN_KEYWORD_SCORE = 2
+
+_VERBS = (
+    "write|summarise|summarize|create|make|draft|compose|send|email|save|store|calculate|"
+    "compute|tell|get|fetch|look|find|check|convert|show|give|list|remember|search|"
+    "schedule|add|put|what|what's|whats|how|report|notify"
+)
+_CLAUSE_SEPARATOR = re.compile(
+    r"\s*(?:(?P<then>,?\s*\b(?:and\s+then|then|after\s+that|afterwards)\b,?)"
+    r"|(?P<stop>;|\.\s+)"
+    rf"|(?P<and>,?\s+and\s+(?=(?:{_VERBS})\b)|,\s+(?=(?:{_VERBS})\b)))\s*",
+    re.IGNORECASE,
+)
+
+
+# --- requests -----------------------------------------------------------------------
+
+
+def request_document(messages: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The JSON task document of the last user message, or None for free text."""
+    text = last_user_text(messages)
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) and "task" in document else None
+
+
+def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return str(message.get("content") or "")
+    return ""
+
+
+def task_of(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The purpose of a request: its JSON task, or "chat" for free text."""
+    document = request_document(messages)
+    return str(document["task"]) if document else "chat"
+
+
+def respond(messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The model's answer to a request, as the JSON object a real model would return."""
+    document = request_document(messages)
+    if document is None:
+        return chat(last_user_text(messages))
+    handler = _HANDLERS.get(str(document["task"]))
+    if handler is None:
+        known = ", ".join(sorted(_HANDLERS))
+        task = document["task"]
+        return {"error": f"the offline model does not know task {task!r}; it knows {known}"}
+    return handler(document)
+
+
+def complete(messages: Sequence[Mapping[str, Any]], *, json_mode: bool) -> str:
+    """The assistant message text: the JSON answer, or in text mode its prose if it has one."""
+    result = respond(messages)
+    if not json_mode:
+        for key in ("answer", "reply", "text"):
+            if isinstance(result.get(key), str):
+                return str(result[key])
+    return json.dumps(result, ensure_ascii=False)
+
+
+def _plan_document(document: Mapping[str, Any]) -> dict[str, Any]:
+    tools = [ToolSpec.from_dict(t) for t in document.get("tools") or () if isinstance(t, Mapping)]
+    return plan(str(document.get("goal", "")), tools, document.get("history") or ())
+
+
+def _verify_document(document: Mapping[str, Any]) -> dict[str, Any]:
+    return verify(document.get("step") or {}, document.get("result"))
+
+
+def _verify_batch_document(document: Mapping[str, Any]) -> dict[str, Any]:
+    items = [i for i in document.get("items") or () if isinstance(i, Mapping)]
+    return {"verdicts": [verify(i.get("step") or {}, i.get("result")) for i in items]}
+
+
+def _answer_document(document: Mapping[str, Any]) -> dict[str, Any]:
+    return answer(str(document.get("goal", "")), document.get("results") or ())
+
+
+def _intent_document(document: Mapping[str, Any]) -> dict[str, Any]:
+    return intent(str(document.get("goal", "")))
+
+
+def _step_document(document: Mapping[str, Any]) -> dict[str, Any]:
+    return step_text(
+        str(document.get("agent", "")),
+        str(document.get("action", "")),
+        document.get("parameters") or {},
+    )
+
+
+def _chat_document(document: Mapping[str, Any]) -> dict[str, Any]:
+    return chat(str(document.get("text", "")))
+
+
+def _report_document(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A markdown report listing each source as the final answer would render it."""
+    sources = document.get("sources") or []
+    items = sources if isinstance(sources, list) else [sources]
+    lines = [f"- {_render_result(s, f'source {n}')}" for n, s in enumerate(items, 1)]
+    title = str(document.get("title") or "Report")
+    return {"markdown": "\n".join([f"# {title}", "", *lines]) + "\n"}
+
+
+_HANDLERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "plan": _plan_document,
+    "verify": _verify_document,
+    "verify_batch": _verify_batch_document,
+    "answer": _answer_document,
+    "intent": _intent_document,
+    "step": _step_document,
+    "chat": _chat_document,
+    "report": _report_document,
+}
+
+
+# --- planning -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """One part of a goal; `joined_by` is how it follows the previous one."""
+
+    text: str
+    joined_by: str  # "start" | "and" | "then"
+
+
+def split_clauses(goal: str) -> list[Clause]:
+    """Split at "then", sentence ends, and "and" / commas followed by a new verb."""
+    clauses: list[Clause] = []
+    start, joined = 0, "start"
+    for match in _CLAUSE_SEPARATOR.finditer(goal):
+        _add_clause(clauses, goal[start : match.start()], joined)
+        joined = "then" if match.group("then") else "and"
+        start = match.end()
+    _add_clause(clauses, goal[start:], joined)
+    return clauses
+
+
+def _add_clause(clauses: list[Clause], text: str, joined: str) -> None:
+    text = text.strip(" ,.;?!")
+    if text:
+        clauses.append(Clause(text, joined if clauses else "start"))
+
+
+@dataclass
+class _Draft:
+    """A plan being built: steps so far and the problems met."""
+
+    goal: str
+    tools: Sequence[ToolSpec]
+    history_tickers: list[str]
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def add(
+        self, tool: ToolSpec, parameters: dict[str, Any], dependencies: Sequence[str], why: str
+    ) -> str:
+        step_id = f"s{len(self.steps) + 1}"
+        step = {
+            "id": step_id,
+            "agent": tool.agent,
+            "action": tool.action,
+            "parameters": parameters,
+            "dependencies": list(dependencies),
+            "reasoning": why,
+        }
+        self.steps.append(step)
+        return step_id
+
+
+def plan(goal: str, tools: Sequence[ToolSpec], history: Sequence[Any] = ()) -> dict[str, Any]:
+    """A plan `{"steps": [...]}` for `goal` over `tools`, or `{"steps": [], "error": ...}`.
+
+    `history` (earlier goals or messages) lends ticker symbols to a goal that asks for
+    prices without naming any ("and what is the price now?").
+    """
+    if not goal.strip():
+        return {"steps": [], "error": "the goal is empty; say what you want done"}
+    draft = _Draft(goal, tools, entities.tickers(" ".join(_history_texts(history))))
+    before: list[str] = []
+    previous: list[str] = []
+    for clause in split_clauses(goal):
+        added = _plan_clause(draft, clause, before)
+        if clause.joined_by == "then":
+            _depend_on(draft, added, previous)
+        before, previous = before + added, added or previous
+    if draft.problems or not draft.steps:
+        return {"steps": [], "error": _cannot_plan(draft)}
+    return {"steps": draft.steps}
+
+
+def _history_texts(history: Sequence[Any]) -> list[str]:
+    texts: list[str] = []
+    for item in history:
+        if isinstance(item, Mapping):
+            texts.extend(str(item[k]) for k in ("goal", "text", "content") if k in item)
+        else:
+            texts.append(str(item))
+    return texts
+
+
+def _depend_on(draft: _Draft, step_ids: Sequence[str], previous: Sequence[str]) -> None:
+    """Make the clause's steps that depend on nothing wait for the previous clause."""
+    for step in draft.steps:
+        if step["id"] in step_ids and not step["dependencies"]:
+            step["dependencies"] = list(previous)
+
+
+def _plan_clause(draft: _Draft, clause: Clause, before: Sequence[str]) -> list[str]:
+    """Steps for one clause: entity-driven tools, then a consumer or a keyword tool."""
+    added = _entity_steps(draft, clause.text)
+    used = {(s["agent"], s["action"]) for s in draft.steps if s["id"] in added}
+    tool = _best_tool(draft.tools, clause.text, exclude=used)
+    if tool is not None and _input_param(tool) is not None:
+        sources = added or list(before)
+        added.append(_add_consumer(draft, tool, clause.text, sources))
+    elif tool is not None and not added:
+        step_id = _add_keyword_step(draft, tool, clause.text)
+        added.extend([step_id] if step_id else [])
+    elif not added:
+        draft.problems.append(f"no available tool matches {clause.text!r}")
+    return added
+
+
+def _entity_steps(draft: _Draft, text: str) -> list[str]:
+    return _ticker_steps(draft, text) + _expression_steps(draft, text) + _time_steps(draft, text)
+
+
+def _ticker_steps(draft: _Draft, text: str) -> list[str]:
+    finance = entities.has_finance_context(text)
+    symbols = entities.tickers(text) or (draft.history_tickers if finance else [])
+    tool, param = _tool_with_param(draft.tools, SYMBOL_PARAMS, text)
+    if not symbols or tool is None or param is None:
+        return []
+    if not (finance or entities.has_finance_context(draft.goal)):
+        return []
+    if _param_type(tool, param) == "array":
+        why = f"{', '.join(symbols)} are ticker symbols; {tool.name} looks them up at once."
+        return [draft.add(tool, _fill(draft, tool, text, {param: symbols}), [], why)]
+    return [
+        draft.add(tool, _fill(draft, tool, text, {param: symbol}), [], _why_ticker(symbol, tool))
+        for symbol in symbols
+    ]
+
+
+def _why_ticker(symbol: str, tool: ToolSpec) -> str:
+    return f"{symbol} is a ticker symbol; {tool.name} looks up its latest price."
+
+
+def _expression_steps(draft: _Draft, text: str) -> list[str]:
+    expression = entities.expression(text)
+    tool, param = _tool_with_param(draft.tools, EXPRESSION_PARAMS, text)
+    if expression is None or tool is None or param is None:
+        return []
+    why = f"{expression!r} is arithmetic; {tool.name} evaluates it exactly."
+    return [draft.add(tool, _fill(draft, tool, text, {param: expression}), [], why)]
+
+
+def _time_steps(draft: _Draft, text: str) -> list[str]:
+    if not entities.has_time_context(text):
+        return []
+    tool, param = _tool_with_param(draft.tools, TIMEZONE_PARAMS, text)
+    if tool is None or param is None:
+        return []
+    zone = entities.timezone(text)
+    overrides = {param: zone} if zone else {}
+    where = f"in {zone}" if zone else "now"
+    why = f"The goal asks for the time {where}; {tool.name} reads the clock."
+    return [draft.add(tool, _fill(draft, tool, text, overrides), [], why)]
+
+
+def _add_consumer(draft: _Draft, tool: ToolSpec, text: str, sources: Sequence[str]) -> str:
+    param = _input_param(tool)
+    assert param is not None
+    overrides = {param: _references(_param_type(tool, param), sources)} if sources else {}
+    why = (
+        f"{tool.name} combines the results of {', '.join(sources)}."
+        if sources
+        else f"The goal asks to {text!r}; {tool.name} does that."
+    )
+    return draft.add(tool, _fill(draft, tool, text, overrides), list(sources), why)
+
+
+def _references(kind: str | None, sources: Sequence[str]) -> Any:
+    """Refer to earlier steps' outputs in the form the parameter's type allows."""
+    refs = ["${" + s + "}" for s in sources]
+    if kind == "array":
+        return refs
+    if kind == "object":
+        return {s: ref for s, ref in zip(sources, refs, strict=True)}
+    return refs[0] if len(refs) == 1 else "\n".join(refs)
+
+
+def _add_keyword_step(draft: _Draft, tool: ToolSpec, text: str) -> str | None:
+    parameters = _fill(draft, tool, text, {})
+    missing = [p for p in tool.required if p not in parameters]
+    if missing:
+        draft.problems.append(
+            f"the offline planner matched {text!r} to {tool.name} but found no value "
+            f"for its required parameter {missing[0]!r} in the goal"
+        )
+        return None
+    return draft.add(tool, parameters, [], f"{text!r} matches what {tool.name} does.")
+
+
+# --- tool matching ------------------------------------------------------------------
+
+
+def _vocabulary(tool: ToolSpec) -> dict[str, int]:
+    """Words that point at a tool, weighted: keywords 3, its names 2, description 1."""
+    vocab: dict[str, int] = {}
+    weighted = (
+        (1, entities.content_words(tool.description)),
+        (1, entities.content_words(" ".join(tool.properties))),
+        (2, entities.content_words(f"{tool.agent} {tool.action.replace('_', ' ')}")),
+        (3, entities.words(" ".join(tool.keywords))),
+    )
+    for weight, found in weighted:
+        vocab.update({w: max(weight, vocab.get(w, 0)) for w in found})
+    return vocab
+
+
+def keyword_score(tool: ToolSpec, text: str) -> int:
+    vocab = _vocabulary(tool)
+    return sum(vocab.get(w, 0) for w in set(entities.content_words(text)))
+
+
+def _best_tool(
+    tools: Sequence[ToolSpec], text: str, exclude: Collection[tuple[str, str]] = ()
+) -> ToolSpec | None:
+    allowed = [t for t in tools if (t.agent, t.action) not in exclude]
+    scored = [(keyword_score(t, text), t.name, t) for t in allowed]
+    scored = [entry for entry in scored if entry[0] >= MIN_KEYWORD_SCORE]
+    if not scored:
+        return None
+    return max(scored, key=lambda entry: (entry[0], _tie_break(entry[1])))[2]
+
+
+def _tie_break(name: str) -> str:
+    """Equal scores go to the alphabetically first tool, so plans are deterministic."""
+    return "".join(chr(0x10FFFF - ord(c)) for c in name)
+
+
+def _tool_with_param(
+    tools: Sequence[ToolSpec], names: Sequence[str], text: str
+) -> tuple[ToolSpec | None, str | None]:
+    """The best-matching tool that takes one of the parameters `names`, and which one."""
+    candidates = [(t, p) for t in tools for p in names if p in t.properties]
+    if not candidates:
+        return None, None
+    return max(candidates, key=lambda c: (keyword_score(c[0], text), _tie_break(c[0].name)))
+
+
+def _input_param(tool: ToolSpec) -> str | None:
+    """The parameter through which a tool consumes other steps' results, if it has one."""
+    for name in tool.properties:
+        if name in INPUT_PARAMS or _param_type(tool, name) in ("array", "object"):
+            if name not in SYMBOL_PARAMS:
+                return name
+    return None
+
+
+def _param_type(tool: ToolSpec, name: str) -> str | None:
+    schema = tool.properties.get(name)
+    kind = schema.get("type") if isinstance(schema, Mapping) else None
+    return kind if isinstance(kind, str) else None
+
+
+# --- parameters ---------------------------------------------------------------------
+
+
+def _fill(draft: _Draft, tool: ToolSpec, text: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters for `tool` from `overrides`, then from what the clause says."""
+    parameters = dict(overrides)
+    for name in tool.properties:
+        if name not in parameters:
+            value = _value_for(draft, tool, name, text)
+            if value is not None:
+                parameters[name] = value
+    return parameters
+
+
+def _value_for(draft: _Draft, tool: ToolSpec, name: str, text: str) -> Any:
+    schema = tool.properties.get(name)
+    schema = schema if isinstance(schema, Mapping) else {}
+    if isinstance(schema.get("enum"), list):
+        return _enum_value(schema, text, name in tool.required)
+    if name in ("title", "subject", "name"):
+        return _title(draft, text)
+    if name in TEXT_PARAMS:
+        return _remainder(tool, text)
+    if name in ("city", "location"):
+        return entities.city(text)
+    return _pattern_value(name, text)
+
+
+def _pattern_value(name: str, text: str) -> Any:
+    patterns = {
+        ("url", "link"): r"https?://\S+",
+        ("to", "recipient", "email", "address"): r"[\w.+-]+@[\w-]+\.[\w.]+",
+        ("path", "file", "filename"): r"[\w./-]+\.\w{1,5}\b",
+    }
+    for names, pattern in patterns.items():
+        if name in names:
+            match = re.search(pattern, text)
+            return match.group(0).rstrip(".,") if match else None
+    return None
+
+
+def _enum_value(schema: Mapping[str, Any], text: str, required: bool) -> Any:
+    said = set(entities.words(text))
+    for option in schema["enum"]:
+        if str(option).lower() in said:
+            return option
+    if "default" in schema:
+        return schema["default"]
+    return schema["enum"][0] if required and schema["enum"] else None
+
+
+def _title(draft: _Draft, text: str) -> str:
+    symbols = entities.tickers(draft.goal)
+    if symbols:
+        return "Report: " + ", ".join(symbols)
+    cleaned = text.strip()
+    return (cleaned[:1].upper() + cleaned[1:])[:80]
+
+
+def _remainder(tool: ToolSpec, text: str) -> str:
+    """The clause without its leading command words ("search the web for X" -> "X")."""
+    vocab = _vocabulary(tool)
+    tokens = text.split()
+    while tokens and (
+        entities.words(tokens[0]) == []
+        or entities.words(tokens[0])[0] in entities.STOPWORDS
+        or entities.words(tokens[0])[0] in vocab
+    ):
+        tokens.pop(0)
+    return " ".join(tokens) or text
+
+
+def _cannot_plan(draft: _Draft) -> str:
+    names = ", ".join(f"{t.name} ({t.description.rstrip('.')})" for t in draft.tools)
+    offered = f"The available tools are: {names}." if names else "No tools are available."
+    problems = "; ".join(draft.problems) or "nothing in the goal matches a tool"
+    return (
+        f"The offline planner cannot plan this goal: {problems}. It understands ticker "
+        "symbols and prices, arithmetic, the time in a city, and requests that name what a "
+        f"tool does, joined by 'and' or 'then'. {offered} For open-ended goals configure a "
+        'real model (llm.provider = "openai").'
+    )
+
+
+# --- verification, answers, intent ----------------------------------------------------
+
+
+def verify(step: Mapping[str, Any], result: Any) -> dict[str, Any]:
+    """A verdict on one step's result: errors, nothing and empty results fail."""
+    name = f"{step.get('agent', '?')}.{step.get('action', '?')}"
+    problem = _result_problem(result)
+    if problem is not None:
+        return {"passed": False, "confidence": 0.95, "notes": f"{name}: {problem}."}
+    confidence = 0.9 if _substantial(result) else 0.6
+    return {"passed": True, "confidence": confidence, "notes": f"{name} returned {_brief(result)}."}
+
+
+def _result_problem(result: Any) -> str | None:
+    if result is None:
+        return "the step returned nothing"
+    if result in ("", [], {}):
+        return "the step returned an empty result"
+    if isinstance(result, Mapping):
+        return _mapping_problem(result)
+    if isinstance(result, str) and result.lower().startswith(("error", "failed", "exception")):
+        return f"the step reported an error: {result[:200]}"
+    return None
+
+
+def _mapping_problem(result: Mapping[str, Any]) -> str | None:
+    if result.get("error"):
+        return f"the step reported an error: {str(result['error'])[:200]}"
+    if result.get("ok") is False or str(result.get("status", "")).lower() in ("error", "failed"):
+        return "the step reported that it failed"
+    return None
+
+
+def _substantial(result: Any) -> bool:
+    return not isinstance(result, str) or len(result.strip()) >= 3
+
+
+def _brief(value: Any, limit: int = 120) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def answer(goal: str, results: Any) -> dict[str, Any]:
+    """A final answer composed from the steps' results, failures said plainly."""
+    items = _result_items(results)
+    if not items:
+        return {"answer": f"Nothing was run for {goal!r}, so there is no result to report."}
+    lines = [_render_item(item) for item in items]
+    if len(lines) == 1:
+        return {"answer": lines[0]}
+    return {"answer": "\n".join(["Results:", *(f"- {line}" for line in lines)])}
+
+
+def _result_items(results: Any) -> list[Mapping[str, Any]]:
+    if isinstance(results, Mapping):
+        return [{"id": key, "result": value} for key, value in results.items()]
+    return [r if isinstance(r, Mapping) else {"result": r} for r in results]
+
+
+def _render_item(item: Mapping[str, Any]) -> str:
+    label = ".".join(str(item[k]) for k in ("agent", "action") if item.get(k)) or str(
+        item.get("id", "step")
+    )
+    if item.get("error"):
+        return f"{label} failed: {item['error']}"
+    return _render_result(item.get("result"), label)
+
+
+def _render_result(result: Any, label: str) -> str:
+    if isinstance(result, Mapping):
+        for render in (_render_price, _render_calculation, _render_time, _render_text):
+            line = render(result)
+            if line is not None:
+                return line
+    if result is None:
+        return f"{label} returned nothing"
+    return f"{label}: {_brief(result, 300)}"
+
+
+def _render_price(result: Mapping[str, Any]) -> str | None:
+    if "symbol" in result and "price" in result:
+        currency = f" {result['currency']}" if result.get("currency") else ""
+        return f"{result['symbol']}: {result['price']}{currency}"
+    return None
+
+
+def _render_calculation(result: Mapping[str, Any]) -> str | None:
+    if "expression" in result and ("result" in result or "value" in result):
+        return f"{result['expression']} = {result.get('result', result.get('value'))}"
+    return None
+
+
+def _render_time(result: Mapping[str, Any]) -> str | None:
+    when = result.get("time") or result.get("datetime") or result.get("iso")
+    if when and "timezone" in result:
+        return f"The time in {result['timezone']} is {when}"
+    return None
+
+
+def _render_text(result: Mapping[str, Any]) -> str | None:
+    for key in ("path", "report", "text", "content", "summary"):
+        if isinstance(result.get(key), str):
+            what = "Written to" if key == "path" else key.capitalize()
+            return f"{what}: {_brief(result[key], 300)}"
+    return None
+
+
+def intent(goal: str) -> dict[str, Any]:
+    """What kind of goal this is, and the entities a planner needs."""
+    found = _goal_entities(goal)
+    kinds = [k for k in ("quote", "calculation", "time", "report") if k in found["_kinds"]]
+    del found["_kinds"]
+    if re.match(r"\s*(hi|hello|hey|good (morning|afternoon|evening))\b", goal, re.I) and not kinds:
+        return {"intent": "greeting", "entities": found}
+    label = kinds[0] if len(kinds) == 1 else ("report" if "report" in kinds else "task")
+    label = label if kinds else "unknown"
+    return {"intent": label, "entities": found}
+
+
+def _goal_entities(goal: str) -> dict[str, Any]:
+    found: dict[str, Any] = {"_kinds": set()}
+    symbols = entities.tickers(goal)
+    if symbols and entities.has_finance_context(goal):
+        found["tickers"], found["_kinds"] = symbols, found["_kinds"] | {"quote"}
+    expression = entities.expression(goal)
+    if expression:
+        found["expression"], found["_kinds"] = expression, found["_kinds"] | {"calculation"}
+    zone = entities.timezone(goal)
+    if entities.has_time_context(goal):
+        found["_kinds"] = found["_kinds"] | {"time"}
+        found.update({"timezone": zone} if zone else {})
+    if {"report", "summary", "summarise", "write"} & set(entities.words(goal)):
+        found["_kinds"] = found["_kinds"] | {"report"}
+    return found
+
+
+def step_text(agent: str, action: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The text an LLM-backed tool step produces offline: its inputs, laid out plainly."""
+    title = str(parameters.get("title") or f"{agent}.{action}")
+    body = [f"- {k}: {_brief(v, 200)}" for k, v in parameters.items() if k != "title"]
+    return {"text": "\n".join([title, "", *body]) if body else title}
+
+
+def chat(text: str) -> dict[str, Any]:
+    return {
+        "reply": (
+            "I am autoagent's offline model. I can plan goals about stock prices, arithmetic "
+            "and the time in a city, check results and summarise them; for open conversation "
+            'configure a real model (llm.provider = "openai").'
+        )
+    }

@@ -1,0 +1,91 @@
+"""The caches of issue 4 item 6: prompt templates through an LRU, catalogs by content hash."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from agents import (
+    PromptRepository,
+    ToolCatalogCache,
+    ToolSpec,
+    UnknownPrompt,
+    catalog_hash,
+    plan_messages,
+)
+
+from .conftest import TOOLS
+
+
+def test_catalog_hash_ignores_order_but_not_content() -> None:
+    changed = dataclasses.replace(TOOLS[0], description="Get a stock quote.")
+    assert catalog_hash(TOOLS) == catalog_hash(TOOLS[::-1])
+    assert catalog_hash(TOOLS) != catalog_hash((changed, *TOOLS[1:]))
+
+
+def test_catalog_cache_hits_for_the_same_tools_and_misses_for_a_changed_one() -> None:
+    cache = ToolCatalogCache(maxsize=4)
+    first = cache.get(TOOLS)
+    assert cache.get(list(reversed(TOOLS))) is first
+    changed = dataclasses.replace(TOOLS[2], keywords=("math",))
+    second = cache.get((*TOOLS[:2], changed, *TOOLS[3:]))
+    assert second is not first and second.get("math.calculate") == changed
+    stats = cache.statistics()
+    assert (stats.hits, stats.misses, stats.size) == (1, 2, 2)
+
+
+def test_catalog_cache_evicts_the_least_recently_used() -> None:
+    cache = ToolCatalogCache(maxsize=2)
+    a, b, c = ((tool,) for tool in TOOLS[:3])
+    cache.get(a), cache.get(b), cache.get(a), cache.get(c)
+    cache.get(a)
+    assert cache.statistics().misses == 3  # b was evicted, a stayed
+
+
+def test_tool_specs_are_hashable_despite_their_schema_dict() -> None:
+    assert len({*TOOLS, *(ToolSpec.from_dict(t.to_dict()) for t in TOOLS)}) == len(TOOLS)
+
+
+def test_tool_spec_round_trips_through_its_dict() -> None:
+    for spec in TOOLS:
+        assert ToolSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_prompts_are_read_once_and_then_served_from_the_cache() -> None:
+    prompts = PromptRepository(maxsize=8)
+    for _ in range(5):
+        assert "planner of autoagent" in prompts.render("plan")
+    stats = prompts.statistics()
+    assert (stats.misses, stats.hits, stats.size) == (1, 4, 1)
+
+
+def test_prompt_cache_of_size_zero_reads_every_time() -> None:
+    prompts = PromptRepository(maxsize=0)
+    prompts.get("verify"), prompts.get("verify")
+    assert prompts.statistics().misses == 2
+
+
+@pytest.mark.parametrize("name", ["nope", "../plan"], ids=["missing", "path"])
+def test_unknown_prompt_is_named(name: str) -> None:
+    with pytest.raises(UnknownPrompt, match="no prompt template named"):
+        PromptRepository().get(name)
+
+
+@pytest.mark.parametrize("task", ["plan", "verify", "answer", "intent", "step", "chat"])
+def test_every_task_has_a_prompt(task: str) -> None:
+    assert PromptRepository().render(task).strip()
+
+
+def test_plan_request_is_a_system_prompt_and_a_json_document() -> None:
+    system, user = plan_messages(PromptRepository(), "price of NVDA", TOOLS, ["earlier goal"])
+    assert system["role"] == "system" and '"$${s1}"' not in system["content"]
+    assert '"${s1}"' in system["content"]
+    document = json.loads(user["content"])
+    assert (document["task"], document["goal"], document["history"]) == (
+        "plan",
+        "price of NVDA",
+        ["earlier goal"],
+    )
+    assert [t["action"] for t in document["tools"]] == [t.action for t in TOOLS]

@@ -1,0 +1,315 @@
+"""Embeddings benchmark: batched requests against one request per document, and local throughput.
+
+From the project root:
+
+    .venv/bin/python -m tests.performance.bench_embeddings [--quick] [--out PATH] [--markdown]
+
+1. remote: 100 documents through `OpenAIEmbedder` (the real openai SDK) against the
+   simulator with its "realistic" latency profile (an embeddings request takes ~0.2 s,
+   log-normal spread, times `--time-scale`): batched (64 documents per request, the
+   `[embeddings] batch_size` default) against one request per document
+   (`features.batch_embeddings = false`), each with 4 requests in flight and with 1.
+   Requests are counted by the embedder and by the simulator; the vectors of the two
+   approaches are compared.
+2. local: `LocalEmbedder` (all-MiniLM-L6-v2 on the CPU, torch's default threads): the
+   first load in a fresh process, sentences/s at encoder batch sizes 1, 16 and 64, and
+   the same 100 documents at batch sizes 1 and 64. Median of `repeats` runs, after one
+   untimed pass (torch pays a set-up cost for each new input shape, once per process).
+
+Writes JSON (default `tests/performance/results/bench_embeddings.json`) and prints tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openai
+import trio
+
+from agents.embedder import Embedder
+from agents.local_embedder import LocalEmbedder
+from agents.openai_embedder import OpenAIEmbedder, OpenAIEmbedderOptions
+from agents.simulator import REALISTIC_MEDIAN_S, Simulator, SimulatorOptions
+
+from ._common import (
+    RESULTS_DIR,
+    Table,
+    load_average,
+    machine_info,
+    median,
+    timed,
+    write_json,
+)
+
+DEFAULT_OUT = RESULTS_DIR / "bench_embeddings.json"
+DOCUMENTS = 100
+BATCH_SIZE = 64
+SIM_DIM = 256
+SEED = 7
+_WORDS = (
+    "report revenue quarter growth market price share invoice customer contract meeting "
+    "schedule project deadline budget forecast risk supplier order delivery warehouse "
+    "team review plan goal result analysis data model server request latency memory "
+    "document summary email calendar travel hotel flight weather city office policy"
+).split()
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    time_scale: float
+    sentences: int
+    sentence_batch_sizes: tuple[int, ...]
+    local_documents: int
+    repeats: int
+
+
+FULL = Sizes(
+    time_scale=1.0,
+    sentences=512,
+    sentence_batch_sizes=(1, 16, 64),
+    local_documents=DOCUMENTS,
+    repeats=3,
+)
+QUICK = Sizes(
+    time_scale=0.1, sentences=32, sentence_batch_sizes=(1, 64), local_documents=8, repeats=1
+)
+
+
+def make_texts(count: int, words: tuple[int, int], seed: int) -> list[str]:
+    """`count` deterministic texts of `words[0]..words[1]` words each, as sentences."""
+    rng = random.Random(seed)
+    texts = []
+    for index in range(count):
+        body = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(*words)))
+        texts.append(f"Item {index}: {body}.")
+    return texts
+
+
+# --- 1. remote: batched vs one request per document ----------------------------------
+
+
+async def _remote_run(
+    sim: Simulator, port: int, documents: list[str], *, batched: bool, in_flight: int
+) -> tuple[dict[str, Any], np.ndarray[Any, Any]]:
+    options = OpenAIEmbedderOptions(
+        base_url=f"http://127.0.0.1:{port}/v1",
+        api_key="sk-bench",
+        dimensions=SIM_DIM,  # known size: no probe request
+        batch_size=BATCH_SIZE,
+        batch_embeddings=batched,
+        max_concurrent_requests=in_flight,
+        max_retries=0,
+    )
+    sim.reset_statistics()
+    async with OpenAIEmbedder(options) as embedder:
+        with timed() as clock:
+            vectors = await embedder.embed(documents)
+        stats = embedder.statistics()
+    served = sim.statistics()
+    run = {
+        "mode": "batched" if batched else "one per document",
+        "documents_per_request": BATCH_SIZE if batched else 1,
+        "requests_in_flight": in_flight,
+        "requests": stats.requests,
+        "requests_seen_by_simulator": served.by_endpoint.get("/v1/embeddings", 0),
+        "connections_opened": served.connections_opened,
+        "wall_s": round(clock.seconds, 3),
+        "documents_per_s": round(len(documents) / clock.seconds, 1),
+    }
+    return run, vectors
+
+
+async def _remote(sizes: Sizes) -> dict[str, Any]:
+    documents = make_texts(DOCUMENTS, (60, 120), SEED)
+    sim = Simulator(
+        SimulatorOptions(
+            latency_profile="realistic",
+            time_scale=sizes.time_scale,
+            seed=SEED,
+            embedding_dim=SIM_DIM,
+        )
+    )
+    runs: list[dict[str, Any]] = []
+    vectors: list[np.ndarray[Any, Any]] = []
+    async with trio.open_nursery() as nursery:
+        port: int = await nursery.start(sim.serve)
+        for batched, in_flight in ((True, 4), (True, 1), (False, 4), (False, 1)):
+            run, result = await _remote_run(
+                sim, port, documents, batched=batched, in_flight=in_flight
+            )
+            runs.append(run)
+            vectors.append(result)
+        nursery.cancel_scope.cancel()
+    batched_s = runs[0]["wall_s"]
+    return {
+        "documents": len(documents),
+        "document_chars_mean": round(sum(map(len, documents)) / len(documents)),
+        "simulator": {
+            "latency_profile": "realistic",
+            "time_scale": sizes.time_scale,
+            "embed_median_s": REALISTIC_MEDIAN_S["embed"] * sizes.time_scale,
+        },
+        "runs": runs,
+        "speedup_vs_one_per_document": {
+            "4_in_flight": round(runs[2]["wall_s"] / batched_s, 1),
+            "sequential": round(runs[3]["wall_s"] / batched_s, 1),
+        },
+        "max_abs_difference_batched_vs_single": float(np.abs(vectors[0] - vectors[2]).max()),
+    }
+
+
+# --- 2. local throughput -------------------------------------------------------------
+
+
+async def _load_local() -> tuple[LocalEmbedder, float]:
+    embedder = LocalEmbedder()
+    with timed() as clock:
+        await embedder.warm_up()
+    return embedder, clock.seconds
+
+
+async def _throughput(embedder: Embedder, texts: list[str], repeats: int) -> dict[str, Any]:
+    # One untimed pass first: torch's CPU kernels pay a set-up cost for each new input
+    # shape (batch size x sequence length), once per process.
+    await embedder.embed(texts)
+    times = []
+    for _ in range(repeats):
+        with timed() as clock:
+            await embedder.embed(texts)
+        times.append(clock.seconds)
+    seconds = median(times)
+    return {
+        "texts": len(texts),
+        "seconds": round(seconds, 3),
+        "per_s": round(len(texts) / seconds, 1),
+    }
+
+
+async def _local(sizes: Sizes) -> dict[str, Any]:
+    import torch  # only here: the remote part needs no torch
+
+    loaded, load_s = await _load_local()
+    sentences = make_texts(sizes.sentences, (8, 20), SEED + 1)
+    documents = make_texts(sizes.local_documents, (60, 120), SEED)
+    by_sentence_batch = []
+    for size in sizes.sentence_batch_sizes:
+        embedder = LocalEmbedder(batch_size=size)
+        figures = await _throughput(embedder, sentences, sizes.repeats)
+        by_sentence_batch.append({"batch_size": size, **figures})
+    by_document_batch = []
+    for size in (1, BATCH_SIZE):
+        embedder = LocalEmbedder(batch_size=size)
+        figures = await _throughput(embedder, documents, sizes.repeats)
+        by_document_batch.append({"batch_size": size, **figures})
+    return {
+        "model": loaded.model,
+        "dim": loaded.dim,
+        "torch_threads": torch.get_num_threads(),
+        "first_load_s": round(load_s, 2),
+        "sentence_words": [8, 20],
+        "sentences": by_sentence_batch,
+        "document_words": [60, 120],
+        "documents": by_document_batch,
+    }
+
+
+# --- report --------------------------------------------------------------------------
+
+
+def report_tables(result: dict[str, Any]) -> list[Table]:
+    remote, local = result["remote"], result["local"]
+    scale = remote["simulator"]["time_scale"]
+    return [
+        Table(
+            f"{remote['documents']} documents through OpenAIEmbedder, simulator with realistic "
+            f"latency (embeddings median {remote['simulator']['embed_median_s']:.2f} s, "
+            f"time scale {scale})",
+            ["mode", "docs/request", "in flight", "requests", "seen by sim", "wall s", "docs/s"],
+            [
+                [
+                    r["mode"],
+                    r["documents_per_request"],
+                    r["requests_in_flight"],
+                    r["requests"],
+                    r["requests_seen_by_simulator"],
+                    f"{r['wall_s']:.2f}",
+                    r["documents_per_s"],
+                ]
+                for r in remote["runs"]
+            ],
+        ),
+        Table(
+            f"LocalEmbedder {local['model']} ({local['dim']}-d) on {result['machine']['cpus']} "
+            f"cores, torch threads {local['torch_threads']}, first load "
+            f"{local['first_load_s']:.1f} s",
+            ["texts", "batch size", "count", "seconds", "texts/s"],
+            [
+                [kind, r["batch_size"], r["texts"], f"{r['seconds']:.2f}", r["per_s"]]
+                for kind, rows in (
+                    ("sentences", local["sentences"]),
+                    ("documents", local["documents"]),
+                )
+                for r in rows
+            ],
+        ),
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    result: dict[str, Any] = {
+        "benchmark": "embeddings",
+        "quick": args.quick,
+        "command": " ".join(
+            [
+                ".venv/bin/python -m tests.performance.bench_embeddings",
+                *(sys.argv[1:] if argv is None else argv),
+            ]
+        ),
+        "machine": machine_info(Path.cwd()),
+        "versions": {
+            "numpy": np.__version__,
+            "openai": openai.__version__,
+            "trio": trio.__version__,
+        },
+    }
+    with timed() as total:
+        result["remote"] = trio.run(_remote, sizes)
+        result["local"] = trio.run(_local, sizes)
+    result["versions"].update(_model_versions())
+    result["total_seconds"] = round(total.seconds, 1)
+    result["machine"]["loadavg_end"] = load_average()
+    write_json(args.out, result)
+    tables = report_tables(result)
+    for table in tables:
+        print(table.text())
+    if args.markdown:
+        print("\n\n".join(table.markdown() for table in tables))
+    print(f"\n{total.seconds:.1f} s in all; JSON written to {args.out}")
+    return 0
+
+
+def _model_versions() -> dict[str, str]:
+    import sentence_transformers
+    import torch
+
+    return {
+        "torch": str(torch.__version__),
+        "sentence_transformers": sentence_transformers.__version__,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
