@@ -105,6 +105,7 @@ def _add_inspection(commands: SubParsers, common: argparse.ArgumentParser) -> No
     show = sub.add_parser("show", parents=[common], help="one run with its step timeline")
     show.add_argument("id")
     show.add_argument("--json", action="store_true")
+    show.add_argument("--gantt", metavar="OUT.svg", help="also draw the timeline as SVG")
     resume = sub.add_parser("resume", parents=[common], help="continue an unfinished run")
     resume.add_argument("id")
     resume.add_argument("--json", action="store_true")

@@ -4,12 +4,14 @@ timelines or JSON."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, TextIO
 
 from projections import get_run, get_session, list_runs, list_sessions
 
 from .config import Config
 from .errors import InputError
+from .gantt import render_gantt
 from .render import dumps, iso_time, table
 from .views import open_live_view
 
@@ -84,6 +86,8 @@ def runs_show(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         run = get_run(view.state, args.id)
     if run is None:
         raise InputError(f"no run with id {args.id!r}")
+    if getattr(args, "gantt", None):
+        Path(args.gantt).write_text(render_gantt(run), encoding="utf-8")
     if args.json:
         out.write(dumps({**run, "timeline": timeline(run)}, indent=2) + "\n")
         return 0
