@@ -34,6 +34,7 @@ class ToolSpec:
     batchable: bool = False
     batch_action: str | None = None
     keywords: tuple[str, ...] = ()
+    requires_approval: bool = False
 
     def __hash__(self) -> int:
         """Hashable despite the `parameters` dict: equal specs share name and description."""
@@ -64,6 +65,7 @@ class ToolSpec:
             "batchable": self.batchable,
             "batch_action": self.batch_action,
             "keywords": list(self.keywords),
+            "requires_approval": self.requires_approval,
         }
 
     @classmethod
@@ -78,6 +80,7 @@ class ToolSpec:
             batchable=bool(data.get("batchable", False)),
             batch_action=data.get("batch_action"),
             keywords=tuple(data.get("keywords") or ()),
+            requires_approval=bool(data.get("requires_approval", False)),
         )
 
 

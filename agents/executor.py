@@ -24,6 +24,7 @@ import trio
 
 from events import (
     ANY,
+    ApprovalRequested,
     Event,
     EventStore,
     EventStoreError,
@@ -34,6 +35,7 @@ from events import (
 )
 from events.store import prepare_append
 
+from .approvals import ApprovalBook, Decision
 from .errors import AgentError, ToolError
 from .plan import Plan, PlanStep, resolve
 from .registry import AgentRegistry
@@ -46,6 +48,7 @@ class ExecutorOptions:
     batching: bool = True
     step_timeout_s: float = 60.0
     verify_before_dependents: bool = False
+    approval_tools: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -67,6 +70,8 @@ class PriorState:
 
     outcomes: dict[str, StepOutcome] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)  # started, not finished
+    approvals_requested: set[str] = field(default_factory=set)
+    decisions: dict[str, Decision] = field(default_factory=dict)
 
 
 OnCompleted = Callable[[PlanStep, Any], Awaitable[None]]
@@ -85,6 +90,7 @@ class Executor:
         on_completed: OnCompleted | None = None,
         prior: PriorState | None = None,
         refuse_restart: Decide | None = None,
+        approvals: ApprovalBook | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -93,6 +99,7 @@ class Executor:
         self._on_completed = on_completed
         self._prior = prior or PriorState()
         self._refuse_restart = refuse_restart
+        self._approvals = approvals or ApprovalBook()
         self._limiter = trio.CapacityLimiter(options.max_parallel_steps if options.parallel else 1)
         self.outcomes: dict[str, StepOutcome] = {}
         self.started: set[str] = set()
@@ -135,6 +142,7 @@ class Executor:
                 and spec is not None
                 and spec.batchable
                 and step.id not in self._prior.attempts
+                and not self._needs_approval(step)
             ):
                 groups.setdefault((step.tool, tuple(sorted(step.dependencies))), []).append(step)
             else:
@@ -150,9 +158,35 @@ class Executor:
                 group, [StepOutcome("skipped", message=f"dependency {blocked} did not complete")]
             )
             return
+        if self._needs_approval(group[0]):
+            decision = await self._approval(group[0])
+            if not decision.granted:
+                reason = "approval denied" + (f": {decision.note}" if decision.note else "")
+                await self._finish(group, [StepOutcome("skipped", message=reason)])
+                return
         async with self._limiter:
             outcomes = await self._attempt(group)
             await self._finish(group, outcomes)
+
+    def _needs_approval(self, step: PlanStep) -> bool:
+        spec = self._registry.spec(step.agent, step.action)
+        return step.tool in self._options.approval_tools or bool(spec and spec.requires_approval)
+
+    async def _approval(self, step: PlanStep) -> Decision:
+        """The decision on `step`: from the log (resume), or requested and awaited.
+
+        Waiting happens outside the step limiter, so other branches keep running.
+        """
+        if step.id in self._prior.decisions:
+            return self._prior.decisions[step.id]
+        if step.id not in self._prior.approvals_requested:
+            try:
+                shown = resolve(dict(step.parameters), self._results())
+            except ToolError:
+                shown = dict(step.parameters)
+            reason = f"{step.tool} requires approval before it runs"
+            await self._append([ApprovalRequested(self._run_id, step.id, step.tool, shown, reason)])
+        return await self._approvals.wait(self._run_id, step.id)
 
     def _blocked_by(self, step: PlanStep) -> str | None:
         for dependency in step.dependencies:

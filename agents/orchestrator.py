@@ -39,6 +39,7 @@ from events import (
 )
 
 from . import offline_model
+from .approvals import ApprovalBook, Decision, record_decision
 from .catalog import ToolCatalog
 from .errors import InvalidGoal, InvalidPlan, LLMError, RunAlreadyFinished, RunNotFound
 from .executor import Executor, ExecutorOptions, StepOutcome
@@ -63,6 +64,7 @@ class OrchestratorOptions:
     step_batching: bool = True
     verify_before_dependents: bool = False
     streaming_plan: bool = True
+    approval_tools: tuple[str, ...] = ()
     retry_non_idempotent: bool = False
     step_timeout_s: float = 60.0
     max_goal_chars: int = 4000
@@ -105,6 +107,7 @@ class Orchestrator:
         self.prompts = prompts or PromptRepository()
         self.options = options
         self._history = history or self._history_from_log
+        self.approvals = ApprovalBook()
         self._scopes: dict[str, trio.CancelScope] = {}
         self._cancelled: set[str] = set()
 
@@ -164,6 +167,14 @@ class Orchestrator:
                     with trio.CancelScope(shield=True):
                         await self._append(run_id, [RunCancelled(run_id, "cancelled by request")])
         return RunResult(run_id, state.session_id, "cancelled", None, "cancelled by request")
+
+    async def decide(
+        self, run_id: str, step_id: str, granted: bool, note: str = "", by: str = ""
+    ) -> None:
+        """Record a human's decision on a pending approval (`ApprovalNotPending` if none)."""
+        await record_decision(
+            self.store, self.approvals, run_id, step_id, Decision(granted, note, by)
+        )
 
     def cancel(self, run_id: str) -> bool:
         """Cancel a run executing in this process; False when it is not running here."""
@@ -308,6 +319,7 @@ class Orchestrator:
             on_completed=verifier.submit if background else verifier.verify_now,
             prior=state.prior,
             refuse_restart=self._refuse_restart,
+            approvals=self.approvals,
         )
         return verifier, executor, background
 
@@ -340,6 +352,7 @@ class Orchestrator:
             o.step_batching,
             o.step_timeout_s,
             o.verify_before_dependents,
+            frozenset(o.approval_tools),
         )
 
     def _refuse_restart(self, step: PlanStep) -> str | None:

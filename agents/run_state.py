@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from events import EventStore, RecordedEvent
 
+from .approvals import Decision
 from .executor import PriorState, StepOutcome
 from .plan import Plan
 
@@ -29,6 +30,14 @@ class RunState:
     version: int = 0
 
     @property
+    def approvals_requested(self) -> set[str]:
+        return self.prior.approvals_requested
+
+    @property
+    def decisions(self) -> dict[str, Decision]:
+        return self.prior.decisions
+
+    @property
     def finished(self) -> bool:
         return self.status in ("completed", "failed", "cancelled")
 
@@ -43,6 +52,11 @@ class RunState:
             self.prior.attempts[data["step_id"]] = data.get("attempt", 1)
         elif kind in ("StepCompleted", "StepFailed", "StepSkipped"):
             self._finish_step(kind, data)
+        elif kind == "ApprovalRequested":
+            self.prior.approvals_requested.add(data["step_id"])
+        elif kind in ("ApprovalGranted", "ApprovalDenied"):
+            decision = Decision(kind == "ApprovalGranted", data.get("note", ""), data.get("by", ""))
+            self.prior.decisions[data["step_id"]] = decision
         elif kind == "VerificationCompleted":
             self.verified.add(data["step_id"])
         elif kind in TERMINAL:

@@ -34,6 +34,9 @@ from .model import (
 )
 from .store import EventStore, StoreOptions, StoreStatistics, Subscription, open_event_store
 from .types import (
+    ApprovalDenied,
+    ApprovalGranted,
+    ApprovalRequested,
     AssistantMessageSent,
     ContextUpdated,
     DocumentIndexed,
@@ -43,6 +46,7 @@ from .types import (
     LLMCallCompleted,
     MemoryAdded,
     MemoryForgotten,
+    MemoryKeyDestroyed,
     PlanCreated,
     ReplanRequested,
     RunCancelled,
@@ -69,6 +73,9 @@ __all__ = [
     "NO_STREAM",
     "STREAM_EXISTS",
     "AppendResult",
+    "ApprovalDenied",
+    "ApprovalGranted",
+    "ApprovalRequested",
     "AssistantMessageSent",
     "AuditReport",
     "AutoagentError",
@@ -93,6 +100,7 @@ __all__ = [
     "MemoryAdded",
     "MemoryEventLog",
     "MemoryForgotten",
+    "MemoryKeyDestroyed",
     "NewEvent",
     "NotAnEventStore",
     "PlanCreated",

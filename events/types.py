@@ -245,6 +245,36 @@ class VerificationCompleted(Event):
 
 @register_event
 @dataclass(frozen=True, slots=True)
+class ApprovalRequested(Event):
+    """A step of a tool that needs a human's approval waits for a decision."""
+
+    run_id: str
+    step_id: str
+    tool: str
+    parameters: dict[str, Any]
+    reason: str = ""
+
+
+@register_event
+@dataclass(frozen=True, slots=True)
+class ApprovalGranted(Event):
+    run_id: str
+    step_id: str
+    note: str = ""
+    by: str = ""
+
+
+@register_event
+@dataclass(frozen=True, slots=True)
+class ApprovalDenied(Event):
+    run_id: str
+    step_id: str
+    note: str = ""
+    by: str = ""
+
+
+@register_event
+@dataclass(frozen=True, slots=True)
 class ReplanRequested(Event):
     run_id: str
     reason: str
@@ -297,20 +327,49 @@ class RunResumed(Event):
 @register_event
 @dataclass(frozen=True, slots=True)
 class MemoryAdded(Event):
-    """embedding: float32 bytes (little-endian)."""
+    """A memory of `user`; embedding: float32 bytes (little-endian).
+
+    Schema 2 seals memories for crypto-shredding: `sealed_content` and
+    `sealed_embedding` hold the content (UTF-8) and the embedding encrypted with the
+    user's key `key_id`, which lives outside the log; `content` and `embedding` then
+    stay empty. A schema-1 event (upcast with `key_id` "") carries them in plaintext.
+    """
+
+    schema: ClassVar[int] = 2
 
     user: str
     memory_id: str
     content: str
     embedding: bytes
     model: str
+    key_id: str = ""
+    sealed_content: bytes = b""
+    sealed_embedding: bytes = b""
+
+
+def _memory_added_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "key_id": "", "sealed_content": b"", "sealed_embedding": b""}
+
+
+register_upcaster("MemoryAdded", 1, _memory_added_v1_to_v2)
 
 
 @register_event
 @dataclass(frozen=True, slots=True)
 class MemoryForgotten(Event):
+    """One memory removed from search; its sealed record stays in the log."""
+
     user: str
     memory_id: str
+
+
+@register_event
+@dataclass(frozen=True, slots=True)
+class MemoryKeyDestroyed(Event):
+    """`user`'s key `key_id` was destroyed: every memory sealed with it is gone for good."""
+
+    user: str
+    key_id: str
 
 
 # --- docs stream: docs-<collection> -----------------------------------------------

@@ -6,21 +6,27 @@ the agents layer, so `serve`, `run` and `runs resume` behave the same.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import httpx
 
+from agents.embedder import Embedder, open_embedder
+from agents.openai_embedder import OpenAIEmbedderOptions
 from agents.orchestrator import History, Orchestrator, OrchestratorOptions
 from agents.prompting import PromptRepository
 from agents.providers import open_provider
 from agents.recorder import CallRecorder
 from agents.registry import AgentRegistry
 from agents.tools.base import AgentContext
+from agents.tools.memory_agent import MemoryAccess
 from events import EventStore
+from projections import MemoryProjection
 
 from .config import Config
 from .llm_wiring import llm_options
+from .views import memory_keys
 
 HTTP_TIMEOUT_S = 30.0
 
@@ -35,6 +41,7 @@ def orchestrator_options(config: Config) -> OrchestratorOptions:
         step_batching=features.step_batching,
         verify_before_dependents=config.agents.verify_before_dependents,
         streaming_plan=features.streaming_plan,
+        approval_tools=config.agents.require_approval,
         retry_non_idempotent=config.resume.retry_non_idempotent,
         step_timeout_s=performance.step_timeout_s,
         max_goal_chars=config.agents.max_goal_chars,
@@ -43,21 +50,66 @@ def orchestrator_options(config: Config) -> OrchestratorOptions:
 
 
 def agent_context(
-    config: Config, store: EventStore, http: httpx.AsyncClient, llm: object
+    config: Config,
+    store: EventStore,
+    http: httpx.AsyncClient,
+    llm: object,
+    memory: MemoryAccess | None = None,
 ) -> AgentContext:
-    settings = {"quote_endpoint": config.agents.quote_endpoint}
-    return AgentContext(settings, config.agents.workspace_paths, http, llm, store)
+    agents = config.agents
+    settings = {
+        "quote_endpoint": agents.quote_endpoint,
+        "max_file_bytes": agents.max_file_bytes,
+        "calendar_path": agents.calendar_path,
+        "mailbox_path": agents.mailbox_path,
+        "outbox_path": agents.outbox_path,
+        "email_from": agents.email_from,
+        "smtp_host": agents.smtp_host,
+        "smtp_port": agents.smtp_port,
+    }
+    return AgentContext(settings, agents.workspace_paths, http, llm, store, memory=memory)
+
+
+def open_configured_embedder(config: Config) -> AbstractAsyncContextManager[Embedder]:
+    """The `[embeddings]` embedder, loaded on first use (start-up stays fast)."""
+    embeddings = config.embeddings
+    openai = None
+    if embeddings.provider == "openai":
+        api_key = os.environ.get(config.llm.api_key_env)
+        openai = OpenAIEmbedderOptions(base_url=config.llm.base_url, api_key=api_key)
+    return open_embedder(
+        embeddings.provider,
+        model=embeddings.model,
+        batch_size=embeddings.batch_size,
+        batch_embeddings=config.features.batch_embeddings,
+        openai=openai,
+        warm_up=False,
+    )
 
 
 @asynccontextmanager
 async def open_orchestrator(
-    config: Config, store: EventStore, history: History | None = None
+    config: Config,
+    store: EventStore,
+    history: History | None = None,
+    *,
+    memory_index: MemoryProjection | None = None,
+    wait_for: Callable[[int], Awaitable[None]] | None = None,
 ) -> AsyncIterator[Orchestrator]:
-    """The orchestrator with its provider, shared HTTP client and agents; closed on exit."""
+    """The orchestrator with its provider, shared HTTP client and agents; closed on exit.
+
+    `memory_index` / `wait_for`: the server's running memory projection and its runner's
+    wait, for recall; the key store is the projection's own (one per process).
+    """
     limits = httpx.Limits(max_connections=config.performance.max_parallel_steps * 2)
-    async with httpx.AsyncClient(limits=limits, timeout=HTTP_TIMEOUT_S) as http:
+    keys = memory_index.keys if memory_index is not None else memory_keys(config)
+    async with (
+        httpx.AsyncClient(limits=limits, timeout=HTTP_TIMEOUT_S) as http,
+        open_configured_embedder(config) as embedder,
+    ):
         async with open_provider(llm_options(config.llm), CallRecorder(store)) as provider:
-            context = agent_context(config, store, http, provider)
+            memory = MemoryAccess(keys, embedder, memory_index, wait_for)
+            context = agent_context(config, store, http, provider, memory)
             registry = AgentRegistry.from_entry_points(context, config.agents.enabled)
             try:
                 yield Orchestrator(

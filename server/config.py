@@ -168,6 +168,14 @@ class AgentsConfig:
     quote_endpoint: str = field(default="", metadata=_OPTIONAL_TEXT)
     max_goal_chars: int = field(default=4000, metadata=_POSITIVE)
     verify_before_dependents: bool = False
+    require_approval: tuple[str, ...] = ()
+    max_file_bytes: int = field(default=1048576, metadata=_POSITIVE)
+    calendar_path: str = "calendar.ics"
+    mailbox_path: str = field(default="", metadata=_OPTIONAL_TEXT)
+    outbox_path: str = "outbox"
+    email_from: str = "autoagent@localhost"
+    smtp_host: str = field(default="", metadata=_OPTIONAL_TEXT)
+    smtp_port: int = field(default=25, metadata=_PORT)
 
     @property
     def workspace_paths(self) -> tuple[Path, ...]:

@@ -180,6 +180,30 @@ class Connection:
         await self.app.cancel_run(self, run_id, request.id)
         await self.send(reply_frame("cancelled", request.id, run_id=run_id))
 
+    async def _on_approve(self, request: Request) -> None:
+        fields = request.fields
+        decision = fields["decision"]
+        if decision not in ("approve", "deny"):
+            raise BadFrame(
+                "approve: decision must be 'approve' or 'deny'", "bad_request", request.id
+            )
+        await self.app.decide(
+            self,
+            fields["run_id"],
+            fields["step_id"],
+            decision == "approve",
+            fields.get("note") or "",
+            request.id,
+        )
+        reply = reply_frame(
+            "approved",
+            request.id,
+            run_id=fields["run_id"],
+            step_id=fields["step_id"],
+            decision=decision,
+        )
+        await self.send(reply)
+
     async def _on_resume(self, request: Request) -> None:
         run_id = request.fields["run_id"]
         position = await self.app.resume_run(self, run_id, request.id)

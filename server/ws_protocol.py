@@ -3,7 +3,9 @@
 JSON text frames, one object each, with a `type`. Client requests and their fields:
   hello {token, client?}          message {id, session_id?, text}
   subscribe {id, stream, after?}  cancel {id, run_id}   resume {id, run_id}   ping {id}
-Server frames: accepted, subscribed, resumed, pong, event, error {id?, code, message}.
+  approve {id, run_id, step_id, decision: "approve" | "deny", note?}
+Server frames: welcome, accepted, subscribed, cancelled, resumed, approved, pong, event,
+error {id?, code, message}.
 A frame that does not parse becomes a `BadFrame` naming the problem; the connection
 answers it with one `error` frame and stays up.
 """
@@ -38,6 +40,10 @@ _FIELDS: dict[
     "cancel": ({"id": (str, int), "run_id": str}, {}),
     "resume": ({"id": (str, int), "run_id": str}, {}),
     "ping": ({"id": (str, int)}, {}),
+    "approve": (
+        {"id": (str, int), "run_id": str, "step_id": str, "decision": str},
+        {"note": str},
+    ),
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import trio
 from trio_websocket import wrap_server_stream
 
+from agents.approvals import ApprovalNotPending
 from agents.errors import AgentError
 from agents.orchestrator import Orchestrator
 from agents.run_state import load_run
@@ -183,6 +184,25 @@ class AgentServer:
         if not self.orchestrator.cancel(run_id):
             event = RunCancelled(run_id, "cancelled by request while not running")
             await self.store.append(f"run-{run_id}", [event], correlation=run_id)
+
+    async def decide(
+        self,
+        connection: Connection,
+        run_id: str,
+        step_id: str,
+        granted: bool,
+        note: str,
+        request_id: Any,
+    ) -> None:
+        state = await self._owned(connection, run_id, request_id)
+        if step_id not in state.approvals_requested:
+            raise BadFrame(f"no approval requested for step {step_id!r}", "not_found", request_id)
+        try:
+            await self.orchestrator.decide(
+                run_id, step_id, granted, note, by=connection.token or ""
+            )
+        except ApprovalNotPending as exc:
+            raise BadFrame(str(exc), "conflict", request_id) from None
 
     async def resume_run(self, connection: Connection, run_id: str, request_id: Any) -> int:
         """Start an unfinished run again; returns the position to follow it from."""

@@ -92,6 +92,14 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "quote_endpoint": "",
         "max_goal_chars": 4000,
         "verify_before_dependents": False,
+        "require_approval": [],
+        "max_file_bytes": 1048576,
+        "calendar_path": "calendar.ics",
+        "mailbox_path": "",
+        "outbox_path": "outbox",
+        "email_from": "autoagent@localhost",
+        "smtp_host": "",
+        "smtp_port": 25,
     },
 }
 
