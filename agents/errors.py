@@ -187,3 +187,11 @@ class RunAlreadyFinished(AgentError):
         self.run_id = run_id
         self.status = status
         super().__init__(f"run {run_id!r} is already {status}")
+
+
+class RunAlreadyRunning(AgentError):
+    """An execute or resume of a run this process is already executing."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id!r} is already running")

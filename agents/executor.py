@@ -127,6 +127,11 @@ class Executor:
         async with trio.open_nursery() as nursery, steps:
             async for step in steps:
                 self._done[step.id] = trio.Event()
+                prior = self._prior.outcomes.get(step.id)
+                if prior is not None:  # done before a restart: keep its result
+                    self.outcomes[step.id] = prior
+                    self._done[step.id].set()
+                    continue
                 self.started.add(step.id)
                 nursery.start_soon(self._run_group, [step])
         return self.outcomes

@@ -41,7 +41,14 @@ from events import (
 from . import offline_model
 from .approvals import ApprovalBook, Decision, record_decision
 from .catalog import ToolCatalog
-from .errors import InvalidGoal, InvalidPlan, LLMError, RunAlreadyFinished, RunNotFound
+from .errors import (
+    InvalidGoal,
+    InvalidPlan,
+    LLMError,
+    RunAlreadyFinished,
+    RunAlreadyRunning,
+    RunNotFound,
+)
 from .executor import Executor, ExecutorOptions, StepOutcome
 from .llm import LLMProvider
 from .plan import Plan, PlanStep
@@ -110,6 +117,8 @@ class Orchestrator:
         self.approvals = ApprovalBook()
         self._scopes: dict[str, trio.CancelScope] = {}
         self._cancelled: set[str] = set()
+        # Runs writing their terminal event: too late to cancel, and never cut short.
+        self._finishing: set[str] = set()
 
     # --- submitting -------------------------------------------------------------------
 
@@ -154,14 +163,17 @@ class Orchestrator:
             if resume:
                 raise RunAlreadyFinished(run_id, state.status)
             return RunResult(run_id, state.session_id, state.status, None)
-        if state.version > 1 or resume:
-            await self._append(run_id, [RunResumed(run_id, "resumed from the log")])
+        if run_id in self._scopes:
+            raise RunAlreadyRunning(run_id)
         with trio.CancelScope() as scope:
             self._scopes[run_id] = scope
             try:
+                if state.version > 1 or resume:
+                    await self._append(run_id, [RunResumed(run_id, "resumed from the log")])
                 return await self._drive(state)
             finally:
                 del self._scopes[run_id]
+                self._finishing.discard(run_id)
                 if run_id in self._cancelled:
                     self._cancelled.discard(run_id)
                     with trio.CancelScope(shield=True):
@@ -179,7 +191,7 @@ class Orchestrator:
     def cancel(self, run_id: str) -> bool:
         """Cancel a run executing in this process; False when it is not running here."""
         scope = self._scopes.get(run_id)
-        if scope is None:
+        if scope is None or run_id in self._finishing:
             return False
         self._cancelled.add(run_id)
         scope.cancel()
@@ -238,6 +250,8 @@ class Orchestrator:
                         retry.append(exc)
                 except LLMError as exc:
                     failure.append(f"no usable plan: {exc}")
+            if not failure and not retry:
+                await self._reverify(state, plan, executor.outcomes, verifier)
             await verifier.drain()
         if failure:
             return await self._fail(state, failure[0])
@@ -376,8 +390,7 @@ class Orchestrator:
             calls += 1
         except LLMError as exc:
             return await self._fail(state, f"could not compose the answer: {exc}")
-        await self._append(state.run_id, [RunCompleted(state.run_id, answer)])
-        await self._say(state, answer)
+        await self._finish(state, RunCompleted(state.run_id, answer), answer)
         return RunResult(state.run_id, state.session_id, "completed", answer, llm_calls=calls)
 
     async def _answer(self, state: RunState, plan: Plan, outcomes: dict[str, StepOutcome]) -> str:
@@ -387,9 +400,19 @@ class Orchestrator:
         return str(reply.data.get("answer", ""))
 
     async def _fail(self, state: RunState, reason: str) -> RunResult:
-        await self._append(state.run_id, [RunFailed(state.run_id, reason)])
-        await self._say(state, f"I could not complete this: {reason}")
+        await self._finish(
+            state, RunFailed(state.run_id, reason), f"I could not complete this: {reason}"
+        )
         return RunResult(state.run_id, state.session_id, "failed", None, reason)
+
+    async def _finish(self, state: RunState, terminal: Event, reply: str) -> None:
+        """The terminal event and the session's reply, written whole: no cancel cuts them."""
+        self._finishing.add(state.run_id)
+        if state.run_id in self._cancelled:
+            return  # a cancel got in first; execute() appends RunCancelled
+        with trio.CancelScope(shield=True):
+            await self._append(state.run_id, [terminal])
+            await self._say(state, reply)
 
     async def _say(self, state: RunState, text: str) -> None:
         event = AssistantMessageSent(state.session_id, text, state.run_id)

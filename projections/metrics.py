@@ -2,6 +2,9 @@
 run, outcome counters and cache hit rates, all derived from event timestamps and
 payloads. Its state lives in memory and is persisted by snapshots.
 
+LLM usage per run is kept only for runs in progress; a finished run's usage is folded
+into totals, so the snapshot does not grow with the length of the log.
+
 Phases: plan (RunRequested -> PlanCreated), step (StepCompleted.duration_s), verify
 (StepCompleted -> VerificationCompleted), llm_call (LLMCallCompleted.latency_s), run
 (RunRequested -> RunCompleted/RunFailed/RunCancelled).
@@ -23,7 +26,7 @@ MAX_RUNS_TRACKED = 100_000
 
 class MetricsProjection(SnapshottingProjection):
     name = "metrics"
-    version = 1
+    version = 2
 
     def __init__(self) -> None:
         super().__init__()
@@ -101,6 +104,13 @@ class MetricsProjection(SnapshottingProjection):
                 self.llm_by_run.pop(next(iter(self.llm_by_run)))
 
     def _end_run(self, record: RecordedEvent, outcome: str) -> None:
+        # Fold the finished run's LLM usage into totals: the state stays bounded by the
+        # runs in progress, however many runs the log holds.
+        usage = self.llm_by_run.pop(record.data["run_id"], None)
+        if usage is not None:
+            self._count("llm_runs_finished")
+            self._count("llm_calls_finished_runs", usage[0])
+            self._count("llm_tokens_finished_runs", usage[1])
         started = self.open_runs.pop(record.data["run_id"], None)
         if started is not None:
             self.latency["run"].observe((record.ts - started) / 1e9)
@@ -122,16 +132,16 @@ class MetricsProjection(SnapshottingProjection):
         """Everything `stats` and `/metrics` show, as plain data."""
         with self.lock:
             calls = self.counters.get("llm_calls", 0)
-            runs = len(self.llm_by_run)
+            runs = len(self.llm_by_run) + self.counters.get("llm_runs_finished", 0)
+            run_calls = sum(c for c, _ in self.llm_by_run.values())
+            run_tokens = sum(t for _, t in self.llm_by_run.values())
+            run_calls += self.counters.get("llm_calls_finished_runs", 0)
+            run_tokens += self.counters.get("llm_tokens_finished_runs", 0)
             return {
                 "latency_s": {phase: h.summary() for phase, h in self.latency.items()},
                 "counters": dict(sorted(self.counters.items())),
-                "llm_calls_per_run": (sum(c for c, _ in self.llm_by_run.values()) / runs)
-                if runs
-                else 0.0,
-                "llm_tokens_per_run": (sum(t for _, t in self.llm_by_run.values()) / runs)
-                if runs
-                else 0.0,
+                "llm_calls_per_run": run_calls / runs if runs else 0.0,
+                "llm_tokens_per_run": run_tokens / runs if runs else 0.0,
                 "cache_hit_rate": self.counters.get("llm_cache_hits", 0) / calls if calls else 0.0,
                 "open_runs": len(self.open_runs),
             }

@@ -51,8 +51,9 @@ def live(tmp_path: Path, log: LmdbEventLog) -> Iterator[LmdbStateStore]:
 def tamper(
     state: LmdbStateStore, name: str, changes: dict[bytes, object], snapshot: bytes | None = None
 ) -> None:
-    position = state.checkpoint(name).position
-    state.commit([StateCommit(name, 1, position, position, changes, snapshot)])
+    checkpoint = state.checkpoint(name)
+    position = checkpoint.position
+    state.commit([StateCommit(name, checkpoint.version, position, position, changes, snapshot)])
 
 
 async def test_verify_of_good_state_finds_no_difference(

@@ -1,0 +1,182 @@
+"""Plan validation (a DAG over known tools with typed parameters) and step references."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agents.catalog import ToolCatalog
+from agents.errors import InvalidPlan, ToolError
+from agents.plan import Plan, parse_plan, resolve, validate_plan
+
+from .lab import LAB_SPECS, sleep_step, step
+
+CATALOG = ToolCatalog.build(LAB_SPECS)
+
+
+def problems_of(*steps: dict[str, Any]) -> list[str]:
+    with pytest.raises(InvalidPlan) as caught:
+        validate_plan(Plan.from_data(steps), CATALOG)
+    return caught.value.problems
+
+
+def test_valid_plan_passes_unchanged() -> None:
+    plan = Plan.from_data([sleep_step("a", 1), sleep_step("b", 1, ["a"])])
+    assert validate_plan(plan, CATALOG) == plan
+
+
+@pytest.mark.parametrize(
+    ("steps", "problem"),
+    [
+        (
+            [sleep_step("a", 1, ["b"]), sleep_step("b", 1, ["c"]), sleep_step("c", 1, ["a"])],
+            "dependency cycle among steps a, b, c",
+        ),
+        ([sleep_step("a", 1, ["a"])], "step a depends on itself"),
+        (
+            [{"id": "a", "agent": "lab", "action": "dance", "parameters": {}}],
+            "step a: unknown tool 'lab.dance'",
+        ),
+        (
+            [{"id": "a", "agent": "nobody", "action": "sleep", "parameters": {}}],
+            "step a: unknown tool 'nobody.sleep'",
+        ),
+        ([step("a", "sleep", label="a")], "step a: missing parameter 'seconds'"),
+        (
+            [step("a", "sleep", label="a", seconds="ten")],
+            "step a: parameter 'seconds' should be number, got str",
+        ),
+        (
+            [step("a", "sleep", label="a", seconds=True)],
+            "step a: parameter 'seconds' should be number, got boolean",
+        ),
+        (
+            [step("a", "sleep", label="a", seconds=1, colour="red")],
+            "step a: unknown parameter 'colour'",
+        ),
+        (
+            [step("a", "odd", kind="weird")],
+            "step a: parameter 'kind' must be one of object, int_keys, huge",
+        ),
+        ([sleep_step("a", 1), sleep_step("a", 2)], "step ids are not unique"),
+        (
+            [sleep_step("a", 1, ["ghost"])],
+            "step a: dependency 'ghost' is not a step of the plan",
+        ),
+        (
+            [step("a", "echo", value="${ghost.price}")],
+            "step a: dependency 'ghost' is not a step of the plan",
+        ),
+    ],
+    ids=[
+        "cycle",
+        "self-dependency",
+        "unknown-action",
+        "unknown-agent",
+        "missing-parameter",
+        "wrong-type",
+        "boolean-for-number",
+        "unknown-parameter",
+        "not-in-enum",
+        "duplicate-ids",
+        "missing-dependency",
+        "reference-to-missing-step",
+    ],
+)
+def test_invalid_plan_names_the_problem(steps: list[dict[str, Any]], problem: str) -> None:
+    assert problem in problems_of(*steps)
+
+
+def test_every_problem_is_listed_not_just_the_first() -> None:
+    problems = problems_of(
+        step("a", "sleep", label="a"),
+        {"id": "b", "agent": "lab", "action": "dance"},
+    )
+    assert problems == ["step a: missing parameter 'seconds'", "step b: unknown tool 'lab.dance'"]
+
+
+def test_reference_adds_the_implied_dependency() -> None:
+    plan = Plan.from_data(
+        [
+            sleep_step("s1", 1),
+            sleep_step("s2", 1),
+            step("s3", "echo", ["s2"], value={"first": "${s1.slept}", "text": "after ${s2}"}),
+        ]
+    )
+    checked = validate_plan(plan, CATALOG)
+    assert checked.step("s3").dependencies == ("s2", "s1")
+    assert checked.step("s1").dependencies == ()
+
+
+def test_reference_is_accepted_where_a_typed_value_is_expected() -> None:
+    plan = Plan.from_data([sleep_step("s1", 1), step("s2", "sleep", label="x", seconds="${s1}")])
+    assert validate_plan(plan, CATALOG).step("s2").dependencies == ("s1",)
+
+
+def test_parse_plan_of_empty_steps_carries_the_model_reason() -> None:
+    with pytest.raises(InvalidPlan, match="I cannot do that"):
+        parse_plan({"steps": [], "error": "I cannot do that"})
+
+
+@pytest.mark.parametrize(
+    "document",
+    [{"plan": []}, {"steps": "s1"}, {"steps": ["not an object"]}],
+    ids=["no-steps-key", "steps-not-a-list", "step-not-an-object"],
+)
+def test_parse_plan_of_malformed_document_raises_invalid_plan(document: dict[str, Any]) -> None:
+    with pytest.raises(InvalidPlan):
+        parse_plan(document)
+
+
+RESULTS = {
+    "s1": {"symbol": "NVDA", "price": 123.5, "history": [1, 2, 3], "meta": {"cur": "USD"}},
+    "s2": "plain text",
+    "s3": 7,
+}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("${s1}", RESULTS["s1"]),
+        ("${s1.price}", 123.5),
+        ("${s1.meta.cur}", "USD"),
+        ("${s1.history.2}", 3),
+        ("${s3}", 7),
+        ("NVDA is at ${s1.price} ${s1.meta.cur}", "NVDA is at 123.5 USD"),
+        ("${s2} and ${s3}", "plain text and 7"),
+        ({"nested": ["${s1.symbol}", {"deep": "${s3}"}]}, {"nested": ["NVDA", {"deep": 7}]}),
+        ("no reference here", "no reference here"),
+        (42, 42),
+    ],
+    ids=[
+        "whole-result",
+        "field",
+        "nested-field",
+        "list-index",
+        "number",
+        "inside-text",
+        "two-inside-text",
+        "inside-structures",
+        "plain-text",
+        "not-a-string",
+    ],
+)
+def test_references_resolve_to_earlier_results(value: Any, expected: Any) -> None:
+    assert resolve(value, RESULTS) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("${s9}", "reference to step 's9', which has no result"),
+        ("${s1.volume}", "step 's1' result has no field 'volume'"),
+        ("${s1.history.9}", "step 's1' result has no field 'history.9'"),
+    ],
+    ids=["unknown-step", "unknown-field", "index-out-of-range"],
+)
+def test_unresolvable_reference_raises_tool_error(value: str, message: str) -> None:
+    with pytest.raises(ToolError) as caught:
+        resolve(value, RESULTS)
+    assert str(caught.value) == message

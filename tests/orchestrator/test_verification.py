@@ -1,0 +1,110 @@
+"""Verification runs in the background while later steps execute, is batched when
+several steps wait, and the answer waits for all of it.
+
+The model is the simulator behind the real openai SDK, with its realistic latency
+profile scaled down: a verification takes tens of milliseconds, long enough for
+later steps to start meanwhile, which the event positions show.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from agents.registry import AgentRegistry
+from agents.simulator import Simulator
+from events import EventStore, RecordedEvent
+
+from .conftest import (
+    TIMEOUT_S,
+    first,
+    kinds,
+    make_orchestrator,
+    run_events,
+    sim_provider,
+    start_simulator,
+    submit_plan,
+)
+from .lab import sleep_step, step
+
+TIME_SCALE = 0.1  # verification ~80 ms, the answer ~80 ms
+
+CHAIN = [sleep_step("s1", 0), sleep_step("s2", 0, ["s1"]), sleep_step("s3", 0, ["s2"])]
+
+
+async def run_plan(
+    nursery: trio.Nursery,
+    store: EventStore,
+    registry: AgentRegistry,
+    steps: list[dict[str, Any]],
+    **options: Any,
+) -> tuple[list[RecordedEvent], Simulator]:
+    simulator, url = await start_simulator(
+        nursery, latency_profile="realistic", time_scale=TIME_SCALE, seed=7
+    )
+    provider = sim_provider(url, store)
+    orchestrator = make_orchestrator(store, registry, provider, **options)
+    run_id = await submit_plan(store, steps)
+    with trio.fail_after(TIMEOUT_S):
+        result = await orchestrator.execute(run_id)
+    await provider.aclose()
+    assert result.status == "completed", result.reason
+    return await run_events(store, run_id), simulator
+
+
+def verified_steps(records: list[RecordedEvent]) -> list[str]:
+    return [r.data["step_id"] for r in records if r.type == "VerificationCompleted"]
+
+
+async def test_dependent_step_starts_before_the_previous_verification_finishes(
+    nursery: trio.Nursery, store: EventStore, registry: AgentRegistry
+) -> None:
+    records, _ = await run_plan(nursery, store, registry, CHAIN)
+    assert first(records, "StepStarted", "s2") < first(records, "VerificationCompleted", "s1")
+    assert first(records, "StepStarted", "s3") < first(records, "VerificationCompleted", "s2")
+
+
+async def test_answer_waits_for_every_verification(
+    nursery: trio.Nursery, store: EventStore, registry: AgentRegistry
+) -> None:
+    steps = [*CHAIN, step("broken", "fail", message="no")]
+    records, _ = await run_plan(nursery, store, registry, steps)
+    assert sorted(verified_steps(records)) == ["s1", "s2", "s3"]  # not the failed step
+    last_verification = max(r.position for r in records if r.type == "VerificationCompleted")
+    answer = next(r for r in records if kinds([r]) == ["LLMCallCompleted(answer)"])
+    assert last_verification < answer.position < first(records, "RunCompleted")
+    assert records[-1].type == "RunCompleted"
+    verdicts = [r.data for r in records if r.type == "VerificationCompleted"]
+    assert all(v["passed"] and v["confidence"] > 0 for v in verdicts)
+
+
+async def test_verify_before_dependents_makes_dependents_wait(
+    nursery: trio.Nursery, store: EventStore, registry: AgentRegistry
+) -> None:
+    records, _ = await run_plan(nursery, store, registry, CHAIN, verify_before_dependents=True)
+    assert first(records, "VerificationCompleted", "s1") < first(records, "StepStarted", "s2")
+    assert first(records, "VerificationCompleted", "s2") < first(records, "StepStarted", "s3")
+    assert verified_steps(records) == ["s1", "s2", "s3"]
+
+
+FAN = [sleep_step(f"f{i}", 0.01 * i) for i in range(4)]
+
+
+@pytest.mark.parametrize(
+    ("batching", "fewest", "most"), [(True, 1, 3), (False, 4, 4)], ids=["batched", "one-by-one"]
+)
+async def test_pending_verifications_are_sent_in_one_call_when_batching(
+    batching: bool,
+    fewest: int,
+    most: int,
+    nursery: trio.Nursery,
+    store: EventStore,
+    registry: AgentRegistry,
+) -> None:
+    records, simulator = await run_plan(nursery, store, registry, FAN, step_batching=batching)
+    verify_calls = kinds(records).count("LLMCallCompleted(verify)")
+    assert sorted(verified_steps(records)) == ["f0", "f1", "f2", "f3"]
+    assert fewest <= verify_calls <= most
+    assert simulator.statistics().by_purpose["verify"] == verify_calls
