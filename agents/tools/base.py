@@ -38,6 +38,7 @@ class AgentContext:
     http: Any = None  # a shared, pooled httpx.AsyncClient
     llm: Any = None  # an LLMProvider
     store: Any = None  # the EventStore, for agents that append their own events
+    memory: Any = None  # a memory_agent.MemoryAccess: key store, embedder, live index
 
 
 class Tool(abc.ABC):

@@ -23,6 +23,7 @@ from events import LmdbEventLog
 from projections import (
     Checkpoint,
     LmdbStateStore,
+    MetricsProjection,
     ProjectionStoreMissing,
     RunsProjection,
     SessionsProjection,
@@ -98,7 +99,7 @@ def test_sigkill_during_catch_up_then_restart_ends_in_the_rebuilt_state(tmp_path
     assert checkpoints(state_path) == {
         "sessions": Checkpoint(head, SessionsProjection.version),
         "runs": Checkpoint(head, RunsProjection.version),
-        "metrics": Checkpoint(head, 1),
+        "metrics": Checkpoint(head, MetricsProjection.version),
     }
 
     # `replay --verify` in its own process while this one rebuilds for the comparison.
@@ -125,4 +126,4 @@ def test_sigkill_during_catch_up_then_restart_ends_in_the_rebuilt_state(tmp_path
         finally:
             verifier.kill()
     assert verifier.returncode == 0, stdout[-2000:] + stderr[-2000:]
-    assert stdout == "ok: sessions, runs, metrics match a fresh rebuild\n"
+    assert stdout == "ok: sessions, runs, metrics, memory match a fresh rebuild\n"

@@ -1,0 +1,125 @@
+"""Every agent registered under `autoagent.agents`: valid specs, and it builds.
+
+A conformance check over whatever is installed, so a new agent gets it for free: names,
+JSON-schema parameter objects, required names among the properties, batch forms that
+exist, and a tool for every spec once the agent is built.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from agents.catalog import ToolSpec
+from agents.errors import InvalidParameters
+from agents.llm import LLMProvider
+from agents.registry import AgentRegistry, discover_agents
+from agents.tools.base import AgentContext
+
+from .conftest import TIMEOUT_S
+
+AGENTS = discover_agents()
+JSON_TYPES = {"string", "number", "integer", "boolean", "object", "array", "null"}
+NAME = r"^[a-z][a-z0-9_]*$"
+MINE = {"files", "writer", "calendar", "email", "clock", "math", "quotes"}
+NOT_IDEMPOTENT = {
+    "files.write",
+    "writer.create_report",
+    "calendar.create_event",
+    "email.draft",
+    "email.send",
+}
+
+
+def test_the_issue_agents_are_registered() -> None:
+    assert set(AGENTS) >= MINE
+
+
+def _specs(name: str) -> tuple[ToolSpec, ...]:
+    return AGENTS[name].tool_specs()
+
+
+@pytest.mark.parametrize("name", sorted(AGENTS))
+def test_tool_specs_are_valid(name: str) -> None:
+    specs = _specs(name)
+    assert specs, f"{name} declares no tools"
+    actions = [spec.action for spec in specs]
+    assert len(set(actions)) == len(actions)
+    for spec in specs:
+        assert spec.agent == name == AGENTS[name].name
+        assert re.match(NAME, spec.action), spec.name
+        assert spec.description.strip(), spec.name
+        _check_schema(spec)
+        if spec.batch_action is not None:
+            assert spec.batchable and spec.batch_action in actions, spec.name
+        assert ToolSpec.from_dict(spec.to_dict()) == spec
+
+
+def _check_schema(spec: ToolSpec) -> None:
+    schema = spec.parameters
+    assert schema.get("type") == "object", spec.name
+    properties = schema.get("properties", {})
+    assert isinstance(properties, dict), spec.name
+    for prop, definition in properties.items():
+        assert isinstance(definition, dict), f"{spec.name}.{prop}"
+        kinds = definition.get("type", [])  # no type: any value (a step's result, say)
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        assert set(kinds) <= JSON_TYPES, f"{spec.name}.{prop} has an unknown type"
+        if "enum" in definition:
+            assert definition.get("default", definition["enum"][0]) in definition["enum"]
+    required = list(schema.get("required", []))
+    assert set(required) <= set(properties), f"{spec.name}: required not among properties"
+    assert len(set(required)) == len(required)
+
+
+@pytest.mark.parametrize("name", sorted(NOT_IDEMPOTENT))
+def test_tools_with_side_effects_say_they_are_not_idempotent(name: str) -> None:
+    agent, action = name.split(".")
+    [spec] = [s for s in _specs(agent) if s.action == action]
+    assert spec.idempotent is False
+
+
+@pytest.fixture
+async def registry(tmp_path: Path, offline_llm: LLMProvider) -> AsyncIterator[AgentRegistry]:
+    async with httpx.AsyncClient() as http:
+        context = AgentContext(
+            {"quote_endpoint": "http://127.0.0.1:9/"}, (tmp_path,), http, offline_llm
+        )
+        registry = AgentRegistry.from_entry_points(context)
+        try:
+            yield registry
+        finally:
+            await registry.aclose()
+
+
+async def test_every_agent_builds_with_a_tool_per_spec(registry: AgentRegistry) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        await registry.warmup()
+        for name in registry.names:
+            agent = await registry.agent(name)
+            tools = agent.tools()
+            assert sorted(tools) == sorted(s.action for s in _specs(name))
+            for action, tool in tools.items():
+                assert tool.spec.name == f"{name}.{action}"
+    assert registry.statistics().built == len(AGENTS)
+
+
+@pytest.mark.parametrize("name", sorted(MINE))
+async def test_unknown_parameters_are_refused_before_any_work(
+    registry: AgentRegistry, name: str
+) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        for tool in (await registry.agent(name)).tools().values():
+            with pytest.raises(InvalidParameters, match="unknown parameter 'bogus'"):
+                await tool.call({"bogus": 1})
+
+
+def test_the_catalog_names_every_tool() -> None:
+    catalog = AgentRegistry.from_entry_points().catalog()
+    expected = {f"{name}.{s.action}" for name in AGENTS for s in _specs(name)}
+    assert set(catalog.by_name) == expected
