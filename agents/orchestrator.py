@@ -28,6 +28,7 @@ from events import (
     Event,
     EventStore,
     IntentAnalyzed,
+    InvalidStreamName,
     PlanCreated,
     RunCancelled,
     RunCompleted,
@@ -37,6 +38,7 @@ from events import (
     SessionStarted,
     UserMessageReceived,
 )
+from events.store import validate_stream
 
 from . import offline_model
 from .approvals import ApprovalBook, Decision, record_decision
@@ -125,6 +127,10 @@ class Orchestrator:
     def check_goal(self, goal: object) -> str:
         if not isinstance(goal, str) or not goal.strip():
             raise InvalidGoal("the goal must be non-empty text")
+        try:
+            goal.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidGoal("the goal is not valid Unicode text") from None
         if len(goal) > self.options.max_goal_chars:
             limit = self.options.max_goal_chars
             raise InvalidGoal(f"the goal is {len(goal)} characters, over the limit of {limit}")
@@ -136,6 +142,10 @@ class Orchestrator:
         """Record the user's message and the run request; the run itself starts later."""
         goal = self.check_goal(goal)
         session_id = session_id or uuid.uuid4().hex[:12]
+        try:
+            validate_stream(f"session-{session_id}")
+        except InvalidStreamName as exc:
+            raise InvalidGoal(f"unusable session id: {exc}") from None
         run_id = uuid.uuid4().hex[:12]
         session_stream = f"session-{session_id}"
         if await self.store.stream_version(session_stream) == 0:
@@ -155,19 +165,24 @@ class Orchestrator:
     # --- running --------------------------------------------------------------------------
 
     async def execute(self, run_id: str, *, resume: bool = False) -> RunResult:
-        """Take the run from wherever its stream says it is to a terminal event."""
-        state = await load_run(self.store, run_id)
-        if state.status == "missing":
-            raise RunNotFound(run_id)
-        if state.finished:
-            if resume:
-                raise RunAlreadyFinished(run_id, state.status)
-            return RunResult(run_id, state.session_id, state.status, None)
+        """Take the run from wherever its stream says it is to a terminal event.
+
+        The cancel scope is registered before the first await, so a cancel arriving at
+        any point after this call started reaches the run.
+        """
         if run_id in self._scopes:
             raise RunAlreadyRunning(run_id)
         with trio.CancelScope() as scope:
             self._scopes[run_id] = scope
+            state: RunState | None = None
             try:
+                state = await load_run(self.store, run_id)
+                if state.status == "missing":
+                    raise RunNotFound(run_id)
+                if state.finished:
+                    if resume:
+                        raise RunAlreadyFinished(run_id, state.status)
+                    return RunResult(run_id, state.session_id, state.status, None)
                 if state.version > 1 or resume:
                     await self._append(run_id, [RunResumed(run_id, "resumed from the log")])
                 return await self._drive(state)
@@ -177,8 +192,16 @@ class Orchestrator:
                 if run_id in self._cancelled:
                     self._cancelled.discard(run_id)
                     with trio.CancelScope(shield=True):
-                        await self._append(run_id, [RunCancelled(run_id, "cancelled by request")])
-        return RunResult(run_id, state.session_id, "cancelled", None, "cancelled by request")
+                        await self._record_cancel(run_id, state)
+        session = state.session_id if state is not None else ""
+        return RunResult(run_id, session, "cancelled", None, "cancelled by request")
+
+    async def _record_cancel(self, run_id: str, state: RunState | None) -> None:
+        """`RunCancelled`, unless the run is missing or already ended."""
+        if state is None:
+            state = await load_run(self.store, run_id)
+        if state.status != "missing" and not state.finished:
+            await self._append(run_id, [RunCancelled(run_id, "cancelled by request")])
 
     async def decide(
         self, run_id: str, step_id: str, granted: bool, note: str = "", by: str = ""

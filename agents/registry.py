@@ -52,6 +52,7 @@ class AgentRegistry:
         self._building: dict[str, trio.Event] = {}
         self._failed: dict[str, BaseException] = {}
         self._builds = 0
+        self._catalog: ToolCatalog | None = None
 
     @classmethod
     def from_entry_points(
@@ -64,12 +65,15 @@ class AgentRegistry:
         return sorted(self._classes)
 
     def catalog(self) -> ToolCatalog:
-        """Every tool's spec, without building any agent."""
+        """Every tool's spec, without building any agent (cached by content hash)."""
         specs = [spec for agent in self._classes.values() for spec in agent.tool_specs()]
-        return self._catalog_cache.get(specs)
+        self._catalog = self._catalog_cache.get(specs)
+        return self._catalog
 
     def spec(self, agent: str, action: str) -> ToolSpec | None:
-        return self.catalog().get(f"{agent}.{action}")
+        """One tool's spec; the per-step hot path, so it reuses the last catalog built."""
+        catalog = self._catalog or self.catalog()
+        return catalog.get(f"{agent}.{action}")
 
     async def agent(self, name: str) -> Agent:
         """The agent `name`, built on first use; concurrent first calls share one build."""

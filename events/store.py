@@ -110,6 +110,9 @@ class EventStore:
         self._changed = trio.Event()
         self._recent: collections.deque[_Recent] = collections.deque(maxlen=options.recent_events)
         self._closed = False
+        # The writer's own thread slot: commits never queue behind reads for one of
+        # Trio's shared worker threads.
+        self._commit_limiter = trio.CapacityLimiter(1)
         self._appends = self._commits = self._events_written = 0
 
     # --- writing -------------------------------------------------------------------
@@ -163,7 +166,7 @@ class EventStore:
         requests = [p.request for p in batch]
         try:
             outcomes, writes = await trio.to_thread.run_sync(
-                self.log.commit, requests, time.time_ns()
+                self.log.commit, requests, time.time_ns(), limiter=self._commit_limiter
             )
         except BaseException as exc:
             for pending in batch:

@@ -16,6 +16,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from agents.errors import InvalidGoal
+from events import AutoagentError
 
 from .ws_limits import RequestBucket
 from .ws_protocol import BadFrame, Request, error_frame, event_frame, parse_request, reply_frame
@@ -55,23 +56,33 @@ class Connection:
             pass
         finally:
             self.app.forget(self)
+            if self.ws.closed is None:  # shutdown or an error: say goodbye properly
+                with trio.CancelScope(shield=True):
+                    await self.close(CLOSE_GOING_AWAY, "server shutting down")
 
     # --- outgoing -----------------------------------------------------------------------
 
     async def send(self, frame: str) -> None:
-        """Queue a frame; blocks (backpressure) while the client is behind."""
+        """Queue a frame; blocks (backpressure) while the client is behind.
+
+        The time limit is here, on the producer, so a frame is never cut half-written:
+        a client whose queue stays full that long is closed as too slow.
+        """
         try:
-            await self._out_send.send(frame)
+            with trio.move_on_after(self.app.limits.slow_client_timeout_s) as scope:
+                await self._out_send.send(frame)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ClientGone() from None
+        if scope.cancelled_caught:
+            await self.close(CLOSE_TRY_AGAIN, "client too slow to receive events")
+            raise ClientGone()
 
     async def _sender(self) -> None:
-        async for frame in self._out_receive:
-            with trio.move_on_after(self.app.limits.slow_client_timeout_s) as scope:
+        try:
+            async for frame in self._out_receive:
                 await self.ws.send_message(frame)
-            if scope.cancelled_caught:
-                await self.close(CLOSE_TRY_AGAIN, "client too slow to receive events")
-                raise ClientGone()
+        except ConnectionClosed:
+            return
 
     async def close(self, code: int, reason: str) -> None:
         with trio.move_on_after(2):
@@ -96,15 +107,27 @@ class Connection:
             limit = self.app.limits.max_frame_bytes
             await self.send(error_frame("too_large", f"frame over {limit} bytes"))
             return True
-        if not self._bucket.take():
-            await self.send(error_frame("rate_limited", "too many requests per second"))
-            return True
         try:
             request = parse_request(message)
+            if not self._bucket.take():
+                raise BadFrame("too many requests per second", "rate_limited", request.id)
             return await self._dispatch(request)
         except BadFrame as exc:
             await self.send(error_frame(exc.code, str(exc), exc.request_id))
-            return not (exc.code == "unauthorized")
+            if exc.code == "unauthorized":
+                await self._flush_and_close(CLOSE_POLICY, "unauthorized")
+                return False
+            return True
+        except (ConnectionClosed, ClientGone):
+            raise
+        except AutoagentError as exc:
+            await self.send(error_frame("bad_request", str(exc), getattr(request, "id", None)))
+            return True
+        except Exception as exc:  # never let one request take the listener down
+            await self.send(
+                error_frame("internal", f"{type(exc).__name__}", getattr(request, "id", None))
+            )
+            return True
 
     async def _dispatch(self, request: Request) -> bool:
         if request.type == "hello":
@@ -121,7 +144,7 @@ class Connection:
             await self.send(error_frame("unauthorized", "unknown token", request.id))
             await self._flush_and_close(CLOSE_POLICY, "unauthorized")
             return False
-        if self.app.tokens and not self.app.admit_token(self, token):
+        if self.app.tokens and self.token is None and not self.app.admit_token(self, token):
             await self.send(
                 error_frame("rate_limited", "too many connections for this token", request.id)
             )

@@ -86,6 +86,20 @@ def _safe_id(value: Any) -> Any:
     return value if isinstance(value, str | int) and not isinstance(value, bool) else None
 
 
+MAX_SESSION_ID_CHARS = 128
+
+
+def _check_session_id(frame: dict[str, Any], request_id: Any) -> None:
+    session_id = frame.get("session_id")
+    if session_id is None:
+        return
+    if not session_id or len(session_id) > MAX_SESSION_ID_CHARS or not session_id.isprintable():
+        raise BadFrame(
+            f"session_id must be 1 to {MAX_SESSION_ID_CHARS} printable characters",
+            request_id=request_id,
+        )
+
+
 def _check_fields(kind: str, frame: dict[str, Any]) -> None:
     required, optional = _FIELDS[kind]
     request_id = _safe_id(frame.get("id"))
@@ -96,6 +110,7 @@ def _check_fields(kind: str, frame: dict[str, Any]) -> None:
     for name, wanted in optional.items():
         if frame.get(name) is not None:
             _check_type(kind, name, frame[name], wanted, request_id)
+    _check_session_id(frame, request_id)
 
 
 def _check_type(

@@ -15,7 +15,7 @@ import agents.orchestrator
 from events import RunRequested, StepStarted
 from server.ws_limits import ServerLimits
 
-from .ws_helpers import GOAL, TIMEOUT_S, TERMINAL, Harness, positions, serving, simulator
+from .ws_helpers import GOAL, TERMINAL, TIMEOUT_S, Harness, positions, serving, simulator
 
 OPEN_LIMITS = ServerLimits(requests_per_second=1000, max_runs_per_session=100)
 
@@ -36,7 +36,7 @@ async def append_steps(app: Harness, count: int, streams: tuple[str, ...]) -> No
         stream = streams[i % len(streams)]
         await app.store.append(stream, [StepStarted(run_id=stream, step_id=f"s{i}")])
         if i % 7 == 0:
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
 
 
 # --- ping and message ----------------------------------------------------------------
@@ -142,7 +142,9 @@ async def test_reconnect_with_last_position_seen_gets_exactly_the_missed_events(
             last = seen[-1]["position"]
             await trio.sleep(0.05)  # more is appended while we are away
             async with app.client() as client:
-                await client.request({"type": "subscribe", "id": 2, "stream": "$all", "after": last})
+                await client.request(
+                    {"type": "subscribe", "id": 2, "stream": "$all", "after": last}
+                )
                 missed = await client.events(320 - last)
                 await client.nothing_more()
     assert positions(missed) == list(range(last + 1, 321))
@@ -217,6 +219,7 @@ async def test_resume_of_finished_run_is_a_conflict(app: Harness) -> None:
         async with app.client() as client:
             accepted = await client.request({"type": "message", "id": 1, "text": GOAL})
             await client.events_until()
+            await app.wait_runs_done()
             head = app.store.head_position
             reply = await client.request({"type": "resume", "id": 2, "run_id": accepted["run_id"]})
     assert (reply["type"], reply["code"], reply["id"]) == ("error", "conflict", 2)

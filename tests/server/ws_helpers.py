@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ FRAME_WAIT_S = 10
 GOAL = "what is 17 * 23 + 4"
 TERMINAL = ("RunCompleted", "RunFailed", "RunCancelled")
 SIM_KEY_ENV = "AUTOAGENT_WS_TEST_SIM_KEY"
+DEFAULT_LIMITS = ServerLimits()
 
 
 @dataclass
@@ -56,13 +57,27 @@ class Harness:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/"
 
-    @asynccontextmanager
-    async def client(self, **kwargs: Any) -> AsyncIterator[Client]:
-        async with open_websocket_url(self.url, **kwargs) as ws:
-            yield Client(ws)
+    def client(self, **kwargs: Any) -> AbstractAsyncContextManager[Client]:
+        return open_client(self.url, **kwargs)
 
     async def records(self, after: int = 0) -> list[RecordedEvent]:
         return [record async for record in self.store.iterate(after)]
+
+    async def wait_runs_done(self, wait: float = 10.0) -> None:
+        """Until no run executes (a run appends its session's reply after RunCompleted)."""
+        for _ in range(int(wait / 0.01)):
+            if not self.orchestrator.running():
+                return
+            await trio.sleep(0.01)
+        raise AssertionError(f"runs still executing: {self.orchestrator.running()}")
+
+    async def wait_disconnected(self, wait: float = 5.0) -> None:
+        """Until the server has forgotten every connection (polling, bounded)."""
+        for _ in range(int(wait / 0.01)):
+            if not self.app.connections:
+                return
+            await trio.sleep(0.01)
+        raise AssertionError(f"{len(self.app.connections)} connection(s) still open")
 
     async def stop(self) -> None:
         """Stop the server alone (as on SIGINT); the store and orchestrator stay open."""
@@ -86,7 +101,7 @@ async def _run_server(
 @asynccontextmanager
 async def serving(
     tmp_path: Path,
-    limits: ServerLimits = ServerLimits(),
+    limits: ServerLimits = DEFAULT_LIMITS,
     tokens: tuple[str, ...] = (),
     *,
     lmdb: bool = False,
@@ -112,13 +127,15 @@ async def serving(
     async with opened as store, trio.open_nursery() as nursery:
         runner = ProjectionRunner(store.log, MemoryStateStore(), build_projections(None, 20))
         await nursery.start(runner.run, store)
-        async with open_orchestrator(config, store) as orchestrator:
-            app = AgentServer(store, orchestrator, runner, limits, tokens)
-            port, scope, stopped = await nursery.start(_run_server, app)
-            try:
+        try:
+            async with open_orchestrator(config, store) as orchestrator:
+                app = AgentServer(store, orchestrator, runner, limits, tokens)
+                port, scope, stopped = await nursery.start(_run_server, app)
                 yield Harness(store, runner, orchestrator, app, port, scope, stopped)
-            finally:
-                nursery.cancel_scope.cancel()
+        finally:
+            # Only now: cancelling while the contexts above still close would turn the
+            # test's own failure into a Cancelled that this nursery then swallows.
+            nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
@@ -131,6 +148,23 @@ async def simulator(latency: str = "realistic", time_scale: float = 1.0) -> Asyn
             yield f"http://127.0.0.1:{port}/v1"
         finally:
             nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_client(url: str, **kwargs: Any) -> AsyncIterator[Client]:
+    """A connected `Client`; its TCP socket is closed on exit whoever closed first.
+
+    trio-websocket's client leaves its socket to the garbage collector when the server
+    closes the connection (a ResourceWarning, an error under filterwarnings=error).
+    """
+    ws: WebSocketConnection | None = None
+    try:
+        async with open_websocket_url(url, **kwargs) as ws:
+            yield Client(ws)
+    finally:
+        if ws is not None:
+            with trio.CancelScope(shield=True):
+                await ws._stream.aclose()
 
 
 @dataclass

@@ -1,0 +1,702 @@
+"""WebSocket load test: N concurrent clients against `autoagent serve` in its own process.
+
+From the project root:
+
+    .venv/bin/python -m tests.performance.load_ws [--clients 100 1000] [--quick]
+        [--load-s S] [--out PATH] [--work-dir DIR] [--latency-profile P] [--time-scale X]
+        [--markdown]
+
+Processes: the simulator (`python -m server sim --port 0`, the OpenAI-compatible
+endpoint, `realistic` latency x `--time-scale`), and for each N a fresh server
+(`python -m server serve --port 0 --data-dir <tmp>`, provider "openai" pointed at the
+simulator, LLM rate limits and `server.max_connections` raised for the load, the store
+durable as shipped: `sync = true`, unless `--no-sync`). Both print their address; this
+process parses it. The clients all live in this process (one Trio loop, trio-websocket).
+
+For each N:
+1. Idle: the server's RSS once it listens, before any client connects.
+2. Connect N clients (at most 50 handshakes at a time) and hold them all open.
+3. Load for `--load-s` seconds: every client sends a goal (`message`), reads its run's
+   events to the terminal one, and sends the next goal at once; one session per client.
+   Every event frame's `ts` (the writer's commit time, ns since the epoch) is compared
+   with `time.time_ns()` when the frame arrives: the append-to-client latency, which
+   includes the commit (fsync) and this process's own scheduling of N clients.
+4. Drain: no new goals; runs in flight get up to `--drain-s` to finish.
+5. Held: every client pings; a client counts as held when its pong arrives and it saw
+   no error frame and no unexpected close during the test.
+Meanwhile the server's RSS (`/proc/<pid>/status` VmRSS, and VmHWM for the peak) and CPU
+(`/proc/<pid>/stat` utime + stime) are sampled every 0.5 s, with its main (Trio) thread's
+time on a CPU and time runnable but waiting for one (`/proc/<pid>/schedstat`): on a
+shared machine the second says how much of the latency is other jobs taking the CPU.
+The simulator's and this process's CPU, the server's /metrics counters and the
+simulator's /_sim/stats at the end go into the JSON too. Everything is bounded in time;
+the processes are stopped with SIGINT (killed if they do not exit) at the end.
+
+Writes JSON (default `tests/performance/results/load_ws.json`) and prints tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, connect_websocket_url
+
+from tests.performance._common import (
+    RESULTS_DIR,
+    Table,
+    load_average,
+    machine_info,
+    percentile,
+    write_json,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_OUT = RESULTS_DIR / "load_ws.json"
+GOALS = (
+    "what is 17 * 23 + 4",
+    "what is 12 * 12 - 7",
+    "what is 1024 / 8 + 3",
+    "what is 99 * 3 - 18",
+)
+TERMINAL = ("RunCompleted", "RunFailed", "RunCancelled")
+TARGETS = {
+    "held_1000_no_errors": "1,000 concurrent clients held with no errors",
+    "p99_latency_100_ms": "p99 append-to-client latency < 100 ms at 100 clients",
+    "idle_rss_mb": "idle server RSS < 150 MB",
+}
+CONNECT_PARALLEL = 50
+START_TIMEOUT_S = 90.0
+PAGE_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- the server and simulator processes -------------------------------------------------
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGINT, then SIGKILL after `timeout`; the exit code (None if killed)."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+            try:
+                return self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+                return None
+        return self.popen.returncode
+
+
+def spawn(name: str, argv: Sequence[str], env: dict[str, str], log: Path) -> Process:
+    with log.open("wb") as sink:
+        popen = subprocess.Popen(
+            [sys.executable, "-u", "-m", "server", *argv],
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    return Process(name, popen, log)
+
+
+async def wait_for_line(process: Process, pattern: re.Pattern[str]) -> re.Match[str]:
+    with trio.fail_after(START_TIMEOUT_S):
+        while True:
+            found = pattern.search(process.output())
+            if found:
+                return found
+            if process.popen.poll() is not None:
+                raise RuntimeError(
+                    f"{process.name} exited with {process.popen.returncode} before it "
+                    f"listened:\n{process.output()[-2000:]}"
+                )
+            await trio.sleep(0.1)
+
+
+def base_env(work: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOAGENT_")}
+    workspace = work / "workspace"
+    workspace.mkdir(parents=True, exist_ok=True)
+    env["AUTOAGENT_AGENTS__WORKSPACE_ROOTS"] = json.dumps([str(workspace)])
+    return env
+
+
+async def start_simulator(work: Path, profile: str, time_scale: float) -> tuple[Process, str]:
+    argv = ["sim", "--port", "0", "--latency-profile", profile, "--time-scale", str(time_scale)]
+    process = spawn("simulator", argv, base_env(work), work / "sim.log")
+    found = await wait_for_line(process, re.compile(r"at (http://[\d.]+:\d+/v1)"))
+    return process, found.group(1)
+
+
+def server_env(work: Path, sim_url: str, clients: int, sync: bool) -> dict[str, str]:
+    return base_env(work) | {
+        "AUTOAGENT_STORE__SYNC": "true" if sync else "false",
+        "AUTOAGENT_LLM__PROVIDER": "openai",
+        "AUTOAGENT_LLM__BASE_URL": sim_url,
+        "AUTOAGENT_LLM__API_KEY_ENV": "AUTOAGENT_LOAD_SIM_KEY",
+        "AUTOAGENT_LOAD_SIM_KEY": "sk-load-test",
+        "AUTOAGENT_LLM__RPM_LIMIT": "1000000",
+        "AUTOAGENT_LLM__TPM_LIMIT": "1000000000",
+        "AUTOAGENT_LLM__MAX_PARALLEL_CALLS": "256",
+        "AUTOAGENT_SERVER__MAX_CONNECTIONS": str(clients + 100),
+    }
+
+
+async def start_server(work: Path, sim_url: str, clients: int, sync: bool) -> tuple[Process, int]:
+    data = work / f"data-{clients}"
+    argv = ["serve", "--port", "0", "--data-dir", str(data)]
+    process = spawn(
+        "server", argv, server_env(work, sim_url, clients, sync), work / f"serve-{clients}.log"
+    )
+    found = await wait_for_line(process, re.compile(r"listening on ws://[\d.]+:(\d+)"))
+    return process, int(found.group(1))
+
+
+async def http_get(port: int, path: str) -> str:
+    """The body of one plain HTTP GET on 127.0.0.1 (the server's and simulator's own)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        await stream.send_all(request.encode())
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    return data.partition(b"\r\n\r\n")[2].decode(errors="replace")
+
+
+async def server_metrics(port: int) -> dict[str, float]:
+    """The counters and gauges of the server's /metrics (histograms left out)."""
+    wanted = (
+        "autoagent_event_log_position",
+        "autoagent_projection_lag_events",
+        "autoagent_connected_clients",
+        "autoagent_runs_requested_total",
+        "autoagent_runs_completed_total",
+        "autoagent_runs_failed_total",
+        "autoagent_llm_calls_total",
+        "autoagent_llm_errors_total",
+        "autoagent_llm_retries_total",
+        "autoagent_event_commits_total",
+        "autoagent_event_appends_total",
+    )
+    samples = {}
+    for line in (await http_get(port, "/metrics")).splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            samples[name.removeprefix("autoagent_")] = float(value)
+    return samples
+
+
+async def simulator_stats(url: str) -> dict[str, Any]:
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    stats = json.loads(await http_get(port, "/_sim/stats"))
+    keep = ("requests", "by_purpose", "by_status", "max_in_flight", "connections_open")
+    return {k: stats[k] for k in keep if k in stats}
+
+
+# --- /proc sampling ----------------------------------------------------------------------
+
+
+def proc_status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def proc_cpu_s(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / PAGE_TICKS  # utime, stime
+
+
+def proc_schedstat_s(pid: int) -> tuple[float, float]:
+    """The main (Trio) thread's seconds on a CPU and seconds runnable but waiting for one."""
+    on_cpu, waiting, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
+def own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Sampler:
+    pid: int
+    # time, RSS MB, process CPU s, main thread on-CPU s, main thread runqueue wait s
+    samples: list[tuple[float, float, float, float, float]] = field(default_factory=list)
+
+    def sample(self) -> tuple[float, float, float, float, float]:
+        row = (
+            time.monotonic(),
+            proc_status_kb(self.pid, "VmRSS") / 1024,
+            proc_cpu_s(self.pid),
+            *proc_schedstat_s(self.pid),
+        )
+        self.samples.append(row)
+        return row
+
+    async def run(self, every: float = 0.5) -> None:
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                self.sample()
+            await trio.sleep(every)
+
+    def cpu_percent(self, start: float, end: float) -> float:
+        window = [s for s in self.samples if start <= s[0] <= end]
+        if len(window) < 2:
+            return float("nan")
+        return 100 * (window[-1][2] - window[0][2]) / (window[-1][0] - window[0][0])
+
+    def main_thread_percent(self, start: float, end: float) -> tuple[float, float]:
+        """The Trio thread's share of wall time on a CPU, and runnable but not running."""
+        window = [s for s in self.samples if start <= s[0] <= end]
+        if len(window) < 2:
+            return float("nan"), float("nan")
+        wall = window[-1][0] - window[0][0]
+        return (
+            100 * (window[-1][3] - window[0][3]) / wall,
+            100 * (window[-1][4] - window[0][4]) / wall,
+        )
+
+    def rss_max(self) -> float:
+        return max((s[1] for s in self.samples), default=float("nan"))
+
+
+# --- clients ---------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadStats:
+    connected: int = 0
+    connect_failed: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    run_s: list[float] = field(default_factory=list)
+    completed_at: list[float] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    error_samples: list[str] = field(default_factory=list)
+    held: int = 0
+    sent: int = 0
+    unfinished: int = 0
+
+    def error(self, kind: str, detail: str) -> None:
+        self.errors[kind] += 1
+        if len(self.error_samples) < 10:
+            self.error_samples.append(f"{kind}: {detail}"[:300])
+
+
+@dataclass
+class Phase:
+    go: trio.Event = field(default_factory=trio.Event)
+    stop_sending_at: float = float("inf")
+    drain_until: float = float("inf")
+    ping: trio.Event = field(default_factory=trio.Event)
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+async def one_client(
+    index: int, url: str, phase: Phase, stats: LoadStats, gate: trio.Semaphore
+) -> None:
+    try:
+        async with trio.open_nursery() as connection_nursery:
+            async with gate:
+                with trio.fail_after(30):
+                    ws = await connect_websocket_url(connection_nursery, url)
+            try:
+                stats.connected += 1
+                await phase.go.wait()
+                ok = await drive(index, ws, phase, stats)
+                await phase.ping.wait()
+                if ok:
+                    await ws.send_message(json.dumps({"type": "ping", "id": "held"}))
+                    with trio.move_on_after(15):
+                        while json.loads(await ws.get_message()).get("type") != "pong":
+                            pass
+                        stats.held += 1
+                await phase.done.wait()
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await ws.aclose()
+                with trio.CancelScope(shield=True):
+                    await ws._stream.aclose()
+    except (HandshakeError, OSError, trio.TooSlowError) as exc:
+        stats.connect_failed += 1
+        stats.error("connect", repr(exc))
+    except ConnectionClosed as exc:
+        stats.error("closed", f"client {index}: {exc.reason}")
+
+
+async def drive(index: int, ws: Any, phase: Phase, stats: LoadStats) -> bool:
+    """Goals one after another until the load window ends; False after any error."""
+    session: str | None = None
+    number = 0
+    while trio.current_time() < phase.stop_sending_at:
+        number += 1
+        request: dict[str, Any] = {
+            "type": "message",
+            "id": number,
+            "text": GOALS[(index + number) % len(GOALS)],
+        }
+        if session:
+            request["session_id"] = session
+        started = trio.current_time()
+        await ws.send_message(json.dumps(request))
+        stats.sent += 1
+        run_id = None
+        with trio.move_on_at(phase.drain_until) as scope:
+            while True:
+                message = await ws.get_message()
+                received_ns = time.time_ns()
+                frame = json.loads(message)
+                kind = frame.get("type")
+                if kind == "event":
+                    stats.latencies_ms.append((received_ns - frame["ts"]) / 1e6)
+                    if frame["event_type"] in TERMINAL and frame["stream"] == f"run-{run_id}":
+                        stats.outcomes[frame["event_type"]] += 1
+                        stats.run_s.append(trio.current_time() - started)
+                        stats.completed_at.append(trio.current_time())
+                        break
+                elif kind == "accepted":
+                    session, run_id = frame["session_id"], frame["run_id"]
+                elif kind == "error":
+                    stats.error(f"error:{frame.get('code')}", json.dumps(frame))
+                    return False
+        if scope.cancelled_caught:
+            stats.unfinished += 1
+            return True
+    return True
+
+
+async def run_in_scope(scope: trio.CancelScope, task: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await task()
+
+
+async def until(condition: Callable[[], bool], within_s: float) -> bool:
+    """Poll `condition` every 50 ms for at most `within_s` seconds; whether it held."""
+    with trio.move_on_after(max(0.0, within_s)):
+        while True:
+            if condition():
+                return True
+            await trio.sleep(0.05)
+    return condition()
+
+
+async def load(
+    url: str, clients: int, load_s: float, drain_s: float, sampler: Sampler
+) -> dict[str, Any]:
+    stats = LoadStats()
+    phase = Phase()
+    gate = trio.Semaphore(CONNECT_PARALLEL)
+    timings: dict[str, float] = {}
+    async with trio.open_nursery() as nursery:
+        sampling = trio.CancelScope()
+        nursery.start_soon(run_in_scope, sampling, sampler.run)
+        t0 = trio.current_time()
+        for index in range(clients):
+            nursery.start_soon(one_client, index, url, phase, stats, gate)
+        await until(lambda: stats.connected + stats.connect_failed >= clients, 120)
+        timings["connect_s"] = trio.current_time() - t0
+        connected_rss = sampler.sample()[1]
+        start = trio.current_time()
+        phase.stop_sending_at = start + load_s
+        phase.drain_until = phase.stop_sending_at + drain_s
+        phase.go.set()
+        mono_start = time.monotonic()
+        await trio.sleep_until(phase.stop_sending_at)
+        mono_end = time.monotonic()
+        await until(
+            lambda: (
+                sum(stats.outcomes.values()) + stats.unfinished + sum(stats.errors.values())
+                >= stats.sent
+            ),
+            phase.drain_until + 1 - trio.current_time(),
+        )
+        timings["drain_s"] = trio.current_time() - phase.stop_sending_at
+        phase.ping.set()
+        pinging = trio.current_time()
+        await until(lambda: stats.held >= stats.connected - sum(stats.errors.values()), 20)
+        timings["held_check_s"] = trio.current_time() - pinging
+        sampling.cancel()
+        phase.done.set()
+        closing = trio.current_time()
+        # The nursery now waits for every client to close, for 30 s at most.
+        nursery.cancel_scope.deadline = trio.current_time() + 30
+    timings["close_s"] = trio.current_time() - closing
+    in_window = [t for t in stats.completed_at if start <= t <= start + load_s]
+    on_cpu, waiting = sampler.main_thread_percent(mono_start, mono_end)
+    latencies = stats.latencies_ms
+    return {
+        "clients": clients,
+        "connected": stats.connected,
+        "connect_failed": stats.connect_failed,
+        "held": stats.held,
+        "errors": dict(stats.errors),
+        "error_samples": stats.error_samples,
+        "goals_sent": stats.sent,
+        "runs": dict(stats.outcomes),
+        "runs_unfinished_at_drain_end": stats.unfinished,
+        "load_s": load_s,
+        "runs_completed_in_window": len(in_window),
+        "runs_per_s": len(in_window) / load_s,
+        "run_latency_s": {
+            "p50": percentile(stats.run_s, 50),
+            "p95": percentile(stats.run_s, 95),
+            "max": max(stats.run_s, default=float("nan")),
+        },
+        "append_to_client_ms": {
+            "events": len(latencies),
+            "p50": percentile(latencies, 50),
+            "p95": percentile(latencies, 95),
+            "p99": percentile(latencies, 99),
+            "max": max(latencies, default=float("nan")),
+        },
+        "server": {
+            "rss_connected_mb": connected_rss,
+            "rss_max_sampled_mb": sampler.rss_max(),
+            "cpu_percent_load": sampler.cpu_percent(mono_start, mono_end),
+            "main_thread_on_cpu_percent": on_cpu,
+            "main_thread_runqueue_wait_percent": waiting,
+        },
+        "timings_s": timings,
+    }
+
+
+# --- one N ------------------------------------------------------------------------------------
+
+
+async def measure(
+    work: Path, sim: Process, sim_url: str, clients: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    started = time.monotonic()
+    server, port = await start_server(work, sim_url, clients, not args.no_sync)
+    server_start_s = time.monotonic() - started
+    try:
+        await trio.sleep(1.0)  # settle: projections caught up, nothing in flight
+        sampler = Sampler(server.pid)
+        idle_rss = sampler.sample()[1]
+        cpu_before = proc_cpu_s(server.pid)
+        url = f"ws://127.0.0.1:{port}/"
+        sim_before = await simulator_stats(sim_url)
+        others_before = proc_cpu_s(sim.pid), own_cpu_s(), time.monotonic()
+        result = await load(url, clients, args.load_s, args.drain_s, sampler)
+        wall = time.monotonic() - others_before[2]
+        result["other_processes_cpu_percent_whole_test"] = {
+            "simulator": 100 * (proc_cpu_s(sim.pid) - others_before[0]) / wall,
+            "load_clients": 100 * (own_cpu_s() - others_before[1]) / wall,
+            "machine_loadavg": load_average(),
+        }
+        result["server_metrics_end"] = await server_metrics(port)
+        result["simulator_end"] = await simulator_stats(sim_url)
+        result["simulator_start_requests"] = sim_before.get("requests")
+        result["server"]["idle_rss_mb"] = idle_rss
+        result["server"]["peak_rss_mb"] = proc_status_kb(server.pid, "VmHWM") / 1024
+        cpu_s = proc_cpu_s(server.pid) - cpu_before
+        result["server"]["cpu_s_total_during_test"] = cpu_s
+        finished = sum(result["runs"].values())
+        result["server"]["cpu_ms_per_finished_run"] = 1000 * cpu_s / finished if finished else None
+    finally:
+        stopping = time.monotonic()
+        code = await trio.to_thread.run_sync(server.stop)
+    result["server"]["exit_code"] = code
+    result["server_log_tail"] = server.output()[-1500:].splitlines()
+    result["timings_s"] |= {
+        "server_start_s": server_start_s,
+        "server_stop_s": time.monotonic() - stopping,
+    }
+    result["seconds"] = time.monotonic() - started
+    return result
+
+
+def raise_fd_limit(clients: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, max(soft, 4 * clients + 256))
+    if wanted > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+@contextlib.contextmanager
+def work_directory(parent: Path | None) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="load_ws-", dir=parent) as tmp:
+        yield Path(tmp)
+
+
+async def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    sim, sim_url = await start_simulator(work, args.latency_profile, args.time_scale)
+    results = []
+    try:
+        for clients in args.clients:
+            results.append(await measure(work, sim, sim_url, clients, args))
+            print_run(results[-1])
+    finally:
+        await trio.to_thread.run_sync(sim.stop)
+    return {"simulator_url": sim_url, "results": results}
+
+
+def targets(results: list[dict[str, Any]]) -> dict[str, Any]:
+    by_n = {r["clients"]: r for r in results}
+    out: dict[str, Any] = {}
+    if 1000 in by_n:
+        r = by_n[1000]
+        clean = r["held"] == r["connected"] == 1000 and not r["errors"]
+        out["held_1000_no_errors"] = {
+            "goal": TARGETS["held_1000_no_errors"],
+            "measured": f"{r['held']} held of {r['connected']} connected, errors {r['errors']}",
+            "met": clean,
+        }
+    if 100 in by_n:
+        p99 = by_n[100]["append_to_client_ms"]["p99"]
+        out["p99_latency_100_ms"] = {
+            "goal": TARGETS["p99_latency_100_ms"],
+            "measured": round(p99, 1),
+            "met": p99 < 100,
+        }
+    if results:
+        idle = min(r["server"]["idle_rss_mb"] for r in results)
+        out["idle_rss_mb"] = {
+            "goal": TARGETS["idle_rss_mb"],
+            "measured": round(idle, 1),
+            "met": idle < 150,
+        }
+    return out
+
+
+def print_run(r: dict[str, Any]) -> None:
+    lat, srv = r["append_to_client_ms"], r["server"]
+    print(
+        f"N={r['clients']}: connected {r['connected']} held {r['held']} errors {r['errors']} "
+        f"runs/s {r['runs_per_s']:.1f} ({r['runs']}) latency ms p50 {lat['p50']:.1f} "
+        f"p95 {lat['p95']:.1f} p99 {lat['p99']:.1f} | RSS idle {srv['idle_rss_mb']:.0f} MB "
+        f"peak {srv['peak_rss_mb']:.0f} MB, CPU {srv['cpu_percent_load']:.0f}% (Trio thread "
+        f"runnable but waiting {srv['main_thread_runqueue_wait_percent']:.0f}%)",
+        flush=True,
+    )
+
+
+def tables(result: dict[str, Any]) -> list[Table]:
+    rows = []
+    for r in result["results"]:
+        lat, srv = r["append_to_client_ms"], r["server"]
+        rows.append(
+            [
+                r["clients"],
+                r["held"],
+                sum(r["errors"].values()),
+                r["runs_per_s"],
+                r["run_latency_s"]["p50"],
+                lat["p50"],
+                lat["p95"],
+                lat["p99"],
+                srv["idle_rss_mb"],
+                srv["peak_rss_mb"],
+                srv["cpu_percent_load"],
+                srv["main_thread_runqueue_wait_percent"],
+                srv["cpu_ms_per_finished_run"] or float("nan"),
+            ]
+        )
+    load_table = Table(
+        "WebSocket load",
+        [
+            "clients",
+            "held",
+            "errors",
+            "runs/s",
+            "run p50 s",
+            "lat p50 ms",
+            "lat p95 ms",
+            "lat p99 ms",
+            "idle RSS MB",
+            "peak RSS MB",
+            "server CPU %",
+            "Trio thread waiting for CPU %",
+            "CPU ms/run",
+        ],
+        rows,
+    )
+    target_rows = [[t["goal"], str(t["measured"]), t["met"]] for t in result["targets"].values()]
+    return [load_table, Table("Targets", ["target", "measured", "met"], target_rows)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--clients", type=int, nargs="+", default=None, help="N values")
+    parser.add_argument("--quick", action="store_true", help="N=10 for a few seconds (smoke)")
+    parser.add_argument("--load-s", type=float, default=None, help="seconds of load per N")
+    parser.add_argument("--drain-s", type=float, default=None, help="seconds for runs to end")
+    parser.add_argument("--latency-profile", default="realistic", choices=("none", "realistic"))
+    parser.add_argument("--time-scale", type=float, default=0.1, help="simulated latency x this")
+    parser.add_argument(
+        "--no-sync", action="store_true", help="store.sync = false (isolates the fsync share)"
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument("--work-dir", type=Path, default=None, help="parent of the temp dir")
+    parser.add_argument("--markdown", action="store_true", help="also print Markdown tables")
+    args = parser.parse_args(argv)
+    if args.clients is None:
+        args.clients = [10] if args.quick else [100, 1000]
+    if args.load_s is None:
+        args.load_s = 3.0 if args.quick else 30.0
+    if args.drain_s is None:
+        args.drain_s = 10.0 if args.quick else 30.0
+    fd_limit = raise_fd_limit(max(args.clients))
+    started = time.monotonic()
+    with work_directory(args.work_dir) as work:
+        machine = machine_info(work)
+        outcome = trio.run(run_all, args, work)
+    result: dict[str, Any] = {
+        "machine": machine | {"loadavg_end": load_average(), "fd_limit": fd_limit},
+        "settings": {
+            "clients": args.clients,
+            "load_s": args.load_s,
+            "drain_s": args.drain_s,
+            "latency_profile": args.latency_profile,
+            "time_scale": args.time_scale,
+            "store_sync": not args.no_sync,
+            "goals": list(GOALS),
+        },
+        **outcome,
+        "seconds": time.monotonic() - started,
+    }
+    result["targets"] = targets(result["results"])
+    write_json(args.out, result)
+    for table in tables(result):
+        print(table.markdown() if args.markdown else table.text())
+    print(f"\nwritten to {args.out} in {result['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
