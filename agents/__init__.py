@@ -6,6 +6,17 @@ executor, verifier) and the tools come in later issues.
 
 from .calls import CallRequest, CallRunner
 from .catalog import CacheStatistics, ToolCatalog, ToolCatalogCache, ToolSpec, catalog_hash
+from .embedder import (
+    Embedder,
+    EmbedderUnavailable,
+    EmbeddingError,
+    EmbeddingRequestFailed,
+    EmbeddingStatistics,
+    InvalidEmbeddingInput,
+    InvalidEmbeddingResponse,
+    UnknownEmbeddingProvider,
+    open_embedder,
+)
 from .errors import (
     AgentError,
     AuthenticationFailed,
@@ -31,7 +42,9 @@ from .llm import (
     Usage,
     parse_json_object,
 )
+from .local_embedder import LocalEmbedder
 from .offline_provider import OfflineProvider
+from .openai_embedder import OpenAIEmbedder, OpenAIEmbedderOptions
 from .openai_provider import OpenAIProvider
 from .prompting import (
     PromptRepository,
@@ -66,6 +79,13 @@ __all__ = [
     "CallRunner",
     "ChatResult",
     "ChatStream",
+    "Embedder",
+    "EmbedderUnavailable",
+    "EmbeddingError",
+    "EmbeddingRequestFailed",
+    "EmbeddingStatistics",
+    "InvalidEmbeddingInput",
+    "InvalidEmbeddingResponse",
     "InvalidModelOutput",
     "LLMError",
     "LLMOptions",
@@ -73,8 +93,11 @@ __all__ = [
     "LLMTimeout",
     "LimiterOptions",
     "LimiterStatistics",
+    "LocalEmbedder",
     "Messages",
     "OfflineProvider",
+    "OpenAIEmbedder",
+    "OpenAIEmbedderOptions",
     "OpenAIProvider",
     "PromptRepository",
     "PromptStatistics",
@@ -92,6 +115,7 @@ __all__ = [
     "ToolCatalog",
     "ToolCatalogCache",
     "ToolSpec",
+    "UnknownEmbeddingProvider",
     "UnknownModel",
     "UnknownPrompt",
     "UnknownProvider",
@@ -100,6 +124,7 @@ __all__ = [
     "catalog_hash",
     "create_provider",
     "intent_messages",
+    "open_embedder",
     "open_provider",
     "parse_duration",
     "parse_json_object",

@@ -34,7 +34,7 @@ def test_lower_layers_never_import_higher_ones(package: str) -> None:
     assert offenders == {}
 
 
-@pytest.mark.parametrize("package", ["events"])
+@pytest.mark.parametrize("package", ["events", "projections", "agents"])
 def test_public_api_in_all_is_complete_and_importable(package: str) -> None:
     module = importlib.import_module(package)
     exported = set(module.__all__)
