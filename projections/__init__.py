@@ -14,26 +14,50 @@ from .catalog import (
 )
 from .errors import (
     CheckpointMoved,
+    EmbeddingModelMismatch,
+    KeyStoreError,
+    KeyStoreReadOnly,
     ProjectionError,
     ProjectionMismatch,
     ProjectionStoreMissing,
+    SealBroken,
     UnknownProjection,
 )
 from .histogram import LatencyHistogram
+from .keystore import FileKeyStore, KeyStore, MemoryKeyStore, UserKey
+from .memory import (
+    MemoryHit,
+    MemoryProjection,
+    MemoryStatistics,
+    open_content,
+    open_embedding,
+    seal_memory,
+)
 from .metrics import MetricsProjection
 from .replay import Difference, compare, rebuild, verify
 from .runner import ProjectionRunner, ProjectionStatus
 from .runs import RunsProjection
 from .sessions import SessionsProjection
 from .state_store import Checkpoint, LmdbStateStore, MemoryStateStore, StateCommit, StateStore
+from .vector_index import IndexOptions, Trainer, VectorIndex
 
 __all__ = [
     "Checkpoint",
     "CheckpointMoved",
     "Difference",
+    "EmbeddingModelMismatch",
+    "FileKeyStore",
+    "IndexOptions",
+    "KeyStore",
+    "KeyStoreError",
+    "KeyStoreReadOnly",
     "LatencyHistogram",
     "LmdbStateStore",
+    "MemoryHit",
+    "MemoryKeyStore",
+    "MemoryProjection",
     "MemoryStateStore",
+    "MemoryStatistics",
     "MetricsProjection",
     "Projection",
     "ProjectionError",
@@ -42,18 +66,25 @@ __all__ = [
     "ProjectionStatus",
     "ProjectionStoreMissing",
     "RunsProjection",
+    "SealBroken",
     "SessionsProjection",
     "SnapshottingProjection",
     "StateCommit",
     "StateStore",
+    "Trainer",
     "UnknownProjection",
+    "UserKey",
+    "VectorIndex",
     "build_projections",
     "compare",
     "get_run",
     "get_session",
     "list_runs",
     "list_sessions",
+    "open_content",
+    "open_embedding",
     "projection_factories",
     "rebuild",
+    "seal_memory",
     "verify",
 ]

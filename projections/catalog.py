@@ -7,27 +7,45 @@ from typing import Any
 
 from .base import Projection
 from .errors import UnknownProjection
+from .keystore import KeyStore
+from .memory import MemoryProjection
 from .metrics import MetricsProjection
 from .runs import RunsProjection, run_key
 from .sessions import DEFAULT_WINDOW, SessionsProjection, session_key
 from .state_store import StateStore
+from .vector_index import IndexOptions
 
 ProjectionFactory = Callable[[], Projection]
 
 
-def projection_factories(session_window: int = DEFAULT_WINDOW) -> dict[str, ProjectionFactory]:
-    """Name -> factory of every projection the server maintains."""
-    return {
+def projection_factories(
+    session_window: int = DEFAULT_WINDOW,
+    *,
+    keys: KeyStore | None = None,
+    memory: IndexOptions | None = None,
+) -> dict[str, ProjectionFactory]:
+    """Name -> factory of every projection the server maintains.
+
+    `memory` needs the memory key store: without `keys` it is left out.
+    """
+    factories: dict[str, ProjectionFactory] = {
         SessionsProjection.name: lambda: SessionsProjection(session_window),
         RunsProjection.name: RunsProjection,
         MetricsProjection.name: MetricsProjection,
     }
+    if keys is not None:
+        factories[MemoryProjection.name] = lambda: MemoryProjection(keys, memory)
+    return factories
 
 
 def build_projections(
-    names: list[str] | None = None, session_window: int = DEFAULT_WINDOW
+    names: list[str] | None = None,
+    session_window: int = DEFAULT_WINDOW,
+    *,
+    keys: KeyStore | None = None,
+    memory: IndexOptions | None = None,
 ) -> list[Projection]:
-    factories = projection_factories(session_window)
+    factories = projection_factories(session_window, keys=keys, memory=memory)
     for name in names or []:
         if name not in factories:
             raise UnknownProjection(name, list(factories))

@@ -7,6 +7,11 @@ AutoagentError (events.errors)
       |                             beside a running server); the runner reloads
       +-- ProjectionStoreMissing    no projection state in this data dir yet
       +-- ProjectionMismatch        `replay --verify` found live state differing from a rebuild
+      +-- KeyStoreError             a memory key could not be read, stored or destroyed
+      |    +-- KeyStoreReadOnly     a write to a key store opened read-only
+      +-- EmbeddingModelMismatch    a query embedded with another model than the memories
+      +-- SealBroken                a sealed value does not open with its key (altered, or
+                                    sealed for another user, memory or field)
 """
 
 from __future__ import annotations
@@ -40,3 +45,36 @@ class ProjectionStoreMissing(ProjectionError):
 
 class ProjectionMismatch(ProjectionError):
     """Live projection state differs from a fresh rebuild."""
+
+
+class KeyStoreError(ProjectionError):
+    """A memory key could not be read, stored or destroyed."""
+
+
+class KeyStoreReadOnly(KeyStoreError):
+    """A write to a key store opened read-only (the admin CLI's)."""
+
+
+class SealBroken(ProjectionError):
+    """A sealed value does not open with its key: altered, or sealed for another context."""
+
+    def __init__(self, user: str, key_id: str, reason: str) -> None:
+        self.user = user
+        self.key_id = key_id
+        self.reason = reason
+        super().__init__(
+            f"a sealed memory value of user {user!r} (key {key_id}) does not open: {reason}"
+        )
+
+
+class EmbeddingModelMismatch(ProjectionError):
+    """A query vector from another embedding model than the one the memories used."""
+
+    def __init__(self, user: str, indexed: str, query: str) -> None:
+        self.user = user
+        self.indexed = indexed
+        self.query = query
+        super().__init__(
+            f"the memories of user {user!r} were embedded with {indexed!r}, "
+            f"the query with {query!r}; they cannot be compared"
+        )

@@ -52,13 +52,20 @@ def rebuild(
 
 
 def compare(
-    name: str, live: StateStore, rebuilt: StateStore, is_snapshot: bool
+    name: str,
+    live: StateStore,
+    rebuilt: StateStore,
+    is_snapshot: bool,
+    comparable: Callable[[bytes], Any] = unpack,
 ) -> list[Difference]:
-    """Every key whose value differs between live and rebuilt state."""
+    """Every key whose value differs between live and rebuilt state.
+
+    Snapshots are compared as `comparable` (the projection's `comparable_state`) makes them.
+    """
     if is_snapshot:
         live_snapshot, rebuilt_snapshot = live.snapshot(name), rebuilt.snapshot(name)
-        live_value = unpack(live_snapshot) if live_snapshot else None
-        rebuilt_value = unpack(rebuilt_snapshot) if rebuilt_snapshot else None
+        live_value = comparable(live_snapshot) if live_snapshot else None
+        rebuilt_value = comparable(rebuilt_snapshot) if rebuilt_snapshot else None
         if live_value != rebuilt_value:
             return [Difference(name, "<snapshot>", live_value, rebuilt_value)]
         return []
@@ -99,7 +106,8 @@ def _verify_pinned(
         scratch = rebuild(
             log, projection, checkpoint.position, progress(name) if progress else None
         )
-        differences.extend(
-            compare(name, live, scratch, isinstance(projection, SnapshottingProjection))
-        )
+        if isinstance(projection, SnapshottingProjection):
+            differences.extend(compare(name, live, scratch, True, projection.comparable_state))
+        else:
+            differences.extend(compare(name, live, scratch, False))
     return differences

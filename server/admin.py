@@ -17,7 +17,7 @@ from projections import Checkpoint, MetricsProjection, projection_factories
 from .config import Config, config_as_dict
 from .errors import InputError
 from .render import Progress, dumps, iso_time, record_as_dict, summary, table
-from .views import open_base_state, open_live_view
+from .views import memory_keys, open_base_state, open_live_view
 
 TAIL_DEFAULT = 20
 FOLLOW_POLL_S = 0.2
@@ -185,7 +185,9 @@ def _projection_stats(
     try:
         persisted = {
             name: base.checkpoint(name) if base else Checkpoint()
-            for name in projection_factories(config.performance.session_window)
+            for name in projection_factories(
+                config.performance.session_window, keys=memory_keys(config, readonly=True)
+            )
         }
     finally:
         if base is not None:

@@ -26,13 +26,17 @@ from projections import (
 from .config import Config
 from .errors import InputError
 from .render import Progress, dumps
-from .views import open_base_state, projections_path
+from .views import memory_keys, memory_options, open_base_state, projections_path
 
 Factories = dict[str, Callable[[], Projection]]
 
 
 def replay(config: Config, args: argparse.Namespace, out: TextIO) -> int:
-    factories = projection_factories(config.performance.session_window)
+    factories = projection_factories(
+        config.performance.session_window,
+        keys=memory_keys(config, readonly=True),
+        memory=memory_options(config),
+    )
     if args.projection is not None and args.projection not in factories:
         raise InputError(f"unknown projection {args.projection!r}; known: {', '.join(factories)}")
     selected = {n: f for n, f in factories.items() if args.projection in (None, n)}

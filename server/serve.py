@@ -22,12 +22,12 @@ import trio
 from agents.orchestrator import Orchestrator
 from agents.run_state import load_run
 from events import EventStore, StoreOptions, open_event_store
-from projections import LmdbStateStore, ProjectionRunner, build_projections
+from projections import LmdbStateStore, MemoryProjection, ProjectionRunner, build_projections
 
 from .agent_wiring import open_orchestrator
 from .config import Config
 from .render import Progress
-from .views import projections_path
+from .views import memory_keys, memory_options, projections_path
 from .ws_limits import ServerLimits
 from .ws_server import AgentServer, check_bind
 
@@ -55,10 +55,18 @@ async def _stop_on_signal(
 
 
 async def _run_orchestrator(
-    config: Config, store: EventStore, *, task_status: trio.TaskStatus[Orchestrator]
+    config: Config,
+    store: EventStore,
+    runner: ProjectionRunner,
+    *,
+    task_status: trio.TaskStatus[Orchestrator],
 ) -> None:
     """Own the orchestrator (provider, HTTP client, agents) for the server's lifetime."""
-    async with open_orchestrator(config, store) as orchestrator:
+    memory = runner.projection(MemoryProjection.name)
+    assert isinstance(memory, MemoryProjection)
+    async with open_orchestrator(
+        config, store, memory_index=memory, wait_for=runner.wait_for
+    ) as orchestrator:
         task_status.started(orchestrator)
         await trio.sleep_forever()
 
@@ -112,7 +120,12 @@ async def _serve_store(
     runner = ProjectionRunner(
         store.log,
         state,
-        build_projections(None, config.performance.session_window),
+        build_projections(
+            None,
+            config.performance.session_window,
+            keys=memory_keys(config),
+            memory=memory_options(config),
+        ),
         snapshot_every=config.performance.snapshot_every,
     )
     async with trio.open_nursery() as nursery:
@@ -120,7 +133,7 @@ async def _serve_store(
         progress = Progress("projections")
         await nursery.start(functools.partial(runner.run, store, progress=progress.update))
         progress.close()
-        orchestrator = await nursery.start(_run_orchestrator, config, store)
+        orchestrator = await nursery.start(_run_orchestrator, config, store, runner)
         app = AgentServer(store, orchestrator, runner, server_limits(config), tokens)
         port = await nursery.start(app.serve, config.server.host, config.server.port)
         out.write(

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from events import LmdbEventLog
 from projections import (
+    FileKeyStore,
+    IndexOptions,
     LmdbStateStore,
     MemoryStateStore,
     ProjectionRunner,
@@ -27,10 +29,23 @@ from .config import Config
 from .render import Progress
 
 PROJECTIONS_DIR = "projections"
+KEYS_DIR = "keys"
 
 
 def projections_path(config: Config) -> Path:
     return config.store.data_path / PROJECTIONS_DIR
+
+
+def memory_keys(config: Config, *, readonly: bool = False) -> FileKeyStore:
+    """The memory key store, outside the log: `<data_dir>/keys/` (crypto-shredding)."""
+    return FileKeyStore(config.store.data_path / KEYS_DIR, readonly=readonly)
+
+
+def memory_options(config: Config) -> IndexOptions:
+    performance = config.performance
+    return IndexOptions(
+        ivf_threshold=performance.faiss_ivf_threshold, nprobe=performance.faiss_nprobe
+    )
 
 
 @dataclass
@@ -79,7 +94,12 @@ def _caught_up(
     runner = ProjectionRunner(
         log,
         overlay,
-        build_projections(names, config.performance.session_window),
+        build_projections(
+            names,
+            config.performance.session_window,
+            keys=memory_keys(config, readonly=True),
+            memory=memory_options(config),
+        ),
         snapshot_every=config.performance.snapshot_every,
     )
     runner.prepare()

@@ -49,6 +49,7 @@ from events import (
 )
 from events.store import prepare_append
 from projections import (
+    FileKeyStore,
     LmdbStateStore,
     Projection,
     ProjectionRunner,
@@ -243,7 +244,8 @@ def build_state(data_dir: Path, until: int | None = None) -> None:
     log = LmdbEventLog.open(data_dir, readonly=True)
     state = open_state(data_dir / "projections")
     try:
-        runner = ProjectionRunner(log, state, build_projections(), batch_size=7)
+        keys = FileKeyStore(data_dir / "keys", readonly=True)
+        runner = ProjectionRunner(log, state, build_projections(keys=keys), batch_size=7)
         runner.prepare()
         runner.catch_up(until)
         runner.flush_snapshots()
