@@ -66,6 +66,7 @@ def agent_context(
         "email_from": agents.email_from,
         "smtp_host": agents.smtp_host,
         "smtp_port": agents.smtp_port,
+        "web_allow": agents.web_allow,
     }
     return AgentContext(settings, agents.workspace_paths, http, llm, store, memory=memory)
 

@@ -176,6 +176,7 @@ class AgentsConfig:
     email_from: str = "autoagent@localhost"
     smtp_host: str = field(default="", metadata=_OPTIONAL_TEXT)
     smtp_port: int = field(default=25, metadata=_PORT)
+    web_allow: tuple[str, ...] = ()
 
     @property
     def workspace_paths(self) -> tuple[Path, ...]:

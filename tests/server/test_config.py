@@ -100,6 +100,7 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "email_from": "autoagent@localhost",
         "smtp_host": "",
         "smtp_port": 25,
+        "web_allow": [],
     },
 }
 
