@@ -99,8 +99,8 @@ FULL = Sizes(
     session_saves=9,
 )
 QUICK = Sizes(
-    append_seconds=0.3,
-    append_warmup_seconds=0.1,
+    append_seconds=1.0,
+    append_warmup_seconds=0.5,
     raw_seconds=0.2,
     replay_events=10_000,
     replay_runs=1,
