@@ -19,13 +19,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import trio
 
 from events import (
     ANY,
     ApprovalRequested,
     Event,
+    EventEncodingError,
     EventStore,
     EventStoreError,
     StepCompleted,
@@ -236,7 +236,7 @@ class Executor:
                 StepOutcome("failed", error_type="StepTimeout", message=message, retryable=True)
                 for _ in group
             ]
-        return [_failure(r) if isinstance(r, BaseException) else _checked(r) for r in results]
+        return [_failure(r) if isinstance(r, BaseException) else _completed(r) for r in results]
 
     async def _invoke(self, group: list[PlanStep]) -> list[Any]:
         first = group[0]
@@ -265,7 +265,8 @@ class Executor:
             self._done[step.id].set()
 
     def _storable(self, group: list[PlanStep], outcomes: list[StepOutcome]) -> list[StepOutcome]:
-        """Outcomes whose events the log accepts: a result over the size cap fails its step."""
+        """Outcomes whose events the log accepts: a result msgpack cannot encode, or one
+        over the size cap, fails its step instead of the run."""
         checked = []
         for step, outcome in zip(group, outcomes, strict=False):
             try:
@@ -278,11 +279,16 @@ class Executor:
                     )
                 checked.append(outcome)
             except EventStoreError as exc:
+                unencodable = isinstance(exc, EventEncodingError)
                 checked.append(
                     StepOutcome(
                         "failed",
-                        error_type="UnstorableResult",
-                        message=str(exc),
+                        error_type="UnserialisableResult" if unencodable else "UnstorableResult",
+                        message=(
+                            f"tool returned {type(outcome.result).__name__}: {exc}"
+                            if unencodable
+                            else str(exc)
+                        ),
                         attempt=outcome.attempt,
                         duration_s=outcome.duration_s,
                     )
@@ -316,16 +322,8 @@ def _failure(exc: BaseException) -> StepOutcome:
     )
 
 
-def _checked(result: Any) -> StepOutcome:
-    """A result the log can store; anything msgpack cannot encode fails the step."""
-    try:
-        msgpack.packb(result, use_bin_type=True)
-    except (TypeError, ValueError, OverflowError) as exc:
-        return StepOutcome(
-            "failed",
-            error_type="UnserialisableResult",
-            message=f"tool returned {type(result).__name__}: {exc}",
-        )
+def _completed(result: Any) -> StepOutcome:
+    """A tool's result; whether the log can store it is checked once, in `_storable`."""
     return StepOutcome("completed", result=result)
 
 

@@ -76,9 +76,9 @@ class StateStore(abc.ABC):
     def commit(self, commits: list[StateCommit]) -> None:
         """Apply several projections' commits atomically; `CheckpointMoved` on a race."""
 
-    @abc.abstractmethod
     def reset(self, name: str) -> None:
         """Forget all state, snapshot and checkpoint of a projection (for a rebuild)."""
+        self.replace(name, 0, 0, [])
 
     @abc.abstractmethod
     def replace(
@@ -211,9 +211,6 @@ class LmdbStateStore(StateStore):
     def _grow(self) -> None:
         with self._lock:
             self._env.set_mapsize(self._env.info()["map_size"] * 2)
-
-    def reset(self, name: str) -> None:
-        self.replace(name, 0, 0, [])
 
     def replace(
         self,
@@ -353,9 +350,6 @@ class MemoryStateStore(StateStore):
                 if commit.snapshot is not None:
                     self._snapshots[commit.name] = commit.snapshot
                 self._checkpoints[commit.name] = Checkpoint(commit.position, commit.version)
-
-    def reset(self, name: str) -> None:
-        self.replace(name, 0, 0, [])
 
     def replace(
         self,
