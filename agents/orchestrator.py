@@ -59,7 +59,7 @@ from .planner import Planner, PlanRefused
 from .prompting import PromptRepository, answer_messages
 from .registry import AgentRegistry
 from .run_state import RunState, load_run
-from .verifier import Verifier
+from .verifier import StepActivity, Verifier
 
 History = Callable[[str], Awaitable[list[dict[str, Any]]]]
 
@@ -337,6 +337,7 @@ class Orchestrator:
 
     def _workers(self, state: RunState) -> tuple[Verifier, Executor, bool]:
         """The run's verifier and executor, wired for background or inline verification."""
+        activity = StepActivity()
         verifier = Verifier(
             self.store,
             self.provider,
@@ -344,6 +345,7 @@ class Orchestrator:
             state.run_id,
             state.goal,
             batching=self.options.step_batching,
+            activity=activity,
         )
         background = (
             self.options.background_verification and not self.options.verify_before_dependents
@@ -357,6 +359,7 @@ class Orchestrator:
             prior=state.prior,
             refuse_restart=self._refuse_restart,
             approvals=self.approvals,
+            activity=activity,
         )
         return verifier, executor, background
 

@@ -1,9 +1,16 @@
-"""Background verification: a step is checked once it completes, while later steps run.
+"""Background verification: completed steps are checked without holding up later steps.
 
 Completed steps are queued; the verifier task takes everything pending at that moment
 and, when batching is on and more than one is waiting, asks the model about all of
 them in one call (fewer, larger calls). `VerificationCompleted` is appended per step.
 The run's answer waits for `drain()`, i.e. for every verification.
+
+With batching on and a `StepActivity` given, a completed step is held while other
+steps of the run are still unfinished (up to `hold_s`), then verified together with
+every step completed meanwhile. This costs no latency: the last step's verification
+is on the critical path either way, and dependents never wait for a verification
+(unless `verify_before_dependents`, which verifies inline instead). A chain or fan of
+steps then takes one verification call instead of one per step.
 """
 
 from __future__ import annotations
@@ -21,6 +28,44 @@ from .errors import LLMError
 from .llm import LLMProvider
 from .plan import PlanStep
 from .prompting import PromptRepository, task_messages
+
+DEFAULT_HOLD_S = 5.0
+
+
+class StepActivity:
+    """How many steps of a run are unfinished: waiting for dependencies, ready or running.
+
+    The executor counts a step in when it is scheduled and out once its outcome is
+    recorded (after it was handed to the verifier), so "idle" never flickers between a
+    step finishing and its dependents starting. Steps waiting for a human's approval are
+    counted out while they wait.
+    """
+
+    def __init__(self) -> None:
+        self._unfinished = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    @property
+    def unfinished(self) -> int:
+        return self._unfinished
+
+    def begin(self, count: int = 1) -> None:
+        if count <= 0:
+            return
+        if self._unfinished == 0:
+            self._idle = trio.Event()
+        self._unfinished += count
+
+    def end(self, count: int = 1) -> None:
+        if count <= 0:
+            return
+        self._unfinished = max(0, self._unfinished - count)
+        if self._unfinished == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +87,8 @@ class Verifier:
         goal: str,
         *,
         batching: bool = True,
+        activity: StepActivity | None = None,
+        hold_s: float = DEFAULT_HOLD_S,
     ) -> None:
         self._store = store
         self._provider = provider
@@ -49,6 +96,8 @@ class Verifier:
         self._run_id = run_id
         self._goal = goal
         self._batching = batching
+        self._activity = activity
+        self._hold_s = hold_s
         self._send, self._receive = trio.open_memory_channel[tuple[PlanStep, Any]](math.inf)
         self.verdicts: dict[str, Verdict] = {}
         self.calls = 0
@@ -66,6 +115,7 @@ class Verifier:
         task_status.started()
         async with self._receive:
             async for first in self._receive:
+                await self._hold()
                 batch = [first]
                 while self._batching:
                     try:
@@ -73,6 +123,12 @@ class Verifier:
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 await self._verify(batch)
+
+    async def _hold(self) -> None:
+        """Let steps still running finish first, so their verifications share one call."""
+        if self._batching and self._activity is not None:
+            with trio.move_on_after(self._hold_s):
+                await self._activity.wait_idle()
 
     async def drain(self) -> None:
         """No more submissions; `run` returns once every queued step is verified."""

@@ -1,5 +1,6 @@
-"""Verification runs in the background while later steps execute, is batched when
-several steps wait, and the answer waits for all of it.
+"""Verification runs in the background without holding up later steps, is batched
+when several steps wait (a completed step is held while others of its run are still
+unfinished, up to a bound), and the answer waits for all of it.
 
 The model is the simulator behind the real openai SDK, with its realistic latency
 profile scaled down: a verification takes tens of milliseconds, long enough for
@@ -13,8 +14,11 @@ from typing import Any
 import pytest
 import trio
 
+from agents.plan import PlanStep
+from agents.prompting import PromptRepository
 from agents.registry import AgentRegistry
 from agents.simulator import Simulator
+from agents.verifier import StepActivity, Verifier
 from events import EventStore, RecordedEvent
 
 from .conftest import (
@@ -93,7 +97,7 @@ FAN = [sleep_step(f"f{i}", 0.01 * i) for i in range(4)]
 
 
 @pytest.mark.parametrize(
-    ("batching", "fewest", "most"), [(True, 1, 3), (False, 4, 4)], ids=["batched", "one-by-one"]
+    ("batching", "fewest", "most"), [(True, 1, 1), (False, 4, 4)], ids=["batched", "one-by-one"]
 )
 async def test_pending_verifications_are_sent_in_one_call_when_batching(
     batching: bool,
@@ -108,3 +112,47 @@ async def test_pending_verifications_are_sent_in_one_call_when_batching(
     assert sorted(verified_steps(records)) == ["f0", "f1", "f2", "f3"]
     assert fewest <= verify_calls <= most
     assert simulator.statistics().by_purpose["verify"] == verify_calls
+
+
+async def test_a_chain_is_verified_in_one_call_after_its_last_step(
+    nursery: trio.Nursery, store: EventStore, registry: AgentRegistry
+) -> None:
+    records, simulator = await run_plan(nursery, store, registry, CHAIN)
+    assert kinds(records).count("LLMCallCompleted(verify)") == 1
+    assert simulator.statistics().by_purpose["verify"] == 1
+    assert first(records, "StepCompleted", "s3") < first(records, "VerificationCompleted", "s1")
+
+
+async def test_a_step_is_held_for_at_most_hold_s_while_others_run(
+    nursery: trio.Nursery, store: EventStore
+) -> None:
+    simulator, url = await start_simulator(nursery, latency_profile="none")
+    provider = sim_provider(url, store)
+    activity = StepActivity()
+    verifier = Verifier(
+        store, provider, PromptRepository(), "r-hold", "a goal", activity=activity, hold_s=0.05
+    )
+    activity.begin(2)  # another step keeps the run busy for the whole test
+    with trio.fail_after(TIMEOUT_S):  # an unbounded hold would wait here forever
+        async with trio.open_nursery() as inner:
+            await inner.start(verifier.run)
+            await verifier.submit(PlanStep("one", "lab", "sleep"), {"slept": 0})
+            await verifier.drain()
+    await provider.aclose()
+    assert "one" in verifier.verdicts and activity.unfinished == 2
+    assert simulator.statistics().by_purpose["verify"] == 1
+
+
+async def test_step_activity_is_idle_only_when_every_step_is_finished() -> None:
+    activity = StepActivity()
+    await activity.wait_idle()  # nothing begun: idle at once
+    activity.begin(2)
+    activity.end()
+    with trio.move_on_after(0.01) as waited:
+        await activity.wait_idle()
+    assert waited.cancelled_caught and activity.unfinished == 1
+    activity.end()
+    with trio.fail_after(1):
+        await activity.wait_idle()
+    activity.end()  # never below zero
+    assert activity.unfinished == 0
