@@ -39,7 +39,6 @@ from .approvals import ApprovalBook, Decision
 from .errors import AgentError, ToolError
 from .plan import Plan, PlanStep, resolve
 from .registry import AgentRegistry
-from .verifier import StepActivity
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +91,6 @@ class Executor:
         prior: PriorState | None = None,
         refuse_restart: Decide | None = None,
         approvals: ApprovalBook | None = None,
-        activity: StepActivity | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -102,7 +100,6 @@ class Executor:
         self._prior = prior or PriorState()
         self._refuse_restart = refuse_restart
         self._approvals = approvals or ApprovalBook()
-        self._activity = activity or StepActivity()
         self._limiter = trio.CapacityLimiter(options.max_parallel_steps if options.parallel else 1)
         self.outcomes: dict[str, StepOutcome] = {}
         self.started: set[str] = set()
@@ -115,7 +112,6 @@ class Executor:
                 self.outcomes[step_id] = outcome
                 self._done[step_id].set()
         pending = [s for s in plan.steps if s.id not in self.outcomes]
-        self._activity.begin(len(pending))
         async with trio.open_nursery() as nursery:
             for group in self._groups(pending):
                 nursery.start_soon(self._run_group, group)
@@ -126,10 +122,8 @@ class Executor:
     ) -> dict[str, StepOutcome]:
         """Start each step as it arrives from a streamed plan (dependencies come first).
 
-        No batching here: a step cannot wait for siblings that may never arrive. The
-        stream itself counts as unfinished work until it ends (more steps may come).
+        No batching here: a step cannot wait for siblings that may never arrive.
         """
-        self._activity.begin()
         async with trio.open_nursery() as nursery, steps:
             async for step in steps:
                 self._done[step.id] = trio.Event()
@@ -139,9 +133,7 @@ class Executor:
                     self._done[step.id].set()
                     continue
                 self.started.add(step.id)
-                self._activity.begin()
                 nursery.start_soon(self._run_group, [step])
-            self._activity.end()
         return self.outcomes
 
     def _groups(self, steps: Sequence[PlanStep]) -> list[list[PlanStep]]:
@@ -172,9 +164,7 @@ class Executor:
             )
             return
         if self._needs_approval(group[0]):
-            self._activity.end(len(group))  # a human may take hours: do not hold others
             decision = await self._approval(group[0])
-            self._activity.begin(len(group))
             if not decision.granted:
                 reason = "approval denied" + (f": {decision.note}" if decision.note else "")
                 await self._finish(group, [StepOutcome("skipped", message=reason)])
@@ -273,7 +263,6 @@ class Executor:
             if outcome.status == "completed" and self._on_completed is not None:
                 await self._on_completed(step, outcome.result)
             self._done[step.id].set()
-        self._activity.end(len(group))
 
     def _storable(self, group: list[PlanStep], outcomes: list[StepOutcome]) -> list[StepOutcome]:
         """Outcomes whose events the log accepts: a result msgpack cannot encode, or one

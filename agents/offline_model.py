@@ -105,7 +105,10 @@ def _verify_batch_document(document: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _answer_document(document: Mapping[str, Any]) -> dict[str, Any]:
-    return answer(str(document.get("goal", "")), document.get("results") or ())
+    reply = answer(str(document.get("goal", "")), document.get("results") or ())
+    if document.get("verify"):
+        reply["verdicts"] = _verify_batch_document({"items": document["verify"]})["verdicts"]
+    return reply
 
 
 def _intent_document(document: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 submit: `SessionStarted` (new session), `UserMessageReceived`, `RunRequested`.
 execute: intent analysis and tool-catalog preparation run concurrently; the planner
 makes a validated `PlanCreated`; the executor runs steps as their dependencies finish
-while the verifier checks finished steps in the background; the answer waits for every
-verification, then `RunCompleted` and the session's `AssistantMessageSent`.
+while the verifier checks finished steps in the background (with batching, it holds
+them for the answer call, which verifies them as it writes the answer); every
+`VerificationCompleted` comes before `RunCompleted` and the session's
+`AssistantMessageSent`.
 
 Resume reads the run's own stream: completed steps keep their results, a step that
 started but did not finish runs again (attempt + 1) when its tool is idempotent, and
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +61,7 @@ from .planner import Planner, PlanRefused
 from .prompting import PromptRepository, answer_messages
 from .registry import AgentRegistry
 from .run_state import RunState, load_run
-from .verifier import StepActivity, Verifier
+from .verifier import Verifier
 
 History = Callable[[str], Awaitable[list[dict[str, Any]]]]
 
@@ -234,7 +236,7 @@ class Orchestrator:
             except (InvalidPlan, LLMError) as exc:
                 return await self._fail(state, f"no usable plan: {exc}")
         outcomes, verifier = await self._run_plan(state, plan)
-        return await self._conclude(state, plan, outcomes, calls_before + verifier.calls)
+        return await self._conclude(state, plan, outcomes, verifier, calls_before)
 
     async def _drive_streaming(self, state: RunState) -> RunResult:
         """Plan and execute at once: each streamed step starts as soon as it can."""
@@ -280,7 +282,7 @@ class Orchestrator:
             return await self._fail(state, failure[0])
         if retry:
             return await self._repair_streamed(state, catalog, retry[0])
-        return await self._conclude(state, plan, executor.outcomes, 1 + verifier.calls)
+        return await self._conclude(state, plan, executor.outcomes, verifier, 1)
 
     async def _repair_streamed(
         self, state: RunState, catalog: ToolCatalog, error: InvalidPlan
@@ -295,7 +297,7 @@ class Orchestrator:
             return await self._fail(state, f"no usable plan: {exc}")
         await self._append(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
         outcomes, verifier = await self._run_plan(state, plan)
-        return await self._conclude(state, plan, outcomes, 1 + planner.calls + verifier.calls)
+        return await self._conclude(state, plan, outcomes, verifier, 1 + planner.calls)
 
     async def _prepare(self, state: RunState) -> ToolCatalog:
         """Intent and catalog concurrently (when async planning is on); `IntentAnalyzed`."""
@@ -337,7 +339,6 @@ class Orchestrator:
 
     def _workers(self, state: RunState) -> tuple[Verifier, Executor, bool]:
         """The run's verifier and executor, wired for background or inline verification."""
-        activity = StepActivity()
         verifier = Verifier(
             self.store,
             self.provider,
@@ -345,7 +346,6 @@ class Orchestrator:
             state.run_id,
             state.goal,
             batching=self.options.step_batching,
-            activity=activity,
         )
         background = (
             self.options.background_verification and not self.options.verify_before_dependents
@@ -359,7 +359,6 @@ class Orchestrator:
             prior=state.prior,
             refuse_restart=self._refuse_restart,
             approvals=self.approvals,
-            activity=activity,
         )
         return verifier, executor, background
 
@@ -405,25 +404,42 @@ class Orchestrator:
         )
 
     async def _conclude(
-        self, state: RunState, plan: Plan, outcomes: dict[str, StepOutcome], calls: int
+        self,
+        state: RunState,
+        plan: Plan,
+        outcomes: dict[str, StepOutcome],
+        verifier: Verifier,
+        calls: int,
     ) -> RunResult:
+        """The answer, which also verifies the steps the verifier held for it."""
         completed = [s for s in plan.steps if outcomes[s.id].status == "completed"]
         if not completed:
             reasons = "; ".join(f"{sid}: {o.message}" for sid, o in outcomes.items())
             return await self._fail(state, f"no step completed ({reasons})")
+        held = verifier.unverified
         try:
-            answer = await self._answer(state, plan, outcomes)
-            calls += 1
+            reply = await self._answer(state, plan, outcomes, held)
         except LLMError as exc:
             return await self._fail(state, f"could not compose the answer: {exc}")
+        if held:
+            await verifier.record_folded(held, reply)
+        answer = str(reply.get("answer", ""))
         await self._finish(state, RunCompleted(state.run_id, answer), answer)
+        calls += 1 + verifier.calls
         return RunResult(state.run_id, state.session_id, "completed", answer, llm_calls=calls)
 
-    async def _answer(self, state: RunState, plan: Plan, outcomes: dict[str, StepOutcome]) -> str:
+    async def _answer(
+        self,
+        state: RunState,
+        plan: Plan,
+        outcomes: dict[str, StepOutcome],
+        held: Sequence[tuple[PlanStep, Any]],
+    ) -> Mapping[str, Any]:
         results = [_result_entry(step, outcomes[step.id]) for step in plan.steps]
-        messages = answer_messages(self.prompts, state.goal, results)
+        verify = [{"step": step.to_data(), "result": result} for step, result in held]
+        messages = answer_messages(self.prompts, state.goal, results, verify)
         reply = await self.provider.chat_json(messages, purpose="answer", run_id=state.run_id)
-        return str(reply.data.get("answer", ""))
+        return reply.data
 
     async def _fail(self, state: RunState, reason: str) -> RunResult:
         await self._finish(

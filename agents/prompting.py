@@ -97,10 +97,17 @@ def verify_messages(
 
 
 def answer_messages(
-    prompts: PromptRepository, goal: str, results: Sequence[Mapping[str, Any]]
+    prompts: PromptRepository,
+    goal: str,
+    results: Sequence[Mapping[str, Any]],
+    verify: Sequence[Mapping[str, Any]] = (),
 ) -> list[Message]:
-    """`results`: one dict per step with id, agent, action and `result` or `error`."""
-    return task_messages(prompts, "answer", {"goal": goal, "results": [dict(r) for r in results]})
+    """`results`: one dict per step with id, agent, action and `result` or `error`;
+    `verify`: steps (`{step, result}`) to verify in the same call, as in verify_batch."""
+    payload: dict[str, Any] = {"goal": goal, "results": [dict(r) for r in results]}
+    if verify:
+        payload["verify"] = [dict(item) for item in verify]
+    return task_messages(prompts, "answer", payload)
 
 
 def intent_messages(prompts: PromptRepository, goal: str) -> list[Message]:

@@ -1,16 +1,16 @@
 """Background verification: completed steps are checked without holding up later steps.
 
-Completed steps are queued; the verifier task takes everything pending at that moment
-and, when batching is on and more than one is waiting, asks the model about all of
-them in one call (fewer, larger calls). `VerificationCompleted` is appended per step.
-The run's answer waits for `drain()`, i.e. for every verification.
-
-With batching on and a `StepActivity` given, a completed step is held while other
-steps of the run are still unfinished (up to `hold_s`), then verified together with
-every step completed meanwhile. This costs no latency: the last step's verification
-is on the critical path either way, and dependents never wait for a verification
-(unless `verify_before_dependents`, which verifies inline instead). A chain or fan of
-steps then takes one verification call instead of one per step.
+Completed steps are queued as they finish. Without batching, each is verified at once
+in its own call. With batching, a completed step is held until the run's steps have all
+finished (`drain()`) or for `hold_s`, whichever comes first: steps held past `hold_s`
+(a long run) are verified in the background, together with every step completed
+meanwhile; those still held at the end are handed to the run's answer call, which
+verifies them while it writes the answer (`fold_into_answer`). A chain or a fan of
+steps then costs no verification call of its own, and the critical path loses one
+model round trip: the last verification happened after the last step either way.
+Dependents never wait for a verification (unless `verify_before_dependents`, which
+verifies inline instead). `VerificationCompleted` is appended per step, always before
+the run's terminal event.
 """
 
 from __future__ import annotations
@@ -32,42 +32,6 @@ from .prompting import PromptRepository, task_messages
 DEFAULT_HOLD_S = 5.0
 
 
-class StepActivity:
-    """How many steps of a run are unfinished: waiting for dependencies, ready or running.
-
-    The executor counts a step in when it is scheduled and out once its outcome is
-    recorded (after it was handed to the verifier), so "idle" never flickers between a
-    step finishing and its dependents starting. Steps waiting for a human's approval are
-    counted out while they wait.
-    """
-
-    def __init__(self) -> None:
-        self._unfinished = 0
-        self._idle = trio.Event()
-        self._idle.set()
-
-    @property
-    def unfinished(self) -> int:
-        return self._unfinished
-
-    def begin(self, count: int = 1) -> None:
-        if count <= 0:
-            return
-        if self._unfinished == 0:
-            self._idle = trio.Event()
-        self._unfinished += count
-
-    def end(self, count: int = 1) -> None:
-        if count <= 0:
-            return
-        self._unfinished = max(0, self._unfinished - count)
-        if self._unfinished == 0:
-            self._idle.set()
-
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
-
-
 @dataclass(frozen=True, slots=True)
 class Verdict:
     passed: bool
@@ -87,7 +51,6 @@ class Verifier:
         goal: str,
         *,
         batching: bool = True,
-        activity: StepActivity | None = None,
         hold_s: float = DEFAULT_HOLD_S,
     ) -> None:
         self._store = store
@@ -96,8 +59,9 @@ class Verifier:
         self._run_id = run_id
         self._goal = goal
         self._batching = batching
-        self._activity = activity
         self._hold_s = hold_s
+        self._draining = trio.Event()
+        self._held: list[tuple[PlanStep, Any]] = []
         self._send, self._receive = trio.open_memory_channel[tuple[PlanStep, Any]](math.inf)
         self.verdicts: dict[str, Verdict] = {}
         self.calls = 0
@@ -115,27 +79,51 @@ class Verifier:
         task_status.started()
         async with self._receive:
             async for first in self._receive:
-                await self._hold()
-                batch = [first]
-                while self._batching:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                await self._verify(batch)
+                if not self._batching:
+                    await self._verify([first])
+                    continue
+                with trio.move_on_after(self._hold_s):
+                    await self._draining.wait()
+                batch = [first, *self._queued()]
+                if self._draining.is_set():
+                    self._held.extend(batch)  # for the answer call
+                else:
+                    await self._verify(batch)
 
-    async def _hold(self) -> None:
-        """Let steps still running finish first, so their verifications share one call."""
-        if self._batching and self._activity is not None:
-            with trio.move_on_after(self._hold_s):
-                await self._activity.wait_idle()
+    def _queued(self) -> list[tuple[PlanStep, Any]]:
+        queued = []
+        while True:
+            try:
+                queued.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return queued
 
     async def drain(self) -> None:
-        """No more submissions; `run` returns once every queued step is verified."""
+        """No more submissions; `run` returns once every queued step is verified or held
+        for the answer (`unverified`)."""
+        self._draining.set()
         await self._send.aclose()
 
+    @property
+    def unverified(self) -> list[tuple[PlanStep, Any]]:
+        """Steps held for the answer call, once `run` has returned."""
+        return list(self._held)
+
+    async def record_folded(
+        self, batch: Sequence[tuple[PlanStep, Any]], reply: Mapping[str, Any]
+    ) -> None:
+        """Record the verdicts an answer call gave for `batch`; verify in a call of its
+        own when the reply has no usable verdict per step."""
+        verdicts = folded_verdicts(reply, len(batch))
+        if verdicts is None:
+            await self._verify(batch)
+        else:
+            await self._record(batch, verdicts)
+
     async def _verify(self, batch: Sequence[tuple[PlanStep, Any]]) -> None:
-        verdicts = await self._ask(batch)
+        await self._record(batch, await self._ask(batch))
+
+    async def _record(self, batch: Sequence[tuple[PlanStep, Any]], verdicts: list[Verdict]) -> None:
         events = [
             VerificationCompleted(self._run_id, step.id, v.passed, v.confidence, v.notes)
             for (step, _), v in zip(batch, verdicts, strict=True)
@@ -172,9 +160,19 @@ def _verdict(data: Mapping[str, Any]) -> Verdict:
     )
 
 
-def _batch_verdicts(data: Mapping[str, Any], count: int) -> list[Verdict]:
+def folded_verdicts(data: Mapping[str, Any], count: int) -> list[Verdict] | None:
+    """One verdict per step from a reply's `verdicts`, or None when it has not that."""
     verdicts = data.get("verdicts")
     if not isinstance(verdicts, list) or len(verdicts) != count:
+        return None
+    if not all(isinstance(v, Mapping) and "passed" in v for v in verdicts):
+        return None
+    return [_verdict(v) for v in verdicts]
+
+
+def _batch_verdicts(data: Mapping[str, Any], count: int) -> list[Verdict]:
+    verdicts = folded_verdicts(data, count)
+    if verdicts is None:
         note = "the model did not return one verdict per step"
         return [Verdict(False, 0.0, note) for _ in range(count)]
-    return [_verdict(v if isinstance(v, Mapping) else {}) for v in verdicts]
+    return verdicts

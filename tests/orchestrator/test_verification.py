@@ -1,6 +1,6 @@
-"""Verification runs in the background without holding up later steps, is batched
-when several steps wait (a completed step is held while others of its run are still
-unfinished, up to a bound), and the answer waits for all of it.
+"""Verification runs in the background without holding up later steps; with batching,
+completed steps are held (for at most `hold_s`) and verified by the answer call
+itself, and every verification comes before the run's terminal event.
 
 The model is the simulator behind the real openai SDK, with its realistic latency
 profile scaled down: a verification takes tens of milliseconds, long enough for
@@ -18,7 +18,7 @@ from agents.plan import PlanStep
 from agents.prompting import PromptRepository
 from agents.registry import AgentRegistry
 from agents.simulator import Simulator
-from agents.verifier import StepActivity, Verifier
+from agents.verifier import Verifier
 from events import EventStore, RecordedEvent
 
 from .conftest import (
@@ -78,7 +78,8 @@ async def test_answer_waits_for_every_verification(
     assert sorted(verified_steps(records)) == ["s1", "s2", "s3"]  # not the failed step
     last_verification = max(r.position for r in records if r.type == "VerificationCompleted")
     answer = next(r for r in records if kinds([r]) == ["LLMCallCompleted(answer)"])
-    assert last_verification < answer.position < first(records, "RunCompleted")
+    assert answer.position < last_verification < first(records, "RunCompleted")
+    assert "LLMCallCompleted(verify)" not in kinds(records)  # the answer call verified them
     assert records[-1].type == "RunCompleted"
     verdicts = [r.data for r in records if r.type == "VerificationCompleted"]
     assert all(v["passed"] and v["confidence"] > 0 for v in verdicts)
@@ -97,7 +98,7 @@ FAN = [sleep_step(f"f{i}", 0.01 * i) for i in range(4)]
 
 
 @pytest.mark.parametrize(
-    ("batching", "fewest", "most"), [(True, 1, 1), (False, 4, 4)], ids=["batched", "one-by-one"]
+    ("batching", "fewest", "most"), [(True, 0, 0), (False, 4, 4)], ids=["batched", "one-by-one"]
 )
 async def test_pending_verifications_are_sent_in_one_call_when_batching(
     batching: bool,
@@ -111,48 +112,53 @@ async def test_pending_verifications_are_sent_in_one_call_when_batching(
     verify_calls = kinds(records).count("LLMCallCompleted(verify)")
     assert sorted(verified_steps(records)) == ["f0", "f1", "f2", "f3"]
     assert fewest <= verify_calls <= most
-    assert simulator.statistics().by_purpose["verify"] == verify_calls
+    assert simulator.statistics().by_purpose.get("verify", 0) == verify_calls
 
 
-async def test_a_chain_is_verified_in_one_call_after_its_last_step(
+async def test_a_chain_is_verified_by_the_answer_call_after_its_last_step(
     nursery: trio.Nursery, store: EventStore, registry: AgentRegistry
 ) -> None:
     records, simulator = await run_plan(nursery, store, registry, CHAIN)
-    assert kinds(records).count("LLMCallCompleted(verify)") == 1
-    assert simulator.statistics().by_purpose["verify"] == 1
+    assert kinds(records).count("LLMCallCompleted(verify)") == 0
+    assert simulator.statistics().by_purpose.get("verify", 0) == 0
+    assert sorted(verified_steps(records)) == ["s1", "s2", "s3"]
     assert first(records, "StepCompleted", "s3") < first(records, "VerificationCompleted", "s1")
 
 
-async def test_a_step_is_held_for_at_most_hold_s_while_others_run(
+async def test_a_step_held_past_hold_s_is_verified_in_the_background(
     nursery: trio.Nursery, store: EventStore
 ) -> None:
     simulator, url = await start_simulator(nursery, latency_profile="none")
     provider = sim_provider(url, store)
-    activity = StepActivity()
-    verifier = Verifier(
-        store, provider, PromptRepository(), "r-hold", "a goal", activity=activity, hold_s=0.05
-    )
-    activity.begin(2)  # another step keeps the run busy for the whole test
-    with trio.fail_after(TIMEOUT_S):  # an unbounded hold would wait here forever
+    verifier = Verifier(store, provider, PromptRepository(), "r-hold", "a goal", hold_s=0.05)
+    with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as inner:
             await inner.start(verifier.run)
+            events = store.subscribe(stream="run-r-hold")
             await verifier.submit(PlanStep("one", "lab", "sleep"), {"slept": 0})
+            async for verified in events:  # not drained: only the hold can end
+                if verified.type == "VerificationCompleted":
+                    break
             await verifier.drain()
     await provider.aclose()
-    assert "one" in verifier.verdicts and activity.unfinished == 2
-    assert simulator.statistics().by_purpose["verify"] == 1
+    assert verified.type == "VerificationCompleted" and verified.data["step_id"] == "one"
+    assert verifier.unverified == [] and simulator.statistics().by_purpose["verify"] == 1
 
 
-async def test_step_activity_is_idle_only_when_every_step_is_finished() -> None:
-    activity = StepActivity()
-    await activity.wait_idle()  # nothing begun: idle at once
-    activity.begin(2)
-    activity.end()
-    with trio.move_on_after(0.01) as waited:
-        await activity.wait_idle()
-    assert waited.cancelled_caught and activity.unfinished == 1
-    activity.end()
-    with trio.fail_after(1):
-        await activity.wait_idle()
-    activity.end()  # never below zero
-    assert activity.unfinished == 0
+async def test_steps_still_held_when_drained_are_left_for_the_answer(
+    nursery: trio.Nursery, store: EventStore
+) -> None:
+    simulator, url = await start_simulator(nursery, latency_profile="none")
+    provider = sim_provider(url, store)
+    verifier = Verifier(store, provider, PromptRepository(), "r-fold", "a goal")
+    step_one = PlanStep("one", "lab", "sleep")
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as inner:
+            await inner.start(verifier.run)
+            await verifier.submit(step_one, {"slept": 0})
+            await verifier.drain()
+        await verifier.record_folded(verifier.unverified, {"answer": "no verdicts here"})
+    await provider.aclose()
+    assert verifier.unverified == [(step_one, {"slept": 0})]
+    # The reply had no verdicts, so the step was verified in a call of its own.
+    assert "one" in verifier.verdicts and simulator.statistics().by_purpose["verify"] == 1
