@@ -94,6 +94,7 @@ from events import (
     RunRequested,
     StepStarted,
     StoreOptions,
+    open_event_store,
 )
 from events.log import AppendRequest, Outcome, PlannedWrite
 from events.model import AppendResult, Expected, NewEvent
@@ -664,7 +665,7 @@ class TimedStore(EventStore):
 
 @asynccontextmanager
 async def open_timed_store(path: Path, *, sync: bool = True) -> AsyncIterator[TimedStore]:
-    """An LMDB store (sync on unless said), its writer running (as `open_event_store` does)."""
+    """An LMDB store (sync on unless said) over a timed log, its writer running."""
     options = StoreOptions(sync=sync)
 
     def open_log() -> TimedLog:
@@ -678,17 +679,9 @@ async def open_timed_store(path: Path, *, sync: bool = True) -> AsyncIterator[Ti
         return log
 
     log = await trio.to_thread.run_sync(open_log)
-    try:
-        store = TimedStore(log, options)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.run_writer)
-            try:
-                yield store
-            finally:
-                with trio.CancelScope(shield=True):
-                    await store.aclose()
-    finally:
-        log.close()
+    async with open_event_store(options=options, log=log, store_class=TimedStore) as store:
+        assert isinstance(store, TimedStore)
+        yield store
 
 
 def _log_of(store: EventStore) -> TimedLog:
