@@ -13,7 +13,6 @@ untrusted data: it reaches the model quoted, never as instructions.
 from __future__ import annotations
 
 import contextlib
-import html.parser
 import ipaddress
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import trio
 from ..catalog import ToolSpec
 from ..errors import InvalidParameters, ToolError
 from .base import Agent, AgentContext, Tool, require_valid
+from .document_text import html_page
 
 MAX_REDIRECTS = 5
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024
@@ -196,43 +196,12 @@ def _empty(url: str, response: httpx.Response) -> Page:
     return Page(url, response.status_code, response.headers.get("content-type", ""), b"", False)
 
 
-class _TextExtractor(html.parser.HTMLParser):
-    """Visible text of an HTML page: no scripts, styles or markup; the title apart."""
-
-    _SKIP = frozenset({"script", "style", "noscript", "template", "svg", "head"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title = ""
-        self._skipping = 0
-        self._in_title = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self._in_title = tag == "title"
-        if tag in self._SKIP:
-            self._skipping += 1
-
-    def handle_endtag(self, tag: str) -> None:
-        self._in_title = False
-        if tag in self._SKIP and self._skipping:
-            self._skipping -= 1
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self.title += data.strip()
-        elif not self._skipping and data.strip():
-            self.parts.append(" ".join(data.split()))
-
-
 def readable(page: Page) -> tuple[str, str]:
     """(title, text) of a page: HTML reduced to its visible text; other text as is."""
     text = page.body.decode("utf-8", errors="replace")
     if "html" not in page.content_type.lower() and not text.lstrip().startswith("<"):
         return "", text
-    extractor = _TextExtractor()
-    extractor.feed(text)
-    return extractor.title, "\n".join(extractor.parts)
+    return html_page(text)
 
 
 class FetchTool(Tool):

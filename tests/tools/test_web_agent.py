@@ -75,7 +75,7 @@ async def test_fetch_returns_visible_text_without_scripts(
 ) -> None:
     page = await fetch(http, f"http://127.0.0.1:{site.port}/page", web_allow=["127.0.0.1"])
     assert page["title"] == "Quarterly"
-    assert page["text"] == "Results\nRevenue grew & margins held."
+    assert page["text"] == "Results\n\nRevenue grew & margins held."
     assert "ignore" not in page["text"] and page["status"] == 200
 
 
