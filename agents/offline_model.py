@@ -27,11 +27,17 @@ TIMEZONE_PARAMS = ("timezone", "tz", "time_zone", "zone")
 INPUT_PARAMS = ("sources", "inputs", "data", "results", "content", "items", "context")
 TEXT_PARAMS = ("query", "topic", "text", "prompt", "question", "goal", "body", "message")
 MIN_KEYWORD_SCORE = 2
+# Steps that read what another tool writes: in one goal, a reader waits for every earlier
+# writer step even when the clauses are joined by "and" (search after indexing).
+READS_AFTER_WRITES: dict[str, tuple[str, ...]] = {
+    "documents.search": ("documents.index",),
+    "documents.list": ("documents.index",),
+}
 
 _VERBS = (
     "write|summarise|summarize|create|make|draft|compose|send|email|save|store|calculate|"
     "compute|tell|get|fetch|look|find|check|convert|show|give|list|remember|search|"
-    "schedule|add|put|what|what's|whats|how|report|notify"
+    "schedule|add|put|what|what's|whats|how|report|notify|index|reindex"
 )
 _CLAUSE_SEPARATOR = re.compile(
     r"\s*(?:(?P<then>,?\s*\b(?:and\s+then|then|after\s+that|afterwards)\b,?)"
@@ -221,7 +227,18 @@ def plan(goal: str, tools: Sequence[ToolSpec], history: Sequence[Any] = ()) -> d
         before, previous = before + added, added or previous
     if draft.problems or not draft.steps:
         return {"steps": [], "error": _cannot_plan(draft)}
+    _order_reads_after_writes(draft.steps)
     return {"steps": draft.steps}
+
+
+def _order_reads_after_writes(steps: list[dict[str, Any]]) -> None:
+    """Make each reader step depend on the earlier steps writing what it reads."""
+    for index, step in enumerate(steps):
+        writers = READS_AFTER_WRITES.get(f"{step['agent']}.{step['action']}", ())
+        for earlier in steps[:index]:
+            name = f"{earlier['agent']}.{earlier['action']}"
+            if name in writers and earlier["id"] not in step["dependencies"]:
+                step["dependencies"].append(earlier["id"])
 
 
 def _history_texts(history: Sequence[Any]) -> list[str]:
@@ -423,7 +440,7 @@ def _value_for(draft: _Draft, tool: ToolSpec, name: str, text: str) -> Any:
     if name in ("title", "subject", "name"):
         return _title(draft, text)
     if name in TEXT_PARAMS:
-        return _remainder(tool, text)
+        return _remainder(tool, _without_collection(tool, text))
     if name in ("city", "location"):
         return entities.city(text)
     return _pattern_value(name, text)
@@ -434,11 +451,50 @@ def _pattern_value(name: str, text: str) -> Any:
         ("url", "link"): r"https?://\S+",
         ("to", "recipient", "email", "address"): r"[\w.+-]+@[\w-]+\.[\w.]+",
         ("path", "file", "filename"): r"[\w./-]+\.\w{1,5}\b",
+        ("collection",): r"\bcollection\s+(?:named\s+|called\s+)?[\"']?([A-Za-z0-9][\w.-]*)",
     }
     for names, pattern in patterns.items():
         if name in names:
             match = re.search(pattern, text)
-            return match.group(0).rstrip(".,") if match else None
+            if match:
+                return match.group(match.lastindex or 0).rstrip(".,")
+            return _folder(text) if name == "path" else None
+    return None
+
+
+# Where a clause names a folder: "in docs", "from the reports folder", "the docs folder",
+# or right after the verb ("index docs"); tried in this order.
+_COLLECTION_PHRASE = re.compile(
+    r"\s*\b(?:(?:in|from|into|of)\s+(?:the\s+)?)?collection\s+(?:named\s+|called\s+)?\S+",
+    re.IGNORECASE,
+)
+
+
+def _without_collection(tool: ToolSpec, text: str) -> str:
+    """The clause without "in collection X" when the tool takes the collection apart."""
+    return _COLLECTION_PHRASE.sub(" ", text) if "collection" in tool.properties else text
+
+
+_FOLDER_PATTERNS = (
+    re.compile(
+        r"\b(?:in|from|under|inside|within)\s+(?:(?:the|my|our)\s+)?"
+        r"(?:(?:folder|directory)\s+)?[\"']?([\w~][\w./~-]*)"
+    ),
+    re.compile(r"([\w~][\w./~-]*)\s+(?:folder|directory)\b"),
+    re.compile(r"^\s*(?:re)?index\s+(?:(?:the|my|our)\s+)?([\w~][\w./~-]*)", re.IGNORECASE),
+)
+_NOT_FOLDERS = frozenset({"document", "documents", "doc", "file", "files", "folder", "directory"})
+
+
+def _folder(text: str) -> str | None:
+    """A folder the clause names (see `_FOLDER_PATTERNS`); "the workspace" is its root."""
+    for pattern in _FOLDER_PATTERNS:
+        for match in pattern.finditer(text):
+            word = match.group(1).rstrip(".,")
+            if word.lower() in ("workspace", "root"):
+                return "."
+            if word.lower() not in entities.STOPWORDS | _NOT_FOLDERS:
+                return word
     return None
 
 
@@ -555,7 +611,8 @@ def _render_item(item: Mapping[str, Any]) -> str:
 
 def _render_result(result: Any, label: str) -> str:
     if isinstance(result, Mapping):
-        for render in (_render_price, _render_calculation, _render_time, _render_text):
+        renders = (_render_price, _render_calculation, _render_time, *_DOCUMENT_RENDERS)
+        for render in (*renders, _render_text):
             line = render(result)
             if line is not None:
                 return line
@@ -590,6 +647,45 @@ def _render_text(result: Mapping[str, Any]) -> str | None:
             what = "Written to" if key == "path" else key.capitalize()
             return f"{what}: {_brief(result[key], 300)}"
     return None
+
+
+def _render_indexing(result: Mapping[str, Any]) -> str | None:
+    counts = result.get("counts")
+    if not isinstance(counts, Mapping) or "target" not in result or "indexed" not in counts:
+        return None
+    return (
+        f"Indexed {counts['indexed']} document(s) from {result['target']} into collection "
+        f"{result.get('collection')!r} ({counts.get('chunks', 0)} chunks; "
+        f"{counts.get('unchanged', 0)} unchanged, {counts.get('removed', 0)} removed, "
+        f"{counts.get('skipped', 0)} skipped, {counts.get('unreadable', 0)} unreadable)"
+    )
+
+
+def _render_passages(result: Mapping[str, Any]) -> str | None:
+    passages = result.get("passages")
+    if not isinstance(passages, list) or "query" not in result:
+        return None
+    if not passages:
+        return f"No indexed document matches {result['query']!r}"
+    found = "; ".join(_passage_line(p) for p in passages[:3] if isinstance(p, Mapping))
+    return f"{len(passages)} passage(s) match {result['query']!r}: {found}"
+
+
+def _passage_line(passage: Mapping[str, Any]) -> str:
+    quote = _brief(" ".join(str(passage.get("quote")).split()), 160)
+    return f'{passage.get("path")} ({passage.get("score")}): "{quote}"'
+
+
+def _render_listing(result: Mapping[str, Any]) -> str | None:
+    documents = result.get("documents")
+    if not isinstance(documents, list) or "count" not in result:
+        return None
+    paths = ", ".join(str(d.get("path")) for d in documents[:10] if isinstance(d, Mapping))
+    more = "..." if result["count"] > 10 else ""
+    return f"{result['count']} indexed document(s){': ' + paths + more if paths else ''}"
+
+
+_DOCUMENT_RENDERS = (_render_indexing, _render_passages, _render_listing)
 
 
 def intent(goal: str) -> dict[str, Any]:

@@ -378,12 +378,18 @@ class MemoryKeyDestroyed(Event):
 @register_event
 @dataclass(frozen=True, slots=True)
 class DocumentIndexed(Event):
-    """chunks: dicts with text, offset and embedding (float32 bytes)."""
+    """chunks: dicts with text, offset and embedding (float32 bytes, little-endian).
+
+    `model` names the embedding model (a collection holds one model's vectors) and
+    `size` the file's size in bytes; both default for events written before them.
+    """
 
     collection: str
     path: str
     sha256: str
     chunks: list[dict[str, Any]]
+    model: str = ""
+    size: int = 0
 
 
 @register_event

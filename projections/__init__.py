@@ -12,6 +12,15 @@ from .catalog import (
     list_sessions,
     projection_factories,
 )
+from .documents import (
+    CollectionModelMismatch,
+    DocumentHit,
+    DocumentPassage,
+    DocumentsProjection,
+    DocumentsStatistics,
+    IndexedFile,
+    read_passages,
+)
 from .errors import (
     CheckpointMoved,
     EmbeddingModelMismatch,
@@ -44,10 +53,16 @@ from .vector_index import IndexOptions, Trainer, VectorIndex
 __all__ = [
     "Checkpoint",
     "CheckpointMoved",
+    "CollectionModelMismatch",
     "Difference",
+    "DocumentHit",
+    "DocumentPassage",
+    "DocumentsProjection",
+    "DocumentsStatistics",
     "EmbeddingModelMismatch",
     "FileKeyStore",
     "IndexOptions",
+    "IndexedFile",
     "KeyStore",
     "KeyStoreError",
     "KeyStoreReadOnly",
@@ -84,6 +99,7 @@ __all__ = [
     "open_content",
     "open_embedding",
     "projection_factories",
+    "read_passages",
     "rebuild",
     "seal_memory",
     "verify",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import Projection
+from .documents import DocumentsProjection
 from .errors import UnknownProjection
 from .keystore import KeyStore
 from .memory import MemoryProjection
@@ -26,7 +27,9 @@ def projection_factories(
 ) -> dict[str, ProjectionFactory]:
     """Name -> factory of every projection the server maintains.
 
-    `memory` needs the memory key store: without `keys` it is left out.
+    `memory` needs the memory key store: without `keys` it is left out. The `memory`
+    index options (`[performance]` faiss_ivf_threshold, faiss_nprobe) apply to both
+    vector projections, memory and documents.
     """
     factories: dict[str, ProjectionFactory] = {
         SessionsProjection.name: lambda: SessionsProjection(session_window),
@@ -35,6 +38,7 @@ def projection_factories(
     }
     if keys is not None:
         factories[MemoryProjection.name] = lambda: MemoryProjection(keys, memory)
+    factories[DocumentsProjection.name] = lambda: DocumentsProjection(memory)
     return factories
 
 

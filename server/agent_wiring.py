@@ -20,9 +20,11 @@ from agents.providers import open_provider
 from agents.recorder import CallRecorder
 from agents.registry import AgentRegistry
 from agents.tools.base import AgentContext
+from agents.tools.document_indexer import IndexerOptions
+from agents.tools.documents_agent import DocumentsAccess
 from agents.tools.memory_agent import MemoryAccess
 from events import EventStore
-from projections import MemoryProjection
+from projections import DocumentsProjection, MemoryProjection
 
 from .config import Config
 from .llm_wiring import llm_options
@@ -55,6 +57,7 @@ def agent_context(
     http: httpx.AsyncClient,
     llm: object,
     memory: MemoryAccess | None = None,
+    documents: DocumentsAccess | None = None,
 ) -> AgentContext:
     agents = config.agents
     settings = {
@@ -68,7 +71,17 @@ def agent_context(
         "smtp_port": agents.smtp_port,
         "web_allow": agents.web_allow,
     }
-    return AgentContext(settings, agents.workspace_paths, http, llm, store, memory=memory)
+    return AgentContext(
+        settings, agents.workspace_paths, http, llm, store, memory=memory, documents=documents
+    )
+
+
+def indexer_options(config: Config) -> IndexerOptions:
+    """The documents indexer's `[agents]` documents_* settings."""
+    return IndexerOptions(
+        chunk_chars=config.agents.documents_chunk_chars,
+        max_file_bytes=config.agents.documents_max_file_bytes,
+    )
 
 
 def open_configured_embedder(config: Config) -> AbstractAsyncContextManager[Embedder]:
@@ -95,12 +108,14 @@ async def open_orchestrator(
     history: History | None = None,
     *,
     memory_index: MemoryProjection | None = None,
+    documents_index: DocumentsProjection | None = None,
     wait_for: Callable[[int], Awaitable[None]] | None = None,
 ) -> AsyncIterator[Orchestrator]:
     """The orchestrator with its provider, shared HTTP client and agents; closed on exit.
 
-    `memory_index` / `wait_for`: the server's running memory projection and its runner's
-    wait, for recall; the key store is the projection's own (one per process).
+    `memory_index` / `documents_index` / `wait_for`: the running memory and documents
+    projections and their runner's wait (read-your-writes), for recall and document
+    search; the key store is the memory projection's own (one per process).
     """
     limits = httpx.Limits(max_connections=config.performance.max_parallel_steps * 2)
     keys = memory_index.keys if memory_index is not None else memory_keys(config)
@@ -110,7 +125,10 @@ async def open_orchestrator(
     ):
         async with open_provider(llm_options(config.llm), CallRecorder(store)) as provider:
             memory = MemoryAccess(keys, embedder, memory_index, wait_for)
-            context = agent_context(config, store, http, provider, memory)
+            documents = DocumentsAccess(
+                embedder, documents_index, wait_for, indexer_options(config)
+            )
+            context = agent_context(config, store, http, provider, memory, documents)
             registry = AgentRegistry.from_entry_points(context, config.agents.enabled)
             try:
                 yield Orchestrator(

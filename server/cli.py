@@ -19,6 +19,7 @@ from events import AutoagentError, StoreCorrupted
 
 from . import admin
 from .config import Config, load_config, resolve_config_path
+from .documents_cmd import add_documents_parser, documents_command
 from .errors import InputError
 from .inspect_cmds import runs_list, runs_show, sessions_list, sessions_show
 from .replay_cmd import replay
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--session", metavar="ID")
     run.add_argument("--json", action="store_true")
     add_sim_parser(commands, common)
+    add_documents_parser(commands, common)
     _add_events(commands, common)
     _add_inspection(commands, common)
     replay = commands.add_parser(
@@ -131,6 +133,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "sessions":
         command = sessions_show if args.sessions_command == "show" else sessions_list
         return command(config, args, out)
+    if args.command == "documents":
+        return documents_command(config, args, out)
     if args.command == "sim":
         return run_sim(args, config, out)
     if args.command == "run":

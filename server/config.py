@@ -58,6 +58,7 @@ _NON_NEGATIVE = MappingProxyType({"ge": 0})
 _PORT = MappingProxyType({"ge": 0, "le": 65535})
 _SECRET = MappingProxyType({"secret": True})
 _OPTIONAL_TEXT = MappingProxyType({"allow_empty": True})
+_CHUNK_CHARS = MappingProxyType({"ge": 100})
 _REDACTED = "<redacted>"
 
 
@@ -177,6 +178,8 @@ class AgentsConfig:
     smtp_host: str = field(default="", metadata=_OPTIONAL_TEXT)
     smtp_port: int = field(default=25, metadata=_PORT)
     web_allow: tuple[str, ...] = ()
+    documents_chunk_chars: int = field(default=1200, metadata=_CHUNK_CHARS)
+    documents_max_file_bytes: int = field(default=20971520, metadata=_POSITIVE)
 
     @property
     def workspace_paths(self) -> tuple[Path, ...]:

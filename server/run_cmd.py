@@ -1,21 +1,26 @@
 """`autoagent run "GOAL"` and `autoagent runs resume ID`: drive a run in this process.
 
 The run's events go to the data dir's log like any other; `--json` prints them with
-the answer, so a script can see exactly what happened.
+the answer, so a script can see exactly what happened. When the documents agent is
+enabled, the `documents` projection runs in this process too (caught up from its saved
+snapshot, followed live, saved on exit), so a goal can index and search documents.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any, TextIO
 
 import trio
 
 from agents.orchestrator import RunResult
-from events import open_event_store
+from events import EventStore, open_event_store
 
 from .agent_wiring import open_orchestrator
 from .config import Config
+from .documents_cmd import LiveDocuments, open_documents_projection
 from .render import dumps, record_as_dict
 from .serve import store_options
 
@@ -25,15 +30,33 @@ EXIT_OK, EXIT_RUN_FAILED = 0, 1
 async def _run(
     config: Config, goal: str | None, run_id: str | None, session: str | None
 ) -> tuple[RunResult, list[dict[str, Any]]]:
-    async with open_event_store(config.store.data_path, store_options(config)) as store:
-        async with open_orchestrator(config, store) as orchestrator:
-            if goal is not None:
-                result = await orchestrator.run_goal(goal, session)
-            else:
-                assert run_id is not None
-                result = await orchestrator.execute(run_id, resume=True)
+    async with (
+        open_event_store(config.store.data_path, store_options(config)) as store,
+        _documents(config, store) as documents,
+        open_orchestrator(
+            config,
+            store,
+            documents_index=documents.projection if documents else None,
+            wait_for=documents.wait_for if documents else None,
+        ) as orchestrator,
+    ):
+        if goal is not None:
+            result = await orchestrator.run_goal(goal, session)
+        else:
+            assert run_id is not None
+            result = await orchestrator.execute(run_id, resume=True)
         records = await store.read_stream(f"run-{result.run_id}", 0, 100_000)
     return result, [record_as_dict(r) for r in records]
+
+
+@contextlib.asynccontextmanager
+async def _documents(config: Config, store: EventStore) -> AsyncIterator[LiveDocuments | None]:
+    """The live documents projection, when the documents agent is enabled."""
+    if "documents" not in config.agents.enabled:
+        yield None
+        return
+    async with open_documents_projection(config, store) as live:
+        yield live
 
 
 def _report(result: RunResult, events: list[dict[str, Any]], as_json: bool, out: TextIO) -> int:

@@ -22,7 +22,13 @@ import trio
 from agents.orchestrator import Orchestrator
 from agents.run_state import load_run
 from events import EventStore, StoreOptions, open_event_store
-from projections import LmdbStateStore, MemoryProjection, ProjectionRunner, build_projections
+from projections import (
+    DocumentsProjection,
+    LmdbStateStore,
+    MemoryProjection,
+    ProjectionRunner,
+    build_projections,
+)
 
 from .agent_wiring import open_orchestrator
 from .config import Config
@@ -63,9 +69,11 @@ async def _run_orchestrator(
 ) -> None:
     """Own the orchestrator (provider, HTTP client, agents) for the server's lifetime."""
     memory = runner.projection(MemoryProjection.name)
+    documents = runner.projection(DocumentsProjection.name)
     assert isinstance(memory, MemoryProjection)
+    assert isinstance(documents, DocumentsProjection)
     async with open_orchestrator(
-        config, store, memory_index=memory, wait_for=runner.wait_for
+        config, store, memory_index=memory, documents_index=documents, wait_for=runner.wait_for
     ) as orchestrator:
         task_status.started(orchestrator)
         await trio.sleep_forever()

@@ -39,6 +39,7 @@ class AgentContext:
     llm: Any = None  # an LLMProvider
     store: Any = None  # the EventStore, for agents that append their own events
     memory: Any = None  # a memory_agent.MemoryAccess: key store, embedder, live index
+    documents: Any = None  # a documents_agent.DocumentsAccess: embedder, live index
 
 
 class Tool(abc.ABC):

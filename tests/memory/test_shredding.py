@@ -84,7 +84,10 @@ async def test_forget_all_shreds_export_rebuild_and_files_while_audit_passes(
         code, out = await cli("audit", "--data-dir", str(data_dir))
         assert (code, out.split(":")[0]) == (0, "ok")
         code, out = await cli("replay", "--verify", "--data-dir", str(data_dir))
-        assert (code, out) == (0, "ok: sessions, runs, metrics, memory match a fresh rebuild\n")
+        assert (code, out) == (
+            0,
+            "ok: sessions, runs, metrics, memory, documents match a fresh rebuild\n",
+        )
 
         code, out = await cli("replay", "--projection", "memory", "--data-dir", str(data_dir))
         assert code == 0, out

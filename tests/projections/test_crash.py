@@ -126,4 +126,4 @@ def test_sigkill_during_catch_up_then_restart_ends_in_the_rebuilt_state(tmp_path
         finally:
             verifier.kill()
     assert verifier.returncode == 0, stdout[-2000:] + stderr[-2000:]
-    assert stdout == "ok: sessions, runs, metrics, memory match a fresh rebuild\n"
+    assert stdout == "ok: sessions, runs, metrics, memory, documents match a fresh rebuild\n"

@@ -273,6 +273,7 @@ async def test_commands_bring_a_lagging_state_up_to_the_head_without_writing(
             "runs": 6,
             "metrics": 6,
             "memory": 6,
+            "documents": 6,
         }
         assert stats["metrics"]["counters"]["runs_requested"] == 5
         state = LmdbStateStore.open(path / "projections", readonly=True)
@@ -318,7 +319,10 @@ async def test_commands_on_a_missing_data_dir_fail_with_one_line(
 async def test_replay_verify_of_good_state_exits_0(data_dir: Path) -> None:
     with trio.fail_after(TIMEOUT_S):
         code, out = await cli("replay", "--verify", "--data-dir", str(data_dir))
-        assert (code, out) == (0, "ok: sessions, runs, metrics, memory match a fresh rebuild\n")
+        assert (code, out) == (
+            0,
+            "ok: sessions, runs, metrics, memory, documents match a fresh rebuild\n",
+        )
         code, out = await cli("replay", "--verify", "--json", "--data-dir", str(data_dir))
         assert (code, json.loads(out)) == (0, [])
 
@@ -367,7 +371,7 @@ async def test_replay_rebuilds_tampered_state_which_then_verifies(
         assert code == 0
         assert out.splitlines() == [
             f"rebuilt {name} up to position {demo.head}"
-            for name in ("sessions", "runs", "metrics", "memory")
+            for name in ("sessions", "runs", "metrics", "memory", "documents")
         ]
         code, _ = await cli("replay", "--verify", "--data-dir", str(data_dir))
         assert code == 0
@@ -382,7 +386,10 @@ async def test_replay_of_unknown_projection_is_one_line_exit_2(
         code, out = await cli("replay", "--projection", "nope", "--data-dir", str(data_dir))
         assert (code, out) == (2, "")
         err = one_error_line(capsys)
-        assert "unknown projection 'nope'" in err and "sessions, runs, metrics, memory" in err
+        assert (
+            "unknown projection 'nope'" in err
+            and "sessions, runs, metrics, memory, documents" in err
+        )
 
 
 @pytest.mark.parametrize("verify_flag", [[], ["--verify"]], ids=["rebuild", "verify"])
@@ -421,6 +428,7 @@ async def test_stats_json_shows_projections_and_metrics(data_dir: Path, demo: De
             {"name": "runs", "version": 1, "persisted": demo.head},
             {"name": "metrics", "version": MetricsProjection.version, "persisted": demo.head},
             {"name": "memory", "version": 1, "persisted": demo.head},
+            {"name": "documents", "version": 1, "persisted": demo.head},
         ]
         metrics = stats["metrics"]
         assert metrics["latency_s"]["step"]["count"] == 3
@@ -484,7 +492,10 @@ def test_inspection_commands_work_beside_a_running_server_and_after_it_stops(
     assert running == stopped
     assert [r["run_id"] for r in running["runs list --status failed"]] == ["bad"]
     code, out = run_cli("replay", "--verify", "--data-dir", str(path))
-    assert (code, out) == (0, "ok: sessions, runs, metrics, memory match a fresh rebuild\n")
+    assert (code, out) == (
+        0,
+        "ok: sessions, runs, metrics, memory, documents match a fresh rebuild\n",
+    )
 
 
 @pytest.mark.slow
@@ -496,7 +507,10 @@ def test_replay_verify_beside_a_running_server_exits_0(tmp_path: Path) -> None:
         code, out = run_cli("replay", "--verify", "--data-dir", str(path))
         server.signal(signal.SIGINT)
         assert server.finish(STOP_TIMEOUT_S)[0] == 0
-    assert (code, out) == (0, "ok: sessions, runs, metrics, memory match a fresh rebuild\n")
+    assert (code, out) == (
+        0,
+        "ok: sessions, runs, metrics, memory, documents match a fresh rebuild\n",
+    )
 
 
 @pytest.mark.slow
@@ -509,11 +523,14 @@ def test_replay_beside_a_running_server_then_the_server_stops_cleanly(
         server.wait_for_line("event store open at", START_TIMEOUT_S)
         code, out = run_cli("replay", "--data-dir", str(path))
         assert code == 0, capsys.readouterr().err
-        assert out.splitlines()[-1] == f"rebuilt memory up to position {demo.head}"
+        assert out.splitlines()[-1] == f"rebuilt documents up to position {demo.head}"
         running = inspect_all(path)
         server.signal(signal.SIGINT)
         code, _, stderr = server.finish(STOP_TIMEOUT_S)
         assert code == 0, stderr
     assert inspect_all(path) == running
     code, out = run_cli("replay", "--verify", "--data-dir", str(path))
-    assert (code, out) == (0, "ok: sessions, runs, metrics, memory match a fresh rebuild\n")
+    assert (code, out) == (
+        0,
+        "ok: sessions, runs, metrics, memory, documents match a fresh rebuild\n",
+    )

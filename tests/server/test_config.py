@@ -101,6 +101,8 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "smtp_host": "",
         "smtp_port": 25,
         "web_allow": [],
+        "documents_chunk_chars": 1200,
+        "documents_max_file_bytes": 20971520,
     },
 }
 

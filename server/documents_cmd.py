@@ -1,0 +1,211 @@
+"""`autoagent documents index|search|list`: the documents agent from the command line.
+
+Like `autoagent run`, the commands work on the data dir in this process: the event
+store is opened for writing, the `documents` projection is restored from its saved
+snapshot, caught up with the log and followed live while the command runs, and saved
+again (snapshot with checkpoint) on exit, so the next start only reads the tail.
+
+`index` shows its progress on stderr: a bar on a terminal, a plain line every few
+seconds otherwise, nothing with --json. A PATH that exists relative to the working
+directory is taken from there; otherwise it is relative to the first workspace root,
+as in a plan. It must lie inside a workspace root either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import trio
+
+from agents.tools.document_indexer import DEFAULT_COLLECTION, IndexProgress, progress_line
+from agents.tools.documents_agent import DocumentsAccess, DocumentsService
+from agents.tools.workspace import Workspace
+from events import EventStore, open_event_store
+from projections import DocumentsProjection, LmdbStateStore, ProjectionRunner
+
+from .agent_wiring import indexer_options, open_configured_embedder
+from .config import Config
+from .errors import InputError
+from .render import Progress, dumps, table
+from .serve import store_options
+from .views import memory_options, projections_path
+
+if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+PLAIN_PROGRESS_EVERY_S = 2.0
+QUOTE_CHARS = 300
+
+
+@dataclass(frozen=True)
+class LiveDocuments:
+    """The documents projection running in this process, and its runner's wait."""
+
+    projection: DocumentsProjection
+    wait_for: Callable[[int], Awaitable[None]]
+
+
+@asynccontextmanager
+async def open_documents_projection(
+    config: Config, store: EventStore
+) -> AsyncIterator[LiveDocuments]:
+    """The `documents` projection caught up with the log and followed live until exit.
+
+    Its snapshot and checkpoint are saved on exit. A server running on the same data
+    dir saves its own: whichever commits second finds the checkpoint moved and reloads.
+    """
+    state = await trio.to_thread.run_sync(
+        functools.partial(LmdbStateStore.open, projections_path(config), sync=config.store.sync)
+    )
+    projection = DocumentsProjection(memory_options(config))
+    try:
+        runner = ProjectionRunner(
+            store.log, state, [projection], snapshot_every=config.performance.snapshot_every
+        )
+        async with trio.open_nursery() as nursery:
+            progress = Progress("catching up documents")
+            await nursery.start(functools.partial(runner.run, store, progress=progress.update))
+            progress.close()
+            yield LiveDocuments(projection, runner.wait_for)
+            nursery.cancel_scope.cancel()
+    finally:
+        projection.close()
+        state.close()
+
+
+def add_documents_parser(commands: SubParsers, common: argparse.ArgumentParser) -> None:
+    documents = commands.add_parser("documents", help="index and search documents")
+    sub = documents.add_subparsers(dest="documents_command", required=True, metavar="SUBCOMMAND")
+    index = sub.add_parser(
+        "index", parents=[common], help="index a folder or file of the workspace"
+    )
+    index.add_argument("path", help="inside a workspace root (agents.workspace_roots)")
+    index.add_argument("--collection", default=DEFAULT_COLLECTION, metavar="C")
+    index.add_argument("--json", action="store_true")
+    search = sub.add_parser("search", parents=[common], help="passages closest to a query")
+    search.add_argument("query")
+    search.add_argument("--k", type=int, default=5, metavar="N", help="passages (1-50)")
+    search.add_argument("--collection", metavar="C", help="one collection (default: all)")
+    search.add_argument("--json", action="store_true")
+    listing = sub.add_parser("list", parents=[common], help="the indexed documents")
+    listing.add_argument("--collection", metavar="C")
+    listing.add_argument("--json", action="store_true")
+
+
+def documents_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    """Run one `documents` subcommand; errors propagate to the CLI's error boundary."""
+    if args.documents_command == "search" and not 1 <= args.k <= 50:
+        raise InputError(f"--k {args.k} is not between 1 and 50")
+    result: dict[str, Any] = trio.run(_run, config, args)
+    if args.json:
+        out.write(dumps(result, indent=2) + "\n")
+    else:
+        _WRITERS[args.documents_command](result, out)
+    return 0
+
+
+async def _run(config: Config, args: argparse.Namespace) -> dict[str, Any]:
+    async with (
+        open_event_store(config.store.data_path, store_options(config)) as store,
+        open_documents_projection(config, store) as live,
+        open_configured_embedder(config) as embedder,
+    ):
+        access = DocumentsAccess(embedder, live.projection, live.wait_for, indexer_options(config))
+        workspace = Workspace.of(config.agents.workspace_paths)
+        service = DocumentsService(access, store, workspace)
+        command = args.documents_command
+        if command == "index":
+            view = None if args.json else _ProgressView(sys.stderr)
+            try:
+                return await service.index(_cli_path(args.path), args.collection, view)
+            finally:
+                if view is not None:
+                    view.close()
+        if command == "search":
+            return await service.search(args.query, args.k, args.collection)
+        return await service.list(args.collection)
+
+
+def _cli_path(given: str) -> str:
+    """A path that exists from the working directory as an absolute one; else as given."""
+    path = Path(given).expanduser()
+    return str(path.absolute()) if not path.is_absolute() and path.exists() else given
+
+
+class _ProgressView:
+    """Indexing progress on stderr: a bar on a terminal, periodic plain lines otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.bar = Progress("indexing", stream)
+        self._last_line = 0.0
+
+    def __call__(self, progress: IndexProgress) -> None:
+        if self.bar.enabled:
+            self.bar.update(progress.files_done, progress.files_total)
+            self.stream.write(f", {progress.chunks_embedded} chunks embedded")
+            self.stream.flush()
+            return
+        now = time.monotonic()
+        finished = progress.files_done == progress.files_total
+        if finished or now - self._last_line >= PLAIN_PROGRESS_EVERY_S:
+            self._last_line = now
+            self.stream.write(progress_line(progress) + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# --- plain output -----------------------------------------------------------------------
+
+
+def _write_index(result: dict[str, Any], out: TextIO) -> None:
+    counts = result["counts"]
+    requests = counts["embedding_requests"]
+    out.write(
+        f"collection {result['collection']!r}, {result['target']}: {counts['indexed']} indexed, "
+        f"{counts['unchanged']} unchanged, {counts['removed']} removed, "
+        f"{counts['skipped']} skipped, {counts['unreadable']} unreadable "
+        f"({counts['chunks']} chunks, {requests} embedding request"
+        f"{'' if requests == 1 else 's'}, {counts['seconds']:.2f} s)\n"
+    )
+    for item in result["skipped"]:
+        out.write(f"skipped {item['path']}: {item['reason']}\n")
+    for item in result["unreadable"]:
+        out.write(f"unreadable {item['path']}: {item['reason']}\n")
+    if result["truncated"]:
+        out.write("(lists truncated; --json has the first entries of each)\n")
+
+
+def _write_search(result: dict[str, Any], out: TextIO) -> None:
+    passages = result["passages"]
+    if not passages:
+        out.write(f"no passages found for {result['query']!r}\n")
+    for rank, passage in enumerate(passages, 1):
+        where = f"{passage['collection']}:{passage['path']} @{passage['offset']}"
+        out.write(f"{rank}. {where} (score {passage['score']:.3f})\n")
+        quote = " ".join(passage["quote"].split())
+        quote = quote if len(quote) <= QUOTE_CHARS else quote[: QUOTE_CHARS - 3] + "..."
+        out.write(f"   > {quote}\n")
+
+
+def _write_list(result: dict[str, Any], out: TextIO) -> None:
+    rows = [(d["collection"], d["path"], d["chunks"], d["bytes"]) for d in result["documents"]]
+    out.write(table(["collection", "path", "chunks", "bytes"], rows) + "\n")
+    out.write(f"{result['count']} documents in {len(result['collections'])} collection(s)\n")
+
+
+_WRITERS: dict[str, Callable[[dict[str, Any], TextIO], None]] = {
+    "index": _write_index,
+    "search": _write_search,
+    "list": _write_list,
+}
