@@ -14,9 +14,10 @@ import json
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from . import entities
+from . import dates, entities
 from .catalog import ToolSpec
 
 MODEL_NAME = "autoagent-offline"
@@ -32,12 +33,17 @@ MIN_KEYWORD_SCORE = 2
 READS_AFTER_WRITES: dict[str, tuple[str, ...]] = {
     "documents.search": ("documents.index",),
     "documents.list": ("documents.index",),
+    "memory.recall": ("memory.remember",),
+    "files.read": ("files.write",),
+    "files.list": ("files.write",),
+    "calendar.list_events": ("calendar.create_event",),
 }
+OFFSET_PARAMS = ("weeks", "days", "hours", "minutes")
 
 _VERBS = (
     "write|summarise|summarize|create|make|draft|compose|send|email|save|store|calculate|"
     "compute|tell|get|fetch|look|find|check|convert|show|give|list|remember|search|"
-    "schedule|add|put|what|what's|whats|how|report|notify|index|reindex"
+    "schedule|add|put|what|what's|whats|how|report|notify|index|reindex|recall|forget|read|open"
 )
 _CLAUSE_SEPARATOR = re.compile(
     r"\s*(?:(?P<then>,?\s*\b(?:and\s+then|then|after\s+that|afterwards)\b,?)"
@@ -98,7 +104,17 @@ def complete(messages: Sequence[Mapping[str, Any]], *, json_mode: bool) -> str:
 
 def _plan_document(document: Mapping[str, Any]) -> dict[str, Any]:
     tools = [ToolSpec.from_dict(t) for t in document.get("tools") or () if isinstance(t, Mapping)]
-    return plan(str(document.get("goal", "")), tools, document.get("history") or ())
+    now = _moment(document.get("now"))
+    return plan(str(document.get("goal", "")), tools, document.get("history") or (), now)
+
+
+def _moment(value: Any) -> datetime | None:
+    """The request's "now", if it is an ISO date-time (naive ones are taken as UTC)."""
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _verify_document(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -192,6 +208,7 @@ class _Draft:
     history_tickers: list[str]
     steps: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def add(
         self, tool: ToolSpec, parameters: dict[str, Any], dependencies: Sequence[str], why: str
@@ -209,15 +226,22 @@ class _Draft:
         return step_id
 
 
-def plan(goal: str, tools: Sequence[ToolSpec], history: Sequence[Any] = ()) -> dict[str, Any]:
+def plan(
+    goal: str,
+    tools: Sequence[ToolSpec],
+    history: Sequence[Any] = (),
+    now: datetime | None = None,
+) -> dict[str, Any]:
     """A plan `{"steps": [...]}` for `goal` over `tools`, or `{"steps": [], "error": ...}`.
 
     `history` (earlier goals or messages) lends ticker symbols to a goal that asks for
-    prices without naming any ("and what is the price now?").
+    prices without naming any ("and what is the price now?"); relative dates ("tomorrow
+    at 9am", "the last 7 days") are read against `now` (default: the current UTC time).
     """
     if not goal.strip():
         return {"steps": [], "error": "the goal is empty; say what you want done"}
-    draft = _Draft(goal, tools, entities.tickers(" ".join(_history_texts(history))))
+    history_tickers = entities.tickers(" ".join(_history_texts(history)))
+    draft = _Draft(goal, tools, history_tickers, now=now or datetime.now(UTC))
     before: list[str] = []
     previous: list[str] = []
     for clause in split_clauses(goal):
@@ -309,7 +333,7 @@ def _expression_steps(draft: _Draft, text: str) -> list[str]:
 
 
 def _time_steps(draft: _Draft, text: str) -> list[str]:
-    if not entities.has_time_context(text):
+    if not entities.has_time_context(text) or _is_date_arithmetic(text):
         return []
     tool, param = _tool_with_param(draft.tools, TIMEZONE_PARAMS, text)
     if tool is None or param is None:
@@ -439,6 +463,8 @@ def _value_for(draft: _Draft, tool: ToolSpec, name: str, text: str) -> Any:
         return _enum_value(schema, text, name in tool.required)
     if name in ("title", "subject", "name"):
         return _title(draft, text)
+    if name in ("start", "end", "since", "until", "duration_minutes", *OFFSET_PARAMS):
+        return _date_value(draft, tool, name, text)
     if name in TEXT_PARAMS:
         return _remainder(tool, _without_collection(tool, text))
     if name in ("city", "location"):
@@ -509,11 +535,61 @@ def _enum_value(schema: Mapping[str, Any], text: str, required: bool) -> Any:
 
 
 def _title(draft: _Draft, text: str) -> str:
+    named = _NAMED.search(text)
+    if named:
+        return named.group(1).strip()
     symbols = entities.tickers(draft.goal)
     if symbols:
         return "Report: " + ", ".join(symbols)
     cleaned = text.strip()
     return (cleaned[:1].upper() + cleaned[1:])[:80]
+
+
+_NAMED = re.compile(
+    r"\b(?:called|named|titled)\s+[\"']?(.+?)[\"']?"
+    r"(?=\s+(?:on|at|tomorrow|today|tonight|next|this|in|for|from|with)\b|[,.;]|$)",
+    re.IGNORECASE,
+)
+
+
+def _is_date_arithmetic(text: str) -> bool:
+    """A clause about dates to add or compare ("10 days after 2026-12-01", "days
+    between A and B"), not one that only asks what time it is."""
+    return bool(dates.offset(text)) or len(dates.iso_moments(text)) >= 2
+
+
+def _date_value(draft: _Draft, tool: ToolSpec, name: str, text: str) -> Any:
+    """Dates and amounts of time a clause names, in the form the tool's parameter takes:
+    a moment to create an event at, a range to list or read in, an offset to add, or the
+    two ends of a difference."""
+    if name == "duration_minutes":
+        return dates.duration_minutes(text)
+    if name in OFFSET_PARAMS:
+        return dates.offset(text).get(name)
+    if name in ("since", "until") or (name in ("start", "end") and _lists_a_range(tool)):
+        span = dates.date_range(text, draft.now)
+        return None if span is None else span[0 if name in ("since", "start") else 1]
+    written = dates.iso_moments(text)
+    if any(p in tool.properties for p in OFFSET_PARAMS):  # start + offset
+        return written[0] if written and name == "start" else None
+    if "end" in tool.required:  # the two ends of a difference
+        return _ends(written, text)[0 if name == "start" else 1]
+    return dates.moment(text, draft.now) if name == "start" else None
+
+
+def _lists_a_range(tool: ToolSpec) -> bool:
+    """A tool taking an optional start and end: a period to list, not a moment."""
+    return "start" not in tool.required and "end" in tool.properties
+
+
+def _ends(written: Sequence[str], text: str) -> tuple[str | None, str | None]:
+    """(start, end) of "between A and B", "until A" (from now), "since A" (to now)."""
+    if len(written) >= 2:
+        return written[0], written[1]
+    if len(written) == 1:
+        since = re.search(r"\b(since|from|after)\b", text, re.IGNORECASE)
+        return (written[0], "now") if since else ("now", written[0])
+    return None, None
 
 
 def _remainder(tool: ToolSpec, text: str) -> str:

@@ -14,6 +14,7 @@ import json
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from .catalog import ToolCatalog, ToolSpec
@@ -83,10 +84,16 @@ def plan_messages(
     goal: str,
     tools: ToolCatalog | Sequence[ToolSpec],
     history: Sequence[Any] = (),
+    now: datetime | None = None,
 ) -> list[Message]:
-    """Ask for a plan of `goal` over `tools`; `history` is earlier turns, most recent last."""
+    """Ask for a plan of `goal` over `tools`; `history` is earlier turns, most recent last.
+
+    `now` (default: the current UTC time, to the minute) lets the model turn "tomorrow
+    at 9am" or "the last 7 days" into dates.
+    """
     specs = tools.prompt_json if isinstance(tools, ToolCatalog) else [t.to_dict() for t in tools]
-    payload = {"goal": goal, "tools": list(specs), "history": list(history)}
+    moment = (now or datetime.now(UTC)).isoformat(timespec="minutes")
+    payload = {"goal": goal, "now": moment, "tools": list(specs), "history": list(history)}
     return task_messages(prompts, "plan", payload)
 
 

@@ -14,12 +14,9 @@ as in a plan. It must lie inside a workspace root either way.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -28,57 +25,20 @@ import trio
 from agents.tools.document_indexer import DEFAULT_COLLECTION, IndexProgress, progress_line
 from agents.tools.documents_agent import DocumentsAccess, DocumentsService
 from agents.tools.workspace import Workspace
-from events import EventStore, open_event_store
-from projections import DocumentsProjection, LmdbStateStore, ProjectionRunner
+from events import open_event_store
 
 from .agent_wiring import indexer_options, open_configured_embedder
 from .config import Config
 from .errors import InputError
+from .live_indexes import open_live_indexes
 from .render import Progress, dumps, table
 from .serve import store_options
-from .views import memory_options, projections_path
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 PLAIN_PROGRESS_EVERY_S = 2.0
 QUOTE_CHARS = 300
-
-
-@dataclass(frozen=True)
-class LiveDocuments:
-    """The documents projection running in this process, and its runner's wait."""
-
-    projection: DocumentsProjection
-    wait_for: Callable[[int], Awaitable[None]]
-
-
-@asynccontextmanager
-async def open_documents_projection(
-    config: Config, store: EventStore
-) -> AsyncIterator[LiveDocuments]:
-    """The `documents` projection caught up with the log and followed live until exit.
-
-    Its snapshot and checkpoint are saved on exit. A server running on the same data
-    dir saves its own: whichever commits second finds the checkpoint moved and reloads.
-    """
-    state = await trio.to_thread.run_sync(
-        functools.partial(LmdbStateStore.open, projections_path(config), sync=config.store.sync)
-    )
-    projection = DocumentsProjection(memory_options(config))
-    try:
-        runner = ProjectionRunner(
-            store.log, state, [projection], snapshot_every=config.performance.snapshot_every
-        )
-        async with trio.open_nursery() as nursery:
-            progress = Progress("catching up documents")
-            await nursery.start(functools.partial(runner.run, store, progress=progress.update))
-            progress.close()
-            yield LiveDocuments(projection, runner.wait_for)
-            nursery.cancel_scope.cancel()
-    finally:
-        projection.close()
-        state.close()
 
 
 def add_documents_parser(commands: SubParsers, common: argparse.ArgumentParser) -> None:
@@ -115,10 +75,10 @@ def documents_command(config: Config, args: argparse.Namespace, out: TextIO) -> 
 async def _run(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     async with (
         open_event_store(config.store.data_path, store_options(config)) as store,
-        open_documents_projection(config, store) as live,
+        open_live_indexes(config, store, memory=False) as live,
         open_configured_embedder(config) as embedder,
     ):
-        access = DocumentsAccess(embedder, live.projection, live.wait_for, indexer_options(config))
+        access = DocumentsAccess(embedder, live.documents, live.wait_for, indexer_options(config))
         workspace = Workspace.of(config.agents.workspace_paths)
         service = DocumentsService(access, store, workspace)
         command = args.documents_command

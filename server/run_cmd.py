@@ -1,9 +1,10 @@
 """`autoagent run "GOAL"` and `autoagent runs resume ID`: drive a run in this process.
 
 The run's events go to the data dir's log like any other; `--json` prints them with
-the answer, so a script can see exactly what happened. When the documents agent is
-enabled, the `documents` projection runs in this process too (caught up from its saved
-snapshot, followed live, saved on exit), so a goal can index and search documents.
+the answer, so a script can see exactly what happened. The `memory` and `documents`
+projections of the enabled agents run in this process too (caught up from their saved
+snapshots, followed live, saved on exit), so a goal can remember and recall, index
+and search.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from events import EventStore, open_event_store
 
 from .agent_wiring import open_orchestrator
 from .config import Config
-from .documents_cmd import LiveDocuments, open_documents_projection
+from .live_indexes import LiveIndexes, open_live_indexes
 from .render import dumps, record_as_dict
 from .serve import store_options
 
@@ -32,12 +33,13 @@ async def _run(
 ) -> tuple[RunResult, list[dict[str, Any]]]:
     async with (
         open_event_store(config.store.data_path, store_options(config)) as store,
-        _documents(config, store) as documents,
+        _indexes(config, store) as live,
         open_orchestrator(
             config,
             store,
-            documents_index=documents.projection if documents else None,
-            wait_for=documents.wait_for if documents else None,
+            memory_index=live.memory if live else None,
+            documents_index=live.documents if live else None,
+            wait_for=live.wait_for if live else None,
         ) as orchestrator,
     ):
         if goal is not None:
@@ -50,12 +52,14 @@ async def _run(
 
 
 @contextlib.asynccontextmanager
-async def _documents(config: Config, store: EventStore) -> AsyncIterator[LiveDocuments | None]:
-    """The live documents projection, when the documents agent is enabled."""
-    if "documents" not in config.agents.enabled:
+async def _indexes(config: Config, store: EventStore) -> AsyncIterator[LiveIndexes | None]:
+    """The live memory and documents projections, for the agents that are enabled."""
+    memory = "memory" in config.agents.enabled
+    documents = "documents" in config.agents.enabled
+    if not (memory or documents):
         yield None
         return
-    async with open_documents_projection(config, store) as live:
+    async with open_live_indexes(config, store, memory=memory, documents=documents) as live:
         yield live
 
 

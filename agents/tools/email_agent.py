@@ -72,7 +72,7 @@ READ = ToolSpec(
     description="Read the emails received in a time range from the mailbox, newest first.",
     parameters={"type": "object", "properties": dict(_RANGE), "required": []},
     idempotent=True,
-    keywords=("email", "emails", "inbox", "mail", "mailbox", "received", "unread"),
+    keywords=("email", "emails", "inbox", "mail", "mailbox", "received", "unread", "list"),
 )
 SEARCH = ToolSpec(
     agent="email",
