@@ -13,7 +13,6 @@ from .catalog import (
     projection_factories,
 )
 from .documents import (
-    CollectionModelMismatch,
     DocumentHit,
     DocumentPassage,
     DocumentsProjection,
@@ -23,6 +22,7 @@ from .documents import (
 )
 from .errors import (
     CheckpointMoved,
+    CollectionModelMismatch,
     EmbeddingModelMismatch,
     KeyStoreError,
     KeyStoreReadOnly,

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from events import EventLog, RecordedEvent
 
 from .base import SnapshottingProjection
-from .errors import ProjectionError
+from .errors import CollectionModelMismatch
 from .state_store import unpack
 from .vector_index import IndexOptions, Trainer, VectorIndex
 
@@ -39,19 +39,6 @@ CHUNK_BITS = 20
 CHUNK_MASK = (1 << CHUNK_BITS) - 1
 MAX_POSITION = 1 << (63 - CHUNK_BITS)
 STREAM_PREFIX = "docs-"
-
-
-class CollectionModelMismatch(ProjectionError):
-    """A query embedded with another model (or vector length) than the collection's."""
-
-    def __init__(self, collection: str, indexed: str, query: str) -> None:
-        self.collection = collection
-        self.indexed = indexed
-        self.query = query
-        super().__init__(
-            f"the documents of collection {collection!r} were embedded with {indexed!r}, "
-            f"the query with {query!r}; they cannot be compared"
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,8 @@ AutoagentError (events.errors)
       +-- KeyStoreError             a memory key could not be read, stored or destroyed
       |    +-- KeyStoreReadOnly     a write to a key store opened read-only
       +-- EmbeddingModelMismatch    a query embedded with another model than the memories
+      +-- CollectionModelMismatch   a query or document embedded with another model than
+      |                             the documents collection
       +-- SealBroken                a sealed value does not open with its key (altered, or
                                     sealed for another user, memory or field)
 """
@@ -76,5 +78,18 @@ class EmbeddingModelMismatch(ProjectionError):
         self.query = query
         super().__init__(
             f"the memories of user {user!r} were embedded with {indexed!r}, "
+            f"the query with {query!r}; they cannot be compared"
+        )
+
+
+class CollectionModelMismatch(ProjectionError):
+    """A query embedded with another model (or vector length) than the collection's."""
+
+    def __init__(self, collection: str, indexed: str, query: str) -> None:
+        self.collection = collection
+        self.indexed = indexed
+        self.query = query
+        super().__init__(
+            f"the documents of collection {collection!r} were embedded with {indexed!r}, "
             f"the query with {query!r}; they cannot be compared"
         )
