@@ -18,6 +18,7 @@ import trio
 from events import AutoagentError, StoreCorrupted
 
 from . import admin
+from .bench_cmd import add_bench_parser, bench_command
 from .config import Config, load_config, resolve_config_path
 from .documents_cmd import add_documents_parser, documents_command
 from .errors import InputError
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--session", metavar="ID")
     run.add_argument("--json", action="store_true")
     add_sim_parser(commands, common)
+    add_bench_parser(commands, common)
     add_documents_parser(commands, common)
     _add_events(commands, common)
     _add_inspection(commands, common)
@@ -135,6 +137,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         return command(config, args, out)
     if args.command == "documents":
         return documents_command(config, args, out)
+    if args.command == "bench":
+        return bench_command(args, config, out)
     if args.command == "sim":
         return run_sim(args, config, out)
     if args.command == "run":

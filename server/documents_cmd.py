@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
-from agents.tools.document_indexer import DEFAULT_COLLECTION, IndexProgress, progress_line
+from agents.tools.document_indexer import DEFAULT_COLLECTION, IndexProgress
 from agents.tools.documents_agent import DocumentsAccess, DocumentsService
 from agents.tools.workspace import Workspace
 from events import open_event_store
@@ -31,13 +30,13 @@ from .agent_wiring import indexer_options, open_configured_embedder
 from .config import Config
 from .errors import InputError
 from .live_indexes import open_live_indexes
-from .render import Progress, dumps, table
+from .progress import ProgressLine
+from .render import dumps, table
 from .serve import store_options
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
-PLAIN_PROGRESS_EVERY_S = 2.0
 QUOTE_CHARS = 300
 
 
@@ -83,12 +82,12 @@ async def _run(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         service = DocumentsService(access, store, workspace)
         command = args.documents_command
         if command == "index":
-            view = None if args.json else _ProgressView(sys.stderr)
+            line = None if args.json else ProgressLine("indexing files", sys.stderr)
             try:
-                return await service.index(_cli_path(args.path), args.collection, view)
+                return await service.index(_cli_path(args.path), args.collection, _shown(line))
             finally:
-                if view is not None:
-                    view.close()
+                if line is not None:
+                    line.close()
         if command == "search":
             return await service.search(args.query, args.k, args.collection)
         return await service.list(args.collection)
@@ -100,29 +99,13 @@ def _cli_path(given: str) -> str:
     return str(path.absolute()) if not path.is_absolute() and path.exists() else given
 
 
-class _ProgressView:
-    """Indexing progress on stderr: a bar on a terminal, periodic plain lines otherwise."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.bar = Progress("indexing", stream)
-        self._last_line = 0.0
-
-    def __call__(self, progress: IndexProgress) -> None:
-        if self.bar.enabled:
-            self.bar.update(progress.files_done, progress.files_total)
-            self.stream.write(f", {progress.chunks_embedded} chunks embedded")
-            self.stream.flush()
-            return
-        now = time.monotonic()
-        finished = progress.files_done == progress.files_total
-        if finished or now - self._last_line >= PLAIN_PROGRESS_EVERY_S:
-            self._last_line = now
-            self.stream.write(progress_line(progress) + "\n")
-            self.stream.flush()
-
-    def close(self) -> None:
-        self.bar.close()
+def _shown(line: ProgressLine | None) -> Callable[[IndexProgress], None] | None:
+    """The indexer's progress callback drawing on `line` (a bar, or plain lines)."""
+    if line is None:
+        return None
+    return lambda p: line.update(
+        p.files_done, p.files_total, f"({p.chunks_embedded} chunks embedded)"
+    )
 
 
 # --- plain output -----------------------------------------------------------------------

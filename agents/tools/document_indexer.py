@@ -411,11 +411,3 @@ def _is_under(path: str, target: str) -> bool:
     if target == ".":
         return not Path(path).is_absolute()
     return path == target or path.startswith(target.rstrip("/") + "/")
-
-
-def progress_line(progress: IndexProgress) -> str:
-    """One plain line about a pass in progress (for logs and non-terminal output)."""
-    return (
-        f"indexed {progress.files_done}/{progress.files_total} files, "
-        f"{progress.chunks_embedded} chunks embedded"
-    )

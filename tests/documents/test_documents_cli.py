@@ -100,7 +100,7 @@ async def test_search_and_list_print_what_was_indexed(
         code, listing = await cli("documents", "list")
     assert out.startswith("collection 'trips', docs: 3 indexed, 0 unchanged, 0 removed")
     assert "(3 chunks, 1 embedding request, " in out
-    assert progress.splitlines()[-1] == "indexed 3/3 files, 3 chunks embedded"
+    assert progress.splitlines()[-1] == "indexing files: 3/3 (3 chunks embedded)"
     passages = json.loads(found)["passages"]
     assert passages[0]["path"] == "docs/travel.html" and len(passages) == 2
     assert plain.startswith("1. trips:docs/travel.html @0 (score ")

@@ -11,7 +11,9 @@ endpoint, `realistic` latency x `--time-scale`), and for each N a fresh server
 (`python -m server serve --port 0 --data-dir <tmp>`, provider "openai" pointed at the
 simulator, LLM rate limits and `server.max_connections` raised for the load, the store
 durable as shipped: `sync = true`, unless `--no-sync`). Both print their address; this
-process parses it. The clients all live in this process (one Trio loop, trio-websocket).
+process parses it (`server.bench_processes`, shared with `autoagent bench`). The clients
+all live in this process (one Trio loop, trio-websocket; `server.bench_client` sends a
+goal and reads its run to the end).
 
 For each N:
 1. Idle: the server's RSS once it listens, before any client connects.
@@ -40,11 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import re
 import resource
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +55,10 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, connect_websocket_url
 
+from server import bench_processes
+from server.bench_client import GoalRejected, run_goal
+from server.bench_processes import ServiceProcess, child_env, http_get, port_of
+from server.bench_procfs import Sampler, cpu_s, own_cpu_s, peak_rss_mb
 from tests.performance._common import (
     RESULTS_DIR,
     Table,
@@ -66,7 +68,6 @@ from tests.performance._common import (
     write_json,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = RESULTS_DIR / "load_ws.json"
 GOALS = (
     "what is 17 * 23 + 4",
@@ -74,88 +75,28 @@ GOALS = (
     "what is 1024 / 8 + 3",
     "what is 99 * 3 - 18",
 )
-TERMINAL = ("RunCompleted", "RunFailed", "RunCancelled")
 TARGETS = {
     "held_1000_no_errors": "1,000 concurrent clients held with no errors",
     "p99_latency_100_ms": "p99 append-to-client latency < 100 ms at 100 clients",
     "idle_rss_mb": "idle server RSS < 150 MB",
 }
 CONNECT_PARALLEL = 50
-START_TIMEOUT_S = 90.0
-PAGE_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-# --- the server and simulator processes -------------------------------------------------
-
-
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def output(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGINT, then SIGKILL after `timeout`; the exit code (None if killed)."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGINT)
-            try:
-                return self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-                return None
-        return self.popen.returncode
-
-
-def spawn(name: str, argv: Sequence[str], env: dict[str, str], log: Path) -> Process:
-    with log.open("wb") as sink:
-        popen = subprocess.Popen(
-            [sys.executable, "-u", "-m", "server", *argv],
-            cwd=ROOT,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    return Process(name, popen, log)
-
-
-async def wait_for_line(process: Process, pattern: re.Pattern[str]) -> re.Match[str]:
-    with trio.fail_after(START_TIMEOUT_S):
-        while True:
-            found = pattern.search(process.output())
-            if found:
-                return found
-            if process.popen.poll() is not None:
-                raise RuntimeError(
-                    f"{process.name} exited with {process.popen.returncode} before it "
-                    f"listened:\n{process.output()[-2000:]}"
-                )
-            await trio.sleep(0.1)
+# --- the server and simulator processes (started by `server.bench_processes`) --------------
 
 
 def base_env(work: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOAGENT_")}
     workspace = work / "workspace"
     workspace.mkdir(parents=True, exist_ok=True)
-    env["AUTOAGENT_AGENTS__WORKSPACE_ROOTS"] = json.dumps([str(workspace)])
-    return env
+    return child_env({"AUTOAGENT_AGENTS__WORKSPACE_ROOTS": json.dumps([str(workspace)])})
 
 
-async def start_simulator(work: Path, profile: str, time_scale: float) -> tuple[Process, str]:
-    argv = ["sim", "--port", "0", "--latency-profile", profile, "--time-scale", str(time_scale)]
-    process = spawn("simulator", argv, base_env(work), work / "sim.log")
-    found = await wait_for_line(process, re.compile(r"at (http://[\d.]+:\d+/v1)"))
-    return process, found.group(1)
+async def start_simulator(
+    work: Path, profile: str, time_scale: float
+) -> tuple[ServiceProcess, str]:
+    argv = ["--latency-profile", profile, "--time-scale", str(time_scale)]
+    return await bench_processes.start_simulator(work, argv, base_env(work))
 
 
 def server_env(work: Path, sim_url: str, clients: int, sync: bool) -> dict[str, str]:
@@ -172,26 +113,12 @@ def server_env(work: Path, sim_url: str, clients: int, sync: bool) -> dict[str, 
     }
 
 
-async def start_server(work: Path, sim_url: str, clients: int, sync: bool) -> tuple[Process, int]:
-    data = work / f"data-{clients}"
-    argv = ["serve", "--port", "0", "--data-dir", str(data)]
-    process = spawn(
-        "server", argv, server_env(work, sim_url, clients, sync), work / f"serve-{clients}.log"
-    )
-    found = await wait_for_line(process, re.compile(r"listening on ws://[\d.]+:(\d+)"))
-    return process, int(found.group(1))
-
-
-async def http_get(port: int, path: str) -> str:
-    """The body of one plain HTTP GET on 127.0.0.1 (the server's and simulator's own)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        await stream.send_all(request.encode())
-        data = b""
-        while chunk := await stream.receive_some(65536):
-            data += chunk
-    return data.partition(b"\r\n\r\n")[2].decode(errors="replace")
+async def start_server(
+    work: Path, sim_url: str, clients: int, sync: bool
+) -> tuple[ServiceProcess, int]:
+    argv = ["--data-dir", str(work / f"data-{clients}")]
+    env = server_env(work, sim_url, clients, sync)
+    return await bench_processes.start_server(work, f"serve-{clients}", argv, env)
 
 
 async def server_metrics(port: int) -> dict[str, float]:
@@ -218,80 +145,9 @@ async def server_metrics(port: int) -> dict[str, float]:
 
 
 async def simulator_stats(url: str) -> dict[str, Any]:
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
-    stats = json.loads(await http_get(port, "/_sim/stats"))
+    stats = json.loads(await http_get(port_of(url), "/_sim/stats"))
     keep = ("requests", "by_purpose", "by_status", "max_in_flight", "connections_open")
     return {k: stats[k] for k in keep if k in stats}
-
-
-# --- /proc sampling ----------------------------------------------------------------------
-
-
-def proc_status_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def proc_cpu_s(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / PAGE_TICKS  # utime, stime
-
-
-def proc_schedstat_s(pid: int) -> tuple[float, float]:
-    """The main (Trio) thread's seconds on a CPU and seconds runnable but waiting for one."""
-    on_cpu, waiting, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
-    return int(on_cpu) / 1e9, int(waiting) / 1e9
-
-
-def own_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-@dataclass
-class Sampler:
-    pid: int
-    # time, RSS MB, process CPU s, main thread on-CPU s, main thread runqueue wait s
-    samples: list[tuple[float, float, float, float, float]] = field(default_factory=list)
-
-    def sample(self) -> tuple[float, float, float, float, float]:
-        row = (
-            time.monotonic(),
-            proc_status_kb(self.pid, "VmRSS") / 1024,
-            proc_cpu_s(self.pid),
-            *proc_schedstat_s(self.pid),
-        )
-        self.samples.append(row)
-        return row
-
-    async def run(self, every: float = 0.5) -> None:
-        while True:
-            with contextlib.suppress(OSError, ValueError):
-                self.sample()
-            await trio.sleep(every)
-
-    def cpu_percent(self, start: float, end: float) -> float:
-        window = [s for s in self.samples if start <= s[0] <= end]
-        if len(window) < 2:
-            return float("nan")
-        return 100 * (window[-1][2] - window[0][2]) / (window[-1][0] - window[0][0])
-
-    def main_thread_percent(self, start: float, end: float) -> tuple[float, float]:
-        """The Trio thread's share of wall time on a CPU, and runnable but not running."""
-        window = [s for s in self.samples if start <= s[0] <= end]
-        if len(window) < 2:
-            return float("nan"), float("nan")
-        wall = window[-1][0] - window[0][0]
-        return (
-            100 * (window[-1][3] - window[0][3]) / wall,
-            100 * (window[-1][4] - window[0][4]) / wall,
-        )
-
-    def rss_max(self) -> float:
-        return max((s[1] for s in self.samples), default=float("nan"))
 
 
 # --- clients ---------------------------------------------------------------------------------
@@ -362,40 +218,28 @@ async def drive(index: int, ws: Any, phase: Phase, stats: LoadStats) -> bool:
     """Goals one after another until the load window ends; False after any error."""
     session: str | None = None
     number = 0
+
+    def on_frame(frame: dict[str, Any], received_ns: int) -> None:
+        if frame.get("type") == "event":
+            stats.latencies_ms.append((received_ns - frame["ts"]) / 1e6)
+
     while trio.current_time() < phase.stop_sending_at:
         number += 1
-        request: dict[str, Any] = {
-            "type": "message",
-            "id": number,
-            "text": GOALS[(index + number) % len(GOALS)],
-        }
-        if session:
-            request["session_id"] = session
-        started = trio.current_time()
-        await ws.send_message(json.dumps(request))
+        goal = GOALS[(index + number) % len(GOALS)]
         stats.sent += 1
-        run_id = None
-        with trio.move_on_at(phase.drain_until) as scope:
-            while True:
-                message = await ws.get_message()
-                received_ns = time.time_ns()
-                frame = json.loads(message)
-                kind = frame.get("type")
-                if kind == "event":
-                    stats.latencies_ms.append((received_ns - frame["ts"]) / 1e6)
-                    if frame["event_type"] in TERMINAL and frame["stream"] == f"run-{run_id}":
-                        stats.outcomes[frame["event_type"]] += 1
-                        stats.run_s.append(trio.current_time() - started)
-                        stats.completed_at.append(trio.current_time())
-                        break
-                elif kind == "accepted":
-                    session, run_id = frame["session_id"], frame["run_id"]
-                elif kind == "error":
-                    stats.error(f"error:{frame.get('code')}", json.dumps(frame))
-                    return False
-        if scope.cancelled_caught:
-            stats.unfinished += 1
-            return True
+        with trio.move_on_at(phase.drain_until):
+            try:
+                run = await run_goal(ws, goal, number, session, on_frame=on_frame)
+            except GoalRejected as exc:
+                stats.error(f"error:{exc.code}", exc.detail)
+                return False
+            session = run.session_id
+            stats.outcomes[str(run.outcome)] += 1
+            stats.run_s.append(run.seconds)
+            stats.completed_at.append(trio.current_time())
+            continue
+        stats.unfinished += 1
+        return True
     return True
 
 
@@ -498,7 +342,7 @@ async def load(
 
 
 async def measure(
-    work: Path, sim: Process, sim_url: str, clients: int, args: argparse.Namespace
+    work: Path, sim: ServiceProcess, sim_url: str, clients: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     started = time.monotonic()
     server, port = await start_server(work, sim_url, clients, not args.no_sync)
@@ -507,14 +351,14 @@ async def measure(
         await trio.sleep(1.0)  # settle: projections caught up, nothing in flight
         sampler = Sampler(server.pid)
         idle_rss = sampler.sample()[1]
-        cpu_before = proc_cpu_s(server.pid)
+        cpu_before = cpu_s(server.pid)
         url = f"ws://127.0.0.1:{port}/"
         sim_before = await simulator_stats(sim_url)
-        others_before = proc_cpu_s(sim.pid), own_cpu_s(), time.monotonic()
+        others_before = cpu_s(sim.pid), own_cpu_s(), time.monotonic()
         result = await load(url, clients, args.load_s, args.drain_s, sampler)
         wall = time.monotonic() - others_before[2]
         result["other_processes_cpu_percent_whole_test"] = {
-            "simulator": 100 * (proc_cpu_s(sim.pid) - others_before[0]) / wall,
+            "simulator": 100 * (cpu_s(sim.pid) - others_before[0]) / wall,
             "load_clients": 100 * (own_cpu_s() - others_before[1]) / wall,
             "machine_loadavg": load_average(),
         }
@@ -522,14 +366,14 @@ async def measure(
         result["simulator_end"] = await simulator_stats(sim_url)
         result["simulator_start_requests"] = sim_before.get("requests")
         result["server"]["idle_rss_mb"] = idle_rss
-        result["server"]["peak_rss_mb"] = proc_status_kb(server.pid, "VmHWM") / 1024
-        cpu_s = proc_cpu_s(server.pid) - cpu_before
-        result["server"]["cpu_s_total_during_test"] = cpu_s
+        result["server"]["peak_rss_mb"] = peak_rss_mb(server.pid)
+        spent = cpu_s(server.pid) - cpu_before
+        result["server"]["cpu_s_total_during_test"] = spent
         finished = sum(result["runs"].values())
-        result["server"]["cpu_ms_per_finished_run"] = 1000 * cpu_s / finished if finished else None
+        result["server"]["cpu_ms_per_finished_run"] = 1000 * spent / finished if finished else None
     finally:
         stopping = time.monotonic()
-        code = await trio.to_thread.run_sync(server.stop)
+        code = await server.aclose()
     result["server"]["exit_code"] = code
     result["server_log_tail"] = server.output()[-1500:].splitlines()
     result["timings_s"] |= {
@@ -562,7 +406,7 @@ async def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             results.append(await measure(work, sim, sim_url, clients, args))
             print_run(results[-1])
     finally:
-        await trio.to_thread.run_sync(sim.stop)
+        await sim.aclose()
     return {"simulator_url": sim_url, "results": results}
 
 
