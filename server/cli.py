@@ -169,6 +169,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return _dispatch(args, out or sys.stdout)
     except (KeyboardInterrupt, BrokenPipeError):
         return EXIT_OK
+    except BaseExceptionGroup as group:  # from inside a Trio nursery
+        _, rest = group.split((KeyboardInterrupt, BrokenPipeError))
+        if rest is None:
+            return EXIT_OK
+        if not isinstance(rest, Exception):
+            raise
+        return _report_error(_unwrap(rest))
     except Exception as exc:
         return _report_error(_unwrap(exc))
 

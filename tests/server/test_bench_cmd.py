@@ -12,6 +12,7 @@ import json
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -434,3 +435,45 @@ def _check_phase(details: dict[str, Any], rows: list[dict[str, Any]], phase: str
     gaps = details["client_minus_server_s"]  # every run's RunRequested and end were seen
     assert None not in (gaps["send_to_run_requested_mean"], gaps["terminal_event_to_client_mean"])
     assert math.isfinite(requests["wall_s"])
+
+
+def test_ctrl_c_stops_the_bench_its_children_and_its_files(tmp_path: Path) -> None:
+    argv = ["--requests", "500", "--concurrency", "2", "--time-scale", "0.05"]
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "server", "bench", *argv, "--data-dir", str(tmp_path)],
+        cwd=ROOT,
+        env=_bench_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A child of a non-interactive shell may inherit SIGINT ignored; a terminal's
+        # Ctrl-C never is.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert bench.stderr is not None
+    try:
+        for line in bench.stderr:  # wait until the baseline server is answering
+            if "bench: baseline requests:" in line:
+                break
+        children = _children_of(bench.pid)
+        assert children  # the simulator and the baseline server
+        bench.send_signal(signal.SIGINT)
+        _, rest = bench.communicate(timeout=60)
+    finally:
+        bench.kill()
+    assert bench.returncode == 0, rest[-2000:]
+    assert "Traceback" not in rest
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    assert not list(tmp_path.iterdir())
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines())
+        except (OSError, ValueError):
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(status.parent.name))
+    return found
