@@ -287,6 +287,17 @@ def _plan_clause(draft: _Draft, clause: Clause, before: Sequence[str]) -> list[s
     added = _entity_steps(draft, clause.text)
     used = {(s["agent"], s["action"]) for s in draft.steps if s["id"] in added}
     tool = _best_tool(draft.tools, clause.text, exclude=used)
+    if tool is not None and not added and not _fillable(draft, tool, clause.text, bool(before)):
+        # An equally worded tool may fit better ("write X to notes.txt": a file, not mail).
+        best = keyword_score(tool, clause.text)
+        ranked = _ranked_tools(draft.tools, clause.text, used)
+        fits = [
+            t
+            for t in ranked
+            if keyword_score(t, clause.text) == best
+            and _fillable(draft, t, clause.text, bool(before))
+        ]
+        tool = fits[0] if fits else tool
     if tool is not None and _input_param(tool) is not None:
         sources = added or list(before)
         added.append(_add_consumer(draft, tool, clause.text, sources))
@@ -310,6 +321,8 @@ def _ticker_steps(draft: _Draft, text: str) -> list[str]:
         return []
     if not (finance or entities.has_finance_context(draft.goal)):
         return []
+    if len(symbols) > 1 and re.search(r"\b(prices|quotes)\b", text, re.IGNORECASE):
+        tool, param = _array_symbol_tool(draft.tools, text) or (tool, param)
     if _param_type(tool, param) == "array":
         why = f"{', '.join(symbols)} are ticker symbols; {tool.name} looks them up at once."
         return [draft.add(tool, _fill(draft, tool, text, {param: symbols}), [], why)]
@@ -317,6 +330,14 @@ def _ticker_steps(draft: _Draft, text: str) -> list[str]:
         draft.add(tool, _fill(draft, tool, text, {param: symbol}), [], _why_ticker(symbol, tool))
         for symbol in symbols
     ]
+
+
+def _array_symbol_tool(tools: Sequence[ToolSpec], text: str) -> tuple[ToolSpec, str] | None:
+    """The batch form of a lookup ("the stock prices of A and B"): one call for all."""
+    candidates = [(t, p) for t in tools for p in SYMBOL_PARAMS if _param_type(t, p) == "array"]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: (keyword_score(c[0], text), _tie_break(c[0].name)))
 
 
 def _why_ticker(symbol: str, tool: ToolSpec) -> str:
@@ -404,12 +425,28 @@ def keyword_score(tool: ToolSpec, text: str) -> int:
 def _best_tool(
     tools: Sequence[ToolSpec], text: str, exclude: Collection[tuple[str, str]] = ()
 ) -> ToolSpec | None:
+    ranked = _ranked_tools(tools, text, exclude)
+    return ranked[0] if ranked else None
+
+
+def _ranked_tools(
+    tools: Sequence[ToolSpec], text: str, exclude: Collection[tuple[str, str]] = ()
+) -> list[ToolSpec]:
+    """Tools matching the text well enough, best first (ties: alphabetical)."""
     allowed = [t for t in tools if (t.agent, t.action) not in exclude]
     scored = [(keyword_score(t, text), t.name, t) for t in allowed]
     scored = [entry for entry in scored if entry[0] >= MIN_KEYWORD_SCORE]
-    if not scored:
-        return None
-    return max(scored, key=lambda entry: (entry[0], _tie_break(entry[1])))[2]
+    scored.sort(key=lambda entry: (entry[0], _tie_break(entry[1])), reverse=True)
+    return [entry[2] for entry in scored]
+
+
+def _fillable(draft: _Draft, tool: ToolSpec, text: str, has_sources: bool) -> bool:
+    """Whether the clause gives every required parameter (an input one may come from
+    earlier steps)."""
+    given = _input_param(tool) if has_sources else None
+    return all(
+        name == given or _value_for(draft, tool, name, text) is not None for name in tool.required
+    )
 
 
 def _tie_break(name: str) -> str:
@@ -478,6 +515,10 @@ def _pattern_value(name: str, text: str) -> Any:
         ("to", "recipient", "email", "address"): r"[\w.+-]+@[\w-]+\.[\w.]+",
         ("path", "file", "filename"): r"[\w./-]+\.\w{1,5}\b",
         ("collection",): r"\bcollection\s+(?:named\s+|called\s+)?[\"']?([A-Za-z0-9][\w.-]*)",
+        ("memory_id",): r"\b[0-9a-f]{32}\b",
+        ("user",): r"\buser\s+[\"']?([\w.@-]+)",
+        ("content",): r"^\s*(?:write|save|put|append)\s+(?:the\s+text\s+)?[\"']?(.+?)[\"']?"
+        r"\s+(?:to|into|in)\s+(?:the\s+file\s+)?[\w./-]+\.\w{1,5}\b",
     }
     for names, pattern in patterns.items():
         if name in names:
