@@ -26,7 +26,7 @@ MAX_RUNS_TRACKED = 100_000
 
 class MetricsProjection(SnapshottingProjection):
     name = "metrics"
-    version = 2
+    version = 3  # 3: 2 % histogram buckets
 
     def __init__(self) -> None:
         super().__init__()

@@ -97,7 +97,7 @@ def test_nearest_rank_refuses_a_percentile_outside_0_100(q: float) -> None:
 
 def test_nearest_rank_matches_the_metrics_histogram_within_its_bucket() -> None:
     # The server's witness reads percentiles from the metrics projection's histogram
-    # (5 % buckets, upper bound reported): the same statistic, up to one bucket.
+    # (2 % buckets, upper bound reported): the same statistic, up to one bucket.
     rng = random.Random(7)
     values = [rng.lognormvariate(1.0, 0.5) for _ in range(500)]
     histogram = LatencyHistogram()
@@ -106,7 +106,7 @@ def test_nearest_rank_matches_the_metrics_histogram_within_its_bucket() -> None:
     for q in (50, 95, 99):
         exact = nearest_rank(values, q)
         assert exact is not None
-        assert exact <= histogram.percentile(q) <= exact * 1.05
+        assert exact <= histogram.percentile(q) <= exact * 1.02
 
 
 def test_ratio_is_optimized_over_baseline() -> None:
