@@ -44,7 +44,7 @@ _TIME_12H = re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*([ap])\.?m\.?(?![a-z])", re.
 _TIME_24H = re.compile(r"\b(?:at\s+)?([01]?\d|2[0-3]):([0-5]\d)\b(?!:\d)")
 _IN = re.compile(rf"\bin\s+{_NUMBER}\s+{_UNIT}\b", re.IGNORECASE)
 _OFFSET = re.compile(
-    rf"(?:\b(plus|minus|add|subtract)\s+)?{_NUMBER}\s+{_UNIT}\b"
+    rf"(?:\b(plus|minus|add|subtract)\s+)?\b{_NUMBER}\s+{_UNIT}\b"
     r"(?:\s+(after|later|from|before|ago|earlier|prior))?",
     re.IGNORECASE,
 )
@@ -68,6 +68,8 @@ def moment(text: str, now: datetime) -> str | None:
     relative = _in_amount(text, now)
     if relative is not None and not written:
         return relative.isoformat(timespec="minutes")
+    if written and _written_day(written[0]) is None:
+        return None  # looks like a date but is none (2026-02-30): no guessing
     day = _written_day(written[0]) if written else _day(text, now.date())
     at = time_of_day(text)
     if day is None and at is None:

@@ -127,9 +127,12 @@ def _verify_batch_document(document: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _answer_document(document: Mapping[str, Any]) -> dict[str, Any]:
-    reply = answer(str(document.get("goal", "")), document.get("results") or ())
+    results = document.get("results") or ()
+    reply = answer(str(document.get("goal", "")), results)
     if document.get("verify"):
-        reply["verdicts"] = _verify_batch_document({"items": document["verify"]})["verdicts"]
+        by_id = {r.get("id"): r for r in results if isinstance(r, Mapping)}
+        items = [by_id.get(v.get("id"), {}) for v in document["verify"] if isinstance(v, Mapping)]
+        reply["verdicts"] = [verify(item, item.get("result")) for item in items]
     return reply
 
 
@@ -522,7 +525,7 @@ def _pattern_value(name: str, text: str) -> Any:
     }
     for names, pattern in patterns.items():
         if name in names:
-            match = re.search(pattern, text)
+            match = re.search(pattern, text, re.IGNORECASE)
             if match:
                 return match.group(match.lastindex or 0).rstrip(".,")
             return _folder(text) if name == "path" else None

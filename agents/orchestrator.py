@@ -279,6 +279,7 @@ class Orchestrator:
                 await self._reverify(state, plan, executor.outcomes, verifier)
             await verifier.drain()
         if failure:
+            await verifier.record_folded(verifier.unverified, {})
             return await self._fail(state, failure[0])
         if retry:
             return await self._repair_streamed(state, catalog, retry[0])
@@ -420,6 +421,7 @@ class Orchestrator:
         try:
             reply = await self._answer(state, plan, outcomes, held)
         except LLMError as exc:
+            await verifier.record_folded(held, {})  # no verdicts: a call of their own
             return await self._fail(state, f"could not compose the answer: {exc}")
         if held:
             await verifier.record_folded(held, reply)
@@ -436,7 +438,7 @@ class Orchestrator:
         held: Sequence[tuple[PlanStep, Any]],
     ) -> Mapping[str, Any]:
         results = [_result_entry(step, outcomes[step.id]) for step in plan.steps]
-        verify = [{"step": step.to_data(), "result": result} for step, result in held]
+        verify = [{"id": step.id} for step, _ in held]  # their results are in `results`
         messages = answer_messages(self.prompts, state.goal, results, verify)
         reply = await self.provider.chat_json(messages, purpose="answer", run_id=state.run_id)
         return reply.data

@@ -65,6 +65,7 @@ class SimulatorOptions:
     time_scale: float = 1.0
     fault_rate: float = 0.0
     faults: tuple[str, ...] = FAULT_KINDS
+    fault_purposes: tuple[str, ...] = ()  # calls that may fail (plan, answer, embed...); () = all
     seed: int | None = None
     rpm_limit: int | None = None
     tpm_limit: int | None = None
@@ -237,7 +238,7 @@ class Simulator:
         self._by_purpose[purpose] += 1
         prompt_tokens = estimate_prompt_tokens(messages)
         headers = self._admit(prompt_tokens)
-        fault = await self._inject_fault(headers)
+        fault = await self._inject_fault(headers, purpose)
         json_mode = _response_format(body) in ("json_object", "json_schema")
         text = offline_model.complete(messages, json_mode=json_mode)
         usage = self._charge(prompt_tokens, estimate_tokens(text))
@@ -278,7 +279,7 @@ class Simulator:
         self._by_purpose[purpose] += 1
         tokens = sum(estimate_tokens(text) for text in inputs)
         headers = self._admit(tokens)
-        fault = await self._inject_fault(headers)
+        fault = await self._inject_fault(headers, purpose)
         usage = self._charge(tokens, 0)
         await trio.sleep(self._latency(purpose))
         data = [_embedding(i, hash_embedding(t, dim), encoding) for i, t in enumerate(inputs)]
@@ -348,9 +349,13 @@ class Simulator:
         self._completion_tokens += completion_tokens
         return prompt_tokens, completion_tokens
 
-    async def _inject_fault(self, headers: tuple[tuple[str, str], ...]) -> str | None:
+    async def _inject_fault(self, headers: tuple[tuple[str, str], ...], purpose: str) -> str | None:
         """Maybe misbehave: answer 429 or 500 now, stall, or mark the body for corruption."""
-        if self.options.fault_rate <= 0 or self._rng.random() >= self.options.fault_rate:
+        purposes = self.options.fault_purposes
+        if self.options.fault_rate <= 0 or (purposes and purpose not in purposes):
+            await trio.lowlevel.checkpoint()
+            return None
+        if self._rng.random() >= self.options.fault_rate:
             return None
         fault = self._rng.choice(self.options.faults)
         self._faults[fault] += 1

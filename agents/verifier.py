@@ -5,7 +5,7 @@ in its own call. With batching, a completed step is held until the run's steps h
 finished (`drain()`) or for `hold_s`, whichever comes first: steps held past `hold_s`
 (a long run) are verified in the background, together with every step completed
 meanwhile; those still held at the end are handed to the run's answer call, which
-verifies them while it writes the answer (`fold_into_answer`). A chain or a fan of
+verifies them while it writes the answer (`record_folded`). A chain or a fan of
 steps then costs no verification call of its own, and the critical path loses one
 model round trip: the last verification happened after the last step either way.
 Dependents never wait for a verification (unless `verify_before_dependents`, which
@@ -114,11 +114,16 @@ class Verifier:
     ) -> None:
         """Record the verdicts an answer call gave for `batch`; verify in a call of its
         own when the reply has no usable verdict per step."""
+        if not batch:
+            await trio.lowlevel.checkpoint()
+            return
         verdicts = folded_verdicts(reply, len(batch))
         if verdicts is None:
             await self._verify(batch)
         else:
             await self._record(batch, verdicts)
+        held = {step.id for step, _ in batch}
+        self._held = [(step, result) for step, result in self._held if step.id not in held]
 
     async def _verify(self, batch: Sequence[tuple[PlanStep, Any]]) -> None:
         await self._record(batch, await self._ask(batch))

@@ -38,7 +38,6 @@ from .vector_index import IndexOptions, Trainer, VectorIndex
 CHUNK_BITS = 20
 CHUNK_MASK = (1 << CHUNK_BITS) - 1
 MAX_POSITION = 1 << (63 - CHUNK_BITS)
-STREAM_PREFIX = "docs-"
 
 
 @dataclass(frozen=True, slots=True)

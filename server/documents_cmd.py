@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import trio
 
 from agents.tools.document_indexer import DEFAULT_COLLECTION, IndexProgress
-from agents.tools.documents_agent import DocumentsAccess, DocumentsService
+from agents.tools.documents_agent import DEFAULT_K, MAX_K, DocumentsAccess, DocumentsService
 from agents.tools.workspace import Workspace
 from events import open_event_store
 
@@ -51,7 +51,9 @@ def add_documents_parser(commands: SubParsers, common: argparse.ArgumentParser) 
     index.add_argument("--json", action="store_true")
     search = sub.add_parser("search", parents=[common], help="passages closest to a query")
     search.add_argument("query")
-    search.add_argument("--k", type=int, default=5, metavar="N", help="passages (1-50)")
+    search.add_argument(
+        "--k", type=int, default=DEFAULT_K, metavar="N", help=f"passages (1-{MAX_K})"
+    )
     search.add_argument("--collection", metavar="C", help="one collection (default: all)")
     search.add_argument("--json", action="store_true")
     listing = sub.add_parser("list", parents=[common], help="the indexed documents")
@@ -61,8 +63,8 @@ def add_documents_parser(commands: SubParsers, common: argparse.ArgumentParser) 
 
 def documents_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     """Run one `documents` subcommand; errors propagate to the CLI's error boundary."""
-    if args.documents_command == "search" and not 1 <= args.k <= 50:
-        raise InputError(f"--k {args.k} is not between 1 and 50")
+    if args.documents_command == "search" and not 1 <= args.k <= MAX_K:
+        raise InputError(f"--k {args.k} is not between 1 and {MAX_K}")
     result: dict[str, Any] = trio.run(_run, config, args)
     if args.json:
         out.write(dumps(result, indent=2) + "\n")

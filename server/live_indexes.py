@@ -46,25 +46,28 @@ async def open_live_indexes(
     config: Config, store: EventStore, *, memory: bool = True, documents: bool = True
 ) -> AsyncIterator[LiveIndexes]:
     """The chosen projections caught up with the log and followed live until exit."""
-    state = await trio.to_thread.run_sync(
-        functools.partial(LmdbStateStore.open, projections_path(config), sync=config.store.sync)
-    )
     options = memory_options(config)
     memories = MemoryProjection(memory_keys(config), options) if memory else None
     docs = DocumentsProjection(options) if documents else None
     chosen: list[Projection] = [p for p in (memories, docs) if p is not None]
     try:
-        runner = ProjectionRunner(
-            store.log, state, chosen, snapshot_every=config.performance.snapshot_every
+        state = await trio.to_thread.run_sync(
+            functools.partial(LmdbStateStore.open, projections_path(config), sync=config.store.sync)
         )
-        async with trio.open_nursery() as nursery:
-            progress = Progress("catching up " + ", ".join(p.name for p in chosen))
-            await nursery.start(functools.partial(runner.run, store, progress=progress.update))
-            progress.close()
-            yield LiveIndexes(memories, docs, runner.wait_for)
-            nursery.cancel_scope.cancel()
+        try:
+            runner = ProjectionRunner(
+                store.log, state, chosen, snapshot_every=config.performance.snapshot_every
+            )
+            async with trio.open_nursery() as nursery:
+                progress = Progress("catching up " + ", ".join(p.name for p in chosen))
+                await nursery.start(functools.partial(runner.run, store, progress=progress.update))
+                progress.close()
+                yield LiveIndexes(memories, docs, runner.wait_for)
+                nursery.cancel_scope.cancel()
+        finally:
+            state.close()
     finally:
-        for projection in (memories, docs):
-            if projection is not None:
-                projection.close()
-        state.close()
+        with trio.CancelScope(shield=True):  # closing waits for a FAISS training thread
+            for projection in (memories, docs):
+                if projection is not None:
+                    await trio.to_thread.run_sync(projection.close)

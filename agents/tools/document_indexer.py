@@ -282,7 +282,7 @@ class DocumentIndexer:
             if sum(len(c.chunks) for c in pending) >= self.options.embed_batch:
                 await self._embed_and_append(pending, report)
                 pending = []
-            if progress is not None:
+            if progress is not None and (done < len(files) or not pending):
                 progress(IndexProgress(done, len(files), report.chunks))
         if pending:
             await self._embed_and_append(pending, report)

@@ -29,6 +29,7 @@ NOW = datetime(2026, 11, 27, 15, 40, tzinfo=UTC)
         ("meeting at 10pm", "2026-11-27T22:00+00:00"),
         ("nothing about when", None),
         ("on 2026-13-45", None),
+        ("on 2026-02-30 at 9am", None),
         ("17 * 23 + 4", None),
     ],
 )
@@ -90,6 +91,7 @@ def test_month_ranges_cross_the_year() -> None:
         ("plus 1 week and 2 days", {"weeks": 1.0, "days": 2.0}),
         ("minus 90 minutes", {"minutes": -90.0}),
         ("what time is it", {}),
+        ("pizza day and extra hours", {}),
     ],
 )
 def test_offset_is_signed_per_unit(text: str, expected: dict[str, float]) -> None:

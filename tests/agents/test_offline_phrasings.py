@@ -69,13 +69,14 @@ def test_the_phrasing_plans_the_tool_with_its_required_parameters(tool: str, goa
             {"path": "notes.txt", "content": "hello world"},
         ),
         ("forget everything about user bob", {"user": "bob"}),
+        ("Write hello world to Notes.txt", {"path": "Notes.txt", "content": "hello world"}),
         ("get the stock prices of NVDA and AAPL", {"symbols": ["NVDA", "AAPL"]}),
         (
             "forget the memory 5aecbf2bd89645929f1549eb4f123dc2",
             {"memory_id": "5aecbf2bd89645929f1549eb4f123dc2"},
         ),
     ],
-    ids=["file-content", "user", "batch-symbols", "memory-id"],
+    ids=["file-content", "user", "capitalised", "batch-symbols", "memory-id"],
 )
 def test_values_read_from_the_phrasing(goal: str, expected: dict[str, Any]) -> None:
     (step,) = steps_of(goal)

@@ -3,8 +3,8 @@ completed steps are held (for at most `hold_s`) and verified by the answer call
 itself, and every verification comes before the run's terminal event.
 
 The model is the simulator behind the real openai SDK, with its realistic latency
-profile scaled down: a verification takes tens of milliseconds, long enough for
-later steps to start meanwhile, which the event positions show.
+profile scaled down (a model call takes tens of milliseconds); event positions show
+the order of what happened.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def verified_steps(records: list[RecordedEvent]) -> list[str]:
     return [r.data["step_id"] for r in records if r.type == "VerificationCompleted"]
 
 
-async def test_dependent_step_starts_before_the_previous_verification_finishes(
+async def test_dependents_never_wait_for_a_verification(
     nursery: trio.Nursery, store: EventStore, registry: AgentRegistry
 ) -> None:
     records, _ = await run_plan(nursery, store, registry, CHAIN)
@@ -70,7 +70,7 @@ async def test_dependent_step_starts_before_the_previous_verification_finishes(
     assert first(records, "StepStarted", "s3") < first(records, "VerificationCompleted", "s2")
 
 
-async def test_answer_waits_for_every_verification(
+async def test_every_verification_comes_before_the_terminal_event(
     nursery: trio.Nursery, store: EventStore, registry: AgentRegistry
 ) -> None:
     steps = [*CHAIN, step("broken", "fail", message="no")]
@@ -100,7 +100,7 @@ FAN = [sleep_step(f"f{i}", 0.01 * i) for i in range(4)]
 @pytest.mark.parametrize(
     ("batching", "fewest", "most"), [(True, 0, 0), (False, 4, 4)], ids=["batched", "one-by-one"]
 )
-async def test_pending_verifications_are_sent_in_one_call_when_batching(
+async def test_verification_calls_folded_into_the_answer_or_one_per_step(
     batching: bool,
     fewest: int,
     most: int,
@@ -157,8 +157,31 @@ async def test_steps_still_held_when_drained_are_left_for_the_answer(
             await inner.start(verifier.run)
             await verifier.submit(step_one, {"slept": 0})
             await verifier.drain()
-        await verifier.record_folded(verifier.unverified, {"answer": "no verdicts here"})
+        held = verifier.unverified
+        await verifier.record_folded(held, {"answer": "no verdicts here"})
     await provider.aclose()
-    assert verifier.unverified == [(step_one, {"slept": 0})]
+    assert held == [(step_one, {"slept": 0})] and verifier.unverified == []
     # The reply had no verdicts, so the step was verified in a call of its own.
     assert "one" in verifier.verdicts and simulator.statistics().by_purpose["verify"] == 1
+
+
+async def test_held_steps_are_verified_when_the_answer_call_fails(
+    nursery: trio.Nursery, store: EventStore, registry: AgentRegistry
+) -> None:
+    simulator, url = await start_simulator(
+        nursery, fault_rate=1.0, faults=("500",), fault_purposes=("answer",)
+    )
+    provider = sim_provider(url, store, max_retries=1)
+    orchestrator = make_orchestrator(store, registry, provider)
+    run_id = await submit_plan(store, CHAIN)
+    with trio.fail_after(TIMEOUT_S):
+        result = await orchestrator.execute(run_id)
+    await provider.aclose()
+    assert result.status == "failed" and "could not compose the answer" in str(result.reason)
+    records = await run_events(store, run_id)
+    assert sorted(verified_steps(records)) == ["s1", "s2", "s3"]
+    assert max(first(records, "VerificationCompleted", s) for s in ("s1", "s2", "s3")) < first(
+        records, "RunFailed"
+    )
+    purposes = simulator.statistics().by_purpose
+    assert purposes["verify"] == 1 and simulator.statistics().faults == {"500": purposes["answer"]}
