@@ -236,8 +236,10 @@ async def _measure_phase(
     endpoints = services.endpoints
     settings = phase_settings(base, phase == "optimized", paths, endpoints, options.concurrency)
     write_phase_config(settings, paths)
-    if options.documents:
-        write_documents(paths.workspace, options.documents, options.seed)
+    if options.documents:  # file writes off the loop: the bench's own services run on it
+        await trio.to_thread.run_sync(
+            write_documents, paths.workspace, options.documents, options.seed
+        )
     err.write(f"bench: {phase} server starting ({paths.config_file.name} in {paths.root})\n")
     argv = ["--config", str(paths.config_file)]
     env = child_env({SIM_KEY_ENV: SIM_KEY})
@@ -249,7 +251,9 @@ async def _measure_phase(
     measurement.exit_code = code
     measurement.features = dict(settings["features"])
     run_id = measurement.indexing.run_id if measurement.indexing else None
-    measurement.log = read_figures(paths.data, run_id, measurement.index_step)
+    measurement.log = await trio.to_thread.run_sync(
+        read_figures, paths.data, run_id, measurement.index_step
+    )
     return measurement
 
 
