@@ -154,7 +154,8 @@ async def test_simulator_rate_limit_is_survived_and_counted(
     with trio.fail_after(TIMEOUT_S):
         simulator, url = await start_simulator(nursery, rpm_limit=600, burst_s=0.01)
         # our budget claims more than the server allows: its 429s must slow us down
-        options = sim_llm_options(url, rpm_limit=60_000, max_parallel_calls=4)
+        # Enough retries that a busy machine (slow retries bunching up) cannot exhaust them.
+        options = sim_llm_options(url, rpm_limit=60_000, max_parallel_calls=4, max_retries=10)
         provider = OpenAIProvider(options, SIM_KEY, CallRecorder(store))
         async with contextlib.aclosing(provider):
             async with trio.open_nursery() as calls:
