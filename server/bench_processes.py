@@ -122,26 +122,34 @@ async def start_simulator(
     work: Path, argv: Sequence[str], env: Mapping[str, str], name: str = "simulator"
 ) -> tuple[ServiceProcess, str]:
     """`autoagent sim --port 0 <argv>`; the process and its base URL (`http://.../v1`)."""
-    process = spawn(name, ["sim", "--port", "0", *argv], env, work / f"{name}.log", work)
-    try:
-        found = await wait_for_line(process, SIMULATOR_ADDRESS)
-    except BaseException:
-        await process.aclose()
-        raise
-    return process, found.group(1)
+    process, address = await _start(work, name, "sim", argv, env, SIMULATOR_ADDRESS)
+    return process, address
 
 
 async def start_server(
     work: Path, name: str, argv: Sequence[str], env: Mapping[str, str]
 ) -> tuple[ServiceProcess, int]:
     """`autoagent serve --port 0 <argv>`; the process and its port on 127.0.0.1."""
-    process = spawn(name, ["serve", "--port", "0", *argv], env, work / f"{name}.log", work)
+    process, port = await _start(work, name, "serve", argv, env, SERVER_ADDRESS)
+    return process, int(port)
+
+
+async def _start(
+    work: Path,
+    name: str,
+    command: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    address: re.Pattern[str],
+) -> tuple[ServiceProcess, str]:
+    """Spawn `autoagent <command> --port 0 <argv>` and wait for the line giving its address."""
+    process = spawn(name, [command, "--port", "0", *argv], env, work / f"{name}.log", work)
     try:
-        found = await wait_for_line(process, SERVER_ADDRESS)
+        found = await wait_for_line(process, address)
     except BaseException:
         await process.aclose()
         raise
-    return process, int(found.group(1))
+    return process, found.group(1)
 
 
 async def http_get(port: int, path: str) -> str:

@@ -16,6 +16,13 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Vocabulary of the generated texts (sentences, documents) the benchmarks embed.
+WORDS = (
+    "report revenue quarter growth market price share invoice customer contract meeting "
+    "schedule project deadline budget forecast risk supplier order delivery warehouse "
+    "team review plan goal result analysis data model server request latency memory "
+    "document summary email calendar travel hotel flight weather city office policy"
+).split()
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -41,6 +41,7 @@ from agents.simulator import REALISTIC_MEDIAN_S, Simulator, SimulatorOptions
 
 from ._common import (
     RESULTS_DIR,
+    WORDS,
     Table,
     load_average,
     machine_info,
@@ -54,12 +55,6 @@ DOCUMENTS = 100
 BATCH_SIZE = 64
 SIM_DIM = 256
 SEED = 7
-_WORDS = (
-    "report revenue quarter growth market price share invoice customer contract meeting "
-    "schedule project deadline budget forecast risk supplier order delivery warehouse "
-    "team review plan goal result analysis data model server request latency memory "
-    "document summary email calendar travel hotel flight weather city office policy"
-).split()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +83,7 @@ def make_texts(count: int, words: tuple[int, int], seed: int) -> list[str]:
     rng = random.Random(seed)
     texts = []
     for index in range(count):
-        body = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(*words)))
+        body = " ".join(rng.choice(WORDS) for _ in range(rng.randint(*words)))
         texts.append(f"Item {index}: {body}.")
     return texts
 

@@ -50,19 +50,22 @@ from agents.tools.workspace import Workspace
 from events import StoreOptions, open_event_store
 from projections import DocumentsProjection, LmdbStateStore, ProjectionRunner
 
-from ._common import RESULTS_DIR, Table, load_average, machine_info, median, timed, write_json
+from ._common import (
+    RESULTS_DIR,
+    WORDS,
+    Table,
+    load_average,
+    machine_info,
+    median,
+    timed,
+    write_json,
+)
 
 DEFAULT_OUT = RESULTS_DIR / "indexing.json"
 BATCH_SIZE = 64
 IN_FLIGHT = 4
 SIM_DIM = 256
 SEED = 11
-_WORDS = (
-    "report revenue quarter growth market price share invoice customer contract meeting "
-    "schedule project deadline budget forecast risk supplier order delivery warehouse "
-    "team review plan goal result analysis data model server request latency memory "
-    "document summary email calendar travel hotel flight weather city office policy"
-).split()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +86,7 @@ EmbedderFactory = Callable[[bool], AbstractAsyncContextManager[Embedder]]
 def _paragraph(rng: random.Random) -> str:
     sentences = []
     for _ in range(2):
-        words = [rng.choice(_WORDS) for _ in range(rng.randint(8, 12))]
+        words = [rng.choice(WORDS) for _ in range(rng.randint(8, 12))]
         sentences.append(" ".join(words).capitalize() + ".")
     return " ".join(sentences)
 
@@ -92,7 +95,7 @@ def write_documents(folder: Path, count: int, seed: int = SEED) -> None:
     """`count` documents of 3-4 paragraphs, Markdown, text and HTML in turn."""
     rng = random.Random(seed)
     for index in range(count):
-        title = f"Note {index}: {rng.choice(_WORDS)} {rng.choice(_WORDS)}"
+        title = f"Note {index}: {rng.choice(WORDS)} {rng.choice(WORDS)}"
         paragraphs = [_paragraph(rng) for _ in range(rng.randint(3, 4))]
         kind = index % 3
         if kind == 0:
