@@ -4,9 +4,7 @@ Public API; everything else in this package is private. The orchestrator (planne
 executor, verifier) and the tools come in later issues.
 """
 
-from .calls import CallRequest, CallRunner
-from .catalog import CacheStatistics, ToolCatalog, ToolCatalogCache, ToolSpec, catalog_hash
-from .embedder import (
+from agents.embeddings import (
     Embedder,
     EmbedderUnavailable,
     EmbeddingError,
@@ -14,10 +12,13 @@ from .embedder import (
     EmbeddingStatistics,
     InvalidEmbeddingInput,
     InvalidEmbeddingResponse,
+    LocalEmbedder,
+    OpenAIEmbedder,
+    OpenAIEmbedderOptions,
     UnknownEmbeddingProvider,
     open_embedder,
 )
-from .errors import (
+from agents.errors import (
     AgentError,
     AuthenticationFailed,
     BadRequest,
@@ -32,40 +33,49 @@ from .errors import (
     UnknownPrompt,
     UnknownProvider,
 )
-from .llm import (
+from agents.llm import (
     MAX_EMBEDDING_INPUTS,
+    CacheStatistics,
+    CallRecorder,
+    CallRequest,
+    CallRunner,
     ChatResult,
     ChatStream,
+    LimiterOptions,
+    LimiterStatistics,
     LLMOptions,
     LLMProvider,
     Messages,
-    Usage,
-    parse_json_object,
-)
-from .local_embedder import LocalEmbedder
-from .offline_provider import OfflineProvider
-from .openai_embedder import OpenAIEmbedder, OpenAIEmbedderOptions
-from .openai_provider import OpenAIProvider
-from .prompting import (
+    OpenAIProvider,
     PromptRepository,
     PromptStatistics,
+    RateLimiter,
+    RecorderStatistics,
+    RetryPolicy,
+    TokenBucket,
+    ToolCatalog,
+    ToolCatalogCache,
+    ToolSpec,
+    Usage,
     answer_messages,
+    catalog_hash,
     intent_messages,
+    parse_duration,
+    parse_json_object,
     plan_messages,
     task_messages,
     verify_messages,
 )
-from .providers import PROVIDERS, create_provider, open_provider
-from .rate_limiter import (
-    LimiterOptions,
-    LimiterStatistics,
-    RateLimiter,
-    TokenBucket,
-    parse_duration,
+from agents.offline import (
+    PROVIDERS,
+    OfflineProvider,
+    Simulator,
+    SimulatorOptions,
+    SimulatorStatistics,
+    create_provider,
+    open_provider,
+    serve_simulator,
 )
-from .recorder import CallRecorder, RecorderStatistics
-from .retry import RetryPolicy
-from .simulator import Simulator, SimulatorOptions, SimulatorStatistics, serve_simulator
 
 __all__ = [
     "MAX_EMBEDDING_INPUTS",

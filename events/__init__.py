@@ -3,26 +3,12 @@
 Public API; everything else in this package is private.
 """
 
-from .audit import AuditReport, VerifiedReader, audit_log
-from .codec import decode_record
-from .errors import (
-    AutoagentError,
-    DuplicateEventConflict,
-    EventEncodingError,
-    EventStoreError,
-    EventTooLarge,
-    InvalidAppend,
-    InvalidStreamName,
-    NotAnEventStore,
-    StoreClosed,
-    StoreCorrupted,
-    UnknownEventType,
-    WrongExpectedVersion,
-)
-from .lmdb_log import LmdbEventLog
-from .log import EventLog, LogStatistics
-from .memory_log import MemoryEventLog
-from .model import (
+from events._audit import AuditReport, VerifiedReader, audit_log
+from events._codec import decode_record
+from events._lmdb_log import LmdbEventLog
+from events._log import EventLog, LogStatistics
+from events._memory_log import MemoryEventLog
+from events._model import (
     ANY,
     NO_STREAM,
     STREAM_EXISTS,
@@ -32,8 +18,16 @@ from .model import (
     NewEvent,
     RecordedEvent,
 )
-from .store import EventStore, StoreOptions, StoreStatistics, Subscription, open_event_store
-from .types import (
+from events._store import (
+    EventStore,
+    StoreOptions,
+    StoreStatistics,
+    Subscription,
+    open_event_store,
+    prepare_append,
+    validate_stream,
+)
+from events._types import (
     ApprovalDenied,
     ApprovalGranted,
     ApprovalRequested,
@@ -66,6 +60,20 @@ from .types import (
     register_event,
     register_upcaster,
     registered_types,
+)
+from events.errors import (
+    AutoagentError,
+    DuplicateEventConflict,
+    EventEncodingError,
+    EventStoreError,
+    EventTooLarge,
+    InvalidAppend,
+    InvalidStreamName,
+    NotAnEventStore,
+    StoreClosed,
+    StoreCorrupted,
+    UnknownEventType,
+    WrongExpectedVersion,
 )
 
 __all__ = [
@@ -131,7 +139,9 @@ __all__ = [
     "decode_record",
     "event_class",
     "open_event_store",
+    "prepare_append",
     "register_event",
     "register_upcaster",
     "registered_types",
+    "validate_stream",
 ]

@@ -3,8 +3,8 @@
 Public API; everything else in this package is private.
 """
 
-from .base import Projection, SnapshottingProjection
-from .catalog import (
+from projections._base import Projection, SnapshottingProjection
+from projections._catalog import (
     build_projections,
     get_run,
     get_session,
@@ -12,7 +12,7 @@ from .catalog import (
     list_sessions,
     projection_factories,
 )
-from .documents import (
+from projections._documents import (
     DocumentHit,
     DocumentPassage,
     DocumentsProjection,
@@ -20,7 +20,30 @@ from .documents import (
     IndexedFile,
     read_passages,
 )
-from .errors import (
+from projections._histogram import LatencyHistogram
+from projections._keystore import FileKeyStore, KeyStore, MemoryKeyStore, UserKey
+from projections._memory import (
+    MemoryHit,
+    MemoryProjection,
+    MemoryStatistics,
+    open_content,
+    open_embedding,
+    seal_memory,
+)
+from projections._metrics import MetricsProjection
+from projections._replay import Difference, compare, rebuild, verify
+from projections._runner import ProjectionRunner, ProjectionStatus
+from projections._runs import RunsProjection
+from projections._sessions import SessionsProjection
+from projections._state_store import (
+    Checkpoint,
+    LmdbStateStore,
+    MemoryStateStore,
+    StateCommit,
+    StateStore,
+)
+from projections._vector_index import IndexOptions, Trainer, VectorIndex
+from projections.errors import (
     CheckpointMoved,
     CollectionModelMismatch,
     EmbeddingModelMismatch,
@@ -32,23 +55,6 @@ from .errors import (
     SealBroken,
     UnknownProjection,
 )
-from .histogram import LatencyHistogram
-from .keystore import FileKeyStore, KeyStore, MemoryKeyStore, UserKey
-from .memory import (
-    MemoryHit,
-    MemoryProjection,
-    MemoryStatistics,
-    open_content,
-    open_embedding,
-    seal_memory,
-)
-from .metrics import MetricsProjection
-from .replay import Difference, compare, rebuild, verify
-from .runner import ProjectionRunner, ProjectionStatus
-from .runs import RunsProjection
-from .sessions import SessionsProjection
-from .state_store import Checkpoint, LmdbStateStore, MemoryStateStore, StateCommit, StateStore
-from .vector_index import IndexOptions, Trainer, VectorIndex
 
 __all__ = [
     "Checkpoint",

@@ -1,5 +1,5 @@
 """`python -m server` is the `autoagent` command."""
 
-from .cli import console_main
+from server.cli import console_main
 
 console_main()

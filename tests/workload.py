@@ -29,8 +29,8 @@ from events import (
     UserMessageReceived,
     VerificationCompleted,
 )
-from events.log import AppendRequest
-from events.store import prepare_append
+from events._log import AppendRequest
+from events._store import prepare_append
 
 Append = tuple[str, list[Event]]
 

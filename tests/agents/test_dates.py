@@ -6,7 +6,14 @@ from datetime import UTC, datetime, time
 
 import pytest
 
-from agents.dates import date_range, duration_minutes, iso_moments, moment, offset, time_of_day
+from agents.offline._dates import (
+    date_range,
+    duration_minutes,
+    iso_moments,
+    moment,
+    offset,
+    time_of_day,
+)
 
 # A Friday afternoon.
 NOW = datetime(2026, 11, 27, 15, 40, tzinfo=UTC)

@@ -28,7 +28,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.embedder import (
+from agents.embeddings._embedder import (
     Embedder,
     EmbedderUnavailable,
     EmbeddingError,
@@ -41,8 +41,8 @@ from agents.embedder import (
     l2_normalise,
     open_embedder,
 )
-from agents.local_embedder import LocalEmbedder
-from agents.openai_embedder import (
+from agents.embeddings._local import LocalEmbedder
+from agents.embeddings._openai import (
     BYTES_PER_TOKEN,
     MAX_INPUTS_PER_REQUEST,
     OpenAIEmbedder,
@@ -50,7 +50,7 @@ from agents.openai_embedder import (
     estimate_tokens,
     split_text,
 )
-from agents.simulator import SimulatorOptions, serve_simulator
+from agents.offline._simulator import SimulatorOptions, serve_simulator
 from tests.performance import bench_embeddings
 
 # Bounds on one test's I/O; the model load is outside them (session fixture).

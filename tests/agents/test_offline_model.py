@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from agents import PromptRepository, ToolSpec, plan_messages, verify_messages
-from agents import offline_model as model
-from agents.entities import estimate_prompt_tokens, expression, tickers, timezone
+from agents.llm import estimate_prompt_tokens
+from agents.offline import _model as model
+from agents.offline._entities import expression, tickers, timezone
 
 from .conftest import TOOLS
 

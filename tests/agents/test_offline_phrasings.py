@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from agents import offline_model as model
-from agents.registry import AgentRegistry
+from agents.offline import _model as model
+from agents.tools._registry import AgentRegistry
 
 CATALOG = AgentRegistry.from_entry_points().catalog().specs
 NOW = datetime(2026, 11, 27, 15, 40, tzinfo=UTC)

@@ -31,7 +31,7 @@ from agents import (
     parse_duration,
 )
 from agents.errors import LLMError
-from agents.rate_limiter import retry_after_from
+from agents.llm._rate_limiter import retry_after_from
 
 TIMEOUT_S = 3600  # virtual seconds: the clock jumps, so this costs nothing
 

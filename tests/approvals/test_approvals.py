@@ -11,14 +11,14 @@ import pytest
 import trio
 import trio.lowlevel
 
-from agents.approvals import ApprovalNotPending
-from agents.catalog import ToolSpec
-from agents.llm import LLMOptions
-from agents.orchestrator import Orchestrator, OrchestratorOptions
-from agents.plan import Plan, PlanStep
-from agents.providers import open_provider
-from agents.registry import AgentRegistry
-from agents.tools.base import Agent, Tool
+from agents.llm._catalog import ToolSpec
+from agents.llm._provider import LLMOptions
+from agents.offline._providers import open_provider
+from agents.runs._approvals import ApprovalNotPending
+from agents.runs._orchestrator import Orchestrator, OrchestratorOptions
+from agents.runs._plan import Plan, PlanStep
+from agents.tools._base import Agent, Tool
+from agents.tools._registry import AgentRegistry
 from events import (
     EventStore,
     MemoryEventLog,

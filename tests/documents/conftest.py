@@ -20,18 +20,12 @@ from typing import Any
 import pytest
 import trio
 
-from agents.embedder import Embedder
-from agents.tools.base import AgentContext
-from agents.tools.document_indexer import IndexerOptions
-from agents.tools.documents_agent import DocumentsAccess, DocumentsAgent
+from agents.embeddings._embedder import Embedder
+from agents.tools._base import AgentContext
+from agents.tools._document_indexer import IndexerOptions
+from agents.tools._documents import DocumentsAccess, DocumentsAgent
 from events import EventStore, RecordedEvent, StoreOptions, open_event_store
-from projections import (
-    DocumentsProjection,
-    IndexOptions,
-    LmdbStateStore,
-    ProjectionRunner,
-    Trainer,
-)
+from projections import DocumentsProjection, IndexOptions, LmdbStateStore, ProjectionRunner, Trainer
 from tests.memory.conftest import HashEmbedder, hash_vector
 
 __all__ = ["HashEmbedder", "hash_vector"]

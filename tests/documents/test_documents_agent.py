@@ -13,19 +13,16 @@ import pytest
 import trio
 
 from agents.errors import InvalidParameters, ToolError
-from agents.tools.base import AgentContext
-from agents.tools.document_indexer import (
+from agents.tools._base import AgentContext
+from agents.tools._document_indexer import (
     CollectionModelConflict,
     IndexerOptions,
     InvalidCollection,
     NothingToIndex,
     TooManyDocuments,
 )
-from agents.tools.documents_agent import (
-    DocumentsAgent,
-    UnknownCollection,
-)
-from agents.tools.workspace import PathNotAllowed
+from agents.tools._documents import DocumentsAgent, UnknownCollection
+from agents.tools._workspace import PathNotAllowed
 from tests.tools.test_document_text import _pdf
 
 from .conftest import RECIPE, REPORT, TIMEOUT_S, TRAVEL, HashEmbedder, Lab, open_lab, write_docs

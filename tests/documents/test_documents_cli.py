@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from agents.simulator import Simulator, SimulatorOptions
-from server.cli import main
+from agents.offline._simulator import Simulator, SimulatorOptions
+from server.cli._main import main
 
 from .conftest import RECIPE, REPORT, TIMEOUT_S, TRAVEL, write_docs
 

@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 import trio
 
-from agents import offline_model
-from agents.embedder import Embedder
-from agents.registry import AgentRegistry
+from agents.embeddings._embedder import Embedder
+from agents.offline import _model as offline_model
+from agents.tools._registry import AgentRegistry
 from events import open_event_store
 from projections import DocumentsProjection, MemoryStateStore, ProjectionRunner, build_projections
-from server import agent_wiring
-from server.agent_wiring import indexer_options, open_orchestrator
+from server import app as agent_wiring
+from server._views import memory_keys, memory_options
+from server.app import indexer_options, open_orchestrator
 from server.config import load_config
 from server.errors import ConfigError
-from server.views import memory_keys, memory_options
 
 from .conftest import RECIPE, REPORT, STORE_OPTIONS, TIMEOUT_S, HashEmbedder, write_docs
 

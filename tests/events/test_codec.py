@@ -37,8 +37,8 @@ from events import (
     register_upcaster,
     registered_types,
 )
-from events import types as event_types
-from events.codec import (
+from events import _types as event_types
+from events._codec import (
     COMPRESSED,
     GENESIS_HASH,
     PreparedEvent,
@@ -46,7 +46,7 @@ from events.codec import (
     pack_data,
     record_hash,
 )
-from events.log import AppendRequest
+from events._log import AppendRequest
 
 from .conftest import TIMEOUT_S
 

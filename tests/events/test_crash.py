@@ -38,14 +38,7 @@ from typing import IO
 import pytest
 import trio
 
-from events import (
-    LmdbEventLog,
-    NewEvent,
-    RecordedEvent,
-    StoreOptions,
-    audit_log,
-    open_event_store,
-)
+from events import LmdbEventLog, NewEvent, RecordedEvent, StoreOptions, audit_log, open_event_store
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = [sys.executable, "-u", "-m", "tests.events.crash_child"]  # + DATA_DIR ROUND

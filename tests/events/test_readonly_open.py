@@ -34,8 +34,8 @@ from events import (
     audit_log,
     open_event_store,
 )
-from events.codec import PreparedEvent, pack_data
-from events.log import AppendRequest
+from events._codec import PreparedEvent, pack_data
+from events._log import AppendRequest
 
 from .conftest import TIMEOUT_S
 

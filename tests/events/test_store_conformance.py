@@ -46,7 +46,7 @@ from events import (
     WrongExpectedVersion,
     audit_log,
 )
-from events.log import AppendRequest, Outcome, PlannedWrite
+from events._log import AppendRequest, Outcome, PlannedWrite
 
 from .conftest import TIMEOUT_S, OpenStore
 

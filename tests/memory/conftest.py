@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import trio
 
-from agents.embedder import Embedder, EmbeddingStatistics, Vectors, l2_normalise
-from agents.tools.base import AgentContext
-from agents.tools.memory_agent import MemoryAccess, MemoryAgent
+from agents.embeddings._embedder import Embedder, EmbeddingStatistics, Vectors, l2_normalise
+from agents.tools._base import AgentContext
+from agents.tools._memory import MemoryAccess, MemoryAgent
 from events import EventStore, StoreOptions, open_event_store
 from projections import (
     FileKeyStore,

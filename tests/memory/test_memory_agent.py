@@ -9,9 +9,9 @@ import pytest
 import trio
 
 from agents.errors import InvalidParameters, ToolError
-from agents.registry import AgentRegistry, discover_agents
-from agents.tools.base import AgentContext
-from agents.tools.memory_agent import MemoryAccess, MemoryAgent
+from agents.tools._base import AgentContext
+from agents.tools._memory import MemoryAccess, MemoryAgent
+from agents.tools._registry import AgentRegistry, discover_agents
 from projections import MemoryKeyStore
 
 from .conftest import TIMEOUT_S, HashEmbedder, Lab

@@ -26,7 +26,7 @@ from projections import (
     seal_memory,
     verify,
 )
-from projections.state_store import pack, unpack
+from projections._state_store import pack, unpack
 from tests.projections.helpers import EventWriter, open_log
 
 from .conftest import hash_vector

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from agents.embedder import EmbedderUnavailable
-from agents.local_embedder import LocalEmbedder
+from agents.embeddings._embedder import EmbedderUnavailable
+from agents.embeddings._local import LocalEmbedder
 
 from .conftest import open_lab
 

@@ -13,7 +13,7 @@ import trio
 
 from events import LmdbEventLog
 from projections import FileKeyStore, LmdbStateStore, MemoryProjection, open_content
-from server.cli import main
+from server.cli._main import main
 
 from .conftest import TIMEOUT_S, hash_vector, open_lab
 

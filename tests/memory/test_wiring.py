@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from agents.embedder import Embedder
+from agents.embeddings._embedder import Embedder
 from events import open_event_store
 from projections import MemoryProjection, MemoryStateStore, ProjectionRunner, build_projections
-from server import agent_wiring
-from server.agent_wiring import open_orchestrator
+from server import app as agent_wiring
+from server._views import memory_keys, memory_options
+from server.app import open_orchestrator
 from server.config import load_config
-from server.views import memory_keys, memory_options
 
 from .conftest import STORE_OPTIONS, TIMEOUT_S, HashEmbedder
 

@@ -31,15 +31,15 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from agents._http import ConnectionCounts, HttpRequest, HttpResponse, serve_http
-from agents.llm import LLMOptions, LLMProvider
-from agents.offline_provider import OfflineProvider
-from agents.openai_provider import OpenAIProvider
-from agents.orchestrator import Orchestrator, OrchestratorOptions
-from agents.recorder import CallRecorder
-from agents.registry import AgentRegistry
-from agents.simulator import Simulator, SimulatorOptions
-from agents.tools.base import AgentContext
+from agents.llm._openai import OpenAIProvider
+from agents.llm._provider import LLMOptions, LLMProvider
+from agents.llm._recorder import CallRecorder
+from agents.offline._http import ConnectionCounts, HttpRequest, HttpResponse, serve_http
+from agents.offline._provider import OfflineProvider
+from agents.offline._simulator import Simulator, SimulatorOptions
+from agents.runs._orchestrator import Orchestrator, OrchestratorOptions
+from agents.tools._base import AgentContext
+from agents.tools._registry import AgentRegistry
 from events import (
     EventStore,
     MemoryEventLog,

@@ -17,9 +17,9 @@ from typing import Any
 
 import trio
 
-from agents.catalog import ToolSpec
 from agents.errors import ToolError
-from agents.tools.base import Agent, AgentContext, Tool
+from agents.llm._catalog import ToolSpec
+from agents.tools._base import Agent, AgentContext, Tool
 
 HUGE_RESULT_CHARS = 200_000
 

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from events import PlanCreated, RunRequested, StepStarted, StoreOptions, open_event_store
-from server.cli import main
+from server.cli._main import main
 
 
 @pytest.fixture(autouse=True)

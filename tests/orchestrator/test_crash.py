@@ -31,9 +31,9 @@ from typing import Any
 import pytest
 import trio
 
-from agents.offline_provider import OfflineProvider
-from agents.orchestrator import Orchestrator
-from agents.registry import AgentRegistry
+from agents.offline._provider import OfflineProvider
+from agents.runs._orchestrator import Orchestrator
+from agents.tools._registry import AgentRegistry
 from events import LmdbEventLog, RecordedEvent, StoreOptions, open_event_store
 
 from .conftest import QuoteEndpoint, price_of, start_quote_endpoint, start_simulator

@@ -13,9 +13,9 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from agents.executor import Executor, ExecutorOptions, StepOutcome
-from agents.plan import Plan, validate_plan
-from agents.registry import AgentRegistry
+from agents.runs._executor import Executor, ExecutorOptions, StepOutcome
+from agents.runs._plan import Plan, validate_plan
+from agents.tools._registry import AgentRegistry
 from events import EventStore, MemoryEventLog, StoreOptions, open_event_store
 
 from .conftest import TIMEOUT_S, first, run_events, step_events

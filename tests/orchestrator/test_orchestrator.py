@@ -14,8 +14,8 @@ import pytest
 import trio
 
 from agents.errors import AgentError, InvalidGoal
-from agents.orchestrator import Orchestrator, RunResult
-from agents.registry import AgentRegistry
+from agents.runs._orchestrator import Orchestrator, RunResult
+from agents.tools._registry import AgentRegistry
 from events import EventStore, RecordedEvent
 
 from .conftest import (

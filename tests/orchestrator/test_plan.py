@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from agents.catalog import ToolCatalog
 from agents.errors import InvalidPlan, ToolError
-from agents.plan import Plan, parse_plan, resolve, validate_plan
+from agents.llm._catalog import ToolCatalog
+from agents.runs._plan import Plan, parse_plan, resolve, validate_plan
 
 from .lab import LAB_SPECS, sleep_step, step
 

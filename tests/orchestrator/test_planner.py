@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import trio
 
-from agents._http import ConnectionCounts, HttpRequest, HttpResponse, serve_http
 from agents.errors import InvalidPlan
-from agents.planner import Planner
-from agents.prompting import PromptRepository
-from agents.registry import AgentRegistry
-from agents.simulator import Simulator, SimulatorOptions
-from agents.tools.base import AgentContext
+from agents.llm._prompting import PromptRepository
+from agents.offline._http import ConnectionCounts, HttpRequest, HttpResponse, serve_http
+from agents.offline._simulator import Simulator, SimulatorOptions
+from agents.runs._planner import Planner
+from agents.tools._base import AgentContext
+from agents.tools._registry import AgentRegistry
 from events import EventStore
 
 from .conftest import (

@@ -19,10 +19,10 @@ import trio
 from trio.testing import MockClock
 
 from agents.errors import RunAlreadyFinished, RunNotFound
-from agents.orchestrator import Orchestrator, RunResult
-from agents.registry import AgentRegistry
-from agents.tools.base import AgentContext
-from agents.tools.math_agent import MathAgent
+from agents.runs._orchestrator import Orchestrator, RunResult
+from agents.tools._base import AgentContext
+from agents.tools._math import MathAgent
+from agents.tools._registry import AgentRegistry
 from events import (
     Event,
     EventStore,

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import trio
 
-from agents.plan import PlanStep
-from agents.prompting import PromptRepository
-from agents.registry import AgentRegistry
-from agents.simulator import Simulator
-from agents.verifier import Verifier
+from agents.llm._prompting import PromptRepository
+from agents.offline._simulator import Simulator
+from agents.runs._plan import PlanStep
+from agents.runs._verifier import Verifier
+from agents.tools._registry import AgentRegistry
 from events import EventStore, RecordedEvent
 
 from .conftest import (

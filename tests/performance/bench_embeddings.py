@@ -34,10 +34,10 @@ import numpy as np
 import openai
 import trio
 
-from agents.embedder import Embedder
-from agents.local_embedder import LocalEmbedder
-from agents.openai_embedder import OpenAIEmbedder, OpenAIEmbedderOptions
-from agents.simulator import REALISTIC_MEDIAN_S, Simulator, SimulatorOptions
+from agents.embeddings._embedder import Embedder
+from agents.embeddings._local import LocalEmbedder
+from agents.embeddings._openai import OpenAIEmbedder, OpenAIEmbedderOptions
+from agents.offline._simulator import REALISTIC_MEDIAN_S, Simulator, SimulatorOptions
 
 from ._common import (
     RESULTS_DIR,

@@ -45,7 +45,7 @@ from events import (
     UserMessageReceived,
     open_event_store,
 )
-from events.log import AppendRequest, Outcome, PlannedWrite
+from events._log import AppendRequest, Outcome, PlannedWrite
 
 from ._common import (
     RESULTS_DIR,

@@ -41,12 +41,12 @@ from typing import Any
 import openai
 import trio
 
-from agents.embedder import Embedder
-from agents.local_embedder import LocalEmbedder
-from agents.openai_embedder import OpenAIEmbedder, OpenAIEmbedderOptions
-from agents.simulator import REALISTIC_MEDIAN_S, Simulator, SimulatorOptions
-from agents.tools.documents_agent import DocumentsAccess, DocumentsService
-from agents.tools.workspace import Workspace
+from agents.embeddings._embedder import Embedder
+from agents.embeddings._local import LocalEmbedder
+from agents.embeddings._openai import OpenAIEmbedder, OpenAIEmbedderOptions
+from agents.offline._simulator import REALISTIC_MEDIAN_S, Simulator, SimulatorOptions
+from agents.tools._documents import DocumentsAccess, DocumentsService
+from agents.tools._workspace import Workspace
 from events import StoreOptions, open_event_store
 from projections import DocumentsProjection, LmdbStateStore, ProjectionRunner
 

@@ -47,7 +47,7 @@ from agents import (
     SimulatorOptions,
     plan_messages,
 )
-from agents.rate_limiter import retry_after_from
+from agents.llm._rate_limiter import retry_after_from
 
 from ._common import RESULTS_DIR, machine_info, percentile, write_json
 

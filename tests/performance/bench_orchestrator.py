@@ -72,19 +72,19 @@ import lmdb
 import openai
 import trio
 
-from agents._http import HttpRequest, HttpResponse
-from agents.catalog import ToolSpec
-from agents.executor import Executor, ExecutorOptions
-from agents.llm import LLMOptions, LLMProvider
-from agents.orchestrator import Orchestrator, OrchestratorOptions
-from agents.plan import Plan, PlanStep
-from agents.prompting import PromptRepository, task_messages
-from agents.providers import open_provider
-from agents.recorder import CallRecorder
-from agents.registry import AgentRegistry
-from agents.simulator import Simulator, SimulatorOptions
-from agents.tools.base import Agent, AgentContext, Tool, require_valid
-from agents.tools.math_agent import evaluate
+from agents.llm._catalog import ToolSpec
+from agents.llm._prompting import PromptRepository, task_messages
+from agents.llm._provider import LLMOptions, LLMProvider
+from agents.llm._recorder import CallRecorder
+from agents.offline._http import HttpRequest, HttpResponse
+from agents.offline._providers import open_provider
+from agents.offline._simulator import Simulator, SimulatorOptions
+from agents.runs._executor import Executor, ExecutorOptions
+from agents.runs._orchestrator import Orchestrator, OrchestratorOptions
+from agents.runs._plan import Plan, PlanStep
+from agents.tools._base import Agent, AgentContext, Tool, require_valid
+from agents.tools._math import evaluate
+from agents.tools._registry import AgentRegistry
 from events import (
     ANY,
     EventStore,
@@ -96,9 +96,9 @@ from events import (
     StoreOptions,
     open_event_store,
 )
-from events.log import AppendRequest, Outcome, PlannedWrite
-from events.model import AppendResult, Expected, NewEvent
-from events.types import Event
+from events._log import AppendRequest, Outcome, PlannedWrite
+from events._model import AppendResult, Expected, NewEvent
+from events._types import Event
 
 from ._common import (
     RESULTS_DIR,

@@ -56,8 +56,8 @@ from events import (
     SessionStarted,
     UserMessageReceived,
 )
-from events.log import AppendRequest
-from events.store import prepare_append
+from events._log import AppendRequest
+from events._store import prepare_append
 from projections import (
     LmdbStateStore,
     MemoryStateStore,

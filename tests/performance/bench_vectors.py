@@ -54,7 +54,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from events import ANY, LmdbEventLog
-from events.store import prepare_append
+from events._store import prepare_append
 from projections import (
     IndexOptions,
     LmdbStateStore,
@@ -63,7 +63,7 @@ from projections import (
     ProjectionRunner,
     seal_memory,
 )
-from projections.vector_index import ivf_lists, sample_rows, train_ivf
+from projections._vector_index import ivf_lists, sample_rows, train_ivf
 
 from ._common import RESULTS_DIR, Table, load_average, machine_info, timed, write_json
 

@@ -55,10 +55,10 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, connect_websocket_url
 
-from server import bench_processes
-from server.bench_client import GoalRejected, run_goal
-from server.bench_processes import ServiceProcess, child_env, http_get, port_of
-from server.bench_procfs import Sampler, cpu_s, own_cpu_s, peak_rss_mb
+from server.bench import _processes as bench_processes
+from server.bench._client import GoalRejected, run_goal
+from server.bench._processes import ServiceProcess, child_env, http_get, port_of
+from server.bench._procfs import Sampler, cpu_s, own_cpu_s, peak_rss_mb
 from tests.performance._common import (
     RESULTS_DIR,
     Table,

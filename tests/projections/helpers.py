@@ -47,7 +47,7 @@ from events import (
     UserMessageReceived,
     VerificationCompleted,
 )
-from events.store import prepare_append
+from events._store import prepare_append
 from projections import (
     FileKeyStore,
     LmdbStateStore,

@@ -12,13 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from events import (
-    LmdbEventLog,
-    SessionStarted,
-    StoreOptions,
-    UserMessageReceived,
-    open_event_store,
-)
+from events import LmdbEventLog, SessionStarted, StoreOptions, UserMessageReceived, open_event_store
 from projections import (
     LmdbStateStore,
     MemoryStateStore,

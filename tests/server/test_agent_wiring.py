@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.agent_wiring import agent_context, orchestrator_options
+from server.app import agent_context, orchestrator_options
 from server.config import load_config
 
 

@@ -31,8 +31,9 @@ from events import (
     open_event_store,
 )
 from projections import LatencyHistogram
-from server.bench_cmd import phase_notes
-from server.bench_config import (
+from server._progress import ProgressLine
+from server.bench._command import phase_notes
+from server.bench._config import (
     SIM_KEY_ENV,
     Endpoints,
     PhasePaths,
@@ -40,11 +41,11 @@ from server.bench_config import (
     to_toml,
     write_phase_config,
 )
-from server.bench_log import read_figures
-from server.bench_processes import http_get
-from server.bench_run import stats_delta
-from server.bench_scenarios import SCENARIOS, scenario_named
-from server.bench_scorecard import (
+from server.bench._log import read_figures
+from server.bench._processes import http_get
+from server.bench._run import stats_delta
+from server.bench._scenarios import SCENARIOS, scenario_named
+from server.bench._scorecard import (
     ROWS,
     Witnessed,
     agrees,
@@ -55,10 +56,9 @@ from server.bench_scorecard import (
     relative_difference,
     render,
 )
-from server.bench_world import World, price_of
-from server.cli import main
+from server.bench._world import World, price_of
+from server.cli._main import main
 from server.config import Config
-from server.progress import ProgressLine
 
 ROOT = Path(__file__).resolve().parents[2]
 ROW_KEYS = [

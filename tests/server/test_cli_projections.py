@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from projections import LmdbStateStore, MetricsProjection, StateCommit
-from server.cli import main
+from server.cli._main import main
 from tests.projections.helpers import (
     MARKER,
     TIMEOUT_S,

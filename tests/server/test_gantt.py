@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from server.gantt import critical_path, render_gantt
+from server.cli._gantt import critical_path, render_gantt
 
 SVG = "{http://www.w3.org/2000/svg}"
 S = 1_000_000_000

@@ -14,7 +14,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from events import RunRequested
-from server.ws_limits import ServerLimits
+from server.ws._limits import ServerLimits
 
 from .ws_helpers import GOAL, TIMEOUT_S, Client, Harness, serving, simulator
 

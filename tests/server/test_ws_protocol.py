@@ -11,9 +11,9 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-import agents.orchestrator
+import agents.runs._orchestrator as orchestrator_module
 from events import RunRequested, StepStarted
-from server.ws_limits import ServerLimits
+from server.ws._limits import ServerLimits
 
 from .ws_helpers import GOAL, TERMINAL, TIMEOUT_S, Harness, positions, serving, simulator
 
@@ -180,14 +180,14 @@ async def test_cancel_just_after_accepted_stops_the_run_for_good(
     """A run whose start is slow (busy worker threads, a slow disk) is cancelled before
     the orchestrator registered it: the server logs RunCancelled, so the run must not
     go on to complete after that terminal event."""
-    load_run = agents.orchestrator.load_run
+    load_run = orchestrator_module.load_run
 
     async def slow_load_run(store: Any, run_id: str) -> Any:
         state = await load_run(store, run_id)
         await trio.sleep(0.3)  # the state read arrives late
         return state
 
-    monkeypatch.setattr(agents.orchestrator, "load_run", slow_load_run)
+    monkeypatch.setattr(orchestrator_module, "load_run", slow_load_run)
     with trio.fail_after(TIMEOUT_S):
         async with app.client() as client:
             accepted = await client.request({"type": "message", "id": "m", "text": GOAL})

@@ -19,8 +19,8 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from events import RunRequested
-from server.cli import main
-from server.ws_limits import ServerLimits
+from server.cli._main import main
+from server.ws._limits import ServerLimits
 
 from .ws_helpers import GOAL, TIMEOUT_S, Harness, http_request, open_client, serving
 

@@ -24,14 +24,14 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from agents.orchestrator import Orchestrator
-from agents.simulator import SimulatorOptions, serve_simulator
+from agents.offline._simulator import SimulatorOptions, serve_simulator
+from agents.runs._orchestrator import Orchestrator
 from events import EventStore, MemoryEventLog, RecordedEvent, StoreOptions, open_event_store
 from projections import MemoryStateStore, ProjectionRunner, build_projections
-from server.agent_wiring import open_orchestrator
+from server.app import open_orchestrator
 from server.config import load_config
-from server.ws_limits import ServerLimits
-from server.ws_server import AgentServer
+from server.ws._limits import ServerLimits
+from server.ws._server import AgentServer
 
 # Upper bound in seconds on one test's network I/O.
 TIMEOUT_S = 20

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import trio
 
-from agents.llm import LLMProvider
-from agents.offline_provider import OfflineProvider
-from agents.tools.base import Agent, AgentContext
+from agents.llm._provider import LLMProvider
+from agents.offline._provider import OfflineProvider
+from agents.tools._base import Agent, AgentContext
 
 TIMEOUT_S = 10
 SECRET = "top secret, outside the workspace"

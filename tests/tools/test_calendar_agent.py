@@ -12,8 +12,8 @@ import pytest
 import trio
 
 from agents.errors import InvalidParameters, ToolError
-from agents.tools.calendar_agent import CalendarAgent
-from agents.tools.workspace import FileTooLarge, PathNotAllowed
+from agents.tools._calendar import CalendarAgent
+from agents.tools._workspace import FileTooLarge, PathNotAllowed
 
 from .conftest import TIMEOUT_S, call, context, names
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agents.errors import InvalidParameters, ToolError
-from agents.tools.clock_agent import ClockAgent
+from agents.tools._clock import ClockAgent
 
 from .conftest import call
 

@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.errors import ToolError
-from agents.tools.document_text import (
+from agents.tools._document_text import (
     SUPPORTED_SUFFIXES,
     DocumentUnreadable,
     TextChunk,

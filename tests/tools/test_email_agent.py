@@ -20,8 +20,8 @@ import pytest
 import trio
 
 from agents.errors import InvalidParameters, ToolError
-from agents.tools.email_agent import EmailAgent
-from agents.tools.workspace import PathNotAllowed
+from agents.tools._email import EmailAgent
+from agents.tools._workspace import PathNotAllowed
 
 from .conftest import TIMEOUT_S, call, context, names
 

@@ -16,13 +16,13 @@ import httpx
 import pytest
 import trio
 
-from agents._http import ConnectionCounts, HttpRequest, HttpResponse, serve_http
-from agents.llm import LLMOptions
-from agents.orchestrator import Orchestrator
-from agents.providers import open_provider
-from agents.recorder import UNATTACHED_STREAM, CallRecorder
-from agents.registry import AgentRegistry
-from agents.tools.base import AgentContext
+from agents.llm._provider import LLMOptions
+from agents.llm._recorder import UNATTACHED_STREAM, CallRecorder
+from agents.offline._http import ConnectionCounts, HttpRequest, HttpResponse, serve_http
+from agents.offline._providers import open_provider
+from agents.runs._orchestrator import Orchestrator
+from agents.tools._base import AgentContext
+from agents.tools._registry import AgentRegistry
 from events import EventStore, MemoryEventLog, open_event_store
 
 from .conftest import TIMEOUT_S, names

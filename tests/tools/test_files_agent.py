@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from agents.errors import InvalidParameters, ToolError
-from agents.tools.base import AgentContext
-from agents.tools.files_agent import FilesAgent
-from agents.tools.workspace import FileTooLarge, PathNotAllowed, read_bytes
+from agents.tools._base import AgentContext
+from agents.tools._files import FilesAgent
+from agents.tools._workspace import FileTooLarge, PathNotAllowed, read_bytes
 
 from .conftest import SECRET, call, context, names
 

@@ -15,11 +15,11 @@ import httpx
 import pytest
 import trio
 
-from agents.catalog import ToolSpec
 from agents.errors import InvalidParameters
-from agents.llm import LLMProvider
-from agents.registry import AgentRegistry, discover_agents
-from agents.tools.base import AgentContext
+from agents.llm._catalog import ToolSpec
+from agents.llm._provider import LLMProvider
+from agents.tools._base import AgentContext
+from agents.tools._registry import AgentRegistry, discover_agents
 
 from .conftest import TIMEOUT_S
 

@@ -10,10 +10,10 @@ import httpx
 import pytest
 import trio
 
-from agents._http import ConnectionCounts, HttpRequest, HttpResponse, serve_http
 from agents.errors import InvalidParameters, ToolError
-from agents.tools.base import AgentContext
-from agents.tools.web_agent import AddressPolicy, AddressRefused, WebAgent
+from agents.offline._http import ConnectionCounts, HttpRequest, HttpResponse, serve_http
+from agents.tools._base import AgentContext
+from agents.tools._web import AddressPolicy, AddressRefused, WebAgent
 
 TIMEOUT_S = 10
 PAGE = b"""<html><head><title>Quarterly</title><style>p{}</style>

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from agents import offline_model
 from agents.errors import InvalidParameters, ProviderError, ToolError
-from agents.llm import ChatResult, ChatStream, LLMProvider, Messages, Usage
-from agents.registry import AgentRegistry
-from agents.tools.workspace import FileTooLarge, PathNotAllowed
-from agents.tools.writer_agent import WriterAgent, slug
+from agents.llm._provider import ChatResult, ChatStream, LLMProvider, Messages, Usage
+from agents.offline import _model as offline_model
+from agents.tools._registry import AgentRegistry
+from agents.tools._workspace import FileTooLarge, PathNotAllowed
+from agents.tools._writer import WriterAgent, slug
 
 from .conftest import call, context, names
 

@@ -1,0 +1,303 @@
+"""The `Embedder` interface: texts in, L2-normalised float32 rows out; and its factory.
+
+Two implementations live beside this module: `LocalEmbedder` (local_embedder.py, the
+default: a sentence-transformers model shipped inside a PyPI wheel, no network) and
+`OpenAIEmbedder` (openai_embedder.py: any OpenAI-compatible `/v1/embeddings`).
+
+Every implementation shares the contract enforced here, so callers never special-case a
+backend: input is a sequence of non-empty strings (checked up front, so an empty string
+never reaches an API); the output is one row per input, float32, unit length; an empty
+sequence gives a `(0, dim)` array; a text longer than the backend's input limit is split
+into chunks, each chunk embedded, and the chunk vectors averaged (weighted by chunk
+length) and renormalised - the approach of OpenAI's cookbook for long inputs.
+
+Errors (all under `agents.errors.AgentError`):
+
+AgentError
+ +-- EmbeddingError                 an embedder refused or failed an operation
+      +-- InvalidEmbeddingInput     a text is empty or not a str (index, reason); a ValueError
+      +-- UnknownEmbeddingProvider  `embeddings.provider` names no embedder
+      +-- EmbedderUnavailable       the model cannot be loaded / the endpoint refuses us
+      +-- EmbeddingRequestFailed    a request failed and splitting it did not help
+      +-- InvalidEmbeddingResponse  the endpoint answered with unusable vectors
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal, Self
+
+import numpy as np
+import trio
+from numpy.typing import NDArray
+
+from agents.errors import AgentError
+
+if TYPE_CHECKING:
+    from agents.embeddings._openai import OpenAIEmbedderOptions
+
+__all__ = [
+    "EMBEDDING_PROVIDERS",
+    "Embedder",
+    "EmbedderUnavailable",
+    "EmbeddingError",
+    "EmbeddingProviderName",
+    "EmbeddingRequestFailed",
+    "EmbeddingStatistics",
+    "InvalidEmbeddingInput",
+    "InvalidEmbeddingResponse",
+    "UnknownEmbeddingProvider",
+    "Vectors",
+    "batch_ranges",
+    "combine_chunks",
+    "l2_normalise",
+    "open_embedder",
+    "validate_texts",
+]
+
+Vectors = NDArray[np.float32]
+EmbeddingProviderName = Literal["local", "openai"]
+EMBEDDING_PROVIDERS: tuple[EmbeddingProviderName, ...] = ("local", "openai")
+
+
+class EmbeddingError(AgentError):
+    """An embedder refused or failed an operation."""
+
+
+class InvalidEmbeddingInput(EmbeddingError, ValueError):
+    """A text that cannot be embedded: not a str, or empty / whitespace only."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        self.index = index
+        self.reason = reason
+        super().__init__(f"cannot embed texts[{index}]: {reason}")
+
+
+class UnknownEmbeddingProvider(EmbeddingError, ValueError):
+    """`embeddings.provider` names an embedder that does not exist."""
+
+    def __init__(self, name: object) -> None:
+        self.name = name
+        super().__init__(
+            f"unknown embeddings provider {name!r} (embeddings.provider); "
+            f"expected one of {', '.join(EMBEDDING_PROVIDERS)}"
+        )
+
+
+class EmbedderUnavailable(EmbeddingError):
+    """The model cannot be loaded, or the endpoint cannot be reached or refuses us."""
+
+
+class EmbeddingRequestFailed(EmbeddingError):
+    """A request failed, and splitting it did not help (or could not: a 429).
+
+    `status_code` is the endpoint's answer (None: no answer, or an unusable one);
+    `index` the text whose request failed on its own (None: not down to one text).
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, index: int | None = None
+    ) -> None:
+        self.status_code = status_code
+        self.index = index
+        super().__init__(message)
+
+
+class InvalidEmbeddingResponse(EmbeddingError):
+    """The endpoint answered, but not with one finite, non-zero vector per input."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingStatistics:
+    """What an embedder has done since it was made.
+
+    requests: calls into the backend (HTTP requests, failed ones included; for the local
+    model, encoder batches); inputs: texts embedded; chunks: pieces sent (a long text is
+    several); splits: failing batches split in halves; failures: requests that failed.
+    """
+
+    requests: int = 0
+    inputs: int = 0
+    chunks: int = 0
+    splits: int = 0
+    failures: int = 0
+
+
+class Embedder(ABC):
+    """Turns texts into L2-normalised float32 vectors, one row per text.
+
+    Subclasses implement `_embed_texts` (non-empty, validated input) and `_ensure_ready`;
+    the checks and the empty case live here so every backend behaves the same.
+    """
+
+    @property
+    @abstractmethod
+    def model(self) -> str:
+        """The model's name, as recorded beside every stored embedding."""
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Length of every vector (raises `EmbeddingError` when not known yet)."""
+
+    @abstractmethod
+    def statistics(self) -> EmbeddingStatistics:
+        """A snapshot of the counters."""
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed `texts`: an `(len(texts), dim)` float32 array of unit rows, in order."""
+        batch = validate_texts(texts)
+        await self._ensure_ready()
+        if not batch:
+            await trio.lowlevel.checkpoint()
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return await self._embed_texts(batch)
+
+    async def warm_up(self) -> None:
+        """Load the model or check the endpoint now, so start-up reports bad settings."""
+        await self._ensure_ready()
+
+    async def aclose(self) -> None:
+        """Release what the embedder holds (an HTTP client); the default holds nothing."""
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @abstractmethod
+    async def _ensure_ready(self) -> None:
+        """Make `dim` known and the backend usable (idempotent)."""
+
+    @abstractmethod
+    async def _embed_texts(self, texts: list[str]) -> Vectors:
+        """Embed at least one validated text."""
+
+
+def validate_texts(texts: Sequence[str]) -> list[str]:
+    """`texts` as a list, or `InvalidEmbeddingInput` naming the first bad one.
+
+    A bare `str` is refused too: iterating it would embed single characters.
+    """
+    if isinstance(texts, str | bytes):
+        raise InvalidEmbeddingInput(-1, "expected a sequence of str, got a single str or bytes")
+    batch = list(texts)
+    for index, text in enumerate(batch):
+        if not isinstance(text, str):
+            raise InvalidEmbeddingInput(index, f"expected str, got {type(text).__name__}")
+        if not text.strip():
+            raise InvalidEmbeddingInput(index, "empty or whitespace-only text")
+    return batch
+
+
+def l2_normalise(vectors: NDArray[np.floating]) -> Vectors:
+    """Rows scaled to unit length, as float32; a zero or non-finite row is an error."""
+    matrix = np.asarray(vectors, dtype=np.float32)
+    if matrix.ndim != 2:
+        raise InvalidEmbeddingResponse(f"expected a 2-d array of vectors, got shape {matrix.shape}")
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    bad = ~np.isfinite(norms[:, 0]) | (norms[:, 0] == 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InvalidEmbeddingResponse(f"vector {row} is zero or not finite")
+    result: Vectors = (matrix / norms).astype(np.float32, copy=False)
+    return result
+
+
+def combine_chunks(
+    vectors: NDArray[np.floating], owners: Sequence[int], weights: Sequence[float], count: int
+) -> Vectors:
+    """One unit row per text from its chunks' rows: the weighted mean, renormalised.
+
+    `owners[i]` is the text chunk `i` came from, `weights[i]` its length (tokens or
+    characters); every text in `range(count)` must own at least one chunk.
+    """
+    matrix = np.asarray(vectors, dtype=np.float32)
+    if len(owners) == count and list(owners) == list(range(count)):
+        return l2_normalise(matrix)
+    sums = np.zeros((count, matrix.shape[1]), dtype=np.float64)
+    np.add.at(sums, np.asarray(owners), matrix * np.asarray(weights, dtype=np.float64)[:, None])
+    return l2_normalise(sums)
+
+
+def batch_ranges(costs: Sequence[int], max_inputs: int, max_cost: int) -> list[range]:
+    """Consecutive index ranges of at most `max_inputs` items and `max_cost` summed cost.
+
+    An item costing more than `max_cost` on its own still gets a range of its own (the
+    callers chunk texts first, so that does not happen with well-chosen limits).
+    """
+    if max_inputs < 1 or max_cost < 1:
+        raise ValueError(f"max_inputs and max_cost must be >= 1, got {max_inputs}, {max_cost}")
+    ranges: list[range] = []
+    start, total = 0, 0
+    for index, cost in enumerate(costs):
+        if index > start and (index - start >= max_inputs or total + cost > max_cost):
+            ranges.append(range(start, index))
+            start, total = index, 0
+        total += cost
+    if start < len(costs):
+        ranges.append(range(start, len(costs)))
+    return ranges
+
+
+@asynccontextmanager
+async def open_embedder(
+    provider: EmbeddingProviderName = "local",
+    *,
+    model: str | None = None,
+    batch_size: int | None = None,
+    batch_embeddings: bool = True,
+    openai: OpenAIEmbedderOptions | None = None,
+    warm_up: bool = True,
+) -> AsyncIterator[Embedder]:
+    """The embedder `provider` names (`embeddings.provider`), closed on exit.
+
+    `model` and `batch_size` come from `[embeddings]` (None: the backend's default);
+    `openai` carries the endpoint settings (base_url, api_key, timeout) for the "openai"
+    provider, whose `model` and `batch_size` these two override when given.
+    `batch_embeddings=False` is the one-request-per-text baseline. With `warm_up`, the
+    model is loaded (local) or the endpoint checked with one request (openai) before the
+    embedder is handed out.
+    """
+    # Imported here: both implementation modules import this one.
+    from agents.embeddings._local import (
+        DEFAULT_LOCAL_BATCH_SIZE,
+        DEFAULT_LOCAL_MODEL,
+        LocalEmbedder,
+    )
+    from agents.embeddings._openai import OpenAIEmbedder, OpenAIEmbedderOptions
+
+    embedder: Embedder
+    if provider == "local":
+        embedder = LocalEmbedder(
+            model=model or DEFAULT_LOCAL_MODEL,
+            batch_size=batch_size or DEFAULT_LOCAL_BATCH_SIZE,
+            batch_embeddings=batch_embeddings,
+        )
+    elif provider == "openai":
+        options = openai or OpenAIEmbedderOptions()
+        options = dataclasses.replace(
+            options,
+            model=model or options.model,
+            batch_size=batch_size or options.batch_size,
+            batch_embeddings=batch_embeddings,
+        )
+        embedder = OpenAIEmbedder(options)
+    else:
+        raise UnknownEmbeddingProvider(provider)
+    async with embedder:
+        if warm_up:
+            await embedder.warm_up()
+        yield embedder

@@ -1,0 +1,94 @@
+"""The LLM layer: the provider interface, the OpenAI provider, the rate limiter, calls
+with retries, the call recorder, prompts and the tool catalog the model is shown.
+
+Public API; every other module in this package is private.
+"""
+
+from agents.llm._calls import (
+    CallRequest,
+    CallRunner,
+    settling,
+)
+from agents.llm._catalog import (
+    CacheStatistics,
+    ToolCatalog,
+    ToolCatalogCache,
+    ToolSpec,
+    catalog_hash,
+)
+from agents.llm._openai import (
+    OpenAIProvider,
+)
+from agents.llm._prompting import (
+    PromptRepository,
+    PromptStatistics,
+    answer_messages,
+    intent_messages,
+    plan_messages,
+    task_messages,
+    verify_messages,
+)
+from agents.llm._provider import (
+    MAX_EMBEDDING_INPUTS,
+    ChatResult,
+    ChatStream,
+    LLMOptions,
+    LLMProvider,
+    Messages,
+    Usage,
+    parse_json_object,
+    validate_embedding_inputs,
+)
+from agents.llm._rate_limiter import (
+    LimiterOptions,
+    LimiterStatistics,
+    RateLimiter,
+    TokenBucket,
+    parse_duration,
+)
+from agents.llm._recorder import (
+    CallRecorder,
+    RecorderStatistics,
+)
+from agents.llm._retry import (
+    RetryPolicy,
+)
+from agents.llm._tokens import estimate_prompt_tokens, estimate_tokens
+
+__all__ = [
+    "MAX_EMBEDDING_INPUTS",
+    "CacheStatistics",
+    "CallRecorder",
+    "CallRequest",
+    "CallRunner",
+    "ChatResult",
+    "ChatStream",
+    "LLMOptions",
+    "LLMProvider",
+    "LimiterOptions",
+    "LimiterStatistics",
+    "Messages",
+    "OpenAIProvider",
+    "PromptRepository",
+    "PromptStatistics",
+    "RateLimiter",
+    "RecorderStatistics",
+    "RetryPolicy",
+    "TokenBucket",
+    "ToolCatalog",
+    "ToolCatalogCache",
+    "ToolSpec",
+    "Usage",
+    "answer_messages",
+    "catalog_hash",
+    "estimate_prompt_tokens",
+    "estimate_tokens",
+    "intent_messages",
+    "parse_duration",
+    "parse_json_object",
+    "plan_messages",
+    "settling",
+    "task_messages",
+    "validate_embedding_inputs",
+    "verify_messages",
+]

@@ -1,0 +1,121 @@
+"""Prompt templates from package files through an LRU cache, and the message convention.
+
+Every request to a model has the same shape, which the offline model and a real model
+both understand: a system message from `agents/prompts/<task>.txt` explains the task,
+and the last user message is a JSON document `{"task": "<task>", ...}` carrying the
+data. Templates are read once per process (per cache size) instead of on every call.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from agents.errors import UnknownPrompt
+from agents.llm._catalog import ToolCatalog, ToolSpec
+
+Message = dict[str, str]
+
+TASKS = ("plan", "verify", "verify_batch", "answer", "intent", "step", "chat", "report")
+
+
+@dataclass(frozen=True, slots=True)
+class PromptStatistics:
+    hits: int
+    misses: int
+    size: int
+    maxsize: int
+
+
+class PromptRepository:
+    """Prompt templates by name, loaded from `agents/prompts/*.txt` through an LRU cache.
+
+    Templates use `$name` placeholders (string.Template), so JSON braces in a prompt
+    need no escaping. `maxsize` 0 disables caching (every get reads the file).
+    """
+
+    def __init__(self, maxsize: int = 128) -> None:
+        if maxsize < 0:
+            raise ValueError(f"maxsize must be at least 0, got {maxsize}")
+        self._maxsize = maxsize
+        self._load = functools.lru_cache(maxsize=maxsize)(_read_template)
+
+    def get(self, name: str) -> string.Template:
+        return self._load(name)
+
+    def render(self, name: str, **values: object) -> str:
+        """The template with `values` substituted; a missing value is an error."""
+        return self.get(name).substitute({k: str(v) for k, v in values.items()})
+
+    def statistics(self) -> PromptStatistics:
+        info = self._load.cache_info()
+        return PromptStatistics(info.hits, info.misses, info.currsize, self._maxsize)
+
+
+def _read_template(name: str) -> string.Template:
+    if not name.isidentifier():
+        raise UnknownPrompt(name)
+    resource = importlib.resources.files("agents") / "prompts" / f"{name}.txt"
+    try:
+        return string.Template(resource.read_text(encoding="utf-8"))
+    except (FileNotFoundError, IsADirectoryError):
+        raise UnknownPrompt(name) from None
+
+
+def task_messages(
+    prompts: PromptRepository, task: str, payload: Mapping[str, Any]
+) -> list[Message]:
+    """The two messages of a task request: the system prompt and the JSON document."""
+    document = {"task": task, **payload}
+    return [
+        {"role": "system", "content": prompts.render(task)},
+        {"role": "user", "content": json.dumps(document, ensure_ascii=False, default=str)},
+    ]
+
+
+def plan_messages(
+    prompts: PromptRepository,
+    goal: str,
+    tools: ToolCatalog | Sequence[ToolSpec],
+    history: Sequence[Any] = (),
+    now: datetime | None = None,
+) -> list[Message]:
+    """Ask for a plan of `goal` over `tools`; `history` is earlier turns, most recent last.
+
+    `now` (default: the current UTC time, to the minute) lets the model turn "tomorrow
+    at 9am" or "the last 7 days" into dates.
+    """
+    specs = tools.prompt_json if isinstance(tools, ToolCatalog) else [t.to_dict() for t in tools]
+    moment = (now or datetime.now(UTC)).isoformat(timespec="minutes")
+    payload = {"goal": goal, "now": moment, "tools": list(specs), "history": list(history)}
+    return task_messages(prompts, "plan", payload)
+
+
+def verify_messages(
+    prompts: PromptRepository, goal: str, step: Mapping[str, Any], result: Any
+) -> list[Message]:
+    return task_messages(prompts, "verify", {"goal": goal, "step": dict(step), "result": result})
+
+
+def answer_messages(
+    prompts: PromptRepository,
+    goal: str,
+    results: Sequence[Mapping[str, Any]],
+    verify: Sequence[Mapping[str, Any]] = (),
+) -> list[Message]:
+    """`results`: one dict per step with id, agent, action and `result` or `error`;
+    `verify`: steps (`{step, result}`) to verify in the same call, as in verify_batch."""
+    payload: dict[str, Any] = {"goal": goal, "results": [dict(r) for r in results]}
+    if verify:
+        payload["verify"] = [dict(item) for item in verify]
+    return task_messages(prompts, "answer", payload)
+
+
+def intent_messages(prompts: PromptRepository, goal: str) -> list[Message]:
+    return task_messages(prompts, "intent", {"goal": goal})

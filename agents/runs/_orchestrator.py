@@ -1,0 +1,513 @@
+"""The orchestrator: a goal in, a verified answer out, every transition an event.
+
+submit: `SessionStarted` (new session), `UserMessageReceived`, `RunRequested`.
+execute: intent analysis and tool-catalog preparation run concurrently; the planner
+makes a validated `PlanCreated`; the executor runs steps as their dependencies finish
+while the verifier checks finished steps in the background (with batching, it holds
+them for the answer call, which verifies them as it writes the answer); every
+`VerificationCompleted` comes before `RunCompleted` and the session's
+`AssistantMessageSent`.
+
+Resume reads the run's own stream: completed steps keep their results, a step that
+started but did not finish runs again (attempt + 1) when its tool is idempotent, and
+fails with a clear reason otherwise (unless `retry_non_idempotent`). A cancel
+appends `RunCancelled`; a shutdown leaves the run unfinished, for resume.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from agents.errors import (
+    InvalidGoal,
+    InvalidPlan,
+    LLMError,
+    RunAlreadyFinished,
+    RunAlreadyRunning,
+    RunNotFound,
+)
+from agents.llm import LLMProvider, PromptRepository, ToolCatalog, answer_messages
+from agents.offline import _model as offline_model
+from agents.runs._approvals import ApprovalBook, Decision, record_decision
+from agents.runs._executor import Executor, ExecutorOptions, StepOutcome
+from agents.runs._plan import Plan, PlanStep
+from agents.runs._plan_stream import stream_plan
+from agents.runs._planner import Planner, PlanRefused
+from agents.runs._run_state import RunState, load_run
+from agents.runs._verifier import Verifier
+from agents.tools import AgentRegistry
+from events import (
+    NO_STREAM,
+    AssistantMessageSent,
+    Event,
+    EventStore,
+    IntentAnalyzed,
+    InvalidStreamName,
+    PlanCreated,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunRequested,
+    RunResumed,
+    SessionStarted,
+    UserMessageReceived,
+    validate_stream,
+)
+
+History = Callable[[str], Awaitable[list[dict[str, Any]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorOptions:
+    max_parallel_steps: int = 8
+    parallel_execution: bool = True
+    async_planner: bool = True
+    background_verification: bool = True
+    step_batching: bool = True
+    verify_before_dependents: bool = False
+    streaming_plan: bool = True
+    approval_tools: tuple[str, ...] = ()
+    retry_non_idempotent: bool = False
+    step_timeout_s: float = 60.0
+    max_goal_chars: int = 4000
+    session_window: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    run_id: str
+    session_id: str
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    run_id: str
+    session_id: str
+    status: str
+    answer: str | None
+    reason: str | None = None
+    llm_calls: int = 0
+
+
+class Orchestrator:
+    """Runs goals against one store, provider and agent registry."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        provider: LLMProvider,
+        registry: AgentRegistry,
+        *,
+        prompts: PromptRepository | None = None,
+        options: OrchestratorOptions = OrchestratorOptions(),
+        history: History | None = None,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.registry = registry
+        self.prompts = prompts or PromptRepository()
+        self.options = options
+        self._history = history or self._history_from_log
+        self.approvals = ApprovalBook()
+        self._scopes: dict[str, trio.CancelScope] = {}
+        self._cancelled: set[str] = set()
+        # Runs writing their terminal event: too late to cancel, and never cut short.
+        self._finishing: set[str] = set()
+
+    # --- submitting -------------------------------------------------------------------
+
+    def check_goal(self, goal: object) -> str:
+        if not isinstance(goal, str) or not goal.strip():
+            raise InvalidGoal("the goal must be non-empty text")
+        try:
+            goal.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidGoal("the goal is not valid Unicode text") from None
+        if len(goal) > self.options.max_goal_chars:
+            limit = self.options.max_goal_chars
+            raise InvalidGoal(f"the goal is {len(goal)} characters, over the limit of {limit}")
+        return goal.strip()
+
+    async def submit(
+        self, goal: str, session_id: str | None = None, *, client: str = ""
+    ) -> Submitted:
+        """Record the user's message and the run request; the run itself starts later."""
+        goal = self.check_goal(goal)
+        session_id = session_id or uuid.uuid4().hex[:12]
+        try:
+            validate_stream(f"session-{session_id}")
+        except InvalidStreamName as exc:
+            raise InvalidGoal(f"unusable session id: {exc}") from None
+        run_id = uuid.uuid4().hex[:12]
+        session_stream = f"session-{session_id}"
+        if await self.store.stream_version(session_stream) == 0:
+            await self.store.append(
+                session_stream, [SessionStarted(session_id, client=client)], NO_STREAM
+            )
+        await self.store.append(session_stream, [UserMessageReceived(session_id, run_id, goal)])
+        result = await self.store.append(
+            f"run-{run_id}", [RunRequested(run_id, session_id, goal)], NO_STREAM, correlation=run_id
+        )
+        return Submitted(run_id, session_id, result.last_position)
+
+    async def run_goal(self, goal: str, session_id: str | None = None) -> RunResult:
+        submitted = await self.submit(goal, session_id)
+        return await self.execute(submitted.run_id)
+
+    # --- running --------------------------------------------------------------------------
+
+    async def execute(self, run_id: str, *, resume: bool = False) -> RunResult:
+        """Take the run from wherever its stream says it is to a terminal event.
+
+        The cancel scope is registered before the first await, so a cancel arriving at
+        any point after this call started reaches the run.
+        """
+        if run_id in self._scopes:
+            raise RunAlreadyRunning(run_id)
+        with trio.CancelScope() as scope:
+            self._scopes[run_id] = scope
+            state: RunState | None = None
+            try:
+                state = await load_run(self.store, run_id)
+                if state.status == "missing":
+                    raise RunNotFound(run_id)
+                if state.finished:
+                    if resume:
+                        raise RunAlreadyFinished(run_id, state.status)
+                    return RunResult(run_id, state.session_id, state.status, None)
+                if state.version > 1 or resume:
+                    await self._append(run_id, [RunResumed(run_id, "resumed from the log")])
+                return await self._drive(state)
+            finally:
+                del self._scopes[run_id]
+                self._finishing.discard(run_id)
+                if run_id in self._cancelled:
+                    self._cancelled.discard(run_id)
+                    with trio.CancelScope(shield=True):
+                        await self._record_cancel(run_id, state)
+        session = state.session_id if state is not None else ""
+        return RunResult(run_id, session, "cancelled", None, "cancelled by request")
+
+    async def _record_cancel(self, run_id: str, state: RunState | None) -> None:
+        """`RunCancelled`, unless the run is missing or already ended."""
+        if state is None:
+            state = await load_run(self.store, run_id)
+        if state.status != "missing" and not state.finished:
+            await self._append(run_id, [RunCancelled(run_id, "cancelled by request")])
+
+    async def decide(
+        self, run_id: str, step_id: str, granted: bool, note: str = "", by: str = ""
+    ) -> None:
+        """Record a human's decision on a pending approval (`ApprovalNotPending` if none)."""
+        await record_decision(
+            self.store, self.approvals, run_id, step_id, Decision(granted, note, by)
+        )
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run executing in this process; False when it is not running here."""
+        scope = self._scopes.get(run_id)
+        if scope is None or run_id in self._finishing:
+            return False
+        self._cancelled.add(run_id)
+        scope.cancel()
+        return True
+
+    def running(self) -> list[str]:
+        return sorted(self._scopes)
+
+    async def _drive(self, state: RunState) -> RunResult:
+        calls_before = 0
+        plan = state.plan
+        if plan is None and self.options.streaming_plan:
+            return await self._drive_streaming(state)
+        if plan is None:
+            try:
+                plan, calls_before = await self._make_plan(state)
+            except (InvalidPlan, LLMError) as exc:
+                return await self._fail(state, f"no usable plan: {exc}")
+        outcomes, verifier = await self._run_plan(state, plan)
+        return await self._conclude(state, plan, outcomes, verifier, calls_before)
+
+    async def _drive_streaming(self, state: RunState) -> RunResult:
+        """Plan and execute at once: each streamed step starts as soon as it can."""
+        catalog = await self._prepare(state)
+        history = await self._history(state.session_id)
+        verifier, executor, background = self._workers(state)
+        send, receive = trio.open_memory_channel[PlanStep](math.inf)
+        failure: list[str] = []
+        retry: list[InvalidPlan] = []
+
+        async def on_step(step: PlanStep) -> None:
+            send.send_nowait(step)
+            await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            if background:
+                await nursery.start(verifier.run)
+            async with trio.open_nursery() as steps:
+                steps.start_soon(executor.execute_stream, receive)
+                try:
+                    async with send:
+                        plan = await stream_plan(
+                            self.provider,
+                            self.prompts,
+                            state.goal,
+                            catalog,
+                            history,
+                            state.run_id,
+                            on_step,
+                        )
+                    await self._append(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
+                except InvalidPlan as exc:
+                    if isinstance(exc, PlanRefused) or executor.started:
+                        failure.append(f"no usable plan: {exc}")
+                    else:
+                        retry.append(exc)
+                except LLMError as exc:
+                    failure.append(f"no usable plan: {exc}")
+            if not failure and not retry:
+                await self._reverify(state, plan, executor.outcomes, verifier)
+            await verifier.drain()
+        if failure:
+            await verifier.record_folded(verifier.unverified, {})
+            return await self._fail(state, failure[0])
+        if retry:
+            return await self._repair_streamed(state, catalog, retry[0])
+        return await self._conclude(state, plan, executor.outcomes, verifier, 1)
+
+    async def _repair_streamed(
+        self, state: RunState, catalog: ToolCatalog, error: InvalidPlan
+    ) -> RunResult:
+        """A streamed plan went wrong before any step started: plan again, with repair."""
+        planner = Planner(self.provider, self.prompts)
+        try:
+            plan = await planner.repair(
+                state.goal, catalog, await self._history(state.session_id), state.run_id, error
+            )
+        except (InvalidPlan, LLMError) as exc:
+            return await self._fail(state, f"no usable plan: {exc}")
+        await self._append(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
+        outcomes, verifier = await self._run_plan(state, plan)
+        return await self._conclude(state, plan, outcomes, verifier, 1 + planner.calls)
+
+    async def _prepare(self, state: RunState) -> ToolCatalog:
+        """Intent and catalog concurrently (when async planning is on); `IntentAnalyzed`."""
+        catalog: list[ToolCatalog] = []
+        intent: list[dict[str, Any]] = []
+
+        async def prepare_catalog() -> None:
+            catalog.append(await trio.to_thread.run_sync(self.registry.catalog))
+
+        async def analyse_intent() -> None:
+            intent.append(offline_model.intent(state.goal))
+            await trio.lowlevel.checkpoint()
+
+        if self.options.async_planner:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(prepare_catalog)
+                nursery.start_soon(analyse_intent)
+        else:
+            await prepare_catalog()
+            await analyse_intent()
+        found = intent[0]
+        event = IntentAnalyzed(
+            state.run_id, str(found.get("intent", "")), dict(found.get("entities", {}))
+        )
+        await self._append(state.run_id, [event])
+        return catalog[0]
+
+    async def _make_plan(self, state: RunState) -> tuple[Plan, int]:
+        catalog = await self._prepare(state)
+        planner = Planner(self.provider, self.prompts)
+        try:
+            plan = await planner.plan(
+                state.goal, catalog, await self._history(state.session_id), state.run_id
+            )
+        finally:
+            calls = planner.calls
+        await self._append(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
+        return plan, calls
+
+    def _workers(self, state: RunState) -> tuple[Verifier, Executor, bool]:
+        """The run's verifier and executor, wired for background or inline verification."""
+        verifier = Verifier(
+            self.store,
+            self.provider,
+            self.prompts,
+            state.run_id,
+            state.goal,
+            batching=self.options.step_batching,
+        )
+        background = (
+            self.options.background_verification and not self.options.verify_before_dependents
+        )
+        executor = Executor(
+            self.store,
+            self.registry,
+            state.run_id,
+            self._executor_options(),
+            on_completed=verifier.submit if background else verifier.verify_now,
+            prior=state.prior,
+            refuse_restart=self._refuse_restart,
+            approvals=self.approvals,
+        )
+        return verifier, executor, background
+
+    async def _run_plan(
+        self, state: RunState, plan: Plan
+    ) -> tuple[dict[str, StepOutcome], Verifier]:
+        verifier, executor, background = self._workers(state)
+        async with trio.open_nursery() as nursery:
+            if background:
+                await nursery.start(verifier.run)
+            outcomes = await executor.execute(plan)
+            await self._reverify(state, plan, outcomes, verifier)
+            await verifier.drain()
+        return outcomes, verifier
+
+    async def _reverify(
+        self, state: RunState, plan: Plan, outcomes: dict[str, StepOutcome], verifier: Verifier
+    ) -> None:
+        """After a resume: steps completed before the crash but never verified."""
+        for step_id in state.prior.outcomes:
+            outcome = outcomes.get(step_id)
+            if outcome and outcome.status == "completed" and step_id not in state.verified:
+                await verifier.submit(plan.step(step_id), outcome.result)
+
+    def _executor_options(self) -> ExecutorOptions:
+        o = self.options
+        return ExecutorOptions(
+            o.max_parallel_steps,
+            o.parallel_execution,
+            o.step_batching,
+            o.step_timeout_s,
+            o.verify_before_dependents,
+            frozenset(o.approval_tools),
+        )
+
+    def _refuse_restart(self, step: PlanStep) -> str | None:
+        spec = self.registry.spec(step.agent, step.action)
+        if self.options.retry_non_idempotent or (spec is not None and spec.idempotent):
+            return None
+        return (
+            f"interrupted by a restart; {step.tool} is not idempotent, so it is not run "
+            "again (set resume.retry_non_idempotent to allow it)"
+        )
+
+    async def _conclude(
+        self,
+        state: RunState,
+        plan: Plan,
+        outcomes: dict[str, StepOutcome],
+        verifier: Verifier,
+        calls: int,
+    ) -> RunResult:
+        """The answer, which also verifies the steps the verifier held for it."""
+        completed = [s for s in plan.steps if outcomes[s.id].status == "completed"]
+        if not completed:
+            reasons = "; ".join(f"{sid}: {o.message}" for sid, o in outcomes.items())
+            return await self._fail(state, f"no step completed ({reasons})")
+        held = verifier.unverified
+        try:
+            reply = await self._answer(state, plan, outcomes, held)
+        except LLMError as exc:
+            await verifier.record_folded(held, {})  # no verdicts: a call of their own
+            return await self._fail(state, f"could not compose the answer: {exc}")
+        if held:
+            await verifier.record_folded(held, reply)
+        answer = str(reply.get("answer", ""))
+        await self._finish(state, RunCompleted(state.run_id, answer), answer)
+        calls += 1 + verifier.calls
+        return RunResult(state.run_id, state.session_id, "completed", answer, llm_calls=calls)
+
+    async def _answer(
+        self,
+        state: RunState,
+        plan: Plan,
+        outcomes: dict[str, StepOutcome],
+        held: Sequence[tuple[PlanStep, Any]],
+    ) -> Mapping[str, Any]:
+        results = [_result_entry(step, outcomes[step.id]) for step in plan.steps]
+        verify = [{"id": step.id} for step, _ in held]  # their results are in `results`
+        messages = answer_messages(self.prompts, state.goal, results, verify)
+        reply = await self.provider.chat_json(messages, purpose="answer", run_id=state.run_id)
+        return reply.data
+
+    async def _fail(self, state: RunState, reason: str) -> RunResult:
+        await self._finish(
+            state, RunFailed(state.run_id, reason), f"I could not complete this: {reason}"
+        )
+        return RunResult(state.run_id, state.session_id, "failed", None, reason)
+
+    async def _finish(self, state: RunState, terminal: Event, reply: str) -> None:
+        """The terminal event and the session's reply, written whole: no cancel cuts them."""
+        self._finishing.add(state.run_id)
+        if state.run_id in self._cancelled:
+            return  # a cancel got in first; execute() appends RunCancelled
+        with trio.CancelScope(shield=True):
+            await self._append(state.run_id, [terminal])
+            await self._say(state, reply)
+
+    async def _say(self, state: RunState, text: str) -> None:
+        event = AssistantMessageSent(state.session_id, text, state.run_id)
+        await self.store.append(f"session-{state.session_id}", [event], correlation=state.run_id)
+
+    async def _append(self, run_id: str, events: Sequence[Event]) -> None:
+        await self.store.append(f"run-{run_id}", events, correlation=run_id)
+
+    async def _history_from_log(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's last messages, read from its stream (used without projections)."""
+        stream = f"session-{session_id}"
+        version = await self.store.stream_version(stream)
+        records = await self.store.read_stream(
+            stream, max(0, version - 2 * self.options.session_window)
+        )
+        messages = [
+            {
+                "role": "user" if r.type == "UserMessageReceived" else "assistant",
+                "text": r.data["text"],
+            }
+            for r in records
+            if r.type in ("UserMessageReceived", "AssistantMessageSent")
+        ]
+        return messages[-self.options.session_window - 1 : -1]
+
+    # --- resume -----------------------------------------------------------------------------
+
+    async def unfinished_runs(self) -> list[str]:
+        """Runs whose stream has no terminal event, oldest first."""
+        streams = await trio.to_thread.run_sync(self.store.log.streams, "run-")
+        unfinished = []
+        for stream, version in streams:
+            last = await self.store.read_stream(stream, version - 1, 1)
+            if last and last[0].type not in ("RunCompleted", "RunFailed", "RunCancelled"):
+                unfinished.append((last[0].position, stream[len("run-") :]))
+        return [run_id for _, run_id in sorted(unfinished)]
+
+    async def resume_unfinished(self) -> list[RunResult]:
+        """Resume every unfinished run concurrently; returns their results."""
+        results: list[RunResult] = []
+
+        async def resume_one(run_id: str) -> None:
+            results.append(await self.execute(run_id, resume=True))
+
+        async with trio.open_nursery() as nursery:
+            for run_id in await self.unfinished_runs():
+                nursery.start_soon(resume_one, run_id)
+        return results
+
+
+def _result_entry(step: PlanStep, outcome: StepOutcome) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": step.id, "agent": step.agent, "action": step.action}
+    if outcome.status == "completed":
+        entry["result"] = outcome.result
+    else:
+        entry["error"] = f"{outcome.status}: {outcome.message}"
+    return entry

@@ -1,0 +1,203 @@
+"""Plans: steps with dependencies, their validation, and references between steps.
+
+A plan is valid when its step ids are unique, every tool is in the catalog, every
+dependency names a step of the plan, the dependencies form a DAG, parameters match each
+tool's schema, and every `${step}` / `${step.field}` reference names a step the
+referencing step depends on (a reference to a step not listed as a dependency is
+added as one: models often forget to list it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.errors import InvalidPlan, ToolError
+from agents.llm import ToolCatalog
+from agents.tools import check_parameters
+
+MAX_STEPS = 50
+REFERENCE = re.compile(r"\$\{([A-Za-z0-9_\-]+)(?:\.([A-Za-z0-9_\-.]+))?\}")
+
+
+@dataclass(frozen=True, slots=True)
+class PlanStep:
+    id: str
+    agent: str
+    action: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    dependencies: tuple[str, ...] = ()
+    reasoning: str = ""
+
+    @property
+    def tool(self) -> str:
+        return f"{self.agent}.{self.action}"
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "agent": self.agent,
+            "action": self.action,
+            "parameters": dict(self.parameters),
+            "dependencies": list(self.dependencies),
+            "reasoning": self.reasoning,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    steps: tuple[PlanStep, ...]
+
+    def step(self, step_id: str) -> PlanStep:
+        return next(s for s in self.steps if s.id == step_id)
+
+    def to_data(self) -> list[dict[str, Any]]:
+        return [s.to_data() for s in self.steps]
+
+    @classmethod
+    def from_data(cls, steps: Iterable[Mapping[str, Any]]) -> Plan:
+        return cls(tuple(_step_from(i, s) for i, s in enumerate(steps)))
+
+
+def _step_from(index: int, data: Any) -> PlanStep:
+    if not isinstance(data, Mapping):
+        raise InvalidPlan([f"step {index + 1} is not an object"])
+    parameters = data.get("parameters") or {}
+    dependencies = data.get("dependencies") or []
+    if not isinstance(parameters, Mapping) or not isinstance(dependencies, list | tuple):
+        raise InvalidPlan([f"step {index + 1}: parameters must be an object, dependencies a list"])
+    return PlanStep(
+        id=str(data.get("id") or f"s{index + 1}"),
+        agent=str(data.get("agent", "")),
+        action=str(data.get("action", "")),
+        parameters=dict(parameters),
+        dependencies=tuple(str(d) for d in dependencies),
+        reasoning=str(data.get("reasoning", "")),
+    )
+
+
+def parse_plan(document: Mapping[str, Any]) -> Plan:
+    """The plan in a planner's JSON answer; an empty plan carries the model's reason."""
+    steps = document.get("steps")
+    if not isinstance(steps, list):
+        raise InvalidPlan(["the answer has no 'steps' list"])
+    if not steps:
+        reason = str(document.get("error") or "the planner produced no steps")
+        raise InvalidPlan([reason])
+    return Plan.from_data(steps)
+
+
+def references(value: Any) -> set[str]:
+    """Step ids referenced anywhere inside a parameter value."""
+    if isinstance(value, str):
+        return {m.group(1) for m in REFERENCE.finditer(value)}
+    if isinstance(value, Mapping):
+        return set().union(*(references(v) for v in value.values())) if value else set()
+    if isinstance(value, list | tuple):
+        return set().union(*(references(v) for v in value)) if value else set()
+    return set()
+
+
+def validate_plan(plan: Plan, catalog: ToolCatalog) -> Plan:
+    """The plan with implied dependencies added; `InvalidPlan` listing every problem."""
+    problems: list[str] = []
+    ids = [s.id for s in plan.steps]
+    if len(plan.steps) > MAX_STEPS:
+        problems.append(f"{len(plan.steps)} steps, more than {MAX_STEPS}")
+    if len(set(ids)) != len(ids):
+        problems.append("step ids are not unique")
+    steps = tuple(_with_implied_dependencies(s) for s in plan.steps)
+    for step in steps:
+        problems.extend(_step_problems(step, set(ids), catalog))
+    if not problems:
+        problems.extend(_cycle_problems(steps))
+    if problems:
+        raise InvalidPlan(problems)
+    return Plan(steps)
+
+
+def _with_implied_dependencies(step: PlanStep) -> PlanStep:
+    implied = references(step.parameters) - set(step.dependencies) - {step.id}
+    if not implied:
+        return step
+    return PlanStep(
+        step.id,
+        step.agent,
+        step.action,
+        step.parameters,
+        step.dependencies + tuple(sorted(implied)),
+        step.reasoning,
+    )
+
+
+def _step_problems(step: PlanStep, ids: set[str], catalog: ToolCatalog) -> list[str]:
+    spec = catalog.get(step.tool)
+    if spec is None:
+        return [f"step {step.id}: unknown tool {step.tool!r}"]
+    problems = [f"step {step.id}: {p}" for p in check_parameters(spec, step.parameters)]
+    for dependency in step.dependencies:
+        if dependency == step.id:
+            problems.append(f"step {step.id} depends on itself")
+        elif dependency not in ids:
+            problems.append(f"step {step.id}: dependency {dependency!r} is not a step of the plan")
+    return problems
+
+
+def _cycle_problems(steps: Sequence[PlanStep]) -> list[str]:
+    """Kahn's algorithm: whatever cannot be ordered sits on a cycle."""
+    remaining = {s.id: set(s.dependencies) for s in steps}
+    while True:
+        ready = [sid for sid, deps in remaining.items() if not deps]
+        if not ready:
+            break
+        for sid in ready:
+            del remaining[sid]
+        for deps in remaining.values():
+            deps.difference_update(ready)
+    if remaining:
+        return [f"dependency cycle among steps {', '.join(sorted(remaining))}"]
+    return []
+
+
+def resolve(value: Any, results: Mapping[str, Any]) -> Any:
+    """`value` with `${step}` / `${step.field}` replaced by earlier steps' results.
+
+    A string that is exactly one reference becomes the referenced value itself (a dict,
+    a number); references inside longer text are formatted into it.
+    """
+    if isinstance(value, str):
+        whole = REFERENCE.fullmatch(value)
+        if whole:
+            return _lookup(results, whole.group(1), whole.group(2))
+        return REFERENCE.sub(lambda m: _text(_lookup(results, m.group(1), m.group(2))), value)
+    if isinstance(value, Mapping):
+        return {k: resolve(v, results) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [resolve(v, results) for v in value]
+    return value
+
+
+def _lookup(results: Mapping[str, Any], step_id: str, path: str | None) -> Any:
+    if step_id not in results:
+        raise ToolError(f"reference to step {step_id!r}, which has no result")
+    value = results[step_id]
+    for part in path.split(".") if path else ():
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            raise ToolError(f"step {step_id!r} result has no field {path!r}")
+    return value
+
+
+def _text(value: Any) -> str:
+    return (
+        value
+        if isinstance(value, str)
+        else repr(value)
+        if not isinstance(value, int | float)
+        else str(value)
+    )

@@ -1,0 +1,150 @@
+"""Reading a plan while the model is still writing it.
+
+`StepStreamParser` is fed the streamed text and hands back each step object of the
+`"steps"` array as soon as its closing brace arrives (a small scanner that tracks
+strings, escapes and nesting depth; no full JSON parse until a step is complete).
+The planner validates each step on arrival (known tool, parameters, dependencies on
+steps already received), so the executor can start it at once: LLMCompiler's idea.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from agents.errors import InvalidPlan
+from agents.llm import LLMProvider, PromptRepository, ToolCatalog, plan_messages
+from agents.runs._plan import Plan, PlanStep, _step_from, validate_plan
+from agents.runs._planner import PlanRefused
+
+_STEPS_KEY = '"steps"'
+
+
+class StepStreamParser:
+    """Incremental extraction of the step objects of `{"steps": [ {...}, {...} ]}`."""
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._cursor = -1  # index just after the '[' of the steps array, once found
+        self._depth = 0
+        self._start = -1
+        self._in_string = False
+        self._escape = False
+        self.finished = False
+
+    def feed(self, chunk: str) -> list[dict[str, Any]]:
+        self._text += chunk
+        if self._cursor < 0 and not self._find_array():
+            return []
+        return self._scan()
+
+    def _find_array(self) -> bool:
+        key = self._text.find(_STEPS_KEY)
+        bracket = self._text.find("[", key + len(_STEPS_KEY)) if key >= 0 else -1
+        if bracket < 0:
+            return False
+        self._cursor = bracket + 1
+        return True
+
+    def _scan(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        text = self._text
+        while self._cursor < len(text) and not self.finished:
+            char = text[self._cursor]
+            self._step_char(char, found)
+            self._cursor += 1
+        return found
+
+    def _step_char(self, char: str, found: list[dict[str, Any]]) -> None:
+        if self._in_string:
+            if self._escape:
+                self._escape = False
+            elif char == "\\":
+                self._escape = True
+            elif char == '"':
+                self._in_string = False
+        elif char == '"':
+            self._in_string = True
+        elif char == "{":
+            if self._depth == 0:
+                self._start = self._cursor
+            self._depth += 1
+        elif char == "}":
+            self._depth -= 1
+            if self._depth == 0:
+                found.append(_object(self._text[self._start : self._cursor + 1]))
+        elif char == "]" and self._depth == 0:
+            self.finished = True
+
+
+def _object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidPlan([f"a streamed step is not JSON ({exc})"]) from exc
+    if not isinstance(value, dict):
+        raise InvalidPlan(["a streamed step is not an object"])
+    return value
+
+
+def check_streamed_step(
+    step: PlanStep, earlier: Sequence[PlanStep], catalog: ToolCatalog
+) -> PlanStep:
+    """Validate one step against the catalog and the steps before it.
+
+    In a streamed plan a step may only depend on steps already received, so it can
+    start the moment they are done.
+    """
+    known = {s.id for s in earlier}
+    if step.id in known:
+        raise InvalidPlan([f"step id {step.id!r} appears twice"])
+    missing = [d for d in step.dependencies if d not in known]
+    if missing:
+        raise InvalidPlan(
+            [f"step {step.id} depends on {', '.join(missing)}, not received before it"]
+        )
+    partial = validate_plan(Plan((*earlier, step)), catalog)
+    return partial.steps[-1]
+
+
+async def stream_plan(
+    provider: LLMProvider,
+    prompts: PromptRepository,
+    goal: str,
+    catalog: ToolCatalog,
+    history: Sequence[Any],
+    run_id: str,
+    on_step: Callable[[PlanStep], Awaitable[None]],
+) -> Plan:
+    """Stream the plan, handing each validated step to `on_step` as it arrives.
+
+    Returns the whole plan; `InvalidPlan` on a bad step, or with the model's
+    explanation when it produced no steps. (A callback rather than an async
+    generator, so no yield crosses the stream's context.)
+    """
+    parser = StepStreamParser()
+    steps: list[PlanStep] = []
+    messages = plan_messages(prompts, goal, catalog, history)
+    async with provider.stream_chat(
+        messages, purpose="plan", run_id=run_id, json_mode=True
+    ) as stream:
+        async for chunk in stream:
+            for data in parser.feed(chunk):
+                step = check_streamed_step(_step_from(len(steps), data), steps, catalog)
+                steps.append(step)
+                await on_step(step)
+        text = stream.text
+    if not steps:
+        raise PlanRefused([_refusal(text)])
+    return Plan(tuple(steps))
+
+
+def _refusal(text: str) -> str:
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return "the planner's streamed answer is not JSON"
+    if isinstance(document, dict) and document.get("error"):
+        return str(document["error"])
+    return "the planner produced no steps"

@@ -1,0 +1,75 @@
+"""The planner: one model call turns a goal, the session's recent messages and the tool
+catalog into a validated plan; an invalid plan gets one re-ask with the problems.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from agents.errors import InvalidModelOutput, InvalidPlan
+from agents.llm import LLMProvider, PromptRepository, ToolCatalog, plan_messages
+from agents.runs._plan import Plan, parse_plan, validate_plan
+
+PLAN_SCHEMA = {"type": "object", "properties": {"steps": {"type": "array"}}, "required": ["steps"]}
+
+
+class PlanRefused(InvalidPlan):
+    """The model said plainly it cannot plan this goal (an empty plan with a reason)."""
+
+
+class Planner:
+    def __init__(self, provider: LLMProvider, prompts: PromptRepository) -> None:
+        self._provider = provider
+        self._prompts = prompts
+        self.calls = 0
+
+    async def plan(
+        self, goal: str, catalog: ToolCatalog, history: Sequence[Any], run_id: str
+    ) -> Plan:
+        """A valid plan, or `InvalidPlan` / `PlanRefused` with the reason."""
+        messages = plan_messages(self._prompts, goal, catalog, history)
+        try:
+            return await self._ask(messages, catalog, run_id)
+        except PlanRefused:
+            raise
+        except (InvalidPlan, InvalidModelOutput) as first:
+            return await self.repair(goal, catalog, history, run_id, first)
+
+    async def repair(
+        self,
+        goal: str,
+        catalog: ToolCatalog,
+        history: Sequence[Any],
+        run_id: str,
+        error: Exception,
+    ) -> Plan:
+        """One re-ask naming what was wrong with the previous plan."""
+        messages = plan_messages(self._prompts, goal, catalog, history)
+        repair = [*messages, {"role": "assistant", "content": _problem_text(error)}]
+        repair.append(messages[-1] | {"content": _repair_request(messages[-1]["content"], error)})
+        return await self._ask(repair, catalog, run_id)
+
+    async def _ask(self, messages: list[dict[str, str]], catalog: ToolCatalog, run_id: str) -> Plan:
+        self.calls += 1
+        answer = await self._provider.chat_json(
+            messages, purpose="plan", run_id=run_id, schema_hint=PLAN_SCHEMA
+        )
+        if answer.data.get("steps") == [] and answer.data.get("error"):
+            raise PlanRefused([str(answer.data["error"])])
+        return validate_plan(parse_plan(answer.data), catalog)
+
+
+def _problem_text(error: Exception) -> str:
+    return f"(previous answer rejected: {error})"
+
+
+def _repair_request(document: str, error: Exception) -> str:
+    """The same task document, with the validation problems to fix."""
+    import json
+
+    data = json.loads(document)
+    problems = error.problems if isinstance(error, InvalidPlan) else [str(error)]
+    data["problems"] = problems
+    data["instruction"] = "The previous plan was invalid; return a corrected plan."
+    return json.dumps(data, ensure_ascii=False)

@@ -1,0 +1,181 @@
+"""Background verification: completed steps are checked without holding up later steps.
+
+Completed steps are queued as they finish. Without batching, each is verified at once
+in its own call. With batching, a completed step is held until the run's steps have all
+finished (`drain()`) or for `hold_s`, whichever comes first: steps held past `hold_s`
+(a long run) are verified in the background, together with every step completed
+meanwhile; those still held at the end are handed to the run's answer call, which
+verifies them while it writes the answer (`record_folded`). A chain or a fan of
+steps then costs no verification call of its own, and the critical path loses one
+model round trip: the last verification happened after the last step either way.
+Dependents never wait for a verification (unless `verify_before_dependents`, which
+verifies inline instead). `VerificationCompleted` is appended per step, always before
+the run's terminal event.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from agents.errors import LLMError
+from agents.llm import LLMProvider, PromptRepository, task_messages
+from agents.runs._plan import PlanStep
+from events import EventStore, VerificationCompleted
+
+DEFAULT_HOLD_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    passed: bool
+    confidence: float
+    notes: str
+
+
+class Verifier:
+    """Verifies completed steps of one run; see the module docstring."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        provider: LLMProvider,
+        prompts: PromptRepository,
+        run_id: str,
+        goal: str,
+        *,
+        batching: bool = True,
+        hold_s: float = DEFAULT_HOLD_S,
+    ) -> None:
+        self._store = store
+        self._provider = provider
+        self._prompts = prompts
+        self._run_id = run_id
+        self._goal = goal
+        self._batching = batching
+        self._hold_s = hold_s
+        self._draining = trio.Event()
+        self._held: list[tuple[PlanStep, Any]] = []
+        self._send, self._receive = trio.open_memory_channel[tuple[PlanStep, Any]](math.inf)
+        self.verdicts: dict[str, Verdict] = {}
+        self.calls = 0
+
+    async def submit(self, step: PlanStep, result: Any) -> None:
+        """Queue a completed step (never blocks the executor)."""
+        self._send.send_nowait((step, result))
+        await trio.lowlevel.checkpoint()
+
+    async def verify_now(self, step: PlanStep, result: Any) -> None:
+        """Verify one step inline (sequential mode and verify-before-dependents)."""
+        await self._verify([(step, result)])
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        async with self._receive:
+            async for first in self._receive:
+                if not self._batching:
+                    await self._verify([first])
+                    continue
+                with trio.move_on_after(self._hold_s):
+                    await self._draining.wait()
+                batch = [first, *self._queued()]
+                if self._draining.is_set():
+                    self._held.extend(batch)  # for the answer call
+                else:
+                    await self._verify(batch)
+
+    def _queued(self) -> list[tuple[PlanStep, Any]]:
+        queued = []
+        while True:
+            try:
+                queued.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return queued
+
+    async def drain(self) -> None:
+        """No more submissions; `run` returns once every queued step is verified or held
+        for the answer (`unverified`)."""
+        self._draining.set()
+        await self._send.aclose()
+
+    @property
+    def unverified(self) -> list[tuple[PlanStep, Any]]:
+        """Steps held for the answer call, once `run` has returned."""
+        return list(self._held)
+
+    async def record_folded(
+        self, batch: Sequence[tuple[PlanStep, Any]], reply: Mapping[str, Any]
+    ) -> None:
+        """Record the verdicts an answer call gave for `batch`; verify in a call of its
+        own when the reply has no usable verdict per step."""
+        if not batch:
+            await trio.lowlevel.checkpoint()
+            return
+        verdicts = folded_verdicts(reply, len(batch))
+        if verdicts is None:
+            await self._verify(batch)
+        else:
+            await self._record(batch, verdicts)
+        held = {step.id for step, _ in batch}
+        self._held = [(step, result) for step, result in self._held if step.id not in held]
+
+    async def _verify(self, batch: Sequence[tuple[PlanStep, Any]]) -> None:
+        await self._record(batch, await self._ask(batch))
+
+    async def _record(self, batch: Sequence[tuple[PlanStep, Any]], verdicts: list[Verdict]) -> None:
+        events = [
+            VerificationCompleted(self._run_id, step.id, v.passed, v.confidence, v.notes)
+            for (step, _), v in zip(batch, verdicts, strict=True)
+        ]
+        for (step, _), verdict in zip(batch, verdicts, strict=True):
+            self.verdicts[step.id] = verdict
+        await self._store.append(f"run-{self._run_id}", events, correlation=self._run_id)
+
+    async def _ask(self, batch: Sequence[tuple[PlanStep, Any]]) -> list[Verdict]:
+        self.calls += 1
+        items = [{"step": step.to_data(), "result": result} for step, result in batch]
+        try:
+            if len(items) == 1:
+                payload: dict[str, Any] = {"goal": self._goal, **items[0]}
+                answer = await self._chat("verify", payload)
+                return [_verdict(answer.data)]
+            answer = await self._chat("verify_batch", {"goal": self._goal, "items": items})
+            return _batch_verdicts(answer.data, len(items))
+        except LLMError as exc:
+            note = f"verification unavailable: {type(exc).__name__}: {exc}"
+            return [Verdict(False, 0.0, note) for _ in items]
+
+    async def _chat(self, task: str, payload: Mapping[str, Any]) -> Any:
+        messages = task_messages(self._prompts, task, payload)
+        return await self._provider.chat_json(messages, purpose="verify", run_id=self._run_id)
+
+
+def _verdict(data: Mapping[str, Any]) -> Verdict:
+    confidence = data.get("confidence", 0.0)
+    return Verdict(
+        bool(data.get("passed", False)),
+        float(confidence) if isinstance(confidence, int | float) else 0.0,
+        str(data.get("notes", "")),
+    )
+
+
+def folded_verdicts(data: Mapping[str, Any], count: int) -> list[Verdict] | None:
+    """One verdict per step from a reply's `verdicts`, or None when it has not that."""
+    verdicts = data.get("verdicts")
+    if not isinstance(verdicts, list) or len(verdicts) != count:
+        return None
+    if not all(isinstance(v, Mapping) and "passed" in v for v in verdicts):
+        return None
+    return [_verdict(v) for v in verdicts]
+
+
+def _batch_verdicts(data: Mapping[str, Any], count: int) -> list[Verdict]:
+    verdicts = folded_verdicts(data, count)
+    if verdicts is None:
+        note = "the model did not return one verdict per step"
+        return [Verdict(False, 0.0, note) for _ in range(count)]
+    return verdicts

@@ -1,0 +1,200 @@
+"""The storage interface of the event log, and the batch planner its backends share.
+
+An `EventLog` is synchronous: its methods block and are called from worker threads
+(`trio.to_thread`) by the `EventStore`, which owns concurrency. `commit` receives every
+append pending at one moment and writes the accepted ones in one transaction (group
+commit). The checks that decide what is accepted (expected versions, idempotent
+retries) live in `plan_batch`, so every backend enforces exactly the same rules.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from events._codec import PreparedEvent, encode_record
+from events._model import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Expected, RecordedEvent
+from events.errors import DuplicateEventConflict, EventStoreError, WrongExpectedVersion
+
+Outcome = AppendResult | EventStoreError
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """One producer's append: all of its events are written, or none."""
+
+    stream: str
+    expected: Expected
+    events: tuple[PreparedEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedWrite:
+    """One record as it will be stored."""
+
+    position: int
+    stream: str
+    version: int
+    type: str
+    id_bytes: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPlan:
+    writes: list[PlannedWrite]
+    outcomes: list[Outcome]
+    head_position: int
+    head_hash: bytes
+
+
+class LogView(Protocol):
+    """What the planner needs to read from committed state."""
+
+    def stream_version(self, stream: str) -> int: ...
+
+    def find_id(self, id_bytes: bytes) -> tuple[int, int, str] | None:
+        """(position, version, stream) of the record written with this event id."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogStatistics:
+    head_position: int
+    streams: int
+    size_bytes: int
+    map_size_bytes: int
+
+
+class EventLog(abc.ABC):
+    """Durable ordered storage of records; see module docstring for the threading rule."""
+
+    @abc.abstractmethod
+    def commit(
+        self, requests: Sequence[AppendRequest], ts: int
+    ) -> tuple[list[Outcome], list[PlannedWrite]]:
+        """Write the accepted appends in one transaction; an outcome per request."""
+
+    @abc.abstractmethod
+    def head(self) -> tuple[int, bytes]:
+        """(last position, its hash); (0, genesis hash) when empty."""
+
+    @abc.abstractmethod
+    def read(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Records with position > after, in order, at most `limit`."""
+
+    @abc.abstractmethod
+    def read_raw(self, after: int = 0, limit: int = 1000) -> list[tuple[int, bytes]]:
+        """(key position, stored value) pairs, undecoded, for audit."""
+
+    @abc.abstractmethod
+    def read_stream(
+        self, stream: str, after_version: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """Records of one stream with version > after_version."""
+
+    @abc.abstractmethod
+    def read_stream_after(self, stream: str, after: int, limit: int = 1000) -> list[RecordedEvent]:
+        """Records of one stream with global position > after."""
+
+    @abc.abstractmethod
+    def read_type(self, event_type: str, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Records of one type with position > after."""
+
+    @abc.abstractmethod
+    def stream_version(self, stream: str) -> int:
+        """Current version of a stream, 0 when it does not exist."""
+
+    @abc.abstractmethod
+    def streams(self, prefix: str = "") -> list[tuple[str, int]]:
+        """(stream, version) of every stream whose name starts with `prefix`."""
+
+    @abc.abstractmethod
+    def type_counts(self) -> dict[str, int]:
+        """How many records of each event type the log holds."""
+
+    @abc.abstractmethod
+    def statistics(self) -> LogStatistics: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+def check_expected(stream: str, expected: Expected, actual: int) -> None:
+    if expected is ANY:
+        return
+    if expected is NO_STREAM:
+        ok = actual == 0
+    elif expected is STREAM_EXISTS:
+        ok = actual > 0
+    else:
+        ok = actual == expected
+    if not ok:
+        raise WrongExpectedVersion(stream, expected, actual)
+
+
+class _Planner:
+    """Assigns positions, versions and hashes to the accepted appends of one batch."""
+
+    def __init__(self, view: LogView, head: tuple[int, bytes], ts: int, compress_over: int):
+        self.view = view
+        self.position, self.prev_hash = head
+        self.ts = ts
+        self.compress_over = compress_over
+        self.versions: dict[str, int] = {}
+        self.ids: dict[bytes, tuple[int, int, str]] = {}
+        self.writes: list[PlannedWrite] = []
+
+    def version_of(self, stream: str) -> int:
+        if stream not in self.versions:
+            self.versions[stream] = self.view.stream_version(stream)
+        return self.versions[stream]
+
+    def find_id(self, id_bytes: bytes) -> tuple[int, int, str] | None:
+        return self.ids.get(id_bytes) or self.view.find_id(id_bytes)
+
+    def plan(self, request: AppendRequest) -> AppendResult:
+        seen = [self.find_id(e.id_bytes) for e in request.events]
+        known = [s for s in seen if s is not None]
+        if known:
+            if len(known) != len(seen) or any(s != request.stream for _, _, s in known):
+                raise DuplicateEventConflict(request.stream, len(known), len(seen))
+            positions = tuple(p for p, _, _ in known)
+            return AppendResult(request.stream, positions, known[-1][1], duplicate=True)
+        version = self.version_of(request.stream)
+        check_expected(request.stream, request.expected, version)
+        positions = tuple(
+            self._write(request.stream, version + i + 1, e) for i, e in enumerate(request.events)
+        )
+        self.versions[request.stream] = version + len(request.events)
+        return AppendResult(request.stream, positions, version + len(request.events))
+
+    def _write(self, stream: str, version: int, event: PreparedEvent) -> int:
+        self.position += 1
+        value, self.prev_hash = encode_record(
+            self.position, stream, version, self.ts, event, self.prev_hash, self.compress_over
+        )
+        self.ids[event.id_bytes] = (self.position, version, stream)
+        self.writes.append(
+            PlannedWrite(self.position, stream, version, event.type, event.id_bytes, value)
+        )
+        return self.position
+
+
+def plan_batch(
+    view: LogView,
+    head: tuple[int, bytes],
+    requests: Sequence[AppendRequest],
+    ts: int,
+    compress_over: int,
+) -> BatchPlan:
+    """Decide every request of a batch against committed state plus earlier requests."""
+    planner = _Planner(view, head, ts, compress_over)
+    outcomes: list[Outcome] = []
+    for request in requests:
+        try:
+            outcomes.append(planner.plan(request))
+        except EventStoreError as exc:
+            outcomes.append(exc)
+    return BatchPlan(planner.writes, outcomes, planner.position, planner.prev_hash)

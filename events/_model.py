@@ -1,0 +1,110 @@
+"""Value objects of the event log: what producers append and what readers get back."""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from events._types import Event
+
+
+class ExpectedVersion(enum.Enum):
+    """Symbolic expectations for optimistic concurrency (an int means an exact version)."""
+
+    ANY = "any"
+    NO_STREAM = "no-stream"
+    STREAM_EXISTS = "stream-exists"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ANY = ExpectedVersion.ANY
+NO_STREAM = ExpectedVersion.NO_STREAM
+STREAM_EXISTS = ExpectedVersion.STREAM_EXISTS
+
+Expected = ExpectedVersion | int
+
+
+def new_event_id_bytes() -> bytes:
+    """A time-ordered UUID as 16 bytes (version 7 layout: 48-bit ms time, random bits).
+
+    Ids that grow with time land next to each other in the `ids` index, so a group
+    commit dirties few B-tree pages; uuid4 ids would scatter over the whole index.
+    """
+    raw = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10))
+    raw[6] = 0x70 | (raw[6] & 0x0F)
+    raw[8] = 0x80 | (raw[8] & 0x3F)
+    return bytes(raw)
+
+
+def new_event_id() -> uuid.UUID:
+    return uuid.UUID(bytes=new_event_id_bytes())
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event ready to append: its type name, payload and identity.
+
+    `id` makes the append idempotent: appending the same ids again returns the
+    original positions instead of writing twice.
+    """
+
+    type: str
+    data: Mapping[str, Any]
+    id: uuid.UUID = field(default_factory=new_event_id)
+    correlation: str | None = None
+    causation: str | None = None
+    schema: int = 1
+
+
+class RecordedEvent(NamedTuple):
+    """One decoded record of the log, upcast to the current schema of its type.
+
+    A NamedTuple rather than a frozen dataclass: equally immutable, and building one
+    costs a sixth as much, which matters when a replay decodes millions of them.
+    """
+
+    position: int
+    stream: str
+    version: int
+    type: str
+    schema: int
+    id_bytes: bytes
+    ts: int
+    correlation: str | None
+    causation: str | None
+    data: dict[str, Any]
+    prev_hash: bytes
+    hash: bytes
+
+    @property
+    def id(self) -> uuid.UUID:
+        return uuid.UUID(bytes=self.id_bytes)
+
+    @property
+    def event(self) -> Event:
+        """The payload as its typed event class."""
+        from events._types import event_class
+
+        return event_class(self.type, self.position).from_data(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Where an append landed. `duplicate` is true when it was an idempotent retry."""
+
+    stream: str
+    positions: tuple[int, ...]
+    version: int
+    duplicate: bool = False
+
+    @property
+    def last_position(self) -> int:
+        return self.positions[-1]

@@ -1,0 +1,434 @@
+"""The Trio face of the event log: group-commit writer, reads and live subscriptions.
+
+One writer task owns the write path. Producers validate and encode their events, send
+the request over a bounded memory channel and wait; the writer takes everything
+pending, commits it in one transaction in a worker thread (group commit: one fsync for
+many appends), then acknowledges each producer and wakes subscribers. An acknowledged
+append is on disk when `sync` is on.
+
+Cancellation: a commit in progress is not abandoned (`to_thread.run_sync` without
+abandon), so a batch is written whole or not at all. A producer cancelled while
+waiting for its acknowledgement may or may not have been written; retrying it with
+the same event ids is safe (idempotent append).
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from events._codec import PreparedEvent, decode_record, pack_data
+from events._lmdb_log import LmdbEventLog
+from events._log import AppendRequest, EventLog, LogStatistics, Outcome, PlannedWrite
+from events._model import (
+    ANY,
+    AppendResult,
+    Expected,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+    new_event_id_bytes,
+)
+from events._types import Event, check_decodable, is_known_type
+from events.errors import (
+    EventStoreError,
+    EventTooLarge,
+    InvalidAppend,
+    InvalidStreamName,
+    StoreClosed,
+    UnknownEventType,
+)
+
+MAX_STREAM_NAME_BYTES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    """Tuning of the store; `server.config` maps the `[store]` section onto this."""
+
+    sync: bool = True
+    map_size_mb: int = 1024
+    compress_over_bytes: int = 4096
+    max_event_bytes: int = 4 * 1024 * 1024
+    recent_events: int = 8192
+    max_batch_requests: int = 4096
+    queue_size: int = 4096
+    read_batch: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatistics:
+    head_position: int
+    appends: int
+    commits: int
+    events_written: int
+    mean_batch_requests: float
+
+
+class _Recent:
+    """A just-committed record kept for live subscribers, decoded on first read."""
+
+    __slots__ = ("_record", "position", "value")
+
+    def __init__(self, position: int, value: bytes) -> None:
+        self.position = position
+        self.value = value
+        self._record: RecordedEvent | None = None
+
+    def record(self) -> RecordedEvent:
+        if self._record is None:
+            self._record = decode_record(self.value, self.position)
+        return self._record
+
+
+class _PendingAppend:
+    """A producer's request and the slot where the writer puts its outcome."""
+
+    __slots__ = ("done", "outcome", "request")
+
+    def __init__(self, request: AppendRequest) -> None:
+        self.request = request
+        self.done = trio.Event()
+        self.outcome: Outcome | BaseException | None = None
+
+
+class EventStore:
+    """Appends, reads and subscriptions over one `EventLog`; see module docstring."""
+
+    def __init__(self, log: EventLog, options: StoreOptions = StoreOptions()) -> None:
+        self.log = log
+        self.options = options
+        self._send, self._receive = trio.open_memory_channel[_PendingAppend](options.queue_size)
+        self._head, _ = log.head()
+        self._changed = trio.Event()
+        self._recent: collections.deque[_Recent] = collections.deque(maxlen=options.recent_events)
+        self._closed = False
+        # The writer's own thread slot: commits never queue behind reads for one of
+        # Trio's shared worker threads.
+        self._commit_limiter = trio.CapacityLimiter(1)
+        self._appends = self._commits = self._events_written = 0
+
+    # --- writing -------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[Event | NewEvent],
+        expected_version: Expected = ANY,
+        *,
+        correlation: str | None = None,
+        causation: str | None = None,
+    ) -> AppendResult:
+        """Append `events` to `stream` atomically; returns once durable.
+
+        `correlation` / `causation` apply to typed `Event`s; a `NewEvent` carries its own.
+        """
+        request = prepare_append(
+            stream, events, expected_version, self.options.max_event_bytes, correlation, causation
+        )
+        if self._closed:
+            raise StoreClosed("the event store is closed")
+        pending = _PendingAppend(request)
+        try:
+            await self._send.send(pending)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise StoreClosed("the event store is closed") from None
+        await pending.done.wait()
+        outcome = pending.outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert outcome is not None
+        return outcome
+
+    async def run_writer(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The single writer task; returns when the store is closed and drained."""
+        task_status.started()
+        async with self._receive:
+            async for first in self._receive:
+                batch = [first]
+                while len(batch) < self.options.max_batch_requests:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[_PendingAppend]) -> None:
+        requests = [p.request for p in batch]
+        try:
+            outcomes, writes = await trio.to_thread.run_sync(
+                self.log.commit, requests, time.time_ns(), limiter=self._commit_limiter
+            )
+        except BaseException as exc:
+            for pending in batch:
+                pending.outcome = EventStoreError(f"commit failed: {exc!r}")
+                pending.done.set()
+            raise
+        self._publish(writes)
+        self._commits += 1
+        self._appends += len(batch)
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            pending.outcome = outcome
+            pending.done.set()
+
+    def _publish(self, writes: list[PlannedWrite]) -> None:
+        """Make committed records visible to subscribers (no await: one atomic step)."""
+        if not writes:
+            return
+        # Decoded lazily, by the first subscriber that reads it (often none does); a
+        # record that cannot be decoded raises there, as it would read from disk.
+        self._recent.extend(_Recent(w.position, w.value) for w in writes)
+        self._head = writes[-1].position
+        self._events_written += len(writes)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def aclose(self) -> None:
+        """Stop accepting appends; the writer drains what is queued and returns."""
+        self._closed = True
+        await self._send.aclose()
+
+    # --- reading -------------------------------------------------------------------
+
+    @property
+    def head_position(self) -> int:
+        return self._head
+
+    async def wait_for_position(self, position: int) -> None:
+        """Wait until the log holds `position` (read-your-writes for followers)."""
+        while self._head < position:
+            await self._changed.wait()
+
+    async def read(self, after: int = 0, limit: int | None = None) -> list[RecordedEvent]:
+        return await trio.to_thread.run_sync(self.log.read, after, limit or self.options.read_batch)
+
+    async def read_stream(
+        self, stream: str, after_version: int = 0, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        return await trio.to_thread.run_sync(
+            self.log.read_stream, stream, after_version, limit or self.options.read_batch
+        )
+
+    async def read_type(
+        self, event_type: str, after: int = 0, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        return await trio.to_thread.run_sync(
+            self.log.read_type, event_type, after, limit or self.options.read_batch
+        )
+
+    async def stream_version(self, stream: str) -> int:
+        return await trio.to_thread.run_sync(self.log.stream_version, stream)
+
+    async def iterate(
+        self, after: int = 0, until: int | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every record after `after` up to `until` (default: the head now), in batches."""
+        end = self._head if until is None else until
+        while after < end:
+            batch = await self.read(after, min(self.options.read_batch, end - after))
+            if not batch:
+                return
+            for record in batch:
+                yield record
+            after = batch[-1].position
+
+    def subscribe(self, after: int = 0, stream: str | None = None) -> Subscription:
+        """Records after position `after` (of one stream, or all): catch-up, then live."""
+        return Subscription(self, after, stream)
+
+    async def log_statistics(self) -> LogStatistics:
+        return await trio.to_thread.run_sync(self.log.statistics)
+
+    def statistics(self) -> StoreStatistics:
+        mean = self._appends / self._commits if self._commits else 0.0
+        return StoreStatistics(self._head, self._appends, self._commits, self._events_written, mean)
+
+
+class Subscription:
+    """Async iterator over the log from a position on, never buffering without bound.
+
+    It pulls: from the in-memory window of recent records when its position is still
+    inside it, from disk otherwise (a slow subscriber simply reads the log). Every
+    record is selected by position, so the switch from catch-up to live has no gap
+    and no duplicate.
+    """
+
+    def __init__(self, store: EventStore, after: int, stream: str | None) -> None:
+        self._store = store
+        self.position = after
+        self._stream = stream
+        self._buffer: collections.deque[RecordedEvent] = collections.deque()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> RecordedEvent:
+        while not self._buffer:
+            await self._fill()
+        return self._buffer.popleft()
+
+    async def _fill(self) -> None:
+        store = self._store
+        await store.wait_for_position(self.position + 1)
+        batch = self._from_memory()
+        if batch is None:
+            batch = await self._from_disk()
+        if self._stream is not None:
+            self._buffer.extend(r for r in batch if r.stream == self._stream)
+        else:
+            self._buffer.extend(batch)
+        await trio.lowlevel.checkpoint()
+
+    def _from_memory(self) -> list[RecordedEvent] | None:
+        recent = self._store._recent
+        if not recent or recent[0].position > self.position + 1:
+            return None
+        start = self.position + 1 - recent[0].position
+        batch = [
+            recent[i].record()
+            for i in range(start, min(len(recent), start + self._store.options.read_batch))
+        ]
+        if batch:
+            self.position = batch[-1].position
+        return batch
+
+    async def _from_disk(self) -> list[RecordedEvent]:
+        store = self._store
+        limit = store.options.read_batch
+        if self._stream is None:
+            batch = await store.read(self.position, limit)
+            if batch:
+                self.position = batch[-1].position
+            return batch
+        head_before = store.head_position
+        batch = await trio.to_thread.run_sync(
+            store.log.read_stream_after, self._stream, self.position, limit
+        )
+        if len(batch) < limit:
+            self.position = max(head_before, batch[-1].position if batch else 0, self.position)
+        else:
+            self.position = batch[-1].position
+        return batch
+
+
+def validate_stream(stream: object) -> str:
+    if not isinstance(stream, str) or not stream:
+        raise InvalidStreamName(f"stream name must be a non-empty string, got {stream!r}")
+    if "\x00" in stream:
+        raise InvalidStreamName(f"stream name must not contain NUL: {stream!r}")
+    try:
+        size = len(stream.encode())
+    except UnicodeEncodeError:
+        raise InvalidStreamName(f"stream name is not valid Unicode text: {stream!r}") from None
+    if size > MAX_STREAM_NAME_BYTES:
+        raise InvalidStreamName(
+            f"stream name is {size} bytes, over the limit of {MAX_STREAM_NAME_BYTES}"
+        )
+    return stream
+
+
+def _validate_expected(expected: object) -> Expected:
+    if isinstance(expected, ExpectedVersion):
+        return expected
+    if isinstance(expected, int) and not isinstance(expected, bool) and expected >= 0:
+        return expected
+    raise InvalidAppend(
+        f"expected_version must be ANY, NO_STREAM, STREAM_EXISTS or an int >= 0, got {expected!r}"
+    )
+
+
+def _prepare_event(
+    stream: str,
+    event: Event | NewEvent,
+    max_bytes: int,
+    correlation: str | None,
+    causation: str | None,
+) -> PreparedEvent:
+    if isinstance(event, Event):
+        etype, schema, id_bytes = event.type_name(), event.schema, new_event_id_bytes()
+        data: object = event.to_data()
+    elif isinstance(event, NewEvent):
+        if not isinstance(event.id, uuid.UUID):
+            raise InvalidAppend(f"event id must be a UUID, got {event.id!r}")
+        etype, schema, id_bytes, data = event.type, event.schema, event.id.bytes, dict(event.data)
+        correlation, causation = event.correlation, event.causation
+    else:
+        raise InvalidAppend(f"cannot append {type(event).__name__}: not an Event or NewEvent")
+    if not is_known_type(etype):
+        raise UnknownEventType(etype)
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
+        raise InvalidAppend(f"event schema must be an int >= 1, got {schema!r}")
+    check_decodable(etype, schema)
+    packed = pack_data(etype, data)
+    if len(packed) > max_bytes:
+        raise EventTooLarge(stream, etype, len(packed), max_bytes)
+    return PreparedEvent(etype, schema, id_bytes, correlation, causation, packed)
+
+
+def prepare_append(
+    stream: str,
+    events: Sequence[Event | NewEvent],
+    expected: Expected,
+    max_event_bytes: int,
+    correlation: str | None = None,
+    causation: str | None = None,
+) -> AppendRequest:
+    """Validate and encode an append in the producer, before anything is queued."""
+    validate_stream(stream)
+    expected = _validate_expected(expected)
+    if isinstance(events, Event | NewEvent) or not events:
+        raise InvalidAppend("append needs a non-empty sequence of events")
+    prepared = tuple(
+        _prepare_event(stream, e, max_event_bytes, correlation, causation) for e in events
+    )
+    if len({p.id_bytes for p in prepared}) != len(prepared):
+        raise InvalidAppend("the same event id appears twice in one append")
+    return AppendRequest(stream, expected, prepared)
+
+
+@asynccontextmanager
+async def open_event_store(
+    path: str | Path | None = None,
+    options: StoreOptions = StoreOptions(),
+    *,
+    log: EventLog | None = None,
+    store_class: type[EventStore] = EventStore,
+) -> AsyncIterator[EventStore]:
+    """Open the store at `path` (LMDB), or over a given `log`, with its writer running.
+
+    On exit the writer drains every queued append before the log is closed.
+    `store_class` lets a benchmark instrument the store without copying this.
+    """
+    if log is None:
+        if path is None:
+            raise InvalidAppend("open_event_store needs a path or a log")
+        log = await trio.to_thread.run_sync(_open_lmdb, Path(path), options)
+    try:
+        store = store_class(log, options)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run_writer)
+            try:
+                yield store
+            finally:
+                with trio.CancelScope(shield=True):
+                    await store.aclose()
+    finally:
+        log.close()
+
+
+def _open_lmdb(path: Path, options: StoreOptions) -> LmdbEventLog:
+    return LmdbEventLog.open(
+        path,
+        sync=options.sync,
+        map_size=max(1, options.map_size_mb) * 1024 * 1024,
+        compress_over=options.compress_over_bytes,
+    )

@@ -1,0 +1,216 @@
+"""Admin commands over the event log: events tail/show/export, audit, stats.
+
+They open the store read-only, so they work beside a running server (LMDB allows one
+writer process and many readers) and on a stopped one alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from events import AuditReport, LmdbEventLog, RecordedEvent, audit_log
+from projections import Checkpoint, MetricsProjection, projection_factories
+from server._render import Progress, dumps, iso_time, record_as_dict, summary, table
+from server._views import memory_keys, open_base_state, open_live_view
+from server.config import Config, config_as_dict
+from server.errors import InputError
+
+TAIL_DEFAULT = 20
+FOLLOW_POLL_S = 0.2
+
+
+def open_readonly(config: Config) -> LmdbEventLog:
+    return LmdbEventLog.open(config.store.data_path, readonly=True)
+
+
+def _matches(record: RecordedEvent, args: argparse.Namespace) -> bool:
+    if args.stream and record.stream != args.stream:
+        return False
+    return not (args.type and record.type != args.type)
+
+
+def _print_record(record: RecordedEvent, as_json: bool, out: TextIO) -> None:
+    if as_json:
+        out.write(dumps(record_as_dict(record)) + "\n")
+    else:
+        out.write(
+            f"{record.position:>8}  {iso_time(record.ts)}  {record.stream}@{record.version}  "
+            f"{record.type}  {summary(record.data)}\n"
+        )
+    out.flush()
+
+
+def _tail_start(log: LmdbEventLog, args: argparse.Namespace) -> int:
+    """Where `events tail` starts: after --after, else a window before the head."""
+    head, _ = log.head()
+    if args.after is not None:
+        if args.after < 0 or args.after > head:
+            raise InputError(f"--after {args.after} is out of range (head position is {head})")
+        after: int = args.after
+        return after
+    if args.stream or args.type:
+        return 0
+    return max(0, head - int(args.lines))
+
+
+def events_tail(log: LmdbEventLog, args: argparse.Namespace, out: TextIO) -> int:
+    """Print recent events (filtered), then with --follow keep printing new ones."""
+    after = _tail_start(log, args)
+    shown: list[RecordedEvent] = []
+    while True:
+        batch = log.read(after, 1000)
+        for record in batch:
+            if _matches(record, args):
+                shown.append(record)
+        if batch:
+            after = batch[-1].position
+            continue
+        if not args.follow:
+            break
+        _flush_window(shown, args, out, window=None)
+        shown.clear()
+        time.sleep(FOLLOW_POLL_S)
+    _flush_window(shown, args, out, window=None if args.after is not None else args.lines)
+    return 0
+
+
+def _flush_window(
+    shown: list[RecordedEvent], args: argparse.Namespace, out: TextIO, window: int | None
+) -> None:
+    for record in shown[-window:] if window else shown:
+        _print_record(record, args.json, out)
+
+
+def events_show(log: LmdbEventLog, args: argparse.Namespace, out: TextIO) -> int:
+    head, _ = log.head()
+    if args.position < 1 or args.position > head:
+        raise InputError(f"no event at position {args.position} (head position is {head})")
+    record = log.read(args.position - 1, 1)[0]
+    if args.json:
+        out.write(dumps(record_as_dict(record), indent=2) + "\n")
+        return 0
+    fields = record_as_dict(record)
+    data = fields.pop("data")
+    for key, value in fields.items():
+        out.write(f"{key:>12}: {value if value is not None else '-'}\n")
+    out.write(f"{'data':>12}: {dumps(data, indent=2)}\n")
+    return 0
+
+
+def events_export(log: LmdbEventLog, args: argparse.Namespace, out: TextIO) -> int:
+    """Every event after --after as JSON lines, streamed in batches."""
+    after = args.after or 0
+    while batch := log.read(after, 1000):
+        for record in batch:
+            out.write(dumps(record_as_dict(record)) + "\n")
+        after = batch[-1].position
+    return 0
+
+
+def audit(log: LmdbEventLog, args: argparse.Namespace, out: TextIO) -> int:
+    """Walk the chain; exit 1 naming the first bad position."""
+    progress = Progress("audit")
+    report = audit_log(log, progress=progress.update)
+    progress.close()
+    if args.json:
+        out.write(dumps(_audit_dict(report)) + "\n")
+    elif report.ok:
+        out.write(f"ok: {report.checked} events checked, hash chain intact\n")
+    else:
+        out.write(
+            f"CORRUPTED at position {report.first_bad_position}: {report.problem} "
+            f"({report.checked} events verified before it)\n"
+        )
+    return 0 if report.ok else 1
+
+
+def _audit_dict(report: AuditReport) -> dict[str, object]:
+    return {
+        "ok": report.ok,
+        "checked": report.checked,
+        "head_position": report.head_position,
+        "first_bad_position": report.first_bad_position,
+        "problem": report.problem,
+    }
+
+
+def stats(log: LmdbEventLog, config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    info = log.statistics()
+    counts = log.type_counts()
+    result: dict[str, Any] = {
+        "data_dir": str(config.store.data_path.resolve()),
+        "head_position": info.head_position,
+        "streams": info.streams,
+        "size_bytes": info.size_bytes,
+        "map_size_bytes": info.map_size_bytes,
+        "events_by_type": counts,
+    }
+    result["projections"], result["metrics"] = _projection_stats(config, log)
+    if args.json:
+        result["config"] = config_as_dict(config)
+        out.write(dumps(result, indent=2) + "\n")
+        return 0
+    out.write(f"data dir       {result['data_dir']}\n")
+    out.write(f"head position  {info.head_position}\n")
+    out.write(f"streams        {info.streams}\n")
+    out.write(
+        f"size           {info.size_bytes / 1e6:.1f} MB "
+        f"of {info.map_size_bytes / 1e6:.0f} MB map\n\n"
+    )
+    out.write(table(["event type", "count"], sorted(counts.items())) + "\n\n")
+    projections = result["projections"]
+    out.write(
+        table(
+            ["projection", "version", "on disk at", "lag"],
+            [
+                (p["name"], p["version"], p["persisted"], info.head_position - p["persisted"])
+                for p in projections
+            ],
+        )
+        + "\n\n"
+    )
+    _write_metrics(result["metrics"], out)
+    return 0
+
+
+def _projection_stats(
+    config: Config, log: LmdbEventLog
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Checkpoints as persisted (the lag a server has) and metrics up to the head."""
+    base = open_base_state(config)
+    try:
+        persisted = {
+            name: base.checkpoint(name) if base else Checkpoint()
+            for name in projection_factories(
+                config.performance.session_window, keys=memory_keys(config, readonly=True)
+            )
+        }
+    finally:
+        if base is not None:
+            base.close()
+    with open_live_view(config, ["metrics"], log) as view:
+        metrics = view.runner.projection("metrics")
+        assert isinstance(metrics, MetricsProjection)
+        summary = metrics.summary()
+    rows = [
+        {"name": n, "version": c.version, "persisted": c.position} for n, c in persisted.items()
+    ]
+    return rows, summary
+
+
+def _write_metrics(metrics: dict[str, Any], out: TextIO) -> None:
+    rows = [
+        (phase, s["count"], s["p50"], s["p95"], s["p99"], s["max"])
+        for phase, s in metrics["latency_s"].items()
+    ]
+    out.write(table(["phase", "count", "p50 s", "p95 s", "p99 s", "max s"], rows) + "\n")
+    out.write(
+        f"\nLLM calls per run {metrics['llm_calls_per_run']:.2f}, tokens per run "
+        f"{metrics['llm_tokens_per_run']:.0f}, cache hit rate {metrics['cache_hit_rate']:.1%}\n"
+    )
+
+
+Command = Callable[[LmdbEventLog, argparse.Namespace, TextIO], int]

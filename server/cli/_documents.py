@@ -1,0 +1,161 @@
+"""`autoagent documents index|search|list`: the documents agent from the command line.
+
+Like `autoagent run`, the commands work on the data dir in this process: the event
+store is opened for writing, the `documents` projection is restored from its saved
+snapshot, caught up with the log and followed live while the command runs, and saved
+again (snapshot with checkpoint) on exit, so the next start only reads the tail.
+
+`index` shows its progress on stderr: a bar on a terminal, a plain line every few
+seconds otherwise, nothing with --json. A PATH that exists relative to the working
+directory is taken from there; otherwise it is relative to the first workspace root,
+as in a plan. It must lie inside a workspace root either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import trio
+
+from agents.tools import (
+    DEFAULT_COLLECTION,
+    DEFAULT_K,
+    MAX_K,
+    DocumentsAccess,
+    DocumentsService,
+    IndexProgress,
+    Workspace,
+)
+from events import open_event_store
+from server._live_indexes import open_live_indexes
+from server._progress import ProgressLine
+from server._render import dumps, table
+from server.app import indexer_options, open_configured_embedder
+from server.cli._serve import store_options
+from server.config import Config
+from server.errors import InputError
+
+if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+QUOTE_CHARS = 300
+
+
+def add_documents_parser(commands: SubParsers, common: argparse.ArgumentParser) -> None:
+    documents = commands.add_parser("documents", help="index and search documents")
+    sub = documents.add_subparsers(dest="documents_command", required=True, metavar="SUBCOMMAND")
+    index = sub.add_parser(
+        "index", parents=[common], help="index a folder or file of the workspace"
+    )
+    index.add_argument("path", help="inside a workspace root (agents.workspace_roots)")
+    index.add_argument("--collection", default=DEFAULT_COLLECTION, metavar="C")
+    index.add_argument("--json", action="store_true")
+    search = sub.add_parser("search", parents=[common], help="passages closest to a query")
+    search.add_argument("query")
+    search.add_argument(
+        "--k", type=int, default=DEFAULT_K, metavar="N", help=f"passages (1-{MAX_K})"
+    )
+    search.add_argument("--collection", metavar="C", help="one collection (default: all)")
+    search.add_argument("--json", action="store_true")
+    listing = sub.add_parser("list", parents=[common], help="the indexed documents")
+    listing.add_argument("--collection", metavar="C")
+    listing.add_argument("--json", action="store_true")
+
+
+def documents_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    """Run one `documents` subcommand; errors propagate to the CLI's error boundary."""
+    if args.documents_command == "search" and not 1 <= args.k <= MAX_K:
+        raise InputError(f"--k {args.k} is not between 1 and {MAX_K}")
+    result: dict[str, Any] = trio.run(_run, config, args)
+    if args.json:
+        out.write(dumps(result, indent=2) + "\n")
+    else:
+        _WRITERS[args.documents_command](result, out)
+    return 0
+
+
+async def _run(config: Config, args: argparse.Namespace) -> dict[str, Any]:
+    async with (
+        open_event_store(config.store.data_path, store_options(config)) as store,
+        open_live_indexes(config, store, memory=False) as live,
+        open_configured_embedder(config) as embedder,
+    ):
+        access = DocumentsAccess(embedder, live.documents, live.wait_for, indexer_options(config))
+        workspace = Workspace.of(config.agents.workspace_paths)
+        service = DocumentsService(access, store, workspace)
+        command = args.documents_command
+        if command == "index":
+            line = None if args.json else ProgressLine("indexing files", sys.stderr)
+            try:
+                return await service.index(_cli_path(args.path), args.collection, _shown(line))
+            finally:
+                if line is not None:
+                    line.close()
+        if command == "search":
+            return await service.search(args.query, args.k, args.collection)
+        return await service.list(args.collection)
+
+
+def _cli_path(given: str) -> str:
+    """A path that exists from the working directory as an absolute one; else as given."""
+    path = Path(given).expanduser()
+    return str(path.absolute()) if not path.is_absolute() and path.exists() else given
+
+
+def _shown(line: ProgressLine | None) -> Callable[[IndexProgress], None] | None:
+    """The indexer's progress callback drawing on `line` (a bar, or plain lines)."""
+    if line is None:
+        return None
+    return lambda p: line.update(
+        p.files_done, p.files_total, f"({p.chunks_embedded} chunks embedded)"
+    )
+
+
+# --- plain output -----------------------------------------------------------------------
+
+
+def _write_index(result: dict[str, Any], out: TextIO) -> None:
+    counts = result["counts"]
+    requests = counts["embedding_requests"]
+    out.write(
+        f"collection {result['collection']!r}, {result['target']}: {counts['indexed']} indexed, "
+        f"{counts['unchanged']} unchanged, {counts['removed']} removed, "
+        f"{counts['skipped']} skipped, {counts['unreadable']} unreadable "
+        f"({counts['chunks']} chunks, {requests} embedding request"
+        f"{'' if requests == 1 else 's'}, {counts['seconds']:.2f} s)\n"
+    )
+    for item in result["skipped"]:
+        out.write(f"skipped {item['path']}: {item['reason']}\n")
+    for item in result["unreadable"]:
+        out.write(f"unreadable {item['path']}: {item['reason']}\n")
+    if result["truncated"]:
+        out.write("(lists truncated; --json has the first entries of each)\n")
+
+
+def _write_search(result: dict[str, Any], out: TextIO) -> None:
+    passages = result["passages"]
+    if not passages:
+        out.write(f"no passages found for {result['query']!r}\n")
+    for rank, passage in enumerate(passages, 1):
+        where = f"{passage['collection']}:{passage['path']} @{passage['offset']}"
+        out.write(f"{rank}. {where} (score {passage['score']:.3f})\n")
+        quote = " ".join(passage["quote"].split())
+        quote = quote if len(quote) <= QUOTE_CHARS else quote[: QUOTE_CHARS - 3] + "..."
+        out.write(f"   > {quote}\n")
+
+
+def _write_list(result: dict[str, Any], out: TextIO) -> None:
+    rows = [(d["collection"], d["path"], d["chunks"], d["bytes"]) for d in result["documents"]]
+    out.write(table(["collection", "path", "chunks", "bytes"], rows) + "\n")
+    out.write(f"{result['count']} documents in {len(result['collections'])} collection(s)\n")
+
+
+_WRITERS: dict[str, Callable[[dict[str, Any], TextIO], None]] = {
+    "index": _write_index,
+    "search": _write_search,
+    "list": _write_list,
+}

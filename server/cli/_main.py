@@ -1,0 +1,207 @@
+"""The `autoagent` command line: argument parsing, dispatch, and the error boundary.
+
+Exit codes: 0 ok, 1 a check failed (audit), 2 usage or input error. Every error we
+raise on purpose becomes one line on stderr; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
+
+import trio
+
+from events import AutoagentError, StoreCorrupted
+from server.bench import add_bench_parser, bench_command
+from server.cli import _admin as admin
+from server.cli._documents import add_documents_parser, documents_command
+from server.cli._inspect import runs_list, runs_show, sessions_list, sessions_show
+from server.cli._replay import replay
+from server.cli._run import resume_run, run_goal
+from server.cli._serve import serve
+from server.cli._sim import add_sim_parser, run_sim
+from server.config import Config, load_config, resolve_config_path
+from server.errors import InputError
+
+if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+RUN_STATUSES = ("requested", "running", "completed", "failed", "cancelled")
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every command takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="config file (env: AUTOAGENT_CONFIG)")
+    common.add_argument(
+        "--data-dir", metavar="DIR", help="data directory (env: AUTOAGENT_DATA_DIR)"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="autoagent", description="Event-sourced AI agent server.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve_cmd = commands.add_parser("serve", parents=[common], help="run the server")
+    serve_cmd.add_argument("--host", help="address to listen on (server.host)")
+    serve_cmd.add_argument("--port", type=int, help="port to listen on, 0 for any (server.port)")
+    run = commands.add_parser("run", parents=[common], help="run one goal in this process")
+    run.add_argument("goal")
+    run.add_argument("--session", metavar="ID")
+    run.add_argument("--json", action="store_true")
+    add_sim_parser(commands, common)
+    add_bench_parser(commands, common)
+    add_documents_parser(commands, common)
+    _add_events(commands, common)
+    _add_inspection(commands, common)
+    replay = commands.add_parser(
+        "replay", parents=[common], help="rebuild projections (--verify: compare with live)"
+    )
+    replay.add_argument("--projection", metavar="NAME")
+    replay.add_argument("--verify", action="store_true")
+    replay.add_argument("--json", action="store_true")
+    audit = commands.add_parser("audit", parents=[common], help="verify the hash chain")
+    audit.add_argument("--json", action="store_true")
+    stats = commands.add_parser("stats", parents=[common], help="size and contents of the store")
+    stats.add_argument("--json", action="store_true")
+    return parser
+
+
+def _add_events(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    events = commands.add_parser("events", help="read the event log")
+    sub = events.add_subparsers(dest="events_command", required=True, metavar="SUBCOMMAND")
+    tail = sub.add_parser("tail", parents=[common], help="recent events; --follow for live")
+    tail.add_argument("--follow", "-f", action="store_true")
+    tail.add_argument("--stream")
+    tail.add_argument("--type")
+    tail.add_argument("--after", type=int, metavar="N")
+    tail.add_argument("--lines", "-n", type=int, default=admin.TAIL_DEFAULT, metavar="N")
+    tail.add_argument("--json", action="store_true")
+    show = sub.add_parser("show", parents=[common], help="one event in full")
+    show.add_argument("position", type=int)
+    show.add_argument("--json", action="store_true")
+    export = sub.add_parser("export", parents=[common], help="all events as JSON lines")
+    export.add_argument("--after", type=int, default=0, metavar="N")
+
+
+def _add_inspection(commands: SubParsers, common: argparse.ArgumentParser) -> None:
+    sessions = commands.add_parser("sessions", help="sessions as projected from the log")
+    sub = sessions.add_subparsers(dest="sessions_command", required=True, metavar="SUBCOMMAND")
+    listing = sub.add_parser("list", parents=[common], help="every session")
+    listing.add_argument("--json", action="store_true")
+    show = sub.add_parser("show", parents=[common], help="one session and its recent messages")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+    runs = commands.add_parser("runs", help="runs as projected from the log")
+    sub = runs.add_subparsers(dest="runs_command", required=True, metavar="SUBCOMMAND")
+    listing = sub.add_parser("list", parents=[common], help="every run")
+    listing.add_argument("--status", choices=RUN_STATUSES)
+    listing.add_argument("--json", action="store_true")
+    show = sub.add_parser("show", parents=[common], help="one run with its step timeline")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+    show.add_argument("--gantt", metavar="OUT.svg", help="also draw the timeline as SVG")
+    resume = sub.add_parser("resume", parents=[common], help="continue an unfinished run")
+    resume.add_argument("id")
+    resume.add_argument("--json", action="store_true")
+
+
+def _with_listen_flags(config: Config, args: argparse.Namespace) -> Config:
+    changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise InputError(f"--port {args.port} is not a port number (0-65535)")
+    return dataclasses.replace(config, server=dataclasses.replace(config.server, **changes))
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(resolve_config_path(args.config), data_dir=args.data_dir)
+
+
+def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
+    config = _config(args)
+    if args.command == "serve":
+        return trio.run(serve, _with_listen_flags(config, args), out)
+    if args.command == "replay":
+        return replay(config, args, out)
+    if args.command == "sessions":
+        command = sessions_show if args.sessions_command == "show" else sessions_list
+        return command(config, args, out)
+    if args.command == "documents":
+        return documents_command(config, args, out)
+    if args.command == "bench":
+        return bench_command(args, config, out)
+    if args.command == "sim":
+        return run_sim(args, config, out)
+    if args.command == "run":
+        return run_goal(config, args, out)
+    if args.command == "runs":
+        handlers = {"show": runs_show, "list": runs_list, "resume": resume_run}
+        return handlers[args.runs_command](config, args, out)
+    log = admin.open_readonly(config)
+    try:
+        if args.command == "audit":
+            return admin.audit(log, args, out)
+        if args.command == "stats":
+            return admin.stats(log, config, args, out)
+        handler = {
+            "tail": admin.events_tail,
+            "show": admin.events_show,
+            "export": admin.events_export,
+        }
+        return handler[args.events_command](log, args, out)
+    finally:
+        log.close()
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args, out or sys.stdout)
+    except (KeyboardInterrupt, BrokenPipeError):
+        return EXIT_OK
+    except BaseExceptionGroup as group:  # from inside a Trio nursery
+        _, rest = group.split((KeyboardInterrupt, BrokenPipeError))
+        if rest is None:
+            return EXIT_OK
+        if not isinstance(rest, Exception):
+            raise
+        return _report_error(_unwrap(rest))
+    except Exception as exc:
+        return _report_error(_unwrap(exc))
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The error a user should see: our own one inside Trio's exception groups."""
+    while isinstance(exc, BaseExceptionGroup):
+        ours = [e for e in exc.exceptions if isinstance(e, AutoagentError | BaseExceptionGroup)]
+        exc = (ours or list(exc.exceptions))[0]
+    return exc
+
+
+def _report_error(exc: BaseException) -> int:
+    if isinstance(exc, StoreCorrupted):
+        print(f"autoagent: error: {exc}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    if isinstance(exc, AutoagentError):
+        print(f"autoagent: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if os.environ.get("AUTOAGENT_DEBUG"):
+        raise exc
+    print(
+        f"autoagent: internal error: {exc!r} (set AUTOAGENT_DEBUG=1 for a traceback)",
+        file=sys.stderr,
+    )
+    return EXIT_CHECK_FAILED
+
+
+def console_main() -> None:
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""One WebSocket client: authentication, requests, and the events it subscribed to.
+
+Outgoing frames go through one bounded channel to one sender task. Subscriptions pull
+records from the store and block when that channel is full, so a slow client is
+served from the log at its own pace and never makes the server buffer without bound;
+a client that cannot take a frame within `slow_client_timeout_s` is closed with a
+clear reason. Runs started here live in the server's run nursery, not this
+connection's: a client that disconnects does not stop its runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from agents.errors import InvalidGoal
+from events import AutoagentError
+from server.ws._limits import RequestBucket
+from server.ws._protocol import (
+    BadFrame,
+    Request,
+    error_frame,
+    event_frame,
+    parse_request,
+    reply_frame,
+)
+
+if TYPE_CHECKING:
+    from server.ws._server import AgentServer
+
+CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TRY_AGAIN = 1001, 1008, 1013
+
+
+class ClientGone(Exception):
+    """The client closed, or was closed for being too slow; the connection ends."""
+
+
+class Connection:
+    def __init__(self, app: AgentServer, ws: WebSocketConnection) -> None:
+        self.app = app
+        self.ws = ws
+        self.token: str | None = None
+        self.authenticated = not app.tokens
+        self.sessions: set[str] = set()
+        self.subscriptions = 0
+        self._bucket = RequestBucket(app.limits.requests_per_second)
+        self._out_send, self._out_receive = trio.open_memory_channel[str](
+            app.limits.send_queue_frames
+        )
+        self._nursery: trio.Nursery | None = None
+
+    async def serve(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._sender)
+                await self._receive_loop()
+                nursery.cancel_scope.cancel()
+        except* (ConnectionClosed, ClientGone):
+            pass
+        finally:
+            self.app.forget(self)
+            if self.ws.closed is None:  # shutdown or an error: say goodbye properly
+                with trio.CancelScope(shield=True):
+                    await self.close(CLOSE_GOING_AWAY, "server shutting down")
+
+    # --- outgoing -----------------------------------------------------------------------
+
+    async def send(self, frame: str) -> None:
+        """Queue a frame; blocks (backpressure) while the client is behind.
+
+        The time limit is here, on the producer, so a frame is never cut half-written:
+        a client whose queue stays full that long is closed as too slow.
+        """
+        try:
+            with trio.move_on_after(self.app.limits.slow_client_timeout_s) as scope:
+                await self._out_send.send(frame)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ClientGone() from None
+        if scope.cancelled_caught:
+            await self.close(CLOSE_TRY_AGAIN, "client too slow to receive events")
+            raise ClientGone()
+
+    async def _sender(self) -> None:
+        try:
+            async for frame in self._out_receive:
+                await self.ws.send_message(frame)
+        except ConnectionClosed:
+            return
+
+    async def close(self, code: int, reason: str) -> None:
+        with trio.move_on_after(2):
+            await self.ws.aclose(code, reason)
+
+    # --- incoming -----------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        while True:
+            message = await self.ws.get_message()
+            if not await self._handle(message):
+                return
+
+    async def _handle(self, message: str | bytes) -> bool:
+        """Serve one frame; False when the connection must close."""
+        if isinstance(message, bytes):
+            await self.send(
+                error_frame("bad_request", "binary frames are not accepted; send JSON text")
+            )
+            return True
+        if len(message.encode()) > self.app.limits.max_frame_bytes:
+            limit = self.app.limits.max_frame_bytes
+            await self.send(error_frame("too_large", f"frame over {limit} bytes"))
+            return True
+        try:
+            request = parse_request(message)
+            if not self._bucket.take():
+                raise BadFrame("too many requests per second", "rate_limited", request.id)
+            return await self._dispatch(request)
+        except BadFrame as exc:
+            await self.send(error_frame(exc.code, str(exc), exc.request_id))
+            if exc.code == "unauthorized":
+                await self._flush_and_close(CLOSE_POLICY, "unauthorized")
+                return False
+            return True
+        except (ConnectionClosed, ClientGone):
+            raise
+        except AutoagentError as exc:
+            await self.send(error_frame("bad_request", str(exc), getattr(request, "id", None)))
+            return True
+        except Exception as exc:  # never let one request take the listener down
+            await self.send(
+                error_frame("internal", f"{type(exc).__name__}", getattr(request, "id", None))
+            )
+            return True
+
+    async def _dispatch(self, request: Request) -> bool:
+        if request.type == "hello":
+            return await self._hello(request)
+        if not self.authenticated:
+            raise BadFrame("send hello with a valid token first", "unauthorized", request.id)
+        handler = getattr(self, f"_on_{request.type}")
+        await handler(request)
+        return True
+
+    async def _hello(self, request: Request) -> bool:
+        token = request.fields["token"]
+        if self.app.tokens and token not in self.app.tokens:
+            await self.send(error_frame("unauthorized", "unknown token", request.id))
+            await self._flush_and_close(CLOSE_POLICY, "unauthorized")
+            return False
+        if self.app.tokens and self.token is None and not self.app.admit_token(self, token):
+            await self.send(
+                error_frame("rate_limited", "too many connections for this token", request.id)
+            )
+            await self._flush_and_close(CLOSE_POLICY, "too many connections for this token")
+            return False
+        self.authenticated = True
+        await self.send(reply_frame("welcome", request.id, server="autoagent"))
+        return True
+
+    async def _flush_and_close(self, code: int, reason: str) -> None:
+        await trio.sleep(0.05)  # let the sender deliver the error frame first
+        await self.close(code, reason)
+
+    async def _on_ping(self, request: Request) -> None:
+        await self.send(reply_frame("pong", request.id))
+
+    async def _on_message(self, request: Request) -> None:
+        session_id = request.fields.get("session_id")
+        if session_id and not self.app.session_has_room(session_id):
+            limit = self.app.limits.max_runs_per_session
+            raise BadFrame(
+                f"session already has {limit} runs in progress", "rate_limited", request.id
+            )
+        try:
+            submitted = await self.app.orchestrator.submit(
+                request.fields["text"], session_id, client="ws"
+            )
+        except InvalidGoal as exc:
+            raise BadFrame(str(exc), "bad_request", request.id) from None
+        self.sessions.add(submitted.session_id)
+        self.app.start_run(submitted.run_id, submitted.session_id, self.token)
+        reply = reply_frame(
+            "accepted", request.id, session_id=submitted.session_id, run_id=submitted.run_id
+        )
+        await self.send(reply)
+        self._follow(f"run-{submitted.run_id}", submitted.position - 1)
+
+    async def _on_subscribe(self, request: Request) -> None:
+        stream = request.fields["stream"]
+        after = request.fields.get("after") or 0
+        if after < 0:
+            raise BadFrame("subscribe: after must be >= 0", "bad_request", request.id)
+        if stream != "$all" and not stream.startswith(("run-", "session-")):
+            raise BadFrame(
+                "stream must be $all, run-<id> or session-<id>", "bad_request", request.id
+            )
+        if stream != "$all" and await self.app.store.stream_version(stream) == 0:
+            raise BadFrame(f"no stream {stream!r}", "not_found", request.id)
+        if self.subscriptions >= self.app.limits.max_subscriptions:
+            raise BadFrame("too many subscriptions on this connection", "rate_limited", request.id)
+        await self.send(reply_frame("subscribed", request.id, stream=stream, after=after))
+        self._follow(None if stream == "$all" else stream, after)
+
+    async def _on_cancel(self, request: Request) -> None:
+        run_id = request.fields["run_id"]
+        await self.app.cancel_run(self, run_id, request.id)
+        await self.send(reply_frame("cancelled", request.id, run_id=run_id))
+
+    async def _on_approve(self, request: Request) -> None:
+        fields = request.fields
+        decision = fields["decision"]
+        if decision not in ("approve", "deny"):
+            raise BadFrame(
+                "approve: decision must be 'approve' or 'deny'", "bad_request", request.id
+            )
+        await self.app.decide(
+            self,
+            fields["run_id"],
+            fields["step_id"],
+            decision == "approve",
+            fields.get("note") or "",
+            request.id,
+        )
+        reply = reply_frame(
+            "approved",
+            request.id,
+            run_id=fields["run_id"],
+            step_id=fields["step_id"],
+            decision=decision,
+        )
+        await self.send(reply)
+
+    async def _on_resume(self, request: Request) -> None:
+        run_id = request.fields["run_id"]
+        position = await self.app.resume_run(self, run_id, request.id)
+        await self.send(reply_frame("resumed", request.id, run_id=run_id))
+        self._follow(f"run-{run_id}", position)
+
+    # --- subscriptions --------------------------------------------------------------------
+
+    def _follow(self, stream: str | None, after: int) -> None:
+        assert self._nursery is not None
+        self.subscriptions += 1
+        self._nursery.start_soon(self._forward, stream, after)
+
+    async def _forward(self, stream: str | None, after: int) -> None:
+        """Catch-up then live, in order: positions pick every record, so no gap or duplicate."""
+        async for record in self.app.store.subscribe(after=after, stream=stream):
+            await self.send(event_frame(record))

@@ -1,0 +1,216 @@
+"""The agent server's network side: the WebSocket API and /healthz, /metrics on one port.
+
+`AgentServer` owns the run nursery (runs outlive the connection that started them),
+the connection bookkeeping for limits, and the listener. Stopping it closes every
+connection with 1001 (going away); unfinished runs stay in the log for resume.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Iterable
+from typing import Any
+
+import trio
+from trio_websocket import wrap_server_stream
+
+from agents.errors import AgentError
+from agents.runs import ApprovalNotPending, Orchestrator, load_run
+from events import EventStore, RunCancelled
+from projections import ProjectionRunner
+from server.errors import ServerError
+from server.ws._connection import CLOSE_GOING_AWAY, CLOSE_POLICY, Connection
+from server.ws._health import render_health, render_metrics
+from server.ws._http_front import PrefixedStream, RequestHead, answer_http, read_head
+from server.ws._limits import ServerLimits
+from server.ws._protocol import BadFrame
+
+
+class UnsafeBind(ServerError):
+    """Binding a non-loopback address without any token configured."""
+
+
+def check_bind(host: str, tokens: Iterable[str]) -> None:
+    """Refuse to expose an unauthenticated server beyond loopback."""
+    if any(tokens):
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise UnsafeBind(
+            f"refusing to listen on {host} without a token: set server.tokens (or "
+            "AUTOAGENT_TOKEN), or bind 127.0.0.1"
+        )
+
+
+class AgentServer:
+    def __init__(
+        self,
+        store: EventStore,
+        orchestrator: Orchestrator,
+        runner: ProjectionRunner | None,
+        limits: ServerLimits,
+        tokens: Iterable[str] = (),
+    ) -> None:
+        self.store = store
+        self.orchestrator = orchestrator
+        self.runner = runner
+        self.limits = limits
+        self.tokens = frozenset(t for t in tokens if t)
+        self.connections: set[Connection] = set()
+        self._per_token: dict[str, int] = {}
+        self._active_runs: dict[str, str] = {}  # run id -> session id
+        self._run_owner: dict[str, str | None] = {}
+        self._runs: trio.Nursery | None = None
+        self.stats = {"connections_total": 0, "rejected_connections": 0, "runs_started": 0}
+
+    # --- serving ------------------------------------------------------------------------------
+
+    async def serve(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen until cancelled; reports the bound port. Runs live in this nursery."""
+        check_bind(host, self.tokens)
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        async with trio.open_nursery() as nursery:
+            self._runs = nursery
+            task_status.started(listeners[0].socket.getsockname()[1])
+            try:
+                await trio.serve_listeners(self._handle_stream, listeners)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._close_all()
+
+    async def _close_all(self) -> None:
+        with trio.move_on_after(3):
+            async with trio.open_nursery() as nursery:
+                for connection in list(self.connections):
+                    nursery.start_soon(connection.close, CLOSE_GOING_AWAY, "server shutting down")
+
+    async def _handle_stream(self, stream: trio.SocketStream) -> None:
+        head = await read_head(stream)
+        if head is None:
+            await stream.aclose()
+            return
+        if not head.is_websocket:
+            await answer_http(stream, head, self._http)
+            await stream.aclose()
+            return
+        await self._websocket(PrefixedStream(stream, head.raw))
+
+    async def _websocket(self, stream: PrefixedStream) -> None:
+        async with trio.open_nursery() as nursery:
+            request = await wrap_server_stream(
+                nursery, stream, message_queue_size=4, max_message_size=self.limits.hard_frame_bytes
+            )
+            if len(self.connections) >= self.limits.max_connections:
+                self.stats["rejected_connections"] += 1
+                ws = await request.accept()
+                await ws.aclose(CLOSE_POLICY, "server at its connection limit")
+                return
+            connection = Connection(self, await request.accept())
+            self.connections.add(connection)
+            self.stats["connections_total"] += 1
+            await connection.serve()
+            nursery.cancel_scope.cancel()
+
+    async def _http(self, head: RequestHead) -> tuple[int, str, bytes]:
+        if head.method != "GET":
+            return 405, "text/plain", b"only GET\n"
+        if head.path == "/healthz":
+            status, body = render_health(self)
+            return status, "application/json", body
+        if head.path == "/metrics":
+            return 200, "text/plain; version=0.0.4", render_metrics(self)
+        return 404, "text/plain", b"not found: try /healthz or /metrics, or a WebSocket upgrade\n"
+
+    # --- bookkeeping for connections ------------------------------------------------------------
+
+    def forget(self, connection: Connection) -> None:
+        self.connections.discard(connection)
+        if connection.token is not None:
+            self._per_token[connection.token] -= 1
+
+    def admit_token(self, connection: Connection, token: str) -> bool:
+        if self._per_token.get(token, 0) >= self.limits.max_connections_per_token:
+            return False
+        self._per_token[token] = self._per_token.get(token, 0) + 1
+        connection.token = token
+        return True
+
+    def session_has_room(self, session_id: str) -> bool:
+        active = sum(1 for s in self._active_runs.values() if s == session_id)
+        return active < self.limits.max_runs_per_session
+
+    # --- runs -------------------------------------------------------------------------------------
+
+    def start_run(
+        self, run_id: str, session_id: str, token: str | None, *, resume: bool = False
+    ) -> None:
+        assert self._runs is not None
+        self._active_runs[run_id] = session_id
+        self._run_owner[run_id] = token
+        self.stats["runs_started"] += 1
+        self._runs.start_soon(functools.partial(self._drive, run_id, resume))
+
+    async def _drive(self, run_id: str, resume: bool) -> None:
+        try:
+            await self.orchestrator.execute(run_id, resume=resume)
+        except AgentError:
+            pass  # the reason is in the log (RunFailed); the server goes on
+        finally:
+            self._active_runs.pop(run_id, None)
+
+    async def _owned(self, connection: Connection, run_id: str, request_id: Any) -> Any:
+        state = await load_run(self.store, run_id)
+        owner = self._run_owner.get(run_id)
+        mine = state.session_id in connection.sessions or (
+            owner is not None and owner == connection.token
+        )
+        if state.status == "missing" or not mine:
+            raise BadFrame(f"no run {run_id!r} of yours", "not_found", request_id)
+        if state.finished:
+            raise BadFrame(f"run {run_id!r} is already {state.status}", "conflict", request_id)
+        return state
+
+    async def cancel_run(self, connection: Connection, run_id: str, request_id: Any) -> None:
+        await self._owned(connection, run_id, request_id)
+        if not self.orchestrator.cancel(run_id):
+            event = RunCancelled(run_id, "cancelled by request while not running")
+            await self.store.append(f"run-{run_id}", [event], correlation=run_id)
+
+    async def decide(
+        self,
+        connection: Connection,
+        run_id: str,
+        step_id: str,
+        granted: bool,
+        note: str,
+        request_id: Any,
+    ) -> None:
+        state = await self._owned(connection, run_id, request_id)
+        if step_id not in state.approvals_requested:
+            raise BadFrame(f"no approval requested for step {step_id!r}", "not_found", request_id)
+        try:
+            await self.orchestrator.decide(
+                run_id, step_id, granted, note, by=connection.token or ""
+            )
+        except ApprovalNotPending as exc:
+            raise BadFrame(str(exc), "conflict", request_id) from None
+
+    async def resume_run(self, connection: Connection, run_id: str, request_id: Any) -> int:
+        """Start an unfinished run again; returns the position to follow it from."""
+        state = await load_run(self.store, run_id)
+        if state.status == "missing":
+            raise BadFrame(f"no run {run_id!r}", "not_found", request_id)
+        if state.finished:
+            raise BadFrame(f"run {run_id!r} is already {state.status}", "conflict", request_id)
+        if run_id in self._active_runs:
+            raise BadFrame(f"run {run_id!r} is running", "conflict", request_id)
+        connection.sessions.add(state.session_id)
+        position = self.store.head_position
+        self.start_run(run_id, state.session_id, connection.token, resume=True)
+        return position
