@@ -10,14 +10,16 @@ connection's: a client that disconnects does not stop its runs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Set
+from typing import Any, Protocol
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from agents.errors import InvalidGoal
-from events import AutoagentError
-from server.ws._limits import RequestBucket
+from agents.runs import Orchestrator
+from events import AutoagentError, EventStore
+from server.ws._limits import RequestBucket, ServerLimits
 from server.ws._protocol import (
     BadFrame,
     Request,
@@ -27,9 +29,6 @@ from server.ws._protocol import (
     reply_frame,
 )
 
-if TYPE_CHECKING:
-    from server.ws._server import AgentServer
-
 CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TRY_AGAIN = 1001, 1008, 1013
 
 
@@ -37,8 +36,43 @@ class ClientGone(Exception):
     """The client closed, or was closed for being too slow; the connection ends."""
 
 
+class ConnectionHost(Protocol):
+    """What a connection needs from the server that accepted it."""
+
+    store: EventStore
+    orchestrator: Orchestrator
+    limits: ServerLimits
+
+    @property
+    def tokens(self) -> Set[str]: ...
+
+    def forget(self, connection: Connection) -> None: ...
+
+    def admit_token(self, connection: Connection, token: str) -> bool: ...
+
+    def session_has_room(self, session_id: str) -> bool: ...
+
+    def start_run(
+        self, run_id: str, session_id: str, token: str | None, *, resume: bool = False
+    ) -> None: ...
+
+    async def cancel_run(self, connection: Connection, run_id: str, request_id: Any) -> None: ...
+
+    async def decide(
+        self,
+        connection: Connection,
+        run_id: str,
+        step_id: str,
+        granted: bool,
+        note: str,
+        request_id: Any,
+    ) -> None: ...
+
+    async def resume_run(self, connection: Connection, run_id: str, request_id: Any) -> int: ...
+
+
 class Connection:
-    def __init__(self, app: AgentServer, ws: WebSocketConnection) -> None:
+    def __init__(self, app: ConnectionHost, ws: WebSocketConnection) -> None:
         self.app = app
         self.ws = ws
         self.token: str | None = None

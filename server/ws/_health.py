@@ -3,82 +3,82 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from projections import LatencyHistogram, MetricsProjection
-
-if TYPE_CHECKING:
-    from server.ws._server import AgentServer
 
 LE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 MAX_HEALTHY_LAG = 10_000
 
 
-def _lag(app: AgentServer) -> int:
-    return app.store.head_position - (
-        app.runner.position if app.runner else app.store.head_position
-    )
+@dataclass(frozen=True, slots=True)
+class ServerSnapshot:
+    """What health and metrics report, taken from the server at one moment.
+
+    Plain values, so rendering needs nothing from the server itself.
+    """
+
+    head_position: int
+    projections: dict[str, int]
+    projection_lag: int
+    connections: int
+    connections_total: int
+    appends: int
+    commits: int
+    metrics: MetricsProjection | None
 
 
-def render_health(app: AgentServer) -> tuple[int, bytes]:
-    lag = _lag(app)
+def render_health(app: ServerSnapshot) -> tuple[int, bytes]:
+    lag = app.projection_lag
     body = {
         "status": "ok" if lag <= MAX_HEALTHY_LAG else "lagging",
         "store": "open",
-        "head_position": app.store.head_position,
-        "projections": {s.name: s.position for s in app.runner.statuses()} if app.runner else {},
+        "head_position": app.head_position,
+        "projections": app.projections,
         "projection_lag": lag,
-        "connections": len(app.connections),
+        "connections": app.connections,
     }
     return (200 if lag <= MAX_HEALTHY_LAG else 503), json.dumps(body).encode()
 
 
-def _metrics(app: AgentServer) -> MetricsProjection | None:
-    if app.runner is None:
-        return None
-    projection = app.runner.projections.get("metrics")
-    return projection if isinstance(projection, MetricsProjection) else None
-
-
-def render_metrics(app: AgentServer) -> bytes:
+def render_metrics(app: ServerSnapshot) -> bytes:
     lines: list[str] = []
     gauge(
         lines,
         "autoagent_event_log_position",
         "Position of the last event in the log.",
-        app.store.head_position,
+        app.head_position,
     )
     gauge(
         lines,
         "autoagent_projection_lag_events",
         "Events the projections are behind the log.",
-        _lag(app),
+        app.projection_lag,
     )
     gauge(
         lines,
         "autoagent_connected_clients",
         "WebSocket clients connected now.",
-        len(app.connections),
+        app.connections,
     )
     counter(
         lines,
         "autoagent_connections_total",
         "WebSocket connections accepted.",
-        app.stats["connections_total"],
+        app.connections_total,
     )
-    store_stats = app.store.statistics()
     counter(
         lines,
         "autoagent_event_appends_total",
         "Appends acknowledged by the writer.",
-        store_stats.appends,
+        app.appends,
     )
     counter(
-        lines, "autoagent_event_commits_total", "Group commits by the writer.", store_stats.commits
+        lines, "autoagent_event_commits_total", "Group commits by the writer.", app.commits
     )
-    metrics = _metrics(app)
-    if metrics is not None:
-        _projection_metrics(lines, metrics)
+    if app.metrics is not None:
+        _projection_metrics(lines, app.metrics)
     return ("\n".join(lines) + "\n").encode()
 
 

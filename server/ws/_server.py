@@ -18,10 +18,10 @@ from trio_websocket import wrap_server_stream
 from agents.errors import AgentError
 from agents.runs import ApprovalNotPending, Orchestrator, load_run
 from events import EventStore, RunCancelled
-from projections import ProjectionRunner
+from projections import MetricsProjection, ProjectionRunner
 from server.errors import ServerError
 from server.ws._connection import CLOSE_GOING_AWAY, CLOSE_POLICY, Connection
-from server.ws._health import render_health, render_metrics
+from server.ws._health import ServerSnapshot, render_health, render_metrics
 from server.ws._http_front import PrefixedStream, RequestHead, answer_http, read_head
 from server.ws._limits import ServerLimits
 from server.ws._protocol import BadFrame
@@ -121,11 +121,28 @@ class AgentServer:
         if head.method != "GET":
             return 405, "text/plain", b"only GET\n"
         if head.path == "/healthz":
-            status, body = render_health(self)
+            status, body = render_health(self.snapshot())
             return status, "application/json", body
         if head.path == "/metrics":
-            return 200, "text/plain; version=0.0.4", render_metrics(self)
+            return 200, "text/plain; version=0.0.4", render_metrics(self.snapshot())
         return 404, "text/plain", b"not found: try /healthz or /metrics, or a WebSocket upgrade\n"
+
+    def snapshot(self) -> ServerSnapshot:
+        """The figures /healthz and /metrics report, as plain values."""
+        head = self.store.head_position
+        runner = self.runner
+        metrics = runner.projections.get("metrics") if runner else None
+        store_stats = self.store.statistics()
+        return ServerSnapshot(
+            head_position=head,
+            projections={s.name: s.position for s in runner.statuses()} if runner else {},
+            projection_lag=head - (runner.position if runner else head),
+            connections=len(self.connections),
+            connections_total=self.stats["connections_total"],
+            appends=store_stats.appends,
+            commits=store_stats.commits,
+            metrics=metrics if isinstance(metrics, MetricsProjection) else None,
+        )
 
     # --- bookkeeping for connections ------------------------------------------------------------
 
