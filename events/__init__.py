@@ -60,6 +60,7 @@ from events._types import (
     register_event,
     register_upcaster,
     registered_types,
+    typed_event,
 )
 from events.errors import (
     AutoagentError,
@@ -143,5 +144,6 @@ __all__ = [
     "register_event",
     "register_upcaster",
     "registered_types",
+    "typed_event",
     "validate_stream",
 ]

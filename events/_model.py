@@ -8,10 +8,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-if TYPE_CHECKING:
-    from events._types import Event
+from typing import Any, NamedTuple
 
 
 class ExpectedVersion(enum.Enum):
@@ -67,8 +64,10 @@ class NewEvent:
 class RecordedEvent(NamedTuple):
     """One decoded record of the log, upcast to the current schema of its type.
 
-    A NamedTuple rather than a frozen dataclass: equally immutable, and building one
-    costs a sixth as much, which matters when a replay decodes millions of them.
+    Its typed view is `typed_event(record)`, a function of the event catalog, so this
+    module needs nothing from the catalog. A NamedTuple rather than a frozen dataclass:
+    equally immutable, and building one costs a sixth as much, which matters when a
+    replay decodes millions of them.
     """
 
     position: int
@@ -87,13 +86,6 @@ class RecordedEvent(NamedTuple):
     @property
     def id(self) -> uuid.UUID:
         return uuid.UUID(bytes=self.id_bytes)
-
-    @property
-    def event(self) -> Event:
-        """The payload as its typed event class."""
-        from events._types import event_class
-
-        return event_class(self.type, self.position).from_data(self.data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Self, TypeVar
 
-from events._model import NewEvent, new_event_id
+from events._model import NewEvent, RecordedEvent, new_event_id
 from events.errors import UnknownEventType
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -99,6 +99,11 @@ def current_schema(type_name: str, position: int | None = None) -> int:
         return _CURRENT_SCHEMA[type_name]
     except KeyError:
         raise UnknownEventType(type_name, position) from None
+
+
+def typed_event(record: RecordedEvent) -> Event:
+    """A record's payload as its typed event class (upcast data, current schema)."""
+    return event_class(record.type, record.position).from_data(record.data)
 
 
 def upcast(

@@ -36,6 +36,7 @@ from events import (
     register_event,
     register_upcaster,
     registered_types,
+    typed_event,
 )
 from events import _types as event_types
 from events._codec import (
@@ -149,8 +150,8 @@ async def test_catalog_event_round_trips_through_the_store(store: EventStore, ev
     with trio.fail_after(TIMEOUT_S):
         await store.append("run-r", [event])
         [record] = await store.read()
-    assert record.event == event
-    assert type(record.event) is type(event)
+    assert typed_event(record) == event
+    assert type(typed_event(record)) is type(event)
 
 
 # --- upcasting ------------------------------------------------------------------------
@@ -232,8 +233,8 @@ async def test_old_schema_record_reads_back_as_the_current_type(
 
     assert record.schema == 2
     assert record.data == {"title": "quarterly", "tags": ["from-v1"]}
-    assert record.event == _TestUpcastV2(title="quarterly", tags=["from-v1"])
-    assert by_stream.event == record.event
+    assert typed_event(record) == _TestUpcastV2(title="quarterly", tags=["from-v1"])
+    assert typed_event(by_stream) == typed_event(record)
     assert audit_log(store.log).ok
 
 
@@ -252,7 +253,7 @@ async def test_upcasting_applies_each_step_up_to_the_current_schema(
         await store.append("s", [NewEvent(type="_TestUpcastV3", data=data, schema=schema)])
         [record] = await store.read()
     assert record.schema == 3
-    assert record.event == _TestUpcastV3(count=4, unit="items")
+    assert typed_event(record) == _TestUpcastV3(count=4, unit="items")
 
 
 async def test_typed_event_is_written_with_its_class_schema(

@@ -38,7 +38,15 @@ from typing import IO
 import pytest
 import trio
 
-from events import LmdbEventLog, NewEvent, RecordedEvent, StoreOptions, audit_log, open_event_store
+from events import (
+    LmdbEventLog,
+    NewEvent,
+    RecordedEvent,
+    StoreOptions,
+    audit_log,
+    open_event_store,
+    typed_event,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = [sys.executable, "-u", "-m", "tests.events.crash_child"]  # + DATA_DIR ROUND
@@ -240,7 +248,7 @@ async def _retry_and_append(data: Path, acks: list[Ack], records: dict[int, Reco
         stream = acks[-1].stream
         version = await store.stream_version(stream)
         records_before = await store.read_stream(stream, version - 1)
-        event = records_before[-1].event
+        event = typed_event(records_before[-1])
         result = await store.append(stream, [event, event], expected_version=version)
         assert result.positions == (head + 1, head + 2)
         assert result.version == version + 2

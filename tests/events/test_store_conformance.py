@@ -45,6 +45,7 @@ from events import (
     UserMessageReceived,
     WrongExpectedVersion,
     audit_log,
+    typed_event,
 )
 from events._log import AppendRequest, Outcome, PlannedWrite
 
@@ -151,7 +152,7 @@ async def test_recorded_event_round_trips_every_field(store: EventStore) -> None
     assert record.causation == "cause-7"
     assert before <= record.ts <= after
     assert record.data == data
-    assert record.event == ContextUpdated(session_id="s-1", values=data["values"])
+    assert typed_event(record) == ContextUpdated(session_id="s-1", values=data["values"])
     assert record.prev_hash == GENESIS
     assert len(record.hash) == 32
 
@@ -169,7 +170,7 @@ async def test_append_applies_correlation_and_causation_to_typed_events(
         records = await store.read()
 
     assert [(r.correlation, r.causation) for r in records] == [("run-1", "msg-9")] * 2
-    assert [r.event for r in records] == [
+    assert [typed_event(r) for r in records] == [
         RunRequested(run_id="1", session_id="s", goal="g"),
         StepStarted(run_id="1", step_id="a", attempt=1),
     ]
@@ -701,7 +702,7 @@ async def test_read_type_honours_after_and_limit(store: EventStore) -> None:
 
         steps = await store.read_type("StepStarted")
         assert [r.position for r in steps] == [1, 3, 5, 7, 9, 11]
-        assert all(isinstance(r.event, StepStarted) for r in steps)
+        assert all(isinstance(typed_event(r), StepStarted) for r in steps)
         assert [r.position for r in await store.read_type("StepStarted", after=5, limit=2)] == [
             7,
             9,
@@ -761,8 +762,8 @@ async def test_large_payload_is_compressed_and_round_trips(open_store: OpenStore
             [(position, value)] = await trio.to_thread.run_sync(store.log.read_raw, 1, 1)
             [(_, small_value)] = await trio.to_thread.run_sync(store.log.read_raw, 0, 1)
 
-    assert records[1].event == event
-    assert [r.event for r in (records[0], records[2])] == [started(1), started(2)]
+    assert typed_event(records[1]) == event
+    assert [typed_event(r) for r in (records[0], records[2])] == [started(1), started(2)]
     assert position == 2
     assert len(value) < raw_size / 10
     assert text.encode() not in value
