@@ -28,6 +28,8 @@ from events._store import (
     validate_stream,
 )
 from events._types import (
+    TERMINAL_RUN_STATUS,
+    TERMINAL_RUN_TYPES,
     ApprovalDenied,
     ApprovalGranted,
     ApprovalRequested,
@@ -81,6 +83,8 @@ __all__ = [
     "ANY",
     "NO_STREAM",
     "STREAM_EXISTS",
+    "TERMINAL_RUN_STATUS",
+    "TERMINAL_RUN_TYPES",
     "AppendResult",
     "ApprovalDenied",
     "ApprovalGranted",

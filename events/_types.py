@@ -8,7 +8,7 @@ payload into the new shape on read, so old logs decode as current types.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -317,6 +317,15 @@ class RunFailed(Event):
 class RunCancelled(Event):
     run_id: str
     reason: str = ""
+
+
+# A run ends with exactly one of these; each names the run status it leaves behind.
+TERMINAL_RUN_STATUS: Mapping[str, str] = {
+    "RunCompleted": "completed",
+    "RunFailed": "failed",
+    "RunCancelled": "cancelled",
+}
+TERMINAL_RUN_TYPES = frozenset(TERMINAL_RUN_STATUS)
 
 
 @register_event

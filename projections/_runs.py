@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from events import RecordedEvent
+from events import TERMINAL_RUN_STATUS, RecordedEvent
 from projections._base import Projection
 
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
+TERMINAL = frozenset(TERMINAL_RUN_STATUS.values())
 
 
 def run_key(run_id: str) -> bytes:

@@ -10,11 +10,11 @@ decision made while the server was down.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import trio
 
 from agents.errors import AgentError
+from agents.runs._outcomes import Decision
+from agents.runs._run_state import RunState, load_run
 from events import ApprovalDenied, ApprovalGranted, EventStore, WrongExpectedVersion
 
 MAX_DECISION_ATTEMPTS = 20
@@ -28,13 +28,6 @@ class ApprovalNotPending(AgentError):
         self.step_id = step_id
         self.why = why
         super().__init__(f"no pending approval for step {step_id!r} of run {run_id!r}: {why}")
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    granted: bool
-    note: str = ""
-    by: str = ""
 
 
 class ApprovalBook:
@@ -70,8 +63,6 @@ async def record_decision(
     The append expects the run stream's version it checked, so two clients deciding at
     once cannot both succeed; other events moving the stream just cause a re-check.
     """
-    from agents.runs._run_state import load_run
-
     for _ in range(MAX_DECISION_ATTEMPTS):
         state = await load_run(store, run_id)
         _check_pending(state, run_id, step_id)
@@ -86,10 +77,7 @@ async def record_decision(
     raise ApprovalNotPending(run_id, step_id, "the run keeps changing; try again")
 
 
-def _check_pending(state: object, run_id: str, step_id: str) -> None:
-    from agents.runs._run_state import RunState
-
-    assert isinstance(state, RunState)
+def _check_pending(state: RunState, run_id: str, step_id: str) -> None:
     if state.status == "missing":
         raise ApprovalNotPending(run_id, step_id, "no such run")
     if state.finished:

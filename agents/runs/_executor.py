@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 from agents.errors import AgentError, ToolError
-from agents.runs._approvals import ApprovalBook, Decision
+from agents.runs._approvals import ApprovalBook
+from agents.runs._outcomes import Decision, PriorState, StepOutcome
 from agents.runs._plan import Plan, PlanStep, resolve
 from agents.tools import AgentRegistry
 from events import (
@@ -48,29 +49,6 @@ class ExecutorOptions:
     step_timeout_s: float = 60.0
     verify_before_dependents: bool = False
     approval_tools: frozenset[str] = frozenset()
-
-
-@dataclass(slots=True)
-class StepOutcome:
-    """How a step ended (or that it was already done before a resume)."""
-
-    status: str  # completed | failed | skipped
-    result: Any = None
-    error_type: str | None = None
-    message: str | None = None
-    retryable: bool = False
-    duration_s: float = 0.0
-    attempt: int = 1
-
-
-@dataclass(slots=True)
-class PriorState:
-    """What the log says about steps of an interrupted run (for resume)."""
-
-    outcomes: dict[str, StepOutcome] = field(default_factory=dict)
-    attempts: dict[str, int] = field(default_factory=dict)  # started, not finished
-    approvals_requested: set[str] = field(default_factory=set)
-    decisions: dict[str, Decision] = field(default_factory=dict)
 
 
 OnCompleted = Callable[[PlanStep, Any], Awaitable[None]]

@@ -16,7 +16,6 @@ appends `RunCancelled`; a shutdown leaves the run unfinished, for resume.
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,9 +33,10 @@ from agents.errors import (
 )
 from agents.llm import LLMProvider, PromptRepository, ToolCatalog, answer_messages
 from agents.offline import _model as offline_model
-from agents.runs._approvals import ApprovalBook, Decision, record_decision
-from agents.runs._executor import Executor, ExecutorOptions, StepOutcome
-from agents.runs._plan import Plan, PlanStep
+from agents.runs._approvals import ApprovalBook, record_decision
+from agents.runs._executor import Executor, ExecutorOptions
+from agents.runs._outcomes import Decision, StepOutcome
+from agents.runs._plan import MAX_STEPS, Plan, PlanStep
 from agents.runs._plan_stream import stream_plan
 from agents.runs._planner import Planner, PlanRefused
 from agents.runs._run_state import RunState, load_run
@@ -44,6 +44,7 @@ from agents.runs._verifier import Verifier
 from agents.tools import AgentRegistry
 from events import (
     NO_STREAM,
+    TERMINAL_RUN_TYPES,
     AssistantMessageSent,
     Event,
     EventStore,
@@ -240,13 +241,12 @@ class Orchestrator:
         catalog = await self._prepare(state)
         history = await self._history(state.session_id)
         verifier, executor, background = self._workers(state)
-        send, receive = trio.open_memory_channel[PlanStep](math.inf)
+        send, receive = trio.open_memory_channel[PlanStep](MAX_STEPS)
         failure: list[str] = []
         retry: list[InvalidPlan] = []
 
         async def on_step(step: PlanStep) -> None:
-            send.send_nowait(step)
-            await trio.lowlevel.checkpoint()
+            await send.send(step)  # the executor takes steps as they come: backpressure only
 
         async with trio.open_nursery() as nursery:
             if background:
@@ -487,7 +487,7 @@ class Orchestrator:
         unfinished = []
         for stream, version in streams:
             last = await self.store.read_stream(stream, version - 1, 1)
-            if last and last[0].type not in ("RunCompleted", "RunFailed", "RunCancelled"):
+            if last and last[0].type not in TERMINAL_RUN_TYPES:
                 unfinished.append((last[0].position, stream[len("run-") :]))
         return [run_id for _, run_id in sorted(unfinished)]
 

@@ -1,20 +1,24 @@
-"""A run as its own stream tells it: what resume and the orchestrator start from.
+"""A run as its own stream tells it: what resume, approvals and the orchestrator start from.
 
 Reading `run-<id>` directly (not a projection) keeps resume independent of how far the
-projections have caught up: the log is the truth.
+projections have caught up: the log is the truth. This is the one fold of a run stream
+in `agents`: one `_on_<EventType>` method per event it reads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from agents.runs._approvals import Decision
-from agents.runs._executor import PriorState, StepOutcome
+from agents.runs._outcomes import Decision, PriorState, StepOutcome
 from agents.runs._plan import Plan
-from events import EventStore, RecordedEvent
+from events import TERMINAL_RUN_STATUS, EventStore, RecordedEvent
 
-TERMINAL = frozenset({"RunCompleted", "RunFailed", "RunCancelled"})
 READ_BATCH = 1000
+
+RunStatus = Literal["missing", "requested", "running", "completed", "failed", "cancelled"]
+FINISHED: frozenset[str] = frozenset(TERMINAL_RUN_STATUS.values())
 
 
 @dataclass(slots=True)
@@ -23,7 +27,7 @@ class RunState:
     session_id: str = ""
     goal: str = ""
     plan: Plan | None = None
-    status: str = "missing"  # missing | requested | running | completed | failed | cancelled
+    status: str = "missing"  # a RunStatus
     prior: PriorState = field(default_factory=PriorState)
     verified: set[str] = field(default_factory=set)
     version: int = 0
@@ -38,43 +42,64 @@ class RunState:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("completed", "failed", "cancelled")
+        return self.status in FINISHED
 
     def apply(self, record: RecordedEvent) -> None:
-        data, kind = record.data, record.type
         self.version = record.version
-        if kind == "RunRequested":
-            self.session_id, self.goal, self.status = data["session_id"], data["goal"], "requested"
-        elif kind == "PlanCreated":
-            self.plan, self.status = Plan.from_data(data["steps"]), "running"
-        elif kind == "StepStarted":
-            self.prior.attempts[data["step_id"]] = data.get("attempt", 1)
-        elif kind in ("StepCompleted", "StepFailed", "StepSkipped"):
-            self._finish_step(kind, data)
-        elif kind == "ApprovalRequested":
-            self.prior.approvals_requested.add(data["step_id"])
-        elif kind in ("ApprovalGranted", "ApprovalDenied"):
-            decision = Decision(kind == "ApprovalGranted", data.get("note", ""), data.get("by", ""))
-            self.prior.decisions[data["step_id"]] = decision
-        elif kind == "VerificationCompleted":
-            self.verified.add(data["step_id"])
-        elif kind in TERMINAL:
-            self.status = {"RunCompleted": "completed", "RunFailed": "failed"}.get(
-                kind, "cancelled"
-            )
+        handler = _HANDLERS.get(record.type)
+        if handler is not None:
+            handler(self, record.data)
+        elif record.type in TERMINAL_RUN_STATUS:
+            self.status = TERMINAL_RUN_STATUS[record.type]
 
-    def _finish_step(self, kind: str, data: dict[str, object]) -> None:
-        step_id = str(data["step_id"])
-        attempt = self.prior.attempts.pop(step_id, 1)
-        if kind == "StepCompleted":
-            outcome = StepOutcome("completed", result=data["result"], attempt=attempt)
-        elif kind == "StepSkipped":
-            outcome = StepOutcome("skipped", message=str(data["reason"]))
-        else:
-            outcome = StepOutcome(
-                "failed", error_type=str(data["error_type"]), message=str(data["message"])
-            )
-        self.prior.outcomes[step_id] = outcome
+    def _on_RunRequested(self, data: dict[str, Any]) -> None:
+        self.session_id, self.goal, self.status = data["session_id"], data["goal"], "requested"
+
+    def _on_PlanCreated(self, data: dict[str, Any]) -> None:
+        self.plan, self.status = Plan.from_data(data["steps"]), "running"
+
+    def _on_StepStarted(self, data: dict[str, Any]) -> None:
+        self.prior.attempts[data["step_id"]] = data.get("attempt", 1)
+
+    def _on_StepCompleted(self, data: dict[str, Any]) -> None:
+        attempt = self.prior.attempts.pop(str(data["step_id"]), 1)
+        outcome = StepOutcome("completed", result=data["result"], attempt=attempt)
+        self.prior.outcomes[str(data["step_id"])] = outcome
+
+    def _on_StepFailed(self, data: dict[str, Any]) -> None:
+        self.prior.attempts.pop(str(data["step_id"]), None)
+        outcome = StepOutcome(
+            "failed", error_type=str(data["error_type"]), message=str(data["message"])
+        )
+        self.prior.outcomes[str(data["step_id"])] = outcome
+
+    def _on_StepSkipped(self, data: dict[str, Any]) -> None:
+        self.prior.attempts.pop(str(data["step_id"]), None)
+        outcome = StepOutcome("skipped", message=str(data["reason"]))
+        self.prior.outcomes[str(data["step_id"])] = outcome
+
+    def _on_ApprovalRequested(self, data: dict[str, Any]) -> None:
+        self.prior.approvals_requested.add(data["step_id"])
+
+    def _on_ApprovalGranted(self, data: dict[str, Any]) -> None:
+        self.prior.decisions[data["step_id"]] = _decision(True, data)
+
+    def _on_ApprovalDenied(self, data: dict[str, Any]) -> None:
+        self.prior.decisions[data["step_id"]] = _decision(False, data)
+
+    def _on_VerificationCompleted(self, data: dict[str, Any]) -> None:
+        self.verified.add(data["step_id"])
+
+
+def _decision(granted: bool, data: dict[str, Any]) -> Decision:
+    return Decision(granted, data.get("note", ""), data.get("by", ""))
+
+
+_HANDLERS: dict[str, Callable[[RunState, dict[str, Any]], None]] = {
+    name.removeprefix("_on_"): method
+    for name, method in vars(RunState).items()
+    if name.startswith("_on_")
+}
 
 
 async def load_run(store: EventStore, run_id: str) -> RunState:

@@ -15,7 +15,6 @@ the run's terminal event.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ import trio
 
 from agents.errors import LLMError
 from agents.llm import LLMProvider, PromptRepository, task_messages
-from agents.runs._plan import PlanStep
+from agents.runs._plan import MAX_STEPS, PlanStep
 from events import EventStore, VerificationCompleted
 
 DEFAULT_HOLD_S = 5.0
@@ -60,14 +59,16 @@ class Verifier:
         self._hold_s = hold_s
         self._draining = trio.Event()
         self._held: list[tuple[PlanStep, Any]] = []
-        self._send, self._receive = trio.open_memory_channel[tuple[PlanStep, Any]](math.inf)
+        # A plan has at most MAX_STEPS steps and each completes once, so a full buffer
+        # is never reached in practice; bounded all the same (backpressure, not growth).
+        self._send, self._receive = trio.open_memory_channel[tuple[PlanStep, Any]](MAX_STEPS)
         self.verdicts: dict[str, Verdict] = {}
         self.calls = 0
 
     async def submit(self, step: PlanStep, result: Any) -> None:
-        """Queue a completed step (never blocks the executor)."""
-        self._send.send_nowait((step, result))
-        await trio.lowlevel.checkpoint()
+        """Queue a completed step (blocks only if a run completed more than MAX_STEPS
+        steps that are all still waiting for verification)."""
+        await self._send.send((step, result))
 
     async def verify_now(self, step: PlanStep, result: Any) -> None:
         """Verify one step inline (sequential mode and verify-before-dependents)."""

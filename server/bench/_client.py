@@ -18,9 +18,8 @@ from typing import Any, Protocol
 
 import trio
 
+from events import TERMINAL_RUN_TYPES
 from server.errors import ServerError
-
-TERMINAL = frozenset({"RunCompleted", "RunFailed", "RunCancelled"})
 
 Frame = dict[str, Any]
 FrameCallback = Callable[[Frame, int], None]
@@ -115,7 +114,7 @@ def _take(run: GoalRun, frame: Frame, keep_events: bool, arrived_ns: int) -> Non
         kind = frame.get("event_type")
         if kind == "RunRequested":
             run.requested_ts = frame.get("ts")
-        elif kind in TERMINAL:
+        elif kind in TERMINAL_RUN_TYPES:
             run.outcome = kind
             run.finished_at = trio.current_time()
             run.terminal_ts, run.terminal_arrived_ns = frame.get("ts"), arrived_ns

@@ -13,7 +13,8 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from agents.runs._executor import Executor, ExecutorOptions, StepOutcome
+from agents.runs._executor import Executor, ExecutorOptions
+from agents.runs._outcomes import StepOutcome
 from agents.runs._plan import Plan, validate_plan
 from agents.tools._registry import AgentRegistry
 from events import EventStore, MemoryEventLog, StoreOptions, open_event_store
