@@ -1,4 +1,4 @@
-"""Errors of the agents layer: the LLM client, the offline model and the simulator.
+"""Errors of the agents layer: LLM calls, embeddings, tools, plans and runs.
 
 AutoagentError                       (events.errors) root of everything raised on purpose
  +-- AgentError                      the agents layer refused or failed an operation
@@ -14,12 +14,28 @@ AutoagentError                       (events.errors) root of everything raised o
       |    +-- RetriesExhausted      every attempt failed (attempts, last_error)
       +-- UnknownProvider            `llm.provider` names no provider
       +-- UnknownPrompt              no prompt template file of that name
+      +-- EmbeddingError             an embedder could not embed
+      |    +-- InvalidEmbeddingInput, UnknownEmbeddingProvider, EmbedderUnavailable,
+      |        EmbeddingRequestFailed, InvalidEmbeddingResponse
+      +-- ToolError                  a tool could not do what a step asked
+      |    +-- InvalidParameters     the step's parameters do not fit the tool
+      |    |    +-- PathNotAllowed, InvalidCollection
+      |    +-- FileTooLarge, AddressRefused, UnknownCollection, DocumentUnreadable,
+      |        UnsupportedDocument, CollectionModelConflict, TooManyDocuments, NothingToIndex
+      +-- UnknownAgent               no registered agent of that name
+      +-- InvalidPlan                a plan that is not a valid DAG of known tools
+      |    +-- PlanRefused           the model said it cannot plan the goal
+      +-- InvalidGoal, RunNotFound, RunAlreadyFinished, RunAlreadyRunning
+      +-- ApprovalNotPending         a decision for a step with no pending approval
 
 Which are worth another attempt is a property of the class (`retryable`), so the retry
 loop never inspects messages or status codes itself.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from events.errors import AutoagentError
 
@@ -195,3 +211,157 @@ class RunAlreadyRunning(AgentError):
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         super().__init__(f"run {run_id!r} is already running")
+
+
+class PathNotAllowed(InvalidParameters):
+    """A path that leaves the workspace roots; `path` as given, `reason` says how."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"path {path!r} is not allowed: {reason}")
+
+
+class FileTooLarge(ToolError):
+    """A file or content over the configured size limit (`agents.max_file_bytes`)."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"{what} is {size} bytes, over the limit of {limit} (agents.max_file_bytes)"
+        )
+
+
+class AddressRefused(ToolError):
+    """The URL's host resolves to an address the server must not reach."""
+
+
+class UnknownCollection(ToolError):
+    """A search or listing names a collection nothing is indexed in."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        listed = ", ".join(known) if known else "none yet"
+        super().__init__(f"no documents are indexed in collection {name!r} (collections: {listed})")
+
+
+class DocumentUnreadable(ToolError):
+    """A file of a supported type whose text cannot be extracted (corrupt, encrypted...)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot extract the text of {path}: {reason}")
+
+
+class UnsupportedDocument(ToolError):
+    """A file whose suffix is not one of `SUPPORTED_SUFFIXES`."""
+
+    def __init__(self, path: Path, suffixes: Iterable[str]) -> None:
+        self.path = path
+        supported = ", ".join(sorted(suffixes))
+        super().__init__(f"unsupported document type {path.suffix!r} ({path}); use {supported}")
+
+
+class InvalidCollection(InvalidParameters):
+    """A collection name that is not 1-64 letters, digits, '.', '_' or '-'."""
+
+    def __init__(self, name: object) -> None:
+        self.name = name
+        super().__init__(
+            f"collection {name!r} is not a valid name: use 1-64 letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit"
+        )
+
+
+class CollectionModelConflict(ToolError):
+    """The collection was embedded by another model than the embedder's."""
+
+    def __init__(self, collection: str, indexed: str, embedder: str) -> None:
+        self.collection = collection
+        self.indexed = indexed
+        self.embedder = embedder
+        super().__init__(
+            f"collection {collection!r} was embedded with {indexed!r} and the embedder is "
+            f"{embedder!r} (embeddings.model); index into another collection"
+        )
+
+
+class TooManyDocuments(ToolError):
+    """A folder holding more files than one indexing pass takes."""
+
+    def __init__(self, path: str, limit: int) -> None:
+        self.path = path
+        self.limit = limit
+        super().__init__(f"{path} holds over {limit} files; index its subfolders one at a time")
+
+
+class NothingToIndex(ToolError):
+    """The path does not exist and nothing was indexed under it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"nothing to index at {path!r}: no such file or folder")
+
+
+class PlanRefused(InvalidPlan):
+    """The model said plainly it cannot plan this goal (an empty plan with a reason)."""
+
+
+class ApprovalNotPending(AgentError):
+    """A decision for a step that has no pending approval request."""
+
+    def __init__(self, run_id: str, step_id: str, why: str) -> None:
+        self.run_id = run_id
+        self.step_id = step_id
+        self.why = why
+        super().__init__(f"no pending approval for step {step_id!r} of run {run_id!r}: {why}")
+
+
+class EmbeddingError(AgentError):
+    """An embedder refused or failed an operation."""
+
+
+class InvalidEmbeddingInput(EmbeddingError, ValueError):
+    """A text that cannot be embedded: not a str, or empty / whitespace only."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        self.index = index
+        self.reason = reason
+        super().__init__(f"cannot embed texts[{index}]: {reason}")
+
+
+class UnknownEmbeddingProvider(EmbeddingError, ValueError):
+    """`embeddings.provider` names an embedder that does not exist."""
+
+    def __init__(self, name: object, known: Sequence[str]) -> None:
+        self.name = name
+        super().__init__(
+            f"unknown embeddings provider {name!r} (embeddings.provider); "
+            f"expected one of {', '.join(known)}"
+        )
+
+
+class EmbedderUnavailable(EmbeddingError):
+    """The model cannot be loaded, or the endpoint cannot be reached or refuses us."""
+
+
+class EmbeddingRequestFailed(EmbeddingError):
+    """A request failed, and splitting it did not help (or could not: a 429).
+
+    `status_code` is the endpoint's answer (None: no answer, or an unusable one);
+    `index` the text whose request failed on its own (None: not down to one text).
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, index: int | None = None
+    ) -> None:
+        self.status_code = status_code
+        self.index = index
+        super().__init__(message)
+
+
+class InvalidEmbeddingResponse(EmbeddingError):
+    """The endpoint answered, but not with one finite, non-zero vector per input."""

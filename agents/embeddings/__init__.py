@@ -12,8 +12,8 @@ from agents.embeddings._embedder import (
     InvalidEmbeddingInput,
     InvalidEmbeddingResponse,
     UnknownEmbeddingProvider,
-    open_embedder,
 )
+from agents.embeddings._factory import open_embedder
 from agents.embeddings._local import (
     LocalEmbedder,
 )

@@ -24,22 +24,24 @@ AgentError
 
 from __future__ import annotations
 
-import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Self
+from typing import Literal, Self
 
 import numpy as np
 import trio
 from numpy.typing import NDArray
 
-from agents.errors import AgentError
-
-if TYPE_CHECKING:
-    from agents.embeddings._openai import OpenAIEmbedderOptions
+from agents.errors import (
+    EmbedderUnavailable,
+    EmbeddingError,
+    EmbeddingRequestFailed,
+    InvalidEmbeddingInput,
+    InvalidEmbeddingResponse,
+    UnknownEmbeddingProvider,
+)
 
 __all__ = [
     "EMBEDDING_PROVIDERS",
@@ -56,60 +58,12 @@ __all__ = [
     "batch_ranges",
     "combine_chunks",
     "l2_normalise",
-    "open_embedder",
     "validate_texts",
 ]
 
 Vectors = NDArray[np.float32]
 EmbeddingProviderName = Literal["local", "openai"]
 EMBEDDING_PROVIDERS: tuple[EmbeddingProviderName, ...] = ("local", "openai")
-
-
-class EmbeddingError(AgentError):
-    """An embedder refused or failed an operation."""
-
-
-class InvalidEmbeddingInput(EmbeddingError, ValueError):
-    """A text that cannot be embedded: not a str, or empty / whitespace only."""
-
-    def __init__(self, index: int, reason: str) -> None:
-        self.index = index
-        self.reason = reason
-        super().__init__(f"cannot embed texts[{index}]: {reason}")
-
-
-class UnknownEmbeddingProvider(EmbeddingError, ValueError):
-    """`embeddings.provider` names an embedder that does not exist."""
-
-    def __init__(self, name: object) -> None:
-        self.name = name
-        super().__init__(
-            f"unknown embeddings provider {name!r} (embeddings.provider); "
-            f"expected one of {', '.join(EMBEDDING_PROVIDERS)}"
-        )
-
-
-class EmbedderUnavailable(EmbeddingError):
-    """The model cannot be loaded, or the endpoint cannot be reached or refuses us."""
-
-
-class EmbeddingRequestFailed(EmbeddingError):
-    """A request failed, and splitting it did not help (or could not: a 429).
-
-    `status_code` is the endpoint's answer (None: no answer, or an unusable one);
-    `index` the text whose request failed on its own (None: not down to one text).
-    """
-
-    def __init__(
-        self, message: str, *, status_code: int | None = None, index: int | None = None
-    ) -> None:
-        self.status_code = status_code
-        self.index = index
-        super().__init__(message)
-
-
-class InvalidEmbeddingResponse(EmbeddingError):
-    """The endpoint answered, but not with one finite, non-zero vector per input."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,54 +204,3 @@ def batch_ranges(costs: Sequence[int], max_inputs: int, max_cost: int) -> list[r
     if start < len(costs):
         ranges.append(range(start, len(costs)))
     return ranges
-
-
-@asynccontextmanager
-async def open_embedder(
-    provider: EmbeddingProviderName = "local",
-    *,
-    model: str | None = None,
-    batch_size: int | None = None,
-    batch_embeddings: bool = True,
-    openai: OpenAIEmbedderOptions | None = None,
-    warm_up: bool = True,
-) -> AsyncIterator[Embedder]:
-    """The embedder `provider` names (`embeddings.provider`), closed on exit.
-
-    `model` and `batch_size` come from `[embeddings]` (None: the backend's default);
-    `openai` carries the endpoint settings (base_url, api_key, timeout) for the "openai"
-    provider, whose `model` and `batch_size` these two override when given.
-    `batch_embeddings=False` is the one-request-per-text baseline. With `warm_up`, the
-    model is loaded (local) or the endpoint checked with one request (openai) before the
-    embedder is handed out.
-    """
-    # Imported here: both implementation modules import this one.
-    from agents.embeddings._local import (
-        DEFAULT_LOCAL_BATCH_SIZE,
-        DEFAULT_LOCAL_MODEL,
-        LocalEmbedder,
-    )
-    from agents.embeddings._openai import OpenAIEmbedder, OpenAIEmbedderOptions
-
-    embedder: Embedder
-    if provider == "local":
-        embedder = LocalEmbedder(
-            model=model or DEFAULT_LOCAL_MODEL,
-            batch_size=batch_size or DEFAULT_LOCAL_BATCH_SIZE,
-            batch_embeddings=batch_embeddings,
-        )
-    elif provider == "openai":
-        options = openai or OpenAIEmbedderOptions()
-        options = dataclasses.replace(
-            options,
-            model=model or options.model,
-            batch_size=batch_size or options.batch_size,
-            batch_embeddings=batch_embeddings,
-        )
-        embedder = OpenAIEmbedder(options)
-    else:
-        raise UnknownEmbeddingProvider(provider)
-    async with embedder:
-        if warm_up:
-            await embedder.warm_up()
-        yield embedder

@@ -4,9 +4,7 @@ stream, and the orchestrator that drives a goal from request to answer.
 Public API; every other module in this package is private.
 """
 
-from agents.runs._approvals import (
-    ApprovalNotPending,
-)
+from agents.errors import ApprovalNotPending
 from agents.runs._orchestrator import (
     History,
     Orchestrator,

@@ -12,22 +12,12 @@ from __future__ import annotations
 
 import trio
 
-from agents.errors import AgentError
+from agents.errors import ApprovalNotPending
 from agents.runs._outcomes import Decision
 from agents.runs._run_state import RunState, load_run
 from events import ApprovalDenied, ApprovalGranted, EventStore, WrongExpectedVersion
 
 MAX_DECISION_ATTEMPTS = 20
-
-
-class ApprovalNotPending(AgentError):
-    """A decision for a step that has no pending approval request."""
-
-    def __init__(self, run_id: str, step_id: str, why: str) -> None:
-        self.run_id = run_id
-        self.step_id = step_id
-        self.why = why
-        super().__init__(f"no pending approval for step {step_id!r} of run {run_id!r}: {why}")
 
 
 class ApprovalBook:

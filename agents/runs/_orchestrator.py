@@ -27,6 +27,7 @@ from agents.errors import (
     InvalidGoal,
     InvalidPlan,
     LLMError,
+    PlanRefused,
     RunAlreadyFinished,
     RunAlreadyRunning,
     RunNotFound,
@@ -38,7 +39,7 @@ from agents.runs._executor import Executor, ExecutorOptions
 from agents.runs._outcomes import Decision, StepOutcome
 from agents.runs._plan import MAX_STEPS, Plan, PlanStep
 from agents.runs._plan_stream import stream_plan
-from agents.runs._planner import Planner, PlanRefused
+from agents.runs._planner import Planner
 from agents.runs._run_state import RunState, load_run
 from agents.runs._verifier import Verifier
 from agents.tools import AgentRegistry

@@ -13,10 +13,9 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from agents.errors import InvalidPlan
+from agents.errors import InvalidPlan, PlanRefused
 from agents.llm import LLMProvider, PromptRepository, ToolCatalog, plan_messages
 from agents.runs._plan import Plan, PlanStep, _step_from, validate_plan
-from agents.runs._planner import PlanRefused
 
 _STEPS_KEY = '"steps"'
 

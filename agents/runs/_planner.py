@@ -7,15 +7,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agents.errors import InvalidModelOutput, InvalidPlan
+from agents.errors import InvalidModelOutput, InvalidPlan, PlanRefused
 from agents.llm import LLMProvider, PromptRepository, ToolCatalog, plan_messages
 from agents.runs._plan import Plan, parse_plan, validate_plan
 
 PLAN_SCHEMA = {"type": "object", "properties": {"steps": {"type": "array"}}, "required": ["steps"]}
-
-
-class PlanRefused(InvalidPlan):
-    """The model said plainly it cannot plan this goal (an empty plan with a reason)."""
 
 
 class Planner:

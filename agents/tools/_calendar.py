@@ -21,13 +21,12 @@ import icalendar
 import trio
 from dateutil.rrule import rrulestr  # type: ignore[import-untyped]
 
-from agents.errors import InvalidParameters, ToolError
+from agents.errors import FileTooLarge, InvalidParameters, ToolError
 from agents.llm import ToolSpec
 from agents.tools._base import Agent, AgentContext, Tool, require_valid
 from agents.tools._clock import Moment, as_utc, iso, parse_moment
 from agents.tools._workspace import (
     DEFAULT_MAX_FILE_BYTES,
-    FileTooLarge,
     Workspace,
     int_setting,
     read_bytes,

@@ -28,17 +28,24 @@ from typing import Any
 import trio
 
 from agents.embeddings import Embedder, EmbeddingError
-from agents.errors import InvalidParameters, ToolError
+from agents.errors import (
+    CollectionModelConflict,
+    DocumentUnreadable,
+    FileTooLarge,
+    InvalidCollection,
+    NothingToIndex,
+    ToolError,
+    TooManyDocuments,
+    UnsupportedDocument,
+)
 from agents.tools._document_text import (
     SUPPORTED_SUFFIXES,
-    DocumentUnreadable,
     TextChunk,
-    UnsupportedDocument,
     chunk_text,
     extract_text,
     is_supported,
 )
-from agents.tools._workspace import FileTooLarge, Workspace, read_bytes
+from agents.tools._workspace import Workspace, read_bytes
 from events import DocumentIndexed, DocumentRemoved, Event, EventStore, EventTooLarge
 from projections import DocumentsProjection
 
@@ -50,47 +57,6 @@ MAX_FILES = 10_000
 MAX_LISTED = 100
 STREAM_PREFIX = "docs-"
 _COLLECTION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
-class InvalidCollection(InvalidParameters):
-    """A collection name that is not 1-64 letters, digits, '.', '_' or '-'."""
-
-    def __init__(self, name: object) -> None:
-        self.name = name
-        super().__init__(
-            f"collection {name!r} is not a valid name: use 1-64 letters, digits, '.', '_' "
-            "or '-', starting with a letter or digit"
-        )
-
-
-class CollectionModelConflict(ToolError):
-    """The collection was embedded by another model than the embedder's."""
-
-    def __init__(self, collection: str, indexed: str, embedder: str) -> None:
-        self.collection = collection
-        self.indexed = indexed
-        self.embedder = embedder
-        super().__init__(
-            f"collection {collection!r} was embedded with {indexed!r} and the embedder is "
-            f"{embedder!r} (embeddings.model); index into another collection"
-        )
-
-
-class TooManyDocuments(ToolError):
-    """A folder holding more files than one indexing pass takes."""
-
-    def __init__(self, path: str, limit: int) -> None:
-        self.path = path
-        self.limit = limit
-        super().__init__(f"{path} holds over {limit} files; index its subfolders one at a time")
-
-
-class NothingToIndex(ToolError):
-    """The path does not exist and nothing was indexed under it."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        super().__init__(f"nothing to index at {path!r}: no such file or folder")
 
 
 def check_collection(name: object) -> str:

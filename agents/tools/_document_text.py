@@ -17,30 +17,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.errors import ToolError
+from agents.errors import DocumentUnreadable, UnsupportedDocument
 
 _PLAIN_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
 _HTML_SUFFIXES = frozenset({".html", ".htm"})
 SUPPORTED_SUFFIXES: frozenset[str] = _PLAIN_SUFFIXES | _HTML_SUFFIXES | {".pdf"}
 MIN_CHUNK_CHARS = 50
-
-
-class DocumentUnreadable(ToolError):
-    """A file of a supported type whose text cannot be extracted (corrupt, encrypted...)."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(f"cannot extract the text of {path}: {reason}")
-
-
-class UnsupportedDocument(ToolError):
-    """A file whose suffix is not one of `SUPPORTED_SUFFIXES`."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
-        super().__init__(f"unsupported document type {path.suffix!r} ({path}); use {supported}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +47,7 @@ def extract_text(path: Path, data: bytes) -> str:
         return html_text(decode_text(data))
     if suffix == ".pdf":
         return _pdf_text(path, data)
-    raise UnsupportedDocument(path)
+    raise UnsupportedDocument(path, SUPPORTED_SUFFIXES)
 
 
 def decode_text(data: bytes) -> str:

@@ -23,7 +23,7 @@ import trio
 from numpy.typing import NDArray
 
 from agents.embeddings import Embedder, EmbeddingError
-from agents.errors import InvalidParameters, ToolError
+from agents.errors import InvalidParameters, ToolError, UnknownCollection
 from agents.llm import ToolSpec
 from agents.tools._base import Agent, AgentContext, Tool, require_valid
 from agents.tools._document_indexer import (
@@ -98,16 +98,6 @@ LIST = ToolSpec(
     idempotent=True,
     keywords=("list", "indexed", "documents", "collections"),
 )
-
-
-class UnknownCollection(ToolError):
-    """A search or listing names a collection nothing is indexed in."""
-
-    def __init__(self, name: str, known: list[str]) -> None:
-        self.name = name
-        self.known = known
-        listed = ", ".join(known) if known else "none yet"
-        super().__init__(f"no documents are indexed in collection {name!r} (collections: {listed})")
 
 
 @dataclass(frozen=True)

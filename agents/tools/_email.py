@@ -26,17 +26,11 @@ from typing import Any
 
 import trio
 
-from agents.errors import InvalidParameters, ToolError
+from agents.errors import FileTooLarge, InvalidParameters, ToolError
 from agents.llm import ToolSpec
 from agents.tools._base import Agent, AgentContext, Tool, require_valid
 from agents.tools._clock import as_utc, parse_moment
-from agents.tools._workspace import (
-    DEFAULT_MAX_FILE_BYTES,
-    FileTooLarge,
-    Workspace,
-    int_setting,
-    text_setting,
-)
+from agents.tools._workspace import DEFAULT_MAX_FILE_BYTES, Workspace, int_setting, text_setting
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 200

@@ -18,12 +18,11 @@ from typing import Any
 
 import trio
 
-from agents.errors import InvalidParameters, ToolError
+from agents.errors import FileTooLarge, InvalidParameters, ToolError
 from agents.llm import ToolSpec
 from agents.tools._base import Agent, AgentContext, Tool, require_valid
 from agents.tools._workspace import (
     DEFAULT_MAX_FILE_BYTES,
-    FileTooLarge,
     Workspace,
     append_bytes,
     int_setting,

@@ -21,7 +21,7 @@ from typing import Any, cast
 import httpx
 import trio
 
-from agents.errors import InvalidParameters, ToolError
+from agents.errors import AddressRefused, InvalidParameters, ToolError
 from agents.llm import ToolSpec
 from agents.tools._base import Agent, AgentContext, Tool, require_valid
 from agents.tools._document_text import html_page
@@ -47,10 +47,6 @@ FETCH = ToolSpec(
     idempotent=True,
     keywords=("fetch", "web", "page", "url", "website", "download", "read"),
 )
-
-
-class AddressRefused(ToolError):
-    """The URL's host resolves to an address the server must not reach."""
 
 
 class AddressPolicy:

@@ -20,30 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.errors import InvalidParameters, ToolError
+from agents.errors import FileTooLarge, PathNotAllowed, ToolError
 
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class PathNotAllowed(InvalidParameters):
-    """A path that leaves the workspace roots; `path` as given, `reason` says how."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(f"path {path!r} is not allowed: {reason}")
-
-
-class FileTooLarge(ToolError):
-    """A file or content over the configured size limit (`agents.max_file_bytes`)."""
-
-    def __init__(self, what: str, size: int, limit: int) -> None:
-        self.size = size
-        self.limit = limit
-        super().__init__(
-            f"{what} is {size} bytes, over the limit of {limit} (agents.max_file_bytes)"
-        )
 
 
 def int_setting(settings: Mapping[str, Any], key: str, default: int) -> int:

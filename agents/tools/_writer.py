@@ -16,16 +16,10 @@ from typing import Any
 
 import trio
 
-from agents.errors import InvalidParameters, LLMError, ToolError
+from agents.errors import FileTooLarge, InvalidParameters, LLMError, ToolError
 from agents.llm import LLMProvider, PromptRepository, ToolSpec, task_messages
 from agents.tools._base import Agent, AgentContext, Tool, require_valid
-from agents.tools._workspace import (
-    DEFAULT_MAX_FILE_BYTES,
-    FileTooLarge,
-    Workspace,
-    int_setting,
-    write_new,
-)
+from agents.tools._workspace import DEFAULT_MAX_FILE_BYTES, Workspace, int_setting, write_new
 
 MAX_SOURCES = 50
 MAX_SOURCE_CHARS = 20_000

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import trio
 
 from events import TERMINAL_RUN_TYPES
-from server.errors import ServerError
+from server.errors import GoalRejected
 
 Frame = dict[str, Any]
 FrameCallback = Callable[[Frame, int], None]
@@ -31,15 +31,6 @@ class MessageChannel(Protocol):
     async def send_message(self, message: str | bytes) -> None: ...
 
     async def get_message(self) -> str | bytes: ...
-
-
-class GoalRejected(ServerError):
-    """The server answered a goal with an `error` frame."""
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.detail = message
-        super().__init__(f"the server refused the goal ({code}): {message}")
 
 
 @dataclass

@@ -30,7 +30,7 @@ from server.bench._run import BenchOptions, run_bench
 from server.bench._scenarios import DEFAULT_SCENARIO, DEFAULT_SEED, SCENARIOS, scenario_named
 from server.bench._scorecard import render
 from server.config import Config
-from server.errors import ServerError
+from server.errors import InvalidBenchOption
 
 DEFAULT_REQUESTS = 200
 DEFAULT_CONCURRENCY = 8
@@ -38,15 +38,6 @@ DEFAULT_TIME_SCALE = 1.0
 DOCUMENTS = 100
 MAX_REQUESTS = 100_000
 MAX_CONCURRENCY = 1_000
-
-
-class InvalidBenchOption(ServerError):
-    """A `bench` flag whose value cannot be used; the message names the flag and the value."""
-
-    def __init__(self, flag: str, expected: str, given: str) -> None:
-        self.flag = flag
-        self.given = given
-        super().__init__(f"{flag} must be {expected}, got {given!r}")
 
 
 def add_bench_parser(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import trio
 
-from server.errors import ServerError
+from server.errors import ServiceFailed
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
@@ -28,16 +28,6 @@ SERVER_ADDRESS = re.compile(r"listening on ws://[\d.]+:(\d+)")
 # The directory holding the `server` package, so `python -m server` in a child runs this
 # very code whatever the child's working directory.
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
-
-
-class ServiceFailed(ServerError):
-    """A child process exited, or did not say where it listens, in time."""
-
-    def __init__(self, name: str, problem: str, output: str) -> None:
-        self.name = name
-        self.output = output
-        tail = " | ".join(output.strip().splitlines()[-3:])
-        super().__init__(f"{name} {problem}" + (f": {tail}" if tail else ""))
 
 
 @dataclass

@@ -18,18 +18,10 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from server.errors import ServerError
+from server.errors import UnknownScenario
 
 DEFAULT_SCENARIO = "mixed"
 DEFAULT_SEED = 20261127
-
-
-class UnknownScenario(ServerError):
-    """A `--scenario` name that is not in the registry."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,4 +78,4 @@ def scenario_named(name: str) -> Scenario:
     try:
         return SCENARIOS[name]
     except KeyError:
-        raise UnknownScenario(name) from None
+        raise UnknownScenario(name, SCENARIOS) from None

@@ -27,8 +27,8 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from server.bench._client import GoalRejected, GoalRun, run_goal
-from server.errors import ServerError
+from server.bench._client import GoalRun, run_goal
+from server.errors import BenchAborted, GoalRejected
 
 REQUEST_TIMEOUT_S = 600.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -40,10 +40,6 @@ _WORDS = (
     "transformer substation voltage frequency licence permit site survey budget schedule "
     "supplier warranty inspection report audit risk safety training crew shift region"
 ).split()
-
-
-class BenchAborted(ServerError):
-    """A server stopped answering the benchmark's clients (closed, or far too slow)."""
 
 
 @dataclass

@@ -19,16 +19,12 @@ from agents.errors import AgentError
 from agents.runs import ApprovalNotPending, Orchestrator, load_run
 from events import EventStore, RunCancelled
 from projections import MetricsProjection, ProjectionRunner
-from server.errors import ServerError
+from server.errors import UnsafeBind
 from server.ws._connection import CLOSE_GOING_AWAY, CLOSE_POLICY, Connection
 from server.ws._health import ServerSnapshot, render_health, render_metrics
 from server.ws._http_front import PrefixedStream, RequestHead, answer_http, read_head
 from server.ws._limits import ServerLimits
 from server.ws._protocol import BadFrame
-
-
-class UnsafeBind(ServerError):
-    """Binding a non-loopback address without any token configured."""
 
 
 def check_bind(host: str, tokens: Iterable[str]) -> None:

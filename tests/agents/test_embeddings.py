@@ -28,18 +28,15 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.embeddings._embedder import (
-    Embedder,
+from agents.embeddings import Embedder, open_embedder
+from agents.embeddings._embedder import batch_ranges, combine_chunks, l2_normalise
+from agents.errors import (
     EmbedderUnavailable,
     EmbeddingError,
     EmbeddingRequestFailed,
     InvalidEmbeddingInput,
     InvalidEmbeddingResponse,
     UnknownEmbeddingProvider,
-    batch_ranges,
-    combine_chunks,
-    l2_normalise,
-    open_embedder,
 )
 from agents.embeddings._local import LocalEmbedder
 from agents.embeddings._openai import (
