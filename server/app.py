@@ -1,29 +1,74 @@
-"""Build the orchestrator from the configuration: provider, agents, options.
+"""The composition root: the one place that builds the running application from a config.
 
-One place maps `[llm]`, `[agents]`, `[performance]`, `[features]` and `[resume]` onto
-the agents layer, so `serve`, `run` and `runs resume` behave the same.
+`open_application` opens the event store, the projection state and runner (every
+projection for a server; the vector indexes a one-shot command needs), the orchestrator
+with its provider, embedder, HTTP client and agents, and hands them out together;
+`agent_server` puts the WebSocket server on top. `serve`, `run`, `runs resume`,
+`documents` and the wiring tests call these instead of wiring parts by hand, so every
+command maps `[store]`, `[llm]`, `[embeddings]`, `[agents]`, `[performance]`,
+`[features]` and `[resume]` the same way.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 
 import httpx
+import trio
 
 from agents.embeddings import Embedder, OpenAIEmbedderOptions, open_embedder
-from agents.llm import CallRecorder, PromptRepository
+from agents.llm import CallRecorder, LLMOptions, PromptRepository
 from agents.offline import open_provider
 from agents.runs import History, Orchestrator, OrchestratorOptions
 from agents.tools import AgentContext, AgentRegistry, DocumentsAccess, IndexerOptions, MemoryAccess
-from events import EventStore
-from projections import DocumentsProjection, MemoryProjection
-from server._llm_wiring import llm_options
-from server._views import memory_keys
-from server.config import Config
+from events import EventStore, StoreOptions, open_event_store
+from projections import (
+    DocumentsProjection,
+    LmdbStateStore,
+    MemoryProjection,
+    Projection,
+    ProjectionRunner,
+    StateStore,
+    build_projections,
+)
+from server._render import Progress
+from server._views import memory_keys, memory_options, projections_path
+from server.config import Config, LLMConfig
+from server.ws import AgentServer, ServerLimits
 
 HTTP_TIMEOUT_S = 30.0
+TOKEN_ENV = "AUTOAGENT_TOKEN"
+
+EmbedderFactory = Callable[[Config], AbstractAsyncContextManager[Embedder]]
+
+
+def store_options(config: Config) -> StoreOptions:
+    """Map the `[store]` section onto the event store's options."""
+    return StoreOptions(
+        sync=config.store.sync,
+        map_size_mb=config.store.map_size_mb,
+        compress_over_bytes=config.store.compress_over_bytes,
+        max_event_bytes=config.store.max_event_bytes,
+    )
+
+
+def llm_options(config: LLMConfig) -> LLMOptions:
+    """The `LLMOptions` the providers take, from the checked `[llm]` config."""
+    return LLMOptions(
+        provider=config.provider,
+        base_url=config.base_url,
+        api_key_env=config.api_key_env,
+        model=config.model,
+        timeout_s=config.timeout_s,
+        max_retries=config.max_retries,
+        rpm_limit=config.rpm_limit,
+        tpm_limit=config.tpm_limit,
+        max_parallel_calls=config.max_parallel_calls,
+    )
 
 
 def orchestrator_options(config: Config) -> OrchestratorOptions:
@@ -103,18 +148,20 @@ async def open_orchestrator(
     memory_index: MemoryProjection | None = None,
     documents_index: DocumentsProjection | None = None,
     wait_for: Callable[[int], Awaitable[None]] | None = None,
+    embedder_factory: EmbedderFactory | None = None,
 ) -> AsyncIterator[Orchestrator]:
     """The orchestrator with its provider, shared HTTP client and agents; closed on exit.
 
     `memory_index` / `documents_index` / `wait_for`: the running memory and documents
     projections and their runner's wait (read-your-writes), for recall and document
     search; the key store is the memory projection's own (one per process).
+    `embedder_factory` replaces the `[embeddings]` embedder (tests use a hashed one).
     """
     limits = httpx.Limits(max_connections=config.performance.max_parallel_steps * 2)
     keys = memory_index.keys if memory_index is not None else memory_keys(config)
     async with (
         httpx.AsyncClient(limits=limits, timeout=HTTP_TIMEOUT_S) as http,
-        open_configured_embedder(config) as embedder,
+        (embedder_factory or open_configured_embedder)(config) as embedder,
     ):
         async with open_provider(llm_options(config.llm), CallRecorder(store)) as provider:
             memory = MemoryAccess(keys, embedder, memory_index, wait_for)
@@ -134,3 +181,161 @@ async def open_orchestrator(
                 )
             finally:
                 await registry.aclose()
+
+
+@dataclass(frozen=True)
+class LiveIndexes:
+    """The projections running in this process (None when not asked for) and the
+    runner's wait (read-your-writes)."""
+
+    memory: MemoryProjection | None
+    documents: DocumentsProjection | None
+    wait_for: Callable[[int], Awaitable[None]]
+
+
+@asynccontextmanager
+async def open_live_indexes(
+    config: Config, store: EventStore, *, memory: bool = True, documents: bool = True
+) -> AsyncIterator[LiveIndexes]:
+    """The chosen vector projections caught up with the log and followed live until exit.
+
+    For one-shot commands (`run`, `documents`) on a data dir without a server: recall
+    and document search read live FAISS indexes. Snapshot and checkpoint are saved on
+    exit; a server on the same data dir that commits second finds the checkpoint moved
+    and reloads.
+    """
+    options = memory_options(config)
+    memories = MemoryProjection(memory_keys(config), options) if memory else None
+    docs = DocumentsProjection(options) if documents else None
+    chosen: list[Projection] = [p for p in (memories, docs) if p is not None]
+    async with _running_projections(config, store, chosen, None, "catching up") as runner:
+        yield LiveIndexes(memories, docs, runner.wait_for)
+
+
+@asynccontextmanager
+async def _running_projections(
+    config: Config,
+    store: EventStore,
+    chosen: list[Projection],
+    state: StateStore | None,
+    label: str,
+) -> AsyncIterator[ProjectionRunner]:
+    """A runner over `chosen`, caught up (progress on a terminal) and following live.
+
+    `state` None opens the data dir's projection store (closed on exit). The
+    projections are closed on exit either way: closing waits for a FAISS training
+    thread, so it is shielded.
+    """
+    try:
+        owned = state is None
+        if state is None:
+            state = await trio.to_thread.run_sync(
+                functools.partial(
+                    LmdbStateStore.open, projections_path(config), sync=config.store.sync
+                )
+            )
+        try:
+            runner = ProjectionRunner(
+                store.log, state, chosen, snapshot_every=config.performance.snapshot_every
+            )
+            async with trio.open_nursery() as nursery:
+                progress = Progress(label + " " + ", ".join(p.name for p in chosen))
+                await nursery.start(functools.partial(runner.run, store, progress=progress.update))
+                progress.close()
+                yield runner
+                nursery.cancel_scope.cancel()
+        finally:
+            if owned:
+                state.close()
+    finally:
+        with trio.CancelScope(shield=True):
+            for projection in chosen:
+                if isinstance(projection, MemoryProjection | DocumentsProjection):
+                    await trio.to_thread.run_sync(projection.close)
+
+
+@dataclass(frozen=True)
+class Application:
+    """The parts of a running autoagent, built from one config by `open_application`."""
+
+    config: Config
+    store: EventStore
+    runner: ProjectionRunner
+    orchestrator: Orchestrator
+
+
+def _projections_for(config: Config, every: bool) -> list[Projection]:
+    """Every projection (a server), or the vector indexes the enabled agents read."""
+    keys, options = memory_keys(config), memory_options(config)
+    if every:
+        return build_projections(
+            None, config.performance.session_window, keys=keys, memory=options
+        )
+    chosen: list[Projection] = []
+    if "memory" in config.agents.enabled:
+        chosen.append(MemoryProjection(keys, options))
+    if "documents" in config.agents.enabled:
+        chosen.append(DocumentsProjection(options))
+    return chosen
+
+
+@asynccontextmanager
+async def open_application(
+    config: Config,
+    *,
+    every_projection: bool = True,
+    state: StateStore | None = None,
+    embedder_factory: EmbedderFactory | None = None,
+) -> AsyncIterator[Application]:
+    """Store, projections (caught up, followed live) and orchestrator, closed on exit.
+
+    `every_projection` False runs only the vector indexes the enabled agents read (what
+    a one-shot command needs). `state` replaces the data dir's projection store (tests
+    pass a `MemoryStateStore`); `embedder_factory` the `[embeddings]` embedder.
+    """
+    async with (
+        open_event_store(config.store.data_path, store_options(config)) as store,
+        _running_projections(
+            config, store, _projections_for(config, every_projection), state, "projections"
+        ) as runner,
+    ):
+        memory = runner.projections.get(MemoryProjection.name)
+        documents = runner.projections.get(DocumentsProjection.name)
+        async with open_orchestrator(
+            config,
+            store,
+            memory_index=memory if isinstance(memory, MemoryProjection) else None,
+            documents_index=documents if isinstance(documents, DocumentsProjection) else None,
+            wait_for=runner.wait_for,
+            embedder_factory=embedder_factory,
+        ) as orchestrator:
+            yield Application(config, store, runner, orchestrator)
+
+
+def server_tokens(config: Config, env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Tokens from `server.tokens` plus `AUTOAGENT_TOKEN`."""
+    extra = (os.environ if env is None else env).get(TOKEN_ENV, "").strip()
+    return tuple(t for t in (*config.server.tokens, extra) if t)
+
+
+def server_limits(config: Config) -> ServerLimits:
+    server = config.server
+    return ServerLimits(
+        max_frame_bytes=server.max_frame_bytes,
+        requests_per_second=server.requests_per_second,
+        max_connections=server.max_connections,
+        max_connections_per_token=server.max_connections_per_token,
+        max_runs_per_session=server.max_runs_per_session,
+        slow_client_timeout_s=server.slow_client_timeout_s,
+    )
+
+
+def agent_server(app: Application) -> AgentServer:
+    """The WebSocket server over a running application, with `[server]`'s limits and tokens."""
+    return AgentServer(
+        app.store,
+        app.orchestrator,
+        app.runner,
+        server_limits(app.config),
+        server_tokens(app.config),
+    )

@@ -31,11 +31,9 @@ from agents.tools import (
     Workspace,
 )
 from events import open_event_store
-from server._live_indexes import open_live_indexes
 from server._progress import ProgressLine
 from server._render import dumps, table
-from server.app import indexer_options, open_configured_embedder
-from server.cli._serve import store_options
+from server.app import indexer_options, open_configured_embedder, open_live_indexes, store_options
 from server.config import Config
 from server.errors import InputError
 

@@ -30,14 +30,6 @@ from hypothesis import strategies as st
 
 from agents.embeddings import Embedder, open_embedder
 from agents.embeddings._embedder import batch_ranges, combine_chunks, l2_normalise
-from agents.errors import (
-    EmbedderUnavailable,
-    EmbeddingError,
-    EmbeddingRequestFailed,
-    InvalidEmbeddingInput,
-    InvalidEmbeddingResponse,
-    UnknownEmbeddingProvider,
-)
 from agents.embeddings._local import LocalEmbedder
 from agents.embeddings._openai import (
     BYTES_PER_TOKEN,
@@ -46,6 +38,14 @@ from agents.embeddings._openai import (
     OpenAIEmbedderOptions,
     estimate_tokens,
     split_text,
+)
+from agents.errors import (
+    EmbedderUnavailable,
+    EmbeddingError,
+    EmbeddingRequestFailed,
+    InvalidEmbeddingInput,
+    InvalidEmbeddingResponse,
+    UnknownEmbeddingProvider,
 )
 from agents.offline._simulator import SimulatorOptions, serve_simulator
 from tests.performance import bench_embeddings

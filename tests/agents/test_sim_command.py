@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from agents import SimulatorOptions
-from server._llm_wiring import llm_options
+from server.app import llm_options
 from server.cli._sim import _serve, add_sim_parser, simulator_options
 from server.config import load_config
 

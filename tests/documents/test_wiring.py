@@ -15,15 +15,12 @@ import trio
 from agents.embeddings._embedder import Embedder
 from agents.offline import _model as offline_model
 from agents.tools._registry import AgentRegistry
-from events import open_event_store
-from projections import DocumentsProjection, MemoryStateStore, ProjectionRunner, build_projections
-from server import app as agent_wiring
-from server._views import memory_keys, memory_options
-from server.app import indexer_options, open_orchestrator
+from projections import DocumentsProjection, MemoryStateStore
+from server.app import indexer_options, open_application
 from server.config import load_config
 from server.errors import ConfigError
 
-from .conftest import RECIPE, REPORT, STORE_OPTIONS, TIMEOUT_S, HashEmbedder, write_docs
+from .conftest import RECIPE, REPORT, TIMEOUT_S, HashEmbedder, write_docs
 
 CATALOG = AgentRegistry.from_entry_points().catalog().specs
 
@@ -33,41 +30,32 @@ async def hash_embedder(config: object) -> AsyncIterator[Embedder]:
     yield HashEmbedder()
 
 
-async def test_goals_index_then_search_through_the_server_wiring(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(agent_wiring, "open_configured_embedder", hash_embedder)
+async def test_goals_index_then_search_through_the_server_wiring(tmp_path: Path) -> None:
     workspace = tmp_path / "workspace"
     write_docs(workspace, {"docs/report.md": REPORT, "docs/recipe.txt": RECIPE})
     config = load_config(
         env={
             "AUTOAGENT_AGENTS__WORKSPACE_ROOTS": json.dumps([str(workspace)]),
             "AUTOAGENT_AGENTS__DOCUMENTS_CHUNK_CHARS": "400",
+            "AUTOAGENT_STORE__SYNC": "false",
+            "AUTOAGENT_STORE__MAP_SIZE_MB": "64",
         },
         data_dir=tmp_path / "data",
     )
-    keys = memory_keys(config)
-    projections = build_projections(None, 20, keys=keys, memory=memory_options(config))
     with trio.fail_after(TIMEOUT_S):
-        async with (
-            open_event_store(config.store.data_path, STORE_OPTIONS) as store,
-            trio.open_nursery() as nursery,
-        ):
-            runner = ProjectionRunner(store.log, MemoryStateStore(), projections)
-            await nursery.start(runner.run, store)
-            documents = runner.projection("documents")
+        async with open_application(
+            config, state=MemoryStateStore(), embedder_factory=hash_embedder
+        ) as app:
+            documents = app.runner.projection("documents")
             assert isinstance(documents, DocumentsProjection)
-            async with open_orchestrator(
-                config, store, documents_index=documents, wait_for=runner.wait_for
-            ) as orchestrator:
-                result = await orchestrator.run_goal(
-                    "index the documents in docs and search the documents for pancakes "
-                    "need flour and milk"
-                )
-            nursery.cancel_scope.cancel()
+            result = await app.orchestrator.run_goal(
+                "index the documents in docs and search the documents for pancakes "
+                "need flour and milk"
+            )
+            files = documents.statistics().files
     assert result.status == "completed", result.reason
     assert "docs/recipe.txt (" in (result.answer or "")
-    assert documents.statistics().files == 2
+    assert files == 2
 
 
 def test_config_keys_reach_the_indexer() -> None:
