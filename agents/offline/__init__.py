@@ -4,6 +4,7 @@ the provider factory, and `autoagent sim`'s OpenAI-compatible simulator.
 Public API; every other module in this package is private.
 """
 
+from agents.offline._model import intent as offline_intent
 from agents.offline._provider import (
     OfflineProvider,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "SimulatorOptions",
     "SimulatorStatistics",
     "create_provider",
+    "offline_intent",
     "open_provider",
     "serve_simulator",
 ]

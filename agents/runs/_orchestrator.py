@@ -33,7 +33,7 @@ from agents.errors import (
     RunNotFound,
 )
 from agents.llm import LLMProvider, PromptRepository, ToolCatalog, answer_messages
-from agents.offline import _model as offline_model
+from agents.offline import offline_intent
 from agents.runs._approvals import ApprovalBook, record_decision
 from agents.runs._executor import Executor, ExecutorOptions
 from agents.runs._outcomes import Decision, StepOutcome
@@ -307,7 +307,7 @@ class Orchestrator:
             catalog.append(await trio.to_thread.run_sync(self.registry.catalog))
 
         async def analyse_intent() -> None:
-            intent.append(offline_model.intent(state.goal))
+            intent.append(offline_intent(state.goal))
             await trio.lowlevel.checkpoint()
 
         if self.options.async_planner:
