@@ -1,0 +1,538 @@
+"""The offline model's planner: a goal cut into clauses, each matched to a tool.
+
+It plans by pattern and keyword matching over the tools it is given (names,
+descriptions, keywords, parameter schemas): ticker symbols, arithmetic, the time in a
+city, dates in plain English, and clauses joined by "and" or "then". A step that reads
+waits for the step that writes in the same goal. What it cannot plan it says plainly,
+naming what it can do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from agents.llm import ToolSpec
+from agents.offline import _dates as dates
+from agents.offline import _entities as entities
+
+SYMBOL_PARAMS = ("symbol", "ticker", "stock", "symbols", "tickers")
+EXPRESSION_PARAMS = ("expression", "expr", "formula", "equation")
+TIMEZONE_PARAMS = ("timezone", "tz", "time_zone", "zone")
+INPUT_PARAMS = ("sources", "inputs", "data", "results", "content", "items", "context")
+TEXT_PARAMS = ("query", "topic", "text", "prompt", "question", "goal", "body", "message")
+MIN_KEYWORD_SCORE = 2
+# Steps that read what another tool writes: in one goal, a reader waits for every earlier
+# writer step even when the clauses are joined by "and" (search after indexing).
+READS_AFTER_WRITES: dict[str, tuple[str, ...]] = {
+    "documents.search": ("documents.index",),
+    "documents.list": ("documents.index",),
+    "memory.recall": ("memory.remember",),
+    "files.read": ("files.write",),
+    "files.list": ("files.write",),
+    "calendar.list_events": ("calendar.create_event",),
+}
+OFFSET_PARAMS = ("weeks", "days", "hours", "minutes")
+
+_VERBS = (
+    "write|summarise|summarize|create|make|draft|compose|send|email|save|store|calculate|"
+    "compute|tell|get|fetch|look|find|check|convert|show|give|list|remember|search|"
+    "schedule|add|put|what|what's|whats|how|report|notify|index|reindex|recall|forget|read|open"
+)
+_CLAUSE_SEPARATOR = re.compile(
+    r"\s*(?:(?P<then>,?\s*\b(?:and\s+then|then|after\s+that|afterwards)\b,?)"
+    r"|(?P<stop>;|\.\s+)"
+    rf"|(?P<and>,?\s+and\s+(?=(?:{_VERBS})\b)|,\s+(?=(?:{_VERBS})\b)))\s*",
+    re.IGNORECASE,
+)
+
+
+# --- planning -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """One part of a goal; `joined_by` is how it follows the previous one."""
+
+    text: str
+    joined_by: str  # "start" | "and" | "then"
+
+
+def split_clauses(goal: str) -> list[Clause]:
+    """Split at "then", sentence ends, and "and" / commas followed by a new verb."""
+    clauses: list[Clause] = []
+    start, joined = 0, "start"
+    for match in _CLAUSE_SEPARATOR.finditer(goal):
+        _add_clause(clauses, goal[start : match.start()], joined)
+        joined = "then" if match.group("then") else "and"
+        start = match.end()
+    _add_clause(clauses, goal[start:], joined)
+    return clauses
+
+
+def _add_clause(clauses: list[Clause], text: str, joined: str) -> None:
+    text = text.strip(" ,.;?!")
+    if text:
+        clauses.append(Clause(text, joined if clauses else "start"))
+
+
+@dataclass
+class _Draft:
+    """A plan being built: steps so far and the problems met."""
+
+    goal: str
+    tools: Sequence[ToolSpec]
+    history_tickers: list[str]
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def add(
+        self, tool: ToolSpec, parameters: dict[str, Any], dependencies: Sequence[str], why: str
+    ) -> str:
+        step_id = f"s{len(self.steps) + 1}"
+        step = {
+            "id": step_id,
+            "agent": tool.agent,
+            "action": tool.action,
+            "parameters": parameters,
+            "dependencies": list(dependencies),
+            "reasoning": why,
+        }
+        self.steps.append(step)
+        return step_id
+
+
+def plan(
+    goal: str,
+    tools: Sequence[ToolSpec],
+    history: Sequence[Any] = (),
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """A plan `{"steps": [...]}` for `goal` over `tools`, or `{"steps": [], "error": ...}`.
+
+    `history` (earlier goals or messages) lends ticker symbols to a goal that asks for
+    prices without naming any ("and what is the price now?"); relative dates ("tomorrow
+    at 9am", "the last 7 days") are read against `now` (default: the current UTC time).
+    """
+    if not goal.strip():
+        return {"steps": [], "error": "the goal is empty; say what you want done"}
+    history_tickers = entities.tickers(" ".join(_history_texts(history)))
+    draft = _Draft(goal, tools, history_tickers, now=now or datetime.now(UTC))
+    before: list[str] = []
+    previous: list[str] = []
+    for clause in split_clauses(goal):
+        added = _plan_clause(draft, clause, before)
+        if clause.joined_by == "then":
+            _depend_on(draft, added, previous)
+        before, previous = before + added, added or previous
+    if draft.problems or not draft.steps:
+        return {"steps": [], "error": _cannot_plan(draft)}
+    _order_reads_after_writes(draft.steps)
+    return {"steps": draft.steps}
+
+
+def _order_reads_after_writes(steps: list[dict[str, Any]]) -> None:
+    """Make each reader step depend on the earlier steps writing what it reads."""
+    for index, step in enumerate(steps):
+        writers = READS_AFTER_WRITES.get(f"{step['agent']}.{step['action']}", ())
+        for earlier in steps[:index]:
+            name = f"{earlier['agent']}.{earlier['action']}"
+            if name in writers and earlier["id"] not in step["dependencies"]:
+                step["dependencies"].append(earlier["id"])
+
+
+def _history_texts(history: Sequence[Any]) -> list[str]:
+    texts: list[str] = []
+    for item in history:
+        if isinstance(item, Mapping):
+            texts.extend(str(item[k]) for k in ("goal", "text", "content") if k in item)
+        else:
+            texts.append(str(item))
+    return texts
+
+
+def _depend_on(draft: _Draft, step_ids: Sequence[str], previous: Sequence[str]) -> None:
+    """Make the clause's steps that depend on nothing wait for the previous clause."""
+    for step in draft.steps:
+        if step["id"] in step_ids and not step["dependencies"]:
+            step["dependencies"] = list(previous)
+
+
+def _plan_clause(draft: _Draft, clause: Clause, before: Sequence[str]) -> list[str]:
+    """Steps for one clause: entity-driven tools, then a consumer or a keyword tool."""
+    added = _entity_steps(draft, clause.text)
+    used = {(s["agent"], s["action"]) for s in draft.steps if s["id"] in added}
+    tool = _best_tool(draft.tools, clause.text, exclude=used)
+    if tool is not None and not added and not _fillable(draft, tool, clause.text, bool(before)):
+        # An equally worded tool may fit better ("write X to notes.txt": a file, not mail).
+        best = keyword_score(tool, clause.text)
+        ranked = _ranked_tools(draft.tools, clause.text, used)
+        fits = [
+            t
+            for t in ranked
+            if keyword_score(t, clause.text) == best
+            and _fillable(draft, t, clause.text, bool(before))
+        ]
+        tool = fits[0] if fits else tool
+    if tool is not None and _input_param(tool) is not None:
+        sources = added or list(before)
+        added.append(_add_consumer(draft, tool, clause.text, sources))
+    elif tool is not None and not added:
+        step_id = _add_keyword_step(draft, tool, clause.text)
+        added.extend([step_id] if step_id else [])
+    elif not added:
+        draft.problems.append(f"no available tool matches {clause.text!r}")
+    return added
+
+
+def _entity_steps(draft: _Draft, text: str) -> list[str]:
+    return _ticker_steps(draft, text) + _expression_steps(draft, text) + _time_steps(draft, text)
+
+
+def _ticker_steps(draft: _Draft, text: str) -> list[str]:
+    finance = entities.has_finance_context(text)
+    symbols = entities.tickers(text) or (draft.history_tickers if finance else [])
+    tool, param = _tool_with_param(draft.tools, SYMBOL_PARAMS, text)
+    if not symbols or tool is None or param is None:
+        return []
+    if not (finance or entities.has_finance_context(draft.goal)):
+        return []
+    if len(symbols) > 1 and re.search(r"\b(prices|quotes)\b", text, re.IGNORECASE):
+        tool, param = _array_symbol_tool(draft.tools, text) or (tool, param)
+    if _param_type(tool, param) == "array":
+        why = f"{', '.join(symbols)} are ticker symbols; {tool.name} looks them up at once."
+        return [draft.add(tool, _fill(draft, tool, text, {param: symbols}), [], why)]
+    return [
+        draft.add(tool, _fill(draft, tool, text, {param: symbol}), [], _why_ticker(symbol, tool))
+        for symbol in symbols
+    ]
+
+
+def _array_symbol_tool(tools: Sequence[ToolSpec], text: str) -> tuple[ToolSpec, str] | None:
+    """The batch form of a lookup ("the stock prices of A and B"): one call for all."""
+    candidates = [(t, p) for t in tools for p in SYMBOL_PARAMS if _param_type(t, p) == "array"]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: (keyword_score(c[0], text), _tie_break(c[0].name)))
+
+
+def _why_ticker(symbol: str, tool: ToolSpec) -> str:
+    return f"{symbol} is a ticker symbol; {tool.name} looks up its latest price."
+
+
+def _expression_steps(draft: _Draft, text: str) -> list[str]:
+    expression = entities.expression(text)
+    tool, param = _tool_with_param(draft.tools, EXPRESSION_PARAMS, text)
+    if expression is None or tool is None or param is None:
+        return []
+    why = f"{expression!r} is arithmetic; {tool.name} evaluates it exactly."
+    return [draft.add(tool, _fill(draft, tool, text, {param: expression}), [], why)]
+
+
+def _time_steps(draft: _Draft, text: str) -> list[str]:
+    if not entities.has_time_context(text) or _is_date_arithmetic(text):
+        return []
+    tool, param = _tool_with_param(draft.tools, TIMEZONE_PARAMS, text)
+    if tool is None or param is None:
+        return []
+    zone = entities.timezone(text)
+    overrides = {param: zone} if zone else {}
+    where = f"in {zone}" if zone else "now"
+    why = f"The goal asks for the time {where}; {tool.name} reads the clock."
+    return [draft.add(tool, _fill(draft, tool, text, overrides), [], why)]
+
+
+def _add_consumer(draft: _Draft, tool: ToolSpec, text: str, sources: Sequence[str]) -> str:
+    param = _input_param(tool)
+    assert param is not None
+    overrides = {param: _references(_param_type(tool, param), sources)} if sources else {}
+    why = (
+        f"{tool.name} combines the results of {', '.join(sources)}."
+        if sources
+        else f"The goal asks to {text!r}; {tool.name} does that."
+    )
+    return draft.add(tool, _fill(draft, tool, text, overrides), list(sources), why)
+
+
+def _references(kind: str | None, sources: Sequence[str]) -> Any:
+    """Refer to earlier steps' outputs in the form the parameter's type allows."""
+    refs = ["${" + s + "}" for s in sources]
+    if kind == "array":
+        return refs
+    if kind == "object":
+        return {s: ref for s, ref in zip(sources, refs, strict=True)}
+    return refs[0] if len(refs) == 1 else "\n".join(refs)
+
+
+def _add_keyword_step(draft: _Draft, tool: ToolSpec, text: str) -> str | None:
+    parameters = _fill(draft, tool, text, {})
+    missing = [p for p in tool.required if p not in parameters]
+    if missing:
+        draft.problems.append(
+            f"the offline planner matched {text!r} to {tool.name} but found no value "
+            f"for its required parameter {missing[0]!r} in the goal"
+        )
+        return None
+    return draft.add(tool, parameters, [], f"{text!r} matches what {tool.name} does.")
+
+
+# --- tool matching ------------------------------------------------------------------
+
+
+def _vocabulary(tool: ToolSpec) -> dict[str, int]:
+    """Words that point at a tool, weighted: keywords 3, its names 2, description 1."""
+    vocab: dict[str, int] = {}
+    weighted = (
+        (1, entities.content_words(tool.description)),
+        (1, entities.content_words(" ".join(tool.properties))),
+        (2, entities.content_words(f"{tool.agent} {tool.action.replace('_', ' ')}")),
+        (3, entities.words(" ".join(tool.keywords))),
+    )
+    for weight, found in weighted:
+        vocab.update({w: max(weight, vocab.get(w, 0)) for w in found})
+    return vocab
+
+
+def keyword_score(tool: ToolSpec, text: str) -> int:
+    vocab = _vocabulary(tool)
+    return sum(vocab.get(w, 0) for w in set(entities.content_words(text)))
+
+
+def _best_tool(
+    tools: Sequence[ToolSpec], text: str, exclude: Collection[tuple[str, str]] = ()
+) -> ToolSpec | None:
+    ranked = _ranked_tools(tools, text, exclude)
+    return ranked[0] if ranked else None
+
+
+def _ranked_tools(
+    tools: Sequence[ToolSpec], text: str, exclude: Collection[tuple[str, str]] = ()
+) -> list[ToolSpec]:
+    """Tools matching the text well enough, best first (ties: alphabetical)."""
+    allowed = [t for t in tools if (t.agent, t.action) not in exclude]
+    scored = [(keyword_score(t, text), t.name, t) for t in allowed]
+    scored = [entry for entry in scored if entry[0] >= MIN_KEYWORD_SCORE]
+    scored.sort(key=lambda entry: (entry[0], _tie_break(entry[1])), reverse=True)
+    return [entry[2] for entry in scored]
+
+
+def _fillable(draft: _Draft, tool: ToolSpec, text: str, has_sources: bool) -> bool:
+    """Whether the clause gives every required parameter (an input one may come from
+    earlier steps)."""
+    given = _input_param(tool) if has_sources else None
+    return all(
+        name == given or _value_for(draft, tool, name, text) is not None for name in tool.required
+    )
+
+
+def _tie_break(name: str) -> str:
+    """Equal scores go to the alphabetically first tool, so plans are deterministic."""
+    return "".join(chr(0x10FFFF - ord(c)) for c in name)
+
+
+def _tool_with_param(
+    tools: Sequence[ToolSpec], names: Sequence[str], text: str
+) -> tuple[ToolSpec | None, str | None]:
+    """The best-matching tool that takes one of the parameters `names`, and which one."""
+    candidates = [(t, p) for t in tools for p in names if p in t.properties]
+    if not candidates:
+        return None, None
+    return max(candidates, key=lambda c: (keyword_score(c[0], text), _tie_break(c[0].name)))
+
+
+def _input_param(tool: ToolSpec) -> str | None:
+    """The parameter through which a tool consumes other steps' results, if it has one."""
+    for name in tool.properties:
+        if name in INPUT_PARAMS or _param_type(tool, name) in ("array", "object"):
+            if name not in SYMBOL_PARAMS:
+                return name
+    return None
+
+
+def _param_type(tool: ToolSpec, name: str) -> str | None:
+    schema = tool.properties.get(name)
+    kind = schema.get("type") if isinstance(schema, Mapping) else None
+    return kind if isinstance(kind, str) else None
+
+
+# --- parameters ---------------------------------------------------------------------
+
+
+def _fill(draft: _Draft, tool: ToolSpec, text: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters for `tool` from `overrides`, then from what the clause says."""
+    parameters = dict(overrides)
+    for name in tool.properties:
+        if name not in parameters:
+            value = _value_for(draft, tool, name, text)
+            if value is not None:
+                parameters[name] = value
+    return parameters
+
+
+def _value_for(draft: _Draft, tool: ToolSpec, name: str, text: str) -> Any:
+    schema = tool.properties.get(name)
+    schema = schema if isinstance(schema, Mapping) else {}
+    if isinstance(schema.get("enum"), list):
+        return _enum_value(schema, text, name in tool.required)
+    if name in ("title", "subject", "name"):
+        return _title(draft, text)
+    if name in ("start", "end", "since", "until", "duration_minutes", *OFFSET_PARAMS):
+        return _date_value(draft, tool, name, text)
+    if name in TEXT_PARAMS:
+        return _remainder(tool, _without_collection(tool, text))
+    if name in ("city", "location"):
+        return entities.city(text)
+    return _pattern_value(name, text)
+
+
+def _pattern_value(name: str, text: str) -> Any:
+    patterns = {
+        ("url", "link"): r"https?://\S+",
+        ("to", "recipient", "email", "address"): r"[\w.+-]+@[\w-]+\.[\w.]+",
+        ("path", "file", "filename"): r"[\w./-]+\.\w{1,5}\b",
+        ("collection",): r"\bcollection\s+(?:named\s+|called\s+)?[\"']?([A-Za-z0-9][\w.-]*)",
+        ("memory_id",): r"\b[0-9a-f]{32}\b",
+        ("user",): r"\buser\s+[\"']?([\w.@-]+)",
+        ("content",): r"^\s*(?:write|save|put|append)\s+(?:the\s+text\s+)?[\"']?(.+?)[\"']?"
+        r"\s+(?:to|into|in)\s+(?:the\s+file\s+)?[\w./-]+\.\w{1,5}\b",
+    }
+    for names, pattern in patterns.items():
+        if name in names:
+            match = re.search(pattern, text, re.IGNORECASE)
+            if match:
+                return match.group(match.lastindex or 0).rstrip(".,")
+            return _folder(text) if name == "path" else None
+    return None
+
+
+# Where a clause names a folder: "in docs", "from the reports folder", "the docs folder",
+# or right after the verb ("index docs"); tried in this order.
+_COLLECTION_PHRASE = re.compile(
+    r"\s*\b(?:(?:in|from|into|of)\s+(?:the\s+)?)?collection\s+(?:named\s+|called\s+)?\S+",
+    re.IGNORECASE,
+)
+
+
+def _without_collection(tool: ToolSpec, text: str) -> str:
+    """The clause without "in collection X" when the tool takes the collection apart."""
+    return _COLLECTION_PHRASE.sub(" ", text) if "collection" in tool.properties else text
+
+
+_FOLDER_PATTERNS = (
+    re.compile(
+        r"\b(?:in|from|under|inside|within)\s+(?:(?:the|my|our)\s+)?"
+        r"(?:(?:folder|directory)\s+)?[\"']?([\w~][\w./~-]*)"
+    ),
+    re.compile(r"([\w~][\w./~-]*)\s+(?:folder|directory)\b"),
+    re.compile(r"^\s*(?:re)?index\s+(?:(?:the|my|our)\s+)?([\w~][\w./~-]*)", re.IGNORECASE),
+)
+_NOT_FOLDERS = frozenset({"document", "documents", "doc", "file", "files", "folder", "directory"})
+
+
+def _folder(text: str) -> str | None:
+    """A folder the clause names (see `_FOLDER_PATTERNS`); "the workspace" is its root."""
+    for pattern in _FOLDER_PATTERNS:
+        for match in pattern.finditer(text):
+            word = match.group(1).rstrip(".,")
+            if word.lower() in ("workspace", "root"):
+                return "."
+            if word.lower() not in entities.STOPWORDS | _NOT_FOLDERS:
+                return word
+    return None
+
+
+def _enum_value(schema: Mapping[str, Any], text: str, required: bool) -> Any:
+    said = set(entities.words(text))
+    for option in schema["enum"]:
+        if str(option).lower() in said:
+            return option
+    if "default" in schema:
+        return schema["default"]
+    return schema["enum"][0] if required and schema["enum"] else None
+
+
+def _title(draft: _Draft, text: str) -> str:
+    named = _NAMED.search(text)
+    if named:
+        return named.group(1).strip()
+    symbols = entities.tickers(draft.goal)
+    if symbols:
+        return "Report: " + ", ".join(symbols)
+    cleaned = text.strip()
+    return (cleaned[:1].upper() + cleaned[1:])[:80]
+
+
+_NAMED = re.compile(
+    r"\b(?:called|named|titled)\s+[\"']?(.+?)[\"']?"
+    r"(?=\s+(?:on|at|tomorrow|today|tonight|next|this|in|for|from|with)\b|[,.;]|$)",
+    re.IGNORECASE,
+)
+
+
+def _is_date_arithmetic(text: str) -> bool:
+    """A clause about dates to add or compare ("10 days after 2026-12-01", "days
+    between A and B"), not one that only asks what time it is."""
+    return bool(dates.offset(text)) or len(dates.iso_moments(text)) >= 2
+
+
+def _date_value(draft: _Draft, tool: ToolSpec, name: str, text: str) -> Any:
+    """Dates and amounts of time a clause names, in the form the tool's parameter takes:
+    a moment to create an event at, a range to list or read in, an offset to add, or the
+    two ends of a difference."""
+    if name == "duration_minutes":
+        return dates.duration_minutes(text)
+    if name in OFFSET_PARAMS:
+        return dates.offset(text).get(name)
+    if name in ("since", "until") or (name in ("start", "end") and _lists_a_range(tool)):
+        span = dates.date_range(text, draft.now)
+        return None if span is None else span[0 if name in ("since", "start") else 1]
+    written = dates.iso_moments(text)
+    if any(p in tool.properties for p in OFFSET_PARAMS):  # start + offset
+        return written[0] if written and name == "start" else None
+    if "end" in tool.required:  # the two ends of a difference
+        return _ends(written, text)[0 if name == "start" else 1]
+    return dates.moment(text, draft.now) if name == "start" else None
+
+
+def _lists_a_range(tool: ToolSpec) -> bool:
+    """A tool taking an optional start and end: a period to list, not a moment."""
+    return "start" not in tool.required and "end" in tool.properties
+
+
+def _ends(written: Sequence[str], text: str) -> tuple[str | None, str | None]:
+    """(start, end) of "between A and B", "until A" (from now), "since A" (to now)."""
+    if len(written) >= 2:
+        return written[0], written[1]
+    if len(written) == 1:
+        since = re.search(r"\b(since|from|after)\b", text, re.IGNORECASE)
+        return (written[0], "now") if since else ("now", written[0])
+    return None, None
+
+
+def _remainder(tool: ToolSpec, text: str) -> str:
+    """The clause without its leading command words ("search the web for X" -> "X")."""
+    vocab = _vocabulary(tool)
+    tokens = text.split()
+    while tokens and (
+        entities.words(tokens[0]) == []
+        or entities.words(tokens[0])[0] in entities.STOPWORDS
+        or entities.words(tokens[0])[0] in vocab
+    ):
+        tokens.pop(0)
+    return " ".join(tokens) or text
+
+
+def _cannot_plan(draft: _Draft) -> str:
+    names = ", ".join(f"{t.name} ({t.description.rstrip('.')})" for t in draft.tools)
+    offered = f"The available tools are: {names}." if names else "No tools are available."
+    problems = "; ".join(draft.problems) or "nothing in the goal matches a tool"
+    return (
+        f"The offline planner cannot plan this goal: {problems}. It understands ticker "
+        "symbols and prices, arithmetic, the time in a city, and requests that name what a "
+        f"tool does, joined by 'and' or 'then'. {offered} For open-ended goals configure a "
+        'real model (llm.provider = "openai").'
+    )
