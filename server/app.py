@@ -21,10 +21,17 @@ import httpx
 import trio
 
 from agents.embeddings import Embedder, OpenAIEmbedderOptions, open_embedder
-from agents.llm import CallRecorder, LLMOptions, PromptRepository
+from agents.llm import CallRecorder, LLMOptions, LLMProvider, PromptRepository
 from agents.offline import open_provider
 from agents.runs import History, Orchestrator, OrchestratorOptions
-from agents.tools import AgentContext, AgentRegistry, DocumentsAccess, IndexerOptions, MemoryAccess
+from agents.tools import (
+    AgentContext,
+    AgentRegistry,
+    AgentSettings,
+    DocumentsAccess,
+    IndexerOptions,
+    MemoryAccess,
+)
 from events import EventStore, StoreOptions, open_event_store
 from projections import (
     DocumentsProjection,
@@ -93,22 +100,22 @@ def agent_context(
     config: Config,
     store: EventStore,
     http: httpx.AsyncClient,
-    llm: object,
+    llm: LLMProvider,
     memory: MemoryAccess | None = None,
     documents: DocumentsAccess | None = None,
 ) -> AgentContext:
     agents = config.agents
-    settings = {
-        "quote_endpoint": agents.quote_endpoint,
-        "max_file_bytes": agents.max_file_bytes,
-        "calendar_path": agents.calendar_path,
-        "mailbox_path": agents.mailbox_path,
-        "outbox_path": agents.outbox_path,
-        "email_from": agents.email_from,
-        "smtp_host": agents.smtp_host,
-        "smtp_port": agents.smtp_port,
-        "web_allow": agents.web_allow,
-    }
+    settings = AgentSettings(
+        quote_endpoint=agents.quote_endpoint,
+        max_file_bytes=agents.max_file_bytes,
+        calendar_path=agents.calendar_path,
+        mailbox_path=agents.mailbox_path,
+        outbox_path=agents.outbox_path,
+        email_from=agents.email_from,
+        smtp_host=agents.smtp_host,
+        smtp_port=agents.smtp_port,
+        web_allow=tuple(agents.web_allow),
+    )
     return AgentContext(
         settings, agents.workspace_paths, http, llm, store, memory=memory, documents=documents
     )

@@ -4,21 +4,21 @@ points, the workspace confinement, and the built-in agents (one module each).
 Public API; every other module in this package is private.
 """
 
-from agents.tools._base import Agent, AgentContext, Tool, ToolResult, check_parameters
+from agents.tools._base import Agent, Tool, ToolResult, check_parameters
 from agents.tools._calendar import CalendarAgent
 from agents.tools._clock import ClockAgent
+from agents.tools._context import AgentContext, AgentSettings, DocumentsAccess, MemoryAccess
 from agents.tools._document_indexer import DEFAULT_COLLECTION, IndexerOptions, IndexProgress
 from agents.tools._documents import (
     DEFAULT_K,
     MAX_K,
-    DocumentsAccess,
     DocumentsAgent,
     DocumentsService,
 )
 from agents.tools._email import EmailAgent
 from agents.tools._files import FilesAgent
 from agents.tools._math import MathAgent
-from agents.tools._memory import MemoryAccess, MemoryAgent
+from agents.tools._memory import MemoryAgent
 from agents.tools._quotes import QuotesAgent
 from agents.tools._registry import AgentRegistry
 from agents.tools._web import WebAgent
@@ -32,6 +32,7 @@ __all__ = [
     "Agent",
     "AgentContext",
     "AgentRegistry",
+    "AgentSettings",
     "CalendarAgent",
     "ClockAgent",
     "DocumentsAccess",

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 from agents.errors import InvalidParameters, ToolError
@@ -27,19 +25,6 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
     "array": (list, tuple),
 }
-
-
-@dataclass(frozen=True)
-class AgentContext:
-    """What an agent may need when it is built; all optional so tests pass only what they use."""
-
-    settings: Mapping[str, Any] = field(default_factory=dict)
-    workspace_roots: tuple[Path, ...] = ()
-    http: Any = None  # a shared, pooled httpx.AsyncClient
-    llm: Any = None  # an LLMProvider
-    store: Any = None  # the EventStore, for agents that append their own events
-    memory: Any = None  # a memory_agent.MemoryAccess: key store, embedder, live index
-    documents: Any = None  # a documents_agent.DocumentsAccess: embedder, live index
 
 
 class Tool(abc.ABC):
@@ -98,6 +83,8 @@ def _check_value(name: str, value: Any, schema: Mapping[str, Any]) -> list[str]:
         return [f"parameter {name!r} should be {schema['type']}, got boolean"]
     if not isinstance(value, expected):
         return [f"parameter {name!r} should be {schema['type']}, got {type(value).__name__}"]
+    if isinstance(value, float) and (value != value or abs(value) == float("inf")):
+        return [f"parameter {name!r} should be a finite number"]  # NaN, Infinity
     enum = schema.get("enum")
     if enum and value not in enum:
         return [f"parameter {name!r} must be one of {', '.join(map(str, enum))}"]

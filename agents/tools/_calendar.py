@@ -23,14 +23,13 @@ from dateutil.rrule import rrulestr  # type: ignore[import-untyped]
 
 from agents.errors import FileTooLarge, InvalidParameters, ToolError
 from agents.llm import ToolSpec
-from agents.tools._base import Agent, AgentContext, Tool, require_valid
+from agents.tools._base import Agent, Tool, require_valid
 from agents.tools._clock import Moment, as_utc, iso, parse_moment
+from agents.tools._context import AgentContext, positive_or
 from agents.tools._workspace import (
     DEFAULT_MAX_FILE_BYTES,
     Workspace,
-    int_setting,
     read_bytes,
-    text_setting,
     write_replace,
 )
 
@@ -305,8 +304,8 @@ class CalendarAgent(Agent):
 
     def __init__(self, context: AgentContext) -> None:
         workspace = Workspace.of(context.workspace_roots)
-        default_file = text_setting(context.settings, "calendar_path", DEFAULT_CALENDAR)
-        max_bytes = int_setting(context.settings, "max_file_bytes", DEFAULT_MAX_FILE_BYTES)
+        default_file = context.settings.calendar_path or DEFAULT_CALENDAR
+        max_bytes = int(positive_or(context.settings.max_file_bytes, DEFAULT_MAX_FILE_BYTES))
         self._tools: dict[str, Tool] = {
             "list_events": ListEventsTool(workspace, default_file, max_bytes),
             "create_event": CreateEventTool(workspace, default_file, max_bytes),

@@ -14,22 +14,21 @@ they need it instead of working from a stale or empty index.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import trio
 from numpy.typing import NDArray
 
-from agents.embeddings import Embedder, EmbeddingError
+from agents.embeddings import EmbeddingError
 from agents.errors import InvalidParameters, ToolError, UnknownCollection
 from agents.llm import ToolSpec
-from agents.tools._base import Agent, AgentContext, Tool, require_valid
+from agents.tools._base import Agent, Tool, require_valid
+from agents.tools._context import AgentContext, DocumentsAccess
 from agents.tools._document_indexer import (
     DEFAULT_COLLECTION,
     DocumentIndexer,
-    IndexerOptions,
     ProgressCallback,
     check_collection,
 )
@@ -98,20 +97,6 @@ LIST = ToolSpec(
     idempotent=True,
     keywords=("list", "indexed", "documents", "collections"),
 )
-
-
-@dataclass(frozen=True)
-class DocumentsAccess:
-    """What the server hands the documents agent (`AgentContext.documents`).
-
-    `index` is the running `documents` projection and `wait_for` its runner's wait
-    (read-your-writes); `options` come from `[agents]` documents_* keys.
-    """
-
-    embedder: Embedder
-    index: DocumentsProjection | None = None
-    wait_for: Callable[[int], Awaitable[None]] | None = None
-    options: IndexerOptions = field(default_factory=IndexerOptions)
 
 
 class DocumentsService:
@@ -282,7 +267,7 @@ class DocumentsAgent(Agent):
         return (INDEX, SEARCH, LIST)
 
     def __init__(self, context: AgentContext) -> None:
-        access = context.documents if isinstance(context.documents, DocumentsAccess) else None
+        access = context.documents
         workspace = Workspace.of(context.workspace_roots)
         self.service = DocumentsService(access, context.store, workspace)
         self._tools: dict[str, Tool] = {

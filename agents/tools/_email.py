@@ -28,9 +28,10 @@ import trio
 
 from agents.errors import FileTooLarge, InvalidParameters, ToolError
 from agents.llm import ToolSpec
-from agents.tools._base import Agent, AgentContext, Tool, require_valid
+from agents.tools._base import Agent, Tool, require_valid
 from agents.tools._clock import as_utc, parse_moment
-from agents.tools._workspace import DEFAULT_MAX_FILE_BYTES, Workspace, int_setting, text_setting
+from agents.tools._context import AgentContext, positive_or
+from agents.tools._workspace import DEFAULT_MAX_FILE_BYTES, Workspace
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 200
@@ -434,11 +435,11 @@ class EmailAgent(Agent):
     def __init__(self, context: AgentContext) -> None:
         settings = context.settings
         workspace = Workspace.of(context.workspace_roots)
-        max_bytes = int_setting(settings, "max_file_bytes", DEFAULT_MAX_FILE_BYTES)
-        sender = text_setting(settings, "email_from", DEFAULT_SENDER)
-        source = _Mailbox(workspace, text_setting(settings, "mailbox_path"), max_bytes)
-        outbox = text_setting(settings, "outbox_path", DEFAULT_OUTBOX)
-        host, port = text_setting(settings, "smtp_host"), int_setting(settings, "smtp_port", 25)
+        max_bytes = int(positive_or(settings.max_file_bytes, DEFAULT_MAX_FILE_BYTES))
+        sender = settings.email_from or DEFAULT_SENDER
+        source = _Mailbox(workspace, settings.mailbox_path, max_bytes)
+        outbox = settings.outbox_path or DEFAULT_OUTBOX
+        host, port = settings.smtp_host, int(positive_or(settings.smtp_port, 25))
         self._tools: dict[str, Tool] = {
             "read": ReadTool(source),
             "search": SearchTool(source),

@@ -20,12 +20,12 @@ import trio
 
 from agents.errors import FileTooLarge, InvalidParameters, ToolError
 from agents.llm import ToolSpec
-from agents.tools._base import Agent, AgentContext, Tool, require_valid
+from agents.tools._base import Agent, Tool, require_valid
+from agents.tools._context import AgentContext, positive_or
 from agents.tools._workspace import (
     DEFAULT_MAX_FILE_BYTES,
     Workspace,
     append_bytes,
-    int_setting,
     read_bytes,
     write_new,
     write_replace,
@@ -328,7 +328,7 @@ class FilesAgent(Agent):
 
     def __init__(self, context: AgentContext) -> None:
         workspace = Workspace.of(context.workspace_roots)
-        max_bytes = int_setting(context.settings, "max_file_bytes", DEFAULT_MAX_FILE_BYTES)
+        max_bytes = int(positive_or(context.settings.max_file_bytes, DEFAULT_MAX_FILE_BYTES))
         self._tools: dict[str, Tool] = {
             "list": ListTool(workspace, max_bytes),
             "read": ReadTool(workspace, max_bytes),

@@ -19,23 +19,22 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import trio
 
-from agents.embeddings import Embedder, EmbeddingError
+from agents.embeddings import EmbeddingError
 from agents.errors import InvalidParameters, ToolError
 from agents.llm import ToolSpec
-from agents.tools._base import Agent, AgentContext, Tool, require_valid
+from agents.tools._base import Agent, Tool, require_valid
+from agents.tools._context import AgentContext, MemoryAccess
 from events import EventStore, MemoryForgotten, MemoryKeyDestroyed, RecordedEvent
 from projections import (
     EmbeddingModelMismatch,
     KeyStore,
     MemoryHit,
-    MemoryProjection,
     SealBroken,
     open_content,
     seal_memory,
@@ -109,21 +108,6 @@ FORGET_ALL = ToolSpec(
     idempotent=False,
     keywords=("forget", "everything"),
 )
-
-
-@dataclass(frozen=True)
-class MemoryAccess:
-    """What the server hands the memory agent (`AgentContext.memory`).
-
-    `index` is the running `memory` projection and `wait_for` the projection runner's
-    wait (read-your-writes); without them (`autoagent run`) remember and forget work
-    and recall reports it needs the server.
-    """
-
-    keys: KeyStore
-    embedder: Embedder
-    index: MemoryProjection | None = None
-    wait_for: Callable[[int], Awaitable[None]] | None = None
 
 
 def _text(parameters: Mapping[str, Any], name: str, limit: int) -> str:
@@ -336,7 +320,7 @@ class MemoryAgent(Agent):
         return (REMEMBER, RECALL, FORGET, FORGET_ALL)
 
     def __init__(self, context: AgentContext) -> None:
-        access = context.memory if isinstance(context.memory, MemoryAccess) else None
+        access = context.memory
         service = MemoryService(access, context.store)
         self._tools: dict[str, Tool] = {
             "remember": RememberTool(service),

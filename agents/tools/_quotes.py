@@ -17,7 +17,8 @@ import httpx
 
 from agents.errors import InvalidParameters, ToolError
 from agents.llm import ToolSpec
-from agents.tools._base import Agent, AgentContext, Tool, require_valid
+from agents.tools._base import Agent, Tool, require_valid
+from agents.tools._context import AgentContext
 
 SYMBOL = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
 MAX_SYMBOLS = 50
@@ -137,7 +138,7 @@ class QuotesAgent(Agent):
         return (GET_PRICE, GET_PRICES)
 
     def __init__(self, context: AgentContext) -> None:
-        client = QuoteClient(str(context.settings.get("quote_endpoint", "")), context.http)
+        client = QuoteClient(context.settings.quote_endpoint, context.http)
         self._tools: dict[str, Tool] = {
             "get_stock_price": GetPriceTool(client),
             "get_stock_prices": GetPricesTool(client),

@@ -14,7 +14,8 @@ import trio
 
 from agents.errors import AgentError, UnknownAgent
 from agents.llm import ToolCatalog, ToolCatalogCache, ToolSpec
-from agents.tools._base import Agent, AgentContext, Tool
+from agents.tools._base import Agent, Tool
+from agents.tools._context import AgentContext
 
 ENTRY_POINT_GROUP = "autoagent.agents"
 

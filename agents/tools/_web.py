@@ -23,7 +23,8 @@ import trio
 
 from agents.errors import AddressRefused, InvalidParameters, ToolError
 from agents.llm import ToolSpec
-from agents.tools._base import Agent, AgentContext, Tool, require_valid
+from agents.tools._base import Agent, Tool, require_valid
+from agents.tools._context import AgentContext, positive_or
 from agents.tools._document_text import html_page
 
 MAX_REDIRECTS = 5
@@ -232,14 +233,14 @@ class WebAgent(Agent):
 
     def __init__(self, context: AgentContext) -> None:
         settings = context.settings
-        policy = AddressPolicy(settings.get("web_allow", ()))
+        policy = AddressPolicy(settings.web_allow)
         fetcher = None
         if context.http is not None:
             fetcher = Fetcher(
                 context.http,
                 policy,
-                int(settings.get("web_max_bytes", DEFAULT_MAX_BYTES)),
-                float(settings.get("web_timeout_s", DEFAULT_TIMEOUT_S)),
+                int(positive_or(settings.web_max_bytes, DEFAULT_MAX_BYTES)),
+                positive_or(settings.web_timeout_s, DEFAULT_TIMEOUT_S),
             )
         self._tools = {"fetch": FetchTool(fetcher)}
 

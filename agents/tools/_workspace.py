@@ -15,28 +15,14 @@ from __future__ import annotations
 import os
 import stat
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from agents.errors import FileTooLarge, PathNotAllowed, ToolError
 
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def int_setting(settings: Mapping[str, Any], key: str, default: int) -> int:
-    """A positive integer setting, or `default` when it is unset."""
-    value = settings.get(key)
-    return (
-        value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
-    )
-
-
-def text_setting(settings: Mapping[str, Any], key: str, default: str = "") -> str:
-    value = settings.get(key)
-    return value if isinstance(value, str) and value else default
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ import trio
 
 from agents.errors import FileTooLarge, InvalidParameters, LLMError, ToolError
 from agents.llm import LLMProvider, PromptRepository, ToolSpec, task_messages
-from agents.tools._base import Agent, AgentContext, Tool, require_valid
-from agents.tools._workspace import DEFAULT_MAX_FILE_BYTES, Workspace, int_setting, write_new
+from agents.tools._base import Agent, Tool, require_valid
+from agents.tools._context import AgentContext, positive_or
+from agents.tools._workspace import DEFAULT_MAX_FILE_BYTES, Workspace, write_new
 
 MAX_SOURCES = 50
 MAX_SOURCE_CHARS = 20_000
@@ -158,7 +159,7 @@ class WriterAgent(Agent):
         return (CREATE_REPORT,)
 
     def __init__(self, context: AgentContext) -> None:
-        max_bytes = int_setting(context.settings, "max_file_bytes", DEFAULT_MAX_FILE_BYTES)
+        max_bytes = int(positive_or(context.settings.max_file_bytes, DEFAULT_MAX_FILE_BYTES))
         tool = CreateReportTool(
             Workspace.of(context.workspace_roots), context.llm, PromptRepository(), max_bytes
         )

@@ -21,7 +21,7 @@ import pytest
 import trio
 
 from agents.embeddings._embedder import Embedder
-from agents.tools._base import AgentContext
+from agents.tools import AgentContext
 from agents.tools._document_indexer import IndexerOptions
 from agents.tools._documents import DocumentsAccess, DocumentsAgent
 from events import EventStore, RecordedEvent, StoreOptions, open_event_store

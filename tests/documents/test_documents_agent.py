@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from agents.errors import InvalidParameters, ToolError
-from agents.tools._base import AgentContext
+from agents.tools import AgentContext
 from agents.tools._document_indexer import (
     CollectionModelConflict,
     IndexerOptions,

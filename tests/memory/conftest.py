@@ -23,7 +23,7 @@ import pytest
 import trio
 
 from agents.embeddings._embedder import Embedder, EmbeddingStatistics, Vectors, l2_normalise
-from agents.tools._base import AgentContext
+from agents.tools import AgentContext
 from agents.tools._memory import MemoryAccess, MemoryAgent
 from events import EventStore, StoreOptions, open_event_store
 from projections import (

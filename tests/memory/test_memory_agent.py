@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from agents.errors import InvalidParameters, ToolError
-from agents.tools._base import AgentContext
+from agents.tools import AgentContext
 from agents.tools._memory import MemoryAccess, MemoryAgent
 from agents.tools._registry import AgentRegistry, discover_agents
 from projections import MemoryKeyStore

@@ -38,7 +38,7 @@ from agents.offline._http import ConnectionCounts, HttpRequest, HttpResponse, se
 from agents.offline._provider import OfflineProvider
 from agents.offline._simulator import Simulator, SimulatorOptions
 from agents.runs._orchestrator import Orchestrator, OrchestratorOptions
-from agents.tools._base import AgentContext
+from agents.tools import AgentContext, AgentSettings
 from agents.tools._registry import AgentRegistry
 from events import (
     EventStore,
@@ -74,7 +74,8 @@ def probe(tmp_path: Path) -> Probe:
 
 
 def lab_registry(probe: Probe) -> AgentRegistry:
-    return AgentRegistry({"lab": LabAgent, "calc": CalcAgent}, AgentContext({"probe": probe}))
+    context = AgentContext(AgentSettings(extras={"probe": probe}))
+    return AgentRegistry({"lab": LabAgent, "calc": CalcAgent}, context)
 
 
 @pytest.fixture
@@ -155,7 +156,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def entry_registry(quote_endpoint: QuoteEndpoint, http: httpx.AsyncClient) -> AgentRegistry:
-    context = AgentContext({"quote_endpoint": quote_endpoint.url}, http=http)
+    context = AgentContext(AgentSettings(quote_endpoint=quote_endpoint.url), http=http)
     return AgentRegistry.from_entry_points(context, ["math", "clock", "quotes"])
 
 

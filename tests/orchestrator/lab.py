@@ -2,7 +2,7 @@
 cannot hold, count their side effects in a file, and count how often their batch form
 is called. Real `Agent` subclasses, registered in a real `AgentRegistry`.
 
-Every tool reports to the `Probe` passed in the agent context (`settings["probe"]`):
+Every tool reports to the `Probe` passed in the agent context (`settings.extras["probe"]`):
 when each labelled call started and ended (on Trio's clock, so a `MockClock` makes
 them exact), how many times each tool was called, and side effects appended to a file
 so they survive a "restart" (a new registry over the same file).
@@ -19,7 +19,8 @@ import trio
 
 from agents.errors import ToolError
 from agents.llm._catalog import ToolSpec
-from agents.tools._base import Agent, AgentContext, Tool
+from agents.tools import AgentContext
+from agents.tools._base import Agent, Tool
 
 HUGE_RESULT_CHARS = 200_000
 
@@ -134,7 +135,7 @@ class LabAgent(Agent):
         return LAB_SPECS
 
     def __init__(self, context: AgentContext) -> None:
-        self.probe: Probe = context.settings["probe"]
+        self.probe: Probe = context.settings.extras["probe"]
         calls: dict[str, Call] = {
             "sleep": self._sleep,
             "fail": self._fail,

@@ -20,7 +20,7 @@ from agents.llm._prompting import PromptRepository
 from agents.offline._http import ConnectionCounts, HttpRequest, HttpResponse, serve_http
 from agents.offline._simulator import Simulator, SimulatorOptions
 from agents.runs._planner import Planner
-from agents.tools._base import AgentContext
+from agents.tools import AgentContext
 from agents.tools._registry import AgentRegistry
 from events import EventStore
 

@@ -20,7 +20,7 @@ from trio.testing import MockClock
 
 from agents.errors import RunAlreadyFinished, RunNotFound
 from agents.runs._orchestrator import Orchestrator, RunResult
-from agents.tools._base import AgentContext
+from agents.tools import AgentContext, AgentSettings
 from agents.tools._math import MathAgent
 from agents.tools._registry import AgentRegistry
 from events import (
@@ -81,7 +81,8 @@ async def write(path: Path, streams: dict[str, Sequence[Event]]) -> None:
 
 
 def resume_registry(probe: Probe) -> AgentRegistry:
-    return AgentRegistry({"lab": LabAgent, "math": MathAgent}, AgentContext({"probe": probe}))
+    context = AgentContext(AgentSettings(extras={"probe": probe}))
+    return AgentRegistry({"lab": LabAgent, "math": MathAgent}, context)
 
 
 async def write_interrupted_run(path: Path, probe: Probe, *, verified: bool = False) -> None:

@@ -12,8 +12,8 @@ def test_web_allowlist_and_quote_endpoint_reach_the_agent_context() -> None:
         "AUTOAGENT_AGENTS__QUOTE_ENDPOINT": "http://127.0.0.1:9/quotes",
     }
     context = agent_context(load_config(env=env), store=None, http=None, llm=None)  # type: ignore[arg-type]
-    assert context.settings["web_allow"] == ("127.0.0.1", "10.0.0.0/8")
-    assert context.settings["quote_endpoint"] == "http://127.0.0.1:9/quotes"
+    assert context.settings.web_allow == ("127.0.0.1", "10.0.0.0/8")
+    assert context.settings.quote_endpoint == "http://127.0.0.1:9/quotes"
 
 
 def test_all_features_off_is_the_sequential_baseline() -> None:

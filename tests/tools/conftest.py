@@ -20,7 +20,8 @@ import trio
 
 from agents.llm._provider import LLMProvider
 from agents.offline._provider import OfflineProvider
-from agents.tools._base import Agent, AgentContext
+from agents.tools import AgentContext, AgentSettings
+from agents.tools._base import Agent
 
 TIMEOUT_S = 10
 SECRET = "top secret, outside the workspace"
@@ -51,7 +52,7 @@ async def offline_llm() -> AsyncIterator[LLMProvider]:
 
 
 def context(root: Path, llm: Any = None, **settings: Any) -> AgentContext:
-    return AgentContext(settings, (root,), llm=llm)
+    return AgentContext(AgentSettings(**settings), (root,), llm=llm)
 
 
 def names(folder: Path) -> list[str]:

@@ -21,7 +21,7 @@ from agents.llm._recorder import UNATTACHED_STREAM, CallRecorder
 from agents.offline._http import ConnectionCounts, HttpRequest, HttpResponse, serve_http
 from agents.offline._providers import open_provider
 from agents.runs._orchestrator import Orchestrator
-from agents.tools._base import AgentContext
+from agents.tools import AgentContext, AgentSettings
 from agents.tools._registry import AgentRegistry
 from events import EventStore, MemoryEventLog, open_event_store
 
@@ -49,7 +49,7 @@ async def orchestrator(
     store: EventStore, workspace: Path, nursery: trio.Nursery
 ) -> AsyncIterator[Orchestrator]:
     port = await nursery.start(serve_http, quotes, "127.0.0.1", 0, ConnectionCounts())
-    settings = {"quote_endpoint": f"http://127.0.0.1:{port}/quotes"}
+    settings = AgentSettings(quote_endpoint=f"http://127.0.0.1:{port}/quotes")
     async with (
         httpx.AsyncClient(timeout=5) as http,
         open_provider(LLMOptions(), CallRecorder(store)) as provider,

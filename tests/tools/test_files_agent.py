@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from agents.errors import InvalidParameters, ToolError
-from agents.tools._base import AgentContext
+from agents.tools import AgentContext, AgentSettings
 from agents.tools._files import FilesAgent
 from agents.tools._workspace import FileTooLarge, PathNotAllowed, read_bytes
 
@@ -358,7 +358,7 @@ async def test_a_second_root_is_reachable_by_absolute_path(tmp_path: Path, works
     second = tmp_path / "second"
     second.mkdir()
     (second / "b.txt").write_text("second root")
-    agent = FilesAgent(AgentContext({}, (workspace, second)))
+    agent = FilesAgent(AgentContext(AgentSettings(), (workspace, second)))
     result = await call(agent, "read", path=str(second / "b.txt"))
     assert result == {
         "file": str((second / "b.txt").resolve()),

@@ -18,7 +18,7 @@ import trio
 from agents.errors import InvalidParameters
 from agents.llm._catalog import ToolSpec
 from agents.llm._provider import LLMProvider
-from agents.tools._base import AgentContext
+from agents.tools import AgentContext, AgentSettings
 from agents.tools._registry import AgentRegistry, discover_agents
 
 from .conftest import TIMEOUT_S
@@ -88,7 +88,7 @@ def test_tools_with_side_effects_say_they_are_not_idempotent(name: str) -> None:
 async def registry(tmp_path: Path, offline_llm: LLMProvider) -> AsyncIterator[AgentRegistry]:
     async with httpx.AsyncClient() as http:
         context = AgentContext(
-            {"quote_endpoint": "http://127.0.0.1:9/"}, (tmp_path,), http, offline_llm
+            AgentSettings(quote_endpoint="http://127.0.0.1:9/"), (tmp_path,), http, offline_llm
         )
         registry = AgentRegistry.from_entry_points(context)
         try:

@@ -12,7 +12,7 @@ import trio
 
 from agents.errors import InvalidParameters, ToolError
 from agents.offline._http import ConnectionCounts, HttpRequest, HttpResponse, serve_http
-from agents.tools._base import AgentContext
+from agents.tools import AgentContext, AgentSettings
 from agents.tools._web import AddressPolicy, AddressRefused, WebAgent
 
 TIMEOUT_S = 10
@@ -64,7 +64,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def fetch(http: httpx.AsyncClient, url: str, **settings: Any) -> dict[str, Any]:
-    agent = WebAgent(AgentContext(settings=settings, http=http))
+    agent = WebAgent(AgentContext(settings=AgentSettings(**settings), http=http))
     with trio.fail_after(TIMEOUT_S):
         result: dict[str, Any] = await agent.tools()["fetch"].call({"url": url})
     return result
