@@ -1,9 +1,11 @@
-"""Small helpers the benchmarks share: percentiles, timing, machine notes, JSON and tables."""
+"""Small helpers the benchmarks share: generated texts, percentiles, timing, machine notes,
+JSON and tables."""
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -23,6 +25,12 @@ WORDS = (
     "team review plan goal result analysis data model server request latency memory "
     "document summary email calendar travel hotel flight weather city office policy"
 ).split()
+# ~100 and ~200 characters: a user question and an assistant answer (one chat interaction).
+USER_TEXT = ("What changed in the quarterly report since last week, and why? " * 2)[:100]
+ASSISTANT_TEXT = (
+    "Revenue is up 4% on last week, mostly from the new EU contracts; costs are flat. "
+    "Two invoices moved to next quarter, which explains the dip in receivables. " * 2
+)[:200]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -57,6 +65,29 @@ def timed() -> Iterator[Stopwatch]:
         yield watch
     finally:
         watch.seconds = time.perf_counter() - watch.start
+
+
+@dataclass(slots=True)
+class Clock:
+    """Wall and CPU seconds of a `with clocked() as clock:` block (filled in when it ends).
+
+    On a loaded machine wall time includes waiting for a core; CPU time (this process,
+    all its threads) does not, but does not count fsync waits either.
+    """
+
+    wall: float = 0.0
+    cpu: float = 0.0
+
+
+@contextmanager
+def clocked() -> Iterator[Clock]:
+    clock = Clock()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    try:
+        yield clock
+    finally:
+        clock.wall = time.perf_counter() - wall0
+        clock.cpu = time.process_time() - cpu0
 
 
 def filesystem_of(path: Path) -> str:
@@ -126,9 +157,22 @@ def _cpu_model() -> str:
     return platform.processor() or "?"
 
 
-def write_json(path: Path, data: object) -> None:
+def write_json(path: Path, data: object, *, nan_as_null: bool = False) -> None:
+    """`data` as indented JSON; with `nan_as_null`, standard JSON (no NaN, no Infinity)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    text = json.dumps(finite(data) if nan_as_null else data, indent=2, sort_keys=False)
+    path.write_text(text + "\n")
+
+
+def finite(value: Any) -> Any:
+    """NaN and infinities as None, in nested dicts, lists and tuples."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 
 
 def fmt(value: object, digits: int = 1) -> str:

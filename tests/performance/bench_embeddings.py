@@ -21,10 +21,8 @@ Writes JSON (default `tests/performance/results/bench_embeddings.json`) and prin
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,24 +34,19 @@ import trio
 
 from agents.embeddings._embedder import Embedder
 from agents.embeddings._local import LocalEmbedder
-from agents.embeddings._openai import OpenAIEmbedder, OpenAIEmbedderOptions
-from agents.offline._simulator import REALISTIC_MEDIAN_S, Simulator, SimulatorOptions
+from agents.offline._simulator import Simulator
 
-from ._common import (
-    RESULTS_DIR,
-    WORDS,
-    Table,
-    load_average,
-    machine_info,
-    median,
-    timed,
-    write_json,
+from ._cli import finish, make_parser, result_header
+from ._common import RESULTS_DIR, WORDS, Table, clocked, median, timed
+from ._embedding_sim import (
+    BATCH_SIZE,
+    embeddings_simulator,
+    simulated_embedder,
+    simulator_settings,
 )
 
 DEFAULT_OUT = RESULTS_DIR / "bench_embeddings.json"
 DOCUMENTS = 100
-BATCH_SIZE = 64
-SIM_DIM = 256
 SEED = 7
 
 
@@ -94,17 +87,8 @@ def make_texts(count: int, words: tuple[int, int], seed: int) -> list[str]:
 async def _remote_run(
     sim: Simulator, port: int, documents: list[str], *, batched: bool, in_flight: int
 ) -> tuple[dict[str, Any], np.ndarray[Any, Any]]:
-    options = OpenAIEmbedderOptions(
-        base_url=f"http://127.0.0.1:{port}/v1",
-        api_key="sk-bench",
-        dimensions=SIM_DIM,  # known size: no probe request
-        batch_size=BATCH_SIZE,
-        batch_embeddings=batched,
-        max_concurrent_requests=in_flight,
-        max_retries=0,
-    )
     sim.reset_statistics()
-    async with OpenAIEmbedder(options) as embedder:
+    async with simulated_embedder(port, batched=batched, in_flight=in_flight) as embedder:
         with timed() as clock:
             vectors = await embedder.embed(documents)
         stats = embedder.statistics()
@@ -124,14 +108,7 @@ async def _remote_run(
 
 async def _remote(sizes: Sizes) -> dict[str, Any]:
     documents = make_texts(DOCUMENTS, (60, 120), SEED)
-    sim = Simulator(
-        SimulatorOptions(
-            latency_profile="realistic",
-            time_scale=sizes.time_scale,
-            seed=SEED,
-            embedding_dim=SIM_DIM,
-        )
-    )
+    sim = embeddings_simulator(sizes.time_scale, SEED)
     runs: list[dict[str, Any]] = []
     vectors: list[np.ndarray[Any, Any]] = []
     async with trio.open_nursery() as nursery:
@@ -147,11 +124,7 @@ async def _remote(sizes: Sizes) -> dict[str, Any]:
     return {
         "documents": len(documents),
         "document_chars_mean": round(sum(map(len, documents)) / len(documents)),
-        "simulator": {
-            "latency_profile": "realistic",
-            "time_scale": sizes.time_scale,
-            "embed_median_s": REALISTIC_MEDIAN_S["embed"] * sizes.time_scale,
-        },
+        "simulator": simulator_settings(sizes.time_scale),
         "runs": runs,
         "speedup_vs_one_per_document": {
             "4_in_flight": round(runs[2]["wall_s"] / batched_s, 1),
@@ -175,11 +148,10 @@ async def _throughput(embedder: Embedder, texts: list[str], repeats: int) -> dic
     await embedder.embed(texts[:64])  # untimed: first calls pay one-off set-up costs
     times, cpu_times = [], []
     for _ in range(repeats):
-        cpu_start = time.process_time()
-        with timed() as clock:
+        with clocked() as clock:
             await embedder.embed(texts)
-        times.append(clock.seconds)
-        cpu_times.append(time.process_time() - cpu_start)
+        times.append(clock.wall)
+        cpu_times.append(clock.cpu)
     seconds, cpu_seconds = median(times), median(cpu_times)
     # CPU seconds (all threads of this process) say less about other jobs on the machine
     # than wall time does: with the cores shared, wall time is stretched, CPU time less.
@@ -271,22 +243,9 @@ def report_tables(result: dict[str, Any]) -> list[Table]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
-    parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
-    args = parser.parse_args(argv)
+    args = make_parser(__doc__, DEFAULT_OUT).parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    result: dict[str, Any] = {
-        "benchmark": "embeddings",
-        "quick": args.quick,
-        "command": " ".join(
-            [
-                ".venv/bin/python -m tests.performance.bench_embeddings",
-                *(sys.argv[1:] if argv is None else argv),
-            ]
-        ),
-        "machine": machine_info(Path.cwd()),
+    result = result_header("bench_embeddings", args.quick, argv, Path.cwd()) | {
         "versions": {
             "numpy": np.__version__,
             "openai": openai.__version__,
@@ -297,15 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["remote"] = trio.run(_remote, sizes)
         result["local"] = trio.run(_local, sizes)
     result["versions"].update(_model_versions())
-    result["total_seconds"] = round(total.seconds, 1)
-    result["machine"]["loadavg_end"] = load_average()
-    write_json(args.out, result)
-    tables = report_tables(result)
-    for table in tables:
-        print(table.text())
-    if args.markdown:
-        print("\n\n".join(table.markdown() for table in tables))
-    print(f"\n{total.seconds:.1f} s in all; JSON written to {args.out}")
+    finish(result, args.out, report_tables, seconds=total.seconds, markdown=args.markdown)
     return 0
 
 

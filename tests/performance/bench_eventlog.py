@@ -19,12 +19,9 @@ Writes JSON (default `tests/performance/results/bench_eventlog.json`) and prints
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import struct
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,44 +35,28 @@ import trio
 from events import (
     AssistantMessageSent,
     EventStore,
-    LmdbEventLog,
     SessionStarted,
     StepCompleted,
     StoreOptions,
     UserMessageReceived,
     open_event_store,
 )
-from events._log import AppendRequest, Outcome, PlannedWrite
 
-from ._common import (
-    RESULTS_DIR,
-    Table,
-    load_average,
-    machine_info,
-    median,
-    percentile,
-    timed,
-    write_json,
-)
+from ._cli import finish, make_parser, result_header, scratch_dir
+from ._common import ASSISTANT_TEXT, RESULTS_DIR, USER_TEXT, Table, median, percentile, timed
+from ._logs import HASH_BYTES, U64, check_scan, open_timed_log, scan_log, scan_raw
 
 DEFAULT_OUT = RESULTS_DIR / "bench_eventlog.json"
 PRODUCERS = (1, 16, 256)
 RAW_VALUE_BYTES = 300
-HASH_BYTES = 32  # a stored value is blake2b hash + msgpack body (events/codec.py)
 TARGET_APPENDS_PER_S = 50_000
 TARGET_SCALING = 10.0
 TARGET_REPLAY_PER_S = 250_000
-_U64 = struct.Struct(">Q")
 
-# ~200 characters of text: a step result, and the two halves of a chat interaction.
+# ~200 characters of text: a step result (a chat interaction is USER_TEXT + ASSISTANT_TEXT).
 STEP_RESULT = ("Fetched 12 rows from the orders table; 3 are overdue by more than 30 days. " * 3)[
     :200
 ]
-USER_TEXT = ("What changed in the quarterly report since last week, and why? " * 2)[:100]
-ASSISTANT_TEXT = (
-    "Revenue is up 4% on last week, mostly from the new EU contracts; costs are flat. "
-    "Two invoices moved to next quarter, which explains the dip in receivables. " * 2
-)[:200]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,32 +93,6 @@ QUICK = Sizes(
 # --- 1. durable appends ------------------------------------------------------------
 
 
-class _TimedLog(LmdbEventLog):
-    """The LMDB log, adding up the time the writer's worker thread spends in `commit`."""
-
-    commit_seconds = 0.0
-
-    def commit(
-        self, requests: Sequence[AppendRequest], ts: int
-    ) -> tuple[list[Outcome], list[PlannedWrite]]:
-        start = time.perf_counter()
-        try:
-            return super().commit(requests, ts)
-        finally:
-            self.commit_seconds += time.perf_counter() - start
-
-
-def _open_timed_log(path: Path, options: StoreOptions) -> _TimedLog:
-    log = _TimedLog.open(
-        path,
-        sync=options.sync,
-        map_size=options.map_size_mb * 1024 * 1024,
-        compress_over=options.compress_over_bytes,
-    )
-    assert isinstance(log, _TimedLog)
-    return log
-
-
 @dataclass
 class _AppendRun:
     """What the producers of one configuration record (trio clock, seconds).
@@ -169,7 +124,7 @@ async def _producer(store: EventStore, index: int, run: _AppendRun) -> None:
 
 async def _append_config(work: Path, producers: int, sizes: Sizes) -> dict[str, Any]:
     options = StoreOptions(sync=True)
-    log = _open_timed_log(work / f"append-{producers}", options)
+    log = open_timed_log(work / f"append-{producers}", options)
     async with open_event_store(options=options, log=log) as store:
         now = trio.current_time()
         run = _AppendRun(
@@ -225,7 +180,7 @@ def _raw_lmdb_appends(path: Path, per_txn: int, seconds: float) -> dict[str, Any
             with env.begin(write=True) as txn:
                 for _ in range(per_txn):
                     key += 1
-                    txn.put(_U64.pack(key), value, append=True)
+                    txn.put(U64.pack(key), value, append=True)
             done = time.perf_counter()
             if start >= warm_until:
                 begin = begin or start
@@ -270,12 +225,12 @@ def _raw_store_schema(
             with env.begin(write=True) as txn:
                 for i in range(per_txn):
                     position += 1
-                    key = _U64.pack(position)
+                    key = U64.pack(position)
                     s = i % streams
                     versions[s] += 1
                     txn.put(key, value, append=True, db=dbs[b"events"])
-                    txn.put(prefixes[s] + _U64.pack(versions[s]), key, db=dbs[b"streams"])
-                    txn.put(_time_ordered_id(), key + _U64.pack(versions[s]), db=dbs[b"ids"])
+                    txn.put(prefixes[s] + U64.pack(versions[s]), key, db=dbs[b"streams"])
+                    txn.put(_time_ordered_id(), key + U64.pack(versions[s]), db=dbs[b"ids"])
                     txn.put(b"StepCompleted\x00" + key, b"", db=dbs[b"types"])
                 txn.put(b"head", key + bytes(HASH_BYTES), db=dbs[b"meta"])
             done = time.perf_counter()
@@ -353,11 +308,6 @@ async def _fill(path: Path, total: int) -> float:
     return watch.seconds
 
 
-def _check_scan(name: str, count: int, last: int, total: int) -> None:
-    if count != total or last != total:
-        raise AssertionError(f"{name}: read {count} events ending at {last}, expected {total}")
-
-
 async def _scan_store(path: Path, total: int, runs: int) -> tuple[list[float], list[float]]:
     """Seconds per full scan through `EventStore.iterate()` and through `log.read()`."""
     iterate_s: list[float] = []
@@ -369,42 +319,12 @@ async def _scan_store(path: Path, total: int, runs: int) -> tuple[list[float], l
                 async for record in store.iterate():
                     count += 1
                     last = record.position
-            _check_scan("iterate", count, last, total)
+            check_scan("iterate", count, last, total)
             iterate_s.append(watch.seconds)
         for _ in range(runs):
-            seconds, count, last = await trio.to_thread.run_sync(_scan_log, store.log)
-            _check_scan("log.read", count, last, total)
-            read_s.append(seconds)
+            clock = await trio.to_thread.run_sync(scan_log, store.log, total, 1000)
+            read_s.append(clock.wall)
     return iterate_s, read_s
-
-
-def _scan_log(log: Any) -> tuple[float, int, int]:
-    count = last = 0
-    with timed() as watch:
-        while batch := log.read(last, 1000):
-            count += len(batch)
-            last = batch[-1].position
-    return watch.seconds, count, last
-
-
-def _scan_raw(path: Path, total: int) -> float:
-    """Baseline: LMDB cursor over the events sub-database, msgpack.unpackb of each body."""
-    env = lmdb.open(str(path), readonly=True, max_dbs=16, subdir=True)
-    try:
-        # No explicit transaction: py-lmdb drops handles opened in a read-only one.
-        events_db = env.open_db(b"events", create=False)
-        count = last = 0
-        with timed() as watch, env.begin(buffers=True) as txn:
-            for key, value in txn.cursor(events_db):
-                fields = msgpack.unpackb(value[HASH_BYTES:], raw=False)
-                count += 1
-                last = _U64.unpack(key)[0]
-        if len(fields) != 12:
-            raise AssertionError(f"raw scan: unexpected envelope {fields!r}")
-        _check_scan("raw", count, last, total)
-        return watch.seconds
-    finally:
-        env.close()
 
 
 def bench_replay(work: Path, sizes: Sizes) -> dict[str, Any]:
@@ -412,7 +332,7 @@ def bench_replay(work: Path, sizes: Sizes) -> dict[str, Any]:
     total = sizes.replay_events
     fill_s = trio.run(_fill, path, total)
     iterate_s, read_s = trio.run(_scan_store, path, total, sizes.replay_runs)
-    raw_s = [_scan_raw(path, total) for _ in range(sizes.replay_runs)]
+    raw_s = [scan_raw(path, total).wall for _ in range(sizes.replay_runs)]
     size_bytes = (path / "data.mdb").stat().st_size
 
     def summary(runs: list[float]) -> dict[str, Any]:
@@ -673,49 +593,20 @@ def report_tables(result: dict[str, Any]) -> list[Table]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
-    parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
-    parser.add_argument(
-        "--work-dir", type=Path, default=Path(tempfile.gettempdir()), help="where stores go"
-    )
-    args = parser.parse_args(argv)
+    args = make_parser(__doc__, DEFAULT_OUT, work_dir_help="where stores go").parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {
-        "benchmark": "eventlog",
-        "quick": args.quick,
-        "command": " ".join(
-            [
-                ".venv/bin/python -m tests.performance.bench_eventlog",
-                *(sys.argv[1:] if argv is None else argv),
-            ]
-        ),
-        "machine": machine_info(args.work_dir),
+    result = result_header("bench_eventlog", args.quick, argv, args.work_dir) | {
         "versions": {
             "lmdb": lmdb.__version__,
             "msgpack": msgpack.version,
             "trio": trio.__version__,
         },
     }
-    with (
-        timed() as total,
-        tempfile.TemporaryDirectory(dir=args.work_dir, prefix="bench-eventlog-") as tmp,
-    ):
-        work = Path(tmp)
+    with timed() as total, scratch_dir(args.work_dir, "bench-eventlog-") as work:
         result["append"] = bench_appends(work, sizes)
         result["replay"] = bench_replay(work, sizes)
         result["session_save"] = bench_session_saves(work, sizes)
-    result["total_seconds"] = round(total.seconds, 1)
-    result["machine"]["loadavg_end"] = load_average()
-    write_json(args.out, result)
-    tables = report_tables(result)
-    for table in tables:
-        print(table.text())
-    if args.markdown:
-        print("\n\n".join(table.markdown() for table in tables))
-    print(f"\n{total.seconds:.1f} s in all; JSON written to {args.out}")
+    finish(result, args.out, report_tables, seconds=total.seconds, markdown=args.markdown)
     return 0
 
 

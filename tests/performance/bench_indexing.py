@@ -27,8 +27,6 @@ The baseline is measured in the same run. Writes JSON (default
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import random
 import sys
 import tempfile
@@ -43,28 +41,22 @@ import trio
 
 from agents.embeddings._embedder import Embedder
 from agents.embeddings._local import LocalEmbedder
-from agents.embeddings._openai import OpenAIEmbedder, OpenAIEmbedderOptions
-from agents.offline._simulator import REALISTIC_MEDIAN_S, Simulator, SimulatorOptions
 from agents.tools._documents import DocumentsAccess, DocumentsService
 from agents.tools._workspace import Workspace
 from events import StoreOptions, open_event_store
 from projections import DocumentsProjection, LmdbStateStore, ProjectionRunner
 
-from ._common import (
-    RESULTS_DIR,
-    WORDS,
-    Table,
-    load_average,
-    machine_info,
-    median,
-    timed,
-    write_json,
+from ._cli import finish, make_parser, result_header, scratch_dir
+from ._common import RESULTS_DIR, WORDS, Table, median, timed
+from ._embedding_sim import (
+    BATCH_SIZE,
+    embeddings_simulator,
+    simulated_embedder,
+    simulator_settings,
 )
 
 DEFAULT_OUT = RESULTS_DIR / "indexing.json"
-BATCH_SIZE = 64
 IN_FLIGHT = 4
-SIM_DIM = 256
 SEED = 11
 
 
@@ -198,29 +190,13 @@ def _ratios(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 
 async def _remote(work: Path, sizes: Sizes) -> dict[str, Any]:
-    sim = Simulator(
-        SimulatorOptions(
-            latency_profile="realistic",
-            time_scale=sizes.time_scale,
-            seed=SEED,
-            embedding_dim=SIM_DIM,
-        )
-    )
+    sim = embeddings_simulator(sizes.time_scale, SEED)
     async with trio.open_nursery() as nursery:
         port: int = await nursery.start(sim.serve)
 
         @asynccontextmanager
         async def remote(batched: bool) -> AsyncIterator[Embedder]:
-            options = OpenAIEmbedderOptions(
-                base_url=f"http://127.0.0.1:{port}/v1",
-                api_key="sk-bench",
-                dimensions=SIM_DIM,  # known size: no probe request
-                batch_size=BATCH_SIZE,
-                batch_embeddings=batched,
-                max_concurrent_requests=IN_FLIGHT,
-                max_retries=0,
-            )
-            async with OpenAIEmbedder(options) as embedder:
+            async with simulated_embedder(port, batched=batched, in_flight=IN_FLIGHT) as embedder:
                 yield embedder
 
         runs = []
@@ -238,9 +214,7 @@ async def _remote(work: Path, sizes: Sizes) -> dict[str, Any]:
         nursery.cancel_scope.cancel()
     return {
         "simulator": {
-            "latency_profile": "realistic",
-            "time_scale": sizes.time_scale,
-            "embed_median_s": REALISTIC_MEDIAN_S["embed"] * sizes.time_scale,
+            **simulator_settings(sizes.time_scale),
             "requests_in_flight": IN_FLIGHT,
             "inputs_per_request": BATCH_SIZE,
         },
@@ -326,34 +300,16 @@ async def run_benchmark(work: Path, sizes: Sizes, local: bool = True) -> dict[st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--json-out", type=Path, default=DEFAULT_OUT, help="JSON results file")
-    parser.add_argument("--markdown", action="store_true", help="also print Markdown tables")
+    parser = make_parser(__doc__, DEFAULT_OUT, out_flag="--json-out")
     parser.add_argument("--no-local", action="store_true", help="skip the local embedder")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    command = [".venv/bin/python -m tests.performance.bench_indexing"]
-    command += list(sys.argv[1:] if argv is None else argv)
-    with contextlib.ExitStack() as stack, timed() as total:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-indexing-")))
-        result: dict[str, Any] = {
-            "benchmark": "indexing",
-            "quick": args.quick,
-            "command": " ".join(command),
-            "machine": machine_info(work),
+    with scratch_dir(None, "bench-indexing-") as work, timed() as total:
+        result = result_header("bench_indexing", args.quick, argv, work) | {
             "versions": {"openai": openai.__version__, "trio": trio.__version__},
         }
         result.update(trio.run(run_benchmark, work, sizes, not args.no_local))
-    result["total_seconds"] = round(total.seconds, 1)
-    result["machine"]["loadavg_end"] = load_average()
-    write_json(args.json_out, result)
-    tables = report_tables(result)
-    for table in tables:
-        print(table.text())
-    if args.markdown:
-        print("\n\n".join(table.markdown() for table in tables))
-    print(f"\n{total.seconds:.1f} s in all; JSON written to {args.json_out}")
+    finish(result, args.out, report_tables, seconds=total.seconds, markdown=args.markdown)
     return 0
 
 

@@ -2,7 +2,7 @@
 
 From the project root:
 
-    .venv/bin/python -m tests.performance.bench_llm [--quick] [--out PATH]
+    .venv/bin/python -m tests.performance.bench_llm [--quick] [--out PATH] [--markdown]
 
 The simulator runs in a child process (this module with `--serve-sim`), so client and
 server do not share one Trio loop or one core. Two measurements:
@@ -49,8 +49,10 @@ from agents import (
 )
 from agents.llm._rate_limiter import retry_after_from
 
-from ._common import RESULTS_DIR, machine_info, percentile, write_json
+from ._cli import make_parser, publish
+from ._common import RESULTS_DIR, Table, machine_info, percentile
 
+DEFAULT_OUT = RESULTS_DIR / "bench_llm.json"
 KEY = "sk-bench"
 MODEL = "autoagent-offline"
 MESSAGES = plan_messages(PromptRepository(), "what is 17 * 23 + 4", ())
@@ -356,48 +358,39 @@ async def bench_limiter(sizes: Sizes) -> dict[str, Any]:
 # --- report ---------------------------------------------------------------------------
 
 
-def _print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    cells = [[f"{c:,.1f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    print(f"\n{title}")
-    print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
-    for row in cells:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
-
-
-def report(result: dict[str, Any]) -> None:
-    pool = result["pooling"]
-    _print_table(
-        f"200 concurrent chat calls (simulator realistic x{pool['simulator']['time_scale']})",
-        ["approach", "TCP conns", "wall s", "calls/s", "p50 ms", "p95 ms"],
-        [
+def report_tables(result: dict[str, Any]) -> list[Table]:
+    pool, limiter = result["pooling"], result["limiter"]
+    return [
+        Table(
+            f"200 concurrent chat calls (simulator realistic x{pool['simulator']['time_scale']})",
+            ["approach", "TCP conns", "wall s", "calls/s", "p50 ms", "p95 ms"],
             [
-                r["approach"],
-                r["tcp_connections_opened"],
-                r["wall_s"],
-                r["calls_per_s"],
-                r["latency_ms"]["p50"],
-                r["latency_ms"]["p95"],
-            ]
-            for r in pool["results"]
-        ],
-    )
-    limiter = result["limiter"]
-    _print_table(
-        f"{limiter['results'][0]['calls']} calls at a budget of {limiter['budget_rpm']} RPM",
-        ["approach", "steady calls/min", "overall calls/min", "server 429s", "requests sent"],
-        [
+                [
+                    r["approach"],
+                    r["tcp_connections_opened"],
+                    r["wall_s"],
+                    r["calls_per_s"],
+                    r["latency_ms"]["p50"],
+                    r["latency_ms"]["p95"],
+                ]
+                for r in pool["results"]
+            ],
+        ),
+        Table(
+            f"{limiter['results'][0]['calls']} calls at a budget of {limiter['budget_rpm']} RPM",
+            ["approach", "steady calls/min", "overall calls/min", "server 429s", "requests sent"],
             [
-                r["approach"],
-                r["calls_per_min_steady"],
-                r["calls_per_min_overall"],
-                r["server_429s"],
-                r["requests_sent"],
-            ]
-            for r in limiter["results"]
-        ],
-    )
-    print("\ntargets:", json.dumps(pool["targets"] | limiter["targets"], indent=1))
+                [
+                    r["approach"],
+                    r["calls_per_min_steady"],
+                    r["calls_per_min_overall"],
+                    r["server_429s"],
+                    r["requests_sent"],
+                ]
+                for r in limiter["results"]
+            ],
+        ),
+    ]
 
 
 async def run_all(sizes: Sizes) -> dict[str, Any]:
@@ -405,20 +398,18 @@ async def run_all(sizes: Sizes) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="150 limiter calls instead of 600")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "bench_llm.json")
+    parser = make_parser(__doc__, DEFAULT_OUT, quick_help="150 limiter calls instead of 600")
     parser.add_argument("--serve-sim", metavar="OPTIONS_JSON", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_sim:
         serve_sim(args.serve_sim)
         return 0
     sizes = QUICK if args.quick else Sizes()
-    result = {"machine": machine_info(Path.cwd()), "sizes": asdict(sizes)}
+    result: dict[str, Any] = {"machine": machine_info(Path.cwd()), "sizes": asdict(sizes)}
     result |= trio.run(run_all, sizes)
-    write_json(args.out, result)
-    report(result)
-    print(f"\nwritten to {args.out}")
+    targets = result["pooling"]["targets"] | result["limiter"]["targets"]
+    footer = f"\ntargets: {json.dumps(targets, indent=1)}\n\nwritten to {args.out}"
+    publish(result, args.out, report_tables, markdown=args.markdown, footer=footer)
     return 0
 
 

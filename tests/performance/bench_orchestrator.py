@@ -50,7 +50,6 @@ Writes JSON (default `tests/performance/results/bench_orchestrator.json`) and pr
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import dataclasses
 import hashlib
@@ -59,7 +58,6 @@ import json
 import math
 import pstats
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -82,13 +80,13 @@ from agents.offline._simulator import Simulator, SimulatorOptions
 from agents.runs._executor import Executor, ExecutorOptions
 from agents.runs._orchestrator import Orchestrator, OrchestratorOptions
 from agents.runs._plan import Plan, PlanStep
-from agents.tools._base import Agent, AgentContext, Tool, require_valid
+from agents.tools import AgentContext, AgentSettings
+from agents.tools._base import Agent, Tool, require_valid
 from agents.tools._math import evaluate
 from agents.tools._registry import AgentRegistry
 from events import (
     ANY,
     EventStore,
-    LmdbEventLog,
     PlanCreated,
     RecordedEvent,
     RunRequested,
@@ -96,19 +94,12 @@ from events import (
     StoreOptions,
     open_event_store,
 )
-from events._log import AppendRequest, Outcome, PlannedWrite
 from events._model import AppendResult, Expected, NewEvent
 from events._types import Event
 
-from ._common import (
-    RESULTS_DIR,
-    Table,
-    load_average,
-    machine_info,
-    percentile,
-    timed,
-    write_json,
-)
+from ._cli import finish, make_parser, result_header, scratch_dir
+from ._common import RESULTS_DIR, Table, percentile, timed
+from ._logs import TimedLog, open_timed_log
 
 DEFAULT_OUT = RESULTS_DIR / "bench_orchestrator.json"
 KEY_ENV = "AUTOAGENT_BENCH_KEY"
@@ -519,7 +510,7 @@ class SleepTool(Tool):
 
 
 def _hooks_of(context: AgentContext) -> Hooks:
-    hooks = context.settings["bench_hooks"]
+    hooks = context.settings.extras["bench_hooks"]
     assert isinstance(hooks, Hooks)
     return hooks
 
@@ -623,21 +614,6 @@ LLM_TOOLS = frozenset(s.name for s in WriterAgent.SPECS)
 # --- a timed store -----------------------------------------------------------------------
 
 
-class TimedLog(LmdbEventLog):
-    """The LMDB log, adding up the time the writer's worker thread spends in `commit`."""
-
-    commit_seconds = 0.0
-
-    def commit(
-        self, requests: Sequence[AppendRequest], ts: int
-    ) -> tuple[list[Outcome], list[PlannedWrite]]:
-        start = time.perf_counter()
-        try:
-            return super().commit(requests, ts)
-        finally:
-            self.commit_seconds += time.perf_counter() - start
-
-
 class TimedStore(EventStore):
     """The event store, adding up how long callers wait in `append` (enqueue to durable)."""
 
@@ -667,18 +643,7 @@ class TimedStore(EventStore):
 async def open_timed_store(path: Path, *, sync: bool = True) -> AsyncIterator[TimedStore]:
     """An LMDB store (sync on unless said) over a timed log, its writer running."""
     options = StoreOptions(sync=sync)
-
-    def open_log() -> TimedLog:
-        log = TimedLog.open(
-            path,
-            sync=options.sync,
-            map_size=options.map_size_mb * 1024 * 1024,
-            compress_over=options.compress_over_bytes,
-        )
-        assert isinstance(log, TimedLog)
-        return log
-
-    log = await trio.to_thread.run_sync(open_log)
+    log = await trio.to_thread.run_sync(open_timed_log, path, options)
     async with open_event_store(options=options, log=log, store_class=TimedStore) as store:
         assert isinstance(store, TimedStore)
         yield store
@@ -919,7 +884,8 @@ async def _goal_runs(
     ):
         async with simulated_provider(nursery, store, time_scale, seed) as (provider, sim):
             hooks = Hooks(time_scale)
-            context = AgentContext(settings={"bench_hooks": hooks}, llm=provider, store=store)
+            settings = AgentSettings(extras={"bench_hooks": hooks})
+            context = AgentContext(settings, llm=provider, store=store)
             registry = AgentRegistry(GOAL_AGENTS, context)
             await registry.warmup()
             orchestrators = {
@@ -1619,79 +1585,51 @@ def _growth_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser = make_parser(__doc__, DEFAULT_OUT, work_dir_help="where stores go")
     parser.add_argument("--time-scale", type=float, default=None, help="simulated latencies x this")
     parser.add_argument("--reps", type=int, default=None, help="repetitions of the goal set")
-    parser.add_argument("--markdown", action="store_true", help="also print Markdown tables")
     parser.add_argument(
         "--profile", action="store_true", help="cProfile the zero-latency pass (top 25 in JSON)"
-    )
-    parser.add_argument(
-        "--work-dir", type=Path, default=Path(tempfile.gettempdir()), help="where stores go"
     )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     if args.reps is not None:
         sizes = dataclasses.replace(sizes, reps=args.reps)
     time_scale = sizes.time_scale if args.time_scale is None else args.time_scale
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {
-        "benchmark": "orchestrator",
-        "quick": args.quick,
-        "command": " ".join(
-            [
-                ".venv/bin/python -m tests.performance.bench_orchestrator",
-                *(sys.argv[1:] if argv is None else argv),
-            ]
-        ),
-        "machine": machine_info(args.work_dir),
+    result = result_header("bench_orchestrator", args.quick, argv, args.work_dir) | {
         "versions": {"trio": trio.__version__, "openai": openai.__version__},
         "sizes": dataclasses.asdict(sizes),
         "peer_quoted_from_issue": dict(PEER),
     }
-    with (
-        timed() as total,
-        tempfile.TemporaryDirectory(dir=args.work_dir, prefix="bench-orch-") as tmp,
-    ):
-        work = Path(tmp)
+    with timed() as total, scratch_dir(args.work_dir, "bench-orch-") as work:
         result["calibration_start"] = calibrate(work, sizes.calibration_txns)
         result["goals"] = bench_goals(work, sizes, time_scale, args.profile)
         result["executor"] = trio.run(_dags, work, sizes)
         result["calibration_end"] = calibrate(work, sizes.calibration_txns)
     result["targets"] = targets(result)
-    result["total_seconds"] = round(total.seconds, 1)
-    result["machine"]["loadavg_end"] = load_average()
-    write_json(args.out, _finite(result))
-    tables = report_tables(result)
-    for table in tables:
-        print(table.text())
-    if args.markdown:
-        print("\n\n".join(table.markdown() for table in tables))
-    for when in ("start", "end"):
-        c = result[f"calibration_{when}"]
-        print(
-            f"\ncalibration at {when}: raw synced LMDB txn p50 "
-            f"{c['raw_lmdb_synced_txn_p50_ms']:.2f} ms, one durable store append p50 "
-            f"{c['store_durable_append_p50_ms']:.2f} ms "
-            f"(commit {c['store_commit_mean_ms']:.2f} ms)",
-            end="",
-        )
-    print()
-    print(f"{total.seconds:.1f} s in all; JSON written to {args.out}")
+    finish(
+        result,
+        args.out,
+        report_tables,
+        seconds=total.seconds,
+        markdown=args.markdown,
+        epilogue=_calibrations(result),
+        nan_as_null=True,
+    )
     return 0
 
 
-def _finite(value: Any) -> Any:
-    """NaN and infinities as null, so the JSON is standard."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+def _calibrations(result: dict[str, Any]) -> str:
+    """What one durable append cost at the start and at the end, one line each."""
+    lines = []
+    for when in ("start", "end"):
+        c = result[f"calibration_{when}"]
+        lines.append(
+            f"\ncalibration at {when}: raw synced LMDB txn p50 "
+            f"{c['raw_lmdb_synced_txn_p50_ms']:.2f} ms, one durable store append p50 "
+            f"{c['store_durable_append_p50_ms']:.2f} ms (commit {c['store_commit_mean_ms']:.2f} ms)"
+        )
+    return "".join(lines)
 
 
 if __name__ == "__main__":

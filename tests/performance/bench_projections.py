@@ -29,17 +29,14 @@ Writes JSON (default `tests/performance/results/bench_projections.json`) and pri
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import shutil
-import struct
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,15 +65,25 @@ from projections import (
 from server.config import PerformanceConfig, StoreConfig
 from tests.workload import run_events, write_workload
 
-from ._common import RESULTS_DIR, Table, machine_info, median, timed, write_json
+from ._cli import make_parser, publish, result_header, scratch_dir
+from ._common import (
+    ASSISTANT_TEXT,
+    RESULTS_DIR,
+    USER_TEXT,
+    Clock,
+    Table,
+    clocked,
+    load_average,
+    median,
+    timed,
+)
+from ._logs import HASH_BYTES, scan_log, scan_raw
 
 DEFAULT_OUT = RESULTS_DIR / "bench_projections.json"
 DEFAULT_CACHE = Path("/tmp/autoagent-bench-cache")
 CACHE_FORMAT = 1  # bump when the generated content changes
 SEED = 7
 LOG_MAP_SIZE = 4 << 30
-HASH_BYTES = 32  # a stored value is blake2b hash + msgpack body (events/codec.py)
-_U64 = struct.Struct(">Q")
 
 TARGET_REBUILD_PER_S = 100_000
 TARGET_STARTUP_S = 1.0
@@ -91,13 +98,6 @@ BATCH_SIZE = 2000  # ProjectionRunner's default; serve does not override it
 SNAPSHOT_EVERY = PerformanceConfig().snapshot_every
 SESSION_WINDOW = PerformanceConfig().session_window
 REBUILT = ["sessions", "runs"]
-
-# ~100 and ~200 characters: a user question and an assistant answer.
-USER_TEXT = ("What changed in the quarterly report since last week, and why? " * 2)[:100]
-ASSISTANT_TEXT = (
-    "Revenue is up 4% on last week, mostly from the new EU contracts; costs are flat. "
-    "Two invoices moved to next quarter, which explains the dip in receivables. " * 2
-)[:200]
 LONG_SESSION = "long"
 
 
@@ -144,13 +144,6 @@ QUICK = Sizes(
 )
 
 
-def load_average() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
-
-
 def _target(measured: float, target: float, at_most: bool = False) -> dict[str, Any]:
     met = measured <= target if at_most else measured >= target
     goal = f"{'<=' if at_most else '>='} {target:,}"
@@ -163,30 +156,6 @@ def _sig(value: float) -> str:
         if abs(value) >= limit:
             return f"{value:,.{digits}f}"
     return f"{value:.4f}"
-
-
-@dataclass(slots=True)
-class Clock:
-    """Wall and CPU seconds of a block (filled in when it ends).
-
-    On a loaded machine wall time includes waiting for a core; CPU time (this process)
-    does not, but does not count fsync waits either. Both are reported; targets are
-    judged on wall time.
-    """
-
-    wall: float = 0.0
-    cpu: float = 0.0
-
-
-@contextmanager
-def clocked() -> Iterator[Clock]:
-    clock = Clock()
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    try:
-        yield clock
-    finally:
-        clock.wall = time.perf_counter() - wall0
-        clock.cpu = time.process_time() - cpu0
 
 
 def calibrate(rounds: int) -> dict[str, Any]:
@@ -345,37 +314,6 @@ def session_log(cache_dir: Path, messages: int) -> CachedLog:
 # --- 1. rebuild throughput -----------------------------------------------------------
 
 
-def scan_log(log: LmdbEventLog, total: int) -> Clock:
-    """Decode every record through `log.read` in the runner's batch size."""
-    count = last = 0
-    with clocked() as clock:
-        while batch := log.read(last, BATCH_SIZE):
-            count += len(batch)
-            last = batch[-1].position
-    if count != total or last != total:
-        raise AssertionError(f"log scan read {count} events ending at {last}, expected {total}")
-    return clock
-
-
-def scan_raw(path: Path, total: int) -> Clock:
-    """A raw LMDB cursor over `events` plus `msgpack.unpackb` of each body."""
-    env = lmdb.open(str(path), readonly=True, max_dbs=16, subdir=True, map_size=LOG_MAP_SIZE)
-    try:
-        # No explicit transaction: py-lmdb drops handles opened in a read-only one.
-        events_db = env.open_db(b"events", create=False)
-        count = last = 0
-        with clocked() as clock, env.begin(buffers=True) as txn:
-            for key, value in txn.cursor(events_db):
-                msgpack.unpackb(value[HASH_BYTES:], raw=False)
-                count += 1
-                last = _U64.unpack(key)[0]
-    finally:
-        env.close()
-    if count != total or last != total:
-        raise AssertionError(f"raw scan read {count} events ending at {last}, expected {total}")
-    return clock
-
-
 def _rate(total: int, clock: Clock) -> dict[str, Any]:
     return {
         "seconds": round(clock.wall, 3),
@@ -446,7 +384,8 @@ def bench_rebuild(
 ) -> dict[str, Any]:
     total = cached.events
     loadavg = load_average()
-    scans = [scan_log(log, total) for _ in range(sizes.scan_runs)]
+    # Decode only, in the runner's batch size.
+    scans = [scan_log(log, total, BATCH_SIZE) for _ in range(sizes.scan_runs)]
     scan = Clock(median([c.wall for c in scans]), median([c.cpu for c in scans]))
     default = rebuild_into_lmdb(log, work / "rebuild-sync", REBUILT, STATE_SYNC, total)
     shutil.rmtree(work / "rebuild-sync")
@@ -903,6 +842,7 @@ def _independence(growth: dict[str, Any]) -> dict[str, Any]:
 
 
 def compute_targets(result: dict[str, Any]) -> dict[str, Any]:
+    """Judged on wall time; CPU time is reported beside it (see `Clock`)."""
     rebuild, startup = result["rebuild"], result["startup"]
     big = startup["logs"][-1]
     growth = startup["growth_small_to_big"]
@@ -925,29 +865,13 @@ def compute_targets(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
-    parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
+    parser = make_parser(__doc__, DEFAULT_OUT, work_dir_help="where state goes")
     parser.add_argument(
         "--cache-dir", type=Path, default=DEFAULT_CACHE, help="where generated logs are kept"
     )
-    parser.add_argument(
-        "--work-dir", type=Path, default=Path(tempfile.gettempdir()), help="where state goes"
-    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {
-        "benchmark": "projections",
-        "quick": args.quick,
-        "command": " ".join(
-            [
-                ".venv/bin/python -m tests.performance.bench_projections",
-                *(sys.argv[1:] if argv is None else argv),
-            ]
-        ),
-        "machine": machine_info(args.work_dir),
+    result = result_header("bench_projections", args.quick, argv, args.work_dir) | {
         "loadavg": {"start": load_average()},
         "versions": {"lmdb": lmdb.__version__, "msgpack": msgpack.version},
         "settings": {
@@ -982,11 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = scan_raw(big.path, big.events)
     big_log, small_log, session_events = big.open(), small.open(), long_session.open()
     try:
-        with (
-            timed() as total,
-            tempfile.TemporaryDirectory(dir=args.work_dir, prefix="bench-projections-") as tmp,
-        ):
-            work = Path(tmp)
+        with timed() as total, scratch_dir(args.work_dir, "bench-projections-") as work:
             result["rebuild"] = bench_rebuild(big_log, big, raw, work, sizes)
             print("rebuild done", flush=True)
             result["startup"] = bench_startup([(small_log, small), (big_log, big)], work, sizes)
@@ -999,17 +919,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["targets"] = compute_targets(result)
     result["seconds_measuring"] = round(total.seconds, 1)
     result["loadavg"]["end"] = load_average()
-    write_json(args.out, result)
-    tables = report_tables(result)
-    for table in tables:
-        print(table.text())
-    if args.markdown:
-        print("\n\n".join(table.markdown() for table in tables))
-    print(
+    footer = (
         f"\n{total.seconds:.1f} s measuring (+{generation.seconds:.1f} s for the logs);"
         f" load average {result['loadavg']['start']} -> {result['loadavg']['end']};"
         f" JSON written to {args.out}"
     )
+    publish(result, args.out, report_tables, markdown=args.markdown, footer=footer)
     return 0
 
 

@@ -37,10 +37,6 @@ Writes JSON (default `tests/performance/results/bench_vectors.json`) and prints 
 
 from __future__ import annotations
 
-import argparse
-import shutil
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -65,7 +61,8 @@ from projections import (
 )
 from projections._vector_index import ivf_lists, sample_rows, train_ivf
 
-from ._common import RESULTS_DIR, Table, load_average, machine_info, timed, write_json
+from ._cli import finish, make_parser, result_header, scratch_dir
+from ._common import RESULTS_DIR, Table, timed
 
 DEFAULT_OUT = RESULTS_DIR / "bench_vectors.json"
 DIM = 384
@@ -389,34 +386,20 @@ def report_tables(result: dict[str, Any]) -> list[Table]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
-    parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
-    parser.add_argument("--work-dir", type=Path, default=None, help="where the restart data goes")
+    parser = make_parser(__doc__, DEFAULT_OUT, work_dir_help="where the restart data goes")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    work_dir = Path(tempfile.mkdtemp(prefix="bench-vectors-", dir=args.work_dir))
-    result: dict[str, Any] = {
-        "benchmark": "vectors",
-        "quick": args.quick,
-        "command": " ".join(
-            [
-                ".venv/bin/python -m tests.performance.bench_vectors",
-                *(sys.argv[1:] if argv is None else argv),
-            ]
-        ),
-        "machine": machine_info(work_dir),
-        "versions": {
-            "faiss": faiss.__version__,
-            "numpy": np.__version__,
-            "cryptography": cryptography.__version__,
-            "faiss_threads": faiss.omp_get_max_threads(),
-            "faiss_search_threads": SEARCH_THREADS,
-        },
-        "targets": {"recall_at_10": RECALL_TARGET, "speedup_vs_flat": SPEEDUP_TARGET},
-    }
-    try:
+    with scratch_dir(args.work_dir, "bench-vectors-") as work_dir:
+        result = result_header("bench_vectors", args.quick, argv, work_dir) | {
+            "versions": {
+                "faiss": faiss.__version__,
+                "numpy": np.__version__,
+                "cryptography": cryptography.__version__,
+                "faiss_threads": faiss.omp_get_max_threads(),
+                "faiss_search_threads": SEARCH_THREADS,
+            },
+            "targets": {"recall_at_10": RECALL_TARGET, "speedup_vs_flat": SPEEDUP_TARGET},
+        }
         with timed() as total:
             result["search"] = []
             for data in (Clustered(), Continuous()):
@@ -426,17 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     result["search"][-1]["total_s"] = round(one.seconds, 1)
                     print(f"{data.name} search at {size:,}: {one.seconds:.1f} s", flush=True)
             result["restart"] = bench_restart(sizes, Continuous(), work_dir)
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
-    result["total_seconds"] = round(total.seconds, 1)
-    result["machine"]["loadavg_end"] = load_average()
-    write_json(args.out, result)
-    tables = report_tables(result)
-    for table in tables:
-        print(table.text())
-    if args.markdown:
-        print("\n\n".join(table.markdown() for table in tables))
-    print(f"\n{total.seconds:.1f} s in all; JSON written to {args.out}")
+    finish(result, args.out, report_tables, seconds=total.seconds, markdown=args.markdown)
     return 0
 
 

@@ -40,14 +40,12 @@ Writes JSON (default `tests/performance/results/load_ws.json`) and prints tables
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import resource
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,17 +54,12 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, connect_websocket_url
 
 from server.bench import _processes as bench_processes
-from server.bench._client import GoalRejected, run_goal
+from server.bench._client import run_goal
 from server.bench._processes import ServiceProcess, child_env, http_get, port_of
 from server.bench._procfs import Sampler, cpu_s, own_cpu_s, peak_rss_mb
-from tests.performance._common import (
-    RESULTS_DIR,
-    Table,
-    load_average,
-    machine_info,
-    percentile,
-    write_json,
-)
+from server.errors import GoalRejected
+from tests.performance._cli import make_parser, publish, scratch_dir
+from tests.performance._common import RESULTS_DIR, Table, load_average, machine_info, percentile
 
 DEFAULT_OUT = RESULTS_DIR / "load_ws.json"
 GOALS = (
@@ -392,12 +385,6 @@ def raise_fd_limit(clients: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-@contextlib.contextmanager
-def work_directory(parent: Path | None) -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="load_ws-", dir=parent) as tmp:
-        yield Path(tmp)
-
-
 async def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sim, sim_url = await start_simulator(work, args.latency_profile, args.time_scale)
     results = []
@@ -495,9 +482,13 @@ def tables(result: dict[str, Any]) -> list[Table]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = make_parser(
+        __doc__,
+        DEFAULT_OUT,
+        quick_help="N=10 for a few seconds (smoke)",
+        work_dir_help="parent of the temp dir",
+    )
     parser.add_argument("--clients", type=int, nargs="+", default=None, help="N values")
-    parser.add_argument("--quick", action="store_true", help="N=10 for a few seconds (smoke)")
     parser.add_argument("--load-s", type=float, default=None, help="seconds of load per N")
     parser.add_argument("--drain-s", type=float, default=None, help="seconds for runs to end")
     parser.add_argument("--latency-profile", default="realistic", choices=("none", "realistic"))
@@ -505,9 +496,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-sync", action="store_true", help="store.sync = false (isolates the fsync share)"
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
-    parser.add_argument("--work-dir", type=Path, default=None, help="parent of the temp dir")
-    parser.add_argument("--markdown", action="store_true", help="also print Markdown tables")
     args = parser.parse_args(argv)
     if args.clients is None:
         args.clients = [10] if args.quick else [100, 1000]
@@ -517,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.drain_s = 10.0 if args.quick else 30.0
     fd_limit = raise_fd_limit(max(args.clients))
     started = time.monotonic()
-    with work_directory(args.work_dir) as work:
+    with scratch_dir(args.work_dir, "load_ws-") as work:
         machine = machine_info(work)
         outcome = trio.run(run_all, args, work)
     result: dict[str, Any] = {
@@ -535,10 +523,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seconds": time.monotonic() - started,
     }
     result["targets"] = targets(result["results"])
-    write_json(args.out, result)
-    for table in tables(result):
-        print(table.markdown() if args.markdown else table.text())
-    print(f"\nwritten to {args.out} in {result['seconds']:.0f} s")
+    footer = f"\nwritten to {args.out} in {result['seconds']:.0f} s"
+    publish(result, args.out, tables, markdown=args.markdown, footer=footer)
     return 0
 
 
