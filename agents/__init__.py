@@ -1,7 +1,8 @@
-"""Agents: the LLM layer (providers, rate limiter, offline model, simulator) and tool metadata.
+"""Agents: everything that thinks or acts, in sub-layers (a lower one never imports a
+higher one): `llm` and `embeddings` <- `offline` <- `tools` <- `runs`; `errors` under all.
 
-Public API; everything else in this package is private. The orchestrator (planner,
-executor, verifier) and the tools come in later issues.
+This module re-exports the names most callers need; each sub-package's `__init__`
+names its own public API, and every module starting with `_` is private.
 """
 
 from agents.embeddings import (

@@ -1,8 +1,8 @@
-"""The `Embedder` interface: texts in, L2-normalised float32 rows out; and its factory.
+"""The `Embedder` interface: texts in, L2-normalised float32 rows out.
 
-Two implementations live beside this module: `LocalEmbedder` (local_embedder.py, the
+Two implementations live beside this module: `LocalEmbedder` (_local.py, the
 default: a sentence-transformers model shipped inside a PyPI wheel, no network) and
-`OpenAIEmbedder` (openai_embedder.py: any OpenAI-compatible `/v1/embeddings`).
+`OpenAIEmbedder` (_openai.py: any OpenAI-compatible `/v1/embeddings`).
 
 Every implementation shares the contract enforced here, so callers never special-case a
 backend: input is a sequence of non-empty strings (checked up front, so an empty string
@@ -11,15 +11,8 @@ sequence gives a `(0, dim)` array; a text longer than the backend's input limit 
 into chunks, each chunk embedded, and the chunk vectors averaged (weighted by chunk
 length) and renormalised - the approach of OpenAI's cookbook for long inputs.
 
-Errors (all under `agents.errors.AgentError`):
-
-AgentError
- +-- EmbeddingError                 an embedder refused or failed an operation
-      +-- InvalidEmbeddingInput     a text is empty or not a str (index, reason); a ValueError
-      +-- UnknownEmbeddingProvider  `embeddings.provider` names no embedder
-      +-- EmbedderUnavailable       the model cannot be loaded / the endpoint refuses us
-      +-- EmbeddingRequestFailed    a request failed and splitting it did not help
-      +-- InvalidEmbeddingResponse  the endpoint answered with unusable vectors
+The factory is `_factory.py`; the errors (`EmbeddingError` and its subclasses) are in
+`agents/errors.py`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 One pass: walk the folder (no symlinks followed, hidden names ignored), read each
 supported file and hash it; a file whose sha256 equals the one the `documents`
 projection holds is unchanged and costs nothing more. Changed files are extracted and
-chunked (`document_text`, in `trio.to_thread`), their chunks gathered across files and
+chunked (`_document_text.py`, in `trio.to_thread`), their chunks gathered across files and
 embedded in large batches (one `Embedder.embed` call per `embed_batch` chunks, which
 the embedder sends as few requests as its batch size allows), then appended as one
 `DocumentIndexed` per file. Files indexed before under the folder and now gone get a

@@ -1,6 +1,6 @@
 """The `documents` agent: index workspace folders, search them by meaning, list them.
 
-`index` runs a `DocumentIndexer` pass (document_indexer.py): changed files are
+`index` runs a `DocumentIndexer` pass (_document_indexer.py): changed files are
 extracted, chunked, embedded in batches and appended as `DocumentIndexed` events,
 unchanged ones (same sha256) cost nothing, removed ones get `DocumentRemoved`. The
 live `documents` projection (FAISS per collection, flat then IVF) answers `search` and

@@ -11,7 +11,7 @@ scorecard: average, P95 and P99 response time, LLM calls and tokens per request,
 embedding time for 100 documents and server peak RSS, for baseline and optimized, their
 ratio and the seed's target. `--json` writes the same as JSON on stdout. Progress goes
 to stderr. `--data-dir` is where the temporary directories go (default: the system's).
-How each figure is measured: `bench_run`, `bench_log`, `bench_scorecard`.
+How each figure is measured: `_run.py`, `_log.py`, `_scorecard.py`.
 """
 
 from __future__ import annotations

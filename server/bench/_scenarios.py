@@ -4,7 +4,7 @@ Goals are worded for the offline model the simulator serves (clauses joined by "
 run in parallel, "then" waits for what came before, a report consumes everything
 before it), so each plans into several steps with parallel branches: fan-outs of price
 lookups, pages fetched side by side, diamonds of fetch -> prices -> report. They need no
-internet: prices and pages come from the bench's own loopback service (`bench_world`),
+internet: prices and pages come from the bench's own loopback service (`_world.py`),
 whose base URL replaces `{world}`; `{n}` is the request's number, for goals that write
 a file of their own.
 

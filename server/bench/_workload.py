@@ -3,7 +3,7 @@
 `drive` runs `concurrency` WebSocket clients; request i goes to client i mod C, each
 client sends its requests one after another in one session, so a server sees the same
 sessions with the same requests in the same order whichever server it is. Each request
-is timed on the client's clock (`bench_client.run_goal`).
+is timed on the client's clock (`_client.run_goal`).
 
 `write_documents` puts a fixed corpus of text documents (60-120 words each, fixed by
 the seed) in a workspace folder, and `index_documents` asks the server, as a client

@@ -208,7 +208,7 @@ def _raw_store_schema(
 ) -> dict[str, Any]:
     """Diagnostic: the store's five sub-databases written by raw py-lmdb, no Python codec.
 
-    The same keys as events/lmdb_log.py (events, streams, ids, types, meta head) in
+    The same keys as events/_lmdb_log.py (events, streams, ids, types, meta head) in
     batches shaped like the 256-producer run: the ceiling the on-disk layout allows.
     """
     env = lmdb.open(str(path), map_size=1 << 30, sync=True, metasync=True, max_dbs=8)

@@ -8,7 +8,7 @@ From the project root:
    10k and 30k). Exact top-10 from a batched flat search is the ground truth. Flat
    (`IndexFlatIP`, what the projection uses while small) is timed one query at a time,
    as `recall` asks. IVF is built exactly as the memory projection builds it
-   (`projections.vector_index`: sqrt(n) lists, trained on an even sample of up to 64
+   (`projections/_vector_index.py`: sqrt(n) lists, trained on an even sample of up to 64
    points per list, 10 k-means iterations) and timed one query at a time at several
    nprobe values: queries per second and recall@10.
 2. restart: a data dir with 100k sealed `MemoryAdded` events of one user (10k with

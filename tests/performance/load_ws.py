@@ -11,8 +11,8 @@ endpoint, `realistic` latency x `--time-scale`), and for each N a fresh server
 (`python -m server serve --port 0 --data-dir <tmp>`, provider "openai" pointed at the
 simulator, LLM rate limits and `server.max_connections` raised for the load, the store
 durable as shipped: `sync = true`, unless `--no-sync`). Both print their address; this
-process parses it (`server.bench_processes`, shared with `autoagent bench`). The clients
-all live in this process (one Trio loop, trio-websocket; `server.bench_client` sends a
+process parses it (`server/bench/_processes.py`, shared with `autoagent bench`). The clients
+all live in this process (one Trio loop, trio-websocket; `server/bench/_client.py` sends a
 goal and reads its run to the end).
 
 For each N:
@@ -76,7 +76,7 @@ TARGETS = {
 CONNECT_PARALLEL = 50
 
 
-# --- the server and simulator processes (started by `server.bench_processes`) --------------
+# --- the server and simulator processes (started by `server/bench/_processes.py`) --------------
 
 
 def base_env(work: Path) -> dict[str, str]:
