@@ -44,7 +44,7 @@ class LLMOptions:
     completion_tokens_estimate: int = 256
     retry_deadline_s: float = 120.0
     retry_base_delay_s: float = 0.5
-    burst_s: float = 1.0
+    burst_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

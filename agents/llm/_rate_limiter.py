@@ -149,6 +149,12 @@ class ConcurrencyGate:
 class LimiterOptions:
     """Budgets per minute; the buckets hold `burst_s` seconds' worth (at least 1 request).
 
+    `burst_s` is 60 by default: a bucket holds the whole per-minute budget, as the
+    providers state and refill it, so a request the minute's budget has room for never
+    waits (a lone plan prompt of ~4,000 tokens is more than one second of a 200k TPM
+    budget, which a 1 s bucket made wait ~1 s on every plan call). Sustained load above
+    the budget is still smoothed to the refill rate.
+
     `safety_margin_s` is added to every wait for budget. Our bucket and the server's
     run on different clocks: ours counts from when we *grant* a burst, the server's from
     when the first of it *arrives*. Calls granted together leave one by one (the SDK
@@ -163,7 +169,7 @@ class LimiterOptions:
     rpm: int = 500
     tpm: int = 200_000
     max_concurrency: int = 8
-    burst_s: float = 1.0
+    burst_s: float = 60.0
     increase_every: int = 8
     default_backoff_s: float = 1.0
     safety_margin_s: float = 0.5

@@ -85,7 +85,7 @@ class SimulatorOptions:
     seed: int | None = None
     rpm_limit: int | None = None
     tpm_limit: int | None = None
-    burst_s: float = 1.0
+    burst_s: float = 60.0
     api_key: str | None = None
     models: tuple[str, ...] = DEFAULT_MODELS
     embedding_dim: int = 256

@@ -119,6 +119,45 @@ async def test_120_calls_at_60_rpm_take_what_the_budget_allows(
     assert sorted(times)[:burst] == pytest.approx([start] * burst, abs=0.01)
 
 
+PLAN_PROMPT_TOKENS = 4_040  # a plan prompt with the shipped tool catalog
+
+
+async def test_plan_calls_spread_over_a_minute_never_wait_under_the_default_budget(
+    autojump_clock: Clock,
+) -> None:
+    limiter = RateLimiter(LimiterOptions(rpm=500, tpm=200_000))  # the shipped defaults
+    waits = []
+    with trio.fail_after(TIMEOUT_S):
+        for _ in range(20):
+            asked = trio.current_time()
+            permit = await limiter.acquire(PLAN_PROMPT_TOKENS)
+            waits.append(trio.current_time() - asked)
+            limiter.release(permit, used_tokens=PLAN_PROMPT_TOKENS)
+            await trio.sleep(3.0)
+    assert waits == [0.0] * 20
+    assert limiter.statistics().waited_s == 0.0
+
+
+async def test_a_burst_of_plan_calls_takes_what_the_minute_budget_allows(
+    autojump_clock: Clock,
+) -> None:
+    options = LimiterOptions(rpm=500, tpm=200_000, max_concurrency=200)
+    limiter = RateLimiter(options)
+    with trio.fail_after(TIMEOUT_S):
+        start = trio.current_time()
+        times = sorted(await _call_many(limiter, 200, tokens=PLAN_PROMPT_TOKENS))
+    offsets = [t - start for t in times]
+    free = int(options.tpm // PLAN_PROMPT_TOKENS)  # what a full bucket holds: no wait
+    rate = options.tpm / 60
+    assert offsets[:free] == [0.0] * free
+    # each later call waits until the budget has refilled its tokens (plus the margin)
+    expected = [
+        (PLAN_PROMPT_TOKENS * (i + 1) - options.tpm) / rate + options.safety_margin_s
+        for i in range(free, 200)
+    ]
+    assert offsets[free:] == pytest.approx(expected, abs=1e-6)
+
+
 async def test_calls_are_spaced_evenly_at_the_budget(autojump_clock: Clock) -> None:
     limiter = limiter_with(rpm=600, tpm=10**9, max_concurrency=50, burst_s=0.1)
     with trio.fail_after(TIMEOUT_S):
@@ -139,7 +178,7 @@ async def test_safety_margin_shifts_throttled_calls_without_lowering_the_rate(
 
 
 async def test_token_budget_paces_big_calls(autojump_clock: Clock) -> None:
-    limiter = limiter_with(rpm=10**6, tpm=60_000, max_concurrency=50)
+    limiter = limiter_with(rpm=10**6, tpm=60_000, max_concurrency=50, burst_s=1.0)
     with trio.fail_after(TIMEOUT_S):
         start = trio.current_time()
         times = await _call_many(limiter, 11, tokens=1000)
@@ -147,7 +186,7 @@ async def test_token_budget_paces_big_calls(autojump_clock: Clock) -> None:
 
 
 async def test_reported_usage_corrects_the_token_estimate(autojump_clock: Clock) -> None:
-    limiter = limiter_with(rpm=10**6, tpm=60_000, max_concurrency=50)
+    limiter = limiter_with(rpm=10**6, tpm=60_000, max_concurrency=50, burst_s=1.0)
     with trio.fail_after(TIMEOUT_S):
         start = trio.current_time()
         for _ in range(10):
@@ -222,7 +261,7 @@ async def test_concurrency_limit_is_enforced(autojump_clock: Clock) -> None:
 
 
 async def test_a_cancelled_waiter_gives_its_reservation_back(autojump_clock: Clock) -> None:
-    limiter = limiter_with(rpm=60, tpm=10**9)
+    limiter = limiter_with(rpm=60, tpm=10**9, burst_s=1.0)
     with trio.fail_after(TIMEOUT_S):
         limiter.release(await limiter.acquire(1))  # the burst of 1 is used
         with trio.move_on_after(0.5):

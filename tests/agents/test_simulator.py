@@ -187,7 +187,7 @@ async def test_reset_zeroes_the_counts(nursery: trio.Nursery) -> None:
 
 async def test_own_rate_limit_answers_429_with_openai_headers(nursery: trio.Nursery) -> None:
     with trio.fail_after(TIMEOUT_S):
-        _, url = await start_simulator(nursery, rpm_limit=60)
+        _, url = await start_simulator(nursery, rpm_limit=60, burst_s=1.0)
         first = await post(url, "/chat/completions", chat_body())
         second = await post(url, "/chat/completions", chat_body())
     assert first.status_code == 200

@@ -230,6 +230,9 @@ async def test_killed_server_resumes_every_run_without_repeating_completed_steps
             kills.append(await snapshot(data, quotes))
 
         child = await Child.start(nursery, ["serve"], env, logs)
+        # ready (signal handlers in place) before anything is asked of it: when every run
+        # already finished before the last kill, the SIGINT below would come at once
+        await child.wait_for_line("event store open at")
         if kills[-1].unfinished:
             resumed = await child.wait_for_line(r"resumed (\d+) unfinished run\(s\)")
             assert int(resumed.group(1)) == kills[-1].unfinished
