@@ -99,8 +99,11 @@ class Executor:
     ) -> dict[str, StepOutcome]:
         """Start each step as it arrives from a streamed plan (dependencies come first).
 
-        No batching here: a step cannot wait for siblings that may never arrive.
+        A batchable step waits for its siblings (same tool, same dependencies) until the
+        next streamed step is not one of them, or the stream ends; then the held steps
+        run as one batch call. A sibling that streams in later than that runs alone.
         """
+        held: list[PlanStep] = []
         async with trio.open_nursery() as nursery, steps:
             async for step in steps:
                 self._done[step.id] = trio.Event()
@@ -110,23 +113,34 @@ class Executor:
                     self._done[step.id].set()
                     continue
                 self.started.add(step.id)
-                nursery.start_soon(self._run_group, [step])
+                if held and not _same_batch(held[0], step):
+                    nursery.start_soon(self._run_group, held)
+                    held = []
+                if self._batchable(step):
+                    held.append(step)
+                else:
+                    nursery.start_soon(self._run_group, [step])
+            if held:
+                nursery.start_soon(self._run_group, held)
         return self.outcomes
+
+    def _batchable(self, step: PlanStep) -> bool:
+        spec = self._registry.spec(step.agent, step.action)
+        return (
+            self._options.batching
+            and spec is not None
+            and spec.batchable
+            and step.id not in self._prior.attempts
+            and not self._needs_approval(step)
+        )
 
     def _groups(self, steps: Sequence[PlanStep]) -> list[list[PlanStep]]:
         """Single steps, or batches of same-action batchable steps with equal dependencies."""
         groups: dict[tuple[str, tuple[str, ...]], list[PlanStep]] = {}
         singles: list[list[PlanStep]] = []
         for step in steps:
-            spec = self._registry.spec(step.agent, step.action)
-            if (
-                self._options.batching
-                and spec is not None
-                and spec.batchable
-                and step.id not in self._prior.attempts
-                and not self._needs_approval(step)
-            ):
-                groups.setdefault((step.tool, tuple(sorted(step.dependencies))), []).append(step)
+            if self._batchable(step):
+                groups.setdefault(_batch_key(step), []).append(step)
             else:
                 singles.append([step])
         return singles + list(groups.values())
@@ -309,3 +323,12 @@ def results_of(outcomes: Mapping[str, StepOutcome]) -> dict[str, Any]:
 
 
 __all__ = ["Executor", "ExecutorOptions", "PriorState", "StepOutcome", "ToolError", "results_of"]
+
+
+def _batch_key(step: PlanStep) -> tuple[str, tuple[str, ...]]:
+    """Steps with equal keys may run as one batch call: same tool, same dependencies."""
+    return step.tool, tuple(sorted(step.dependencies))
+
+
+def _same_batch(a: PlanStep, b: PlanStep) -> bool:
+    return _batch_key(a) == _batch_key(b)

@@ -260,6 +260,54 @@ async def test_independent_batchable_steps_are_merged_into_one_batch_call(
     assert results == {"k1": {"key": "a", "value": 1}, "k2": {"key": "bbb", "value": 3}}
 
 
+async def execute_streamed(
+    store: EventStore, registry: AgentRegistry, steps: list[dict[str, Any]], **options: Any
+) -> dict[str, StepOutcome]:
+    """Run the plan's steps as a streamed plan hands them over, one at a time."""
+    plan = validate_plan(Plan.from_data(steps), registry.catalog())
+    executor = Executor(store, registry, "s", ExecutorOptions(**options))
+    send, receive = trio.open_memory_channel[Any](0)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(executor.execute_stream, receive)
+            async with send:
+                for planned in plan.steps:
+                    await send.send(planned)
+    return executor.outcomes
+
+
+async def test_streamed_siblings_are_merged_into_one_batch_call(
+    store: EventStore, registry: AgentRegistry, probe: Probe
+) -> None:
+    steps = [step("k1", "lookup", key="a"), step("k2", "lookup", key="bbb")]
+    outcomes = await execute_streamed(store, registry, steps)
+    assert probe.calls == {"lookup_many": 1}
+    assert outcomes["k1"].result == {"key": "a", "value": 1}
+    assert outcomes["k2"].result == {"key": "bbb", "value": 3}
+
+
+async def test_a_streamed_step_of_another_tool_releases_the_held_batch(
+    store: EventStore, registry: AgentRegistry, probe: Probe
+) -> None:
+    steps = [
+        step("k1", "lookup", key="a"),
+        step("k2", "lookup", key="bbb"),
+        step("e", "echo", value="x"),
+        step("k3", "lookup", key="cc"),
+    ]
+    outcomes = await execute_streamed(store, registry, steps)
+    assert probe.calls == {"lookup_many": 1, "lookup": 1}  # k1+k2 together, k3 alone
+    assert {o.status for o in outcomes.values()} == {"completed"}
+
+
+async def test_streamed_steps_with_batching_off_call_the_tool_each(
+    store: EventStore, registry: AgentRegistry, probe: Probe
+) -> None:
+    steps = [step("k1", "lookup", key="a"), step("k2", "lookup", key="bbb")]
+    await execute_streamed(store, registry, steps, batching=False)
+    assert probe.calls == {"lookup": 2}
+
+
 async def test_with_batching_off_each_step_calls_the_tool(
     store: EventStore, registry: AgentRegistry, probe: Probe
 ) -> None:
