@@ -6,11 +6,13 @@ network. It serves `POST /v1/chat/completions` (plain and `stream: true` as SSE 
 usage), `POST /v1/embeddings` (deterministic hashed unit vectors, validated as the API
 validates), `GET /v1/models`, and `GET /_sim/stats` / `POST /_sim/reset` for tests.
 
-It can behave like a real service: latency per purpose (`realistic`: planner ~1.5 s,
-LLM-backed step ~2 s, verification and the rest ~0.8 s, log-normal spread, all times
-`time_scale`), its own RPM/TPM limits with the real `x-ratelimit-*` headers and 429s,
-and injected faults at `fault_rate`: 429 with Retry-After, 500, a response slower than
-any sane client timeout, or a truncated / invalid JSON body. Seeded, so runs repeat.
+It can behave like a real service: latency that charges for the work (`realistic`, see
+`RealisticLatency`: time to first token growing with the prompt, then output tokens at a
+model's decode speed, streamed chunks paced by their tokens, embeddings per input token;
+log-normal spread, all times `time_scale`), its own RPM/TPM limits with the real
+`x-ratelimit-*` headers and 429s, and injected faults at `fault_rate`: 429 with
+Retry-After, 500, a response slower than any sane client timeout, or a truncated /
+invalid JSON body. Seeded, so runs repeat.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from agents.offline._entities import hash_embedding
 from agents.offline._http import ConnectionCounts, HttpRequest, HttpResponse, serve_http
 from agents.offline._wire import (
     _JSON_HEADERS,
+    STREAM_CHUNK_CHARS,
     _bucket,
     _chat_messages,
     _completion,
@@ -55,15 +58,38 @@ from agents.offline._wire import (
 
 LATENCY_PROFILES = ("none", "realistic")
 FAULT_KINDS = ("429", "500", "slow", "bad_json")
-REALISTIC_MEDIAN_S: Mapping[str, float] = {
-    "plan": 1.5,
-    "step": 2.0,
-    "verify": 0.8,
-    "answer": 0.8,
-    "embed": 0.2,
-}
-DEFAULT_MEDIAN_S = 0.8
-LATENCY_SIGMA = 0.35
+LATENCY_SIGMA = 0.35  # spread of the time to first token (log-normal)
+SPEED_SIGMA = 0.15  # spread of the decode speed of one reply
+
+
+@dataclass(frozen=True, slots=True)
+class RealisticLatency:
+    """What the `realistic` profile charges, as a gpt-4o-mini-class hosted model does.
+
+    Sources: Artificial Analysis's published measurements for gpt-4o-mini (time to first
+    token ~0.3-0.6 s for short prompts; ~80-100 output tokens/s) and OpenAI's note that
+    latency is dominated by output tokens, with prompt tokens adding a little through
+    prefill. Embeddings: text-embedding-3-small answers a small batch in ~0.1-0.2 s and
+    grows with the tokens sent. Figures are medians; each reply draws its own spread.
+    """
+
+    first_token_s: float = 0.4  # median time to first token of a short prompt
+    prefill_tokens_per_s: float = 20_000.0  # a 4,000-token plan prompt adds ~0.2 s
+    output_tokens_per_s: float = 90.0
+    embed_base_s: float = 0.12
+    embed_tokens_per_s: float = 100_000.0
+
+    def first_token(self, prompt_tokens: int) -> float:
+        return self.first_token_s + prompt_tokens / self.prefill_tokens_per_s
+
+    def decode(self, output_tokens: int) -> float:
+        return output_tokens / self.output_tokens_per_s
+
+    def embedding(self, input_tokens: int) -> float:
+        return self.embed_base_s + input_tokens / self.embed_tokens_per_s
+
+
+REALISTIC = RealisticLatency()
 DEFAULT_MODELS = (offline_model.MODEL_NAME, "gpt-4o-mini", "text-embedding-3-small")
 
 
@@ -251,10 +277,10 @@ class Simulator:
         text = offline_model.complete(messages, json_mode=json_mode)
         usage = self._charge(prompt_tokens, estimate_tokens(text))
         reply = _Reply(model, text, usage, headers, fault == "bad_json", json_mode)
-        latency = self._latency(purpose)
+        first, per_token = self._chat_latency(usage[0])
         if body.get("stream"):
-            return self._streamed(reply, _include_usage(body), latency)
-        await trio.sleep(latency)
+            return self._streamed(reply, _include_usage(body), first, per_token)
+        await trio.sleep(first + per_token * usage[1])
         return self._completed(reply)
 
     def _completed(self, reply: _Reply) -> HttpResponse:
@@ -266,10 +292,17 @@ class Simulator:
             return HttpResponse(200, _JSON_HEADERS + reply.headers, full[: len(full) // 2])
         return _json(200, _completion(reply, content), reply.headers)
 
-    def _streamed(self, reply: _Reply, include_usage: bool, latency: float) -> HttpResponse:
+    def _streamed(
+        self, reply: _Reply, include_usage: bool, first: float, per_token: float
+    ) -> HttpResponse:
+        """Chunks as a model sends them: the first after the time to first token, each
+        content piece after the time its tokens take to decode."""
         events = _stream_events(reply, include_usage)
-        first, rest = latency * 0.3, latency * 0.7 / max(1, len(events) - 1)
-        chunks = tuple((first if i == 0 else rest, _sse(e)) for i, e in enumerate(events))
+        piece = per_token * estimate_tokens("x" * STREAM_CHUNK_CHARS)
+        chunks = tuple(
+            (first if i == 0 else piece if _has_content(e) else 0.0, _sse(e))
+            for i, e in enumerate(events)
+        )
         chunks += ((0.0, b"data: [DONE]\n\n"),)
         drop_after = len(chunks) // 2 if reply.corrupt else None
         headers = (("content-type", "text/event-stream"), ("cache-control", "no-cache"))
@@ -289,7 +322,7 @@ class Simulator:
         headers = self._admit(tokens)
         fault = await self._inject_fault(headers, purpose)
         usage = self._charge(tokens, 0)
-        await trio.sleep(self._latency(purpose))
+        await trio.sleep(self._embedding_latency(tokens))
         data = [_embedding(i, hash_embedding(t, dim), encoding) for i, t in enumerate(inputs)]
         payload = {"object": "list", "data": data, "model": model, "usage": _usage_json(usage)}
         response = _json(200, payload, headers)
@@ -379,11 +412,23 @@ class Simulator:
             await trio.sleep(self.options.slow_response_s)
         return fault
 
-    def _latency(self, purpose: str) -> float:
-        if self.options.latency_profile == "none" or self.options.time_scale == 0:
+    def _realistic(self) -> bool:
+        return self.options.latency_profile == "realistic" and self.options.time_scale > 0
+
+    def _chat_latency(self, prompt_tokens: int) -> tuple[float, float]:
+        """Seconds to the first token, and seconds per output token, for one reply."""
+        if not self._realistic():
+            return 0.0, 0.0
+        scale = self.options.time_scale
+        first = REALISTIC.first_token(prompt_tokens) * math.exp(self._rng.gauss(0, LATENCY_SIGMA))
+        speed = REALISTIC.output_tokens_per_s * math.exp(self._rng.gauss(0, SPEED_SIGMA))
+        return first * scale, scale / speed
+
+    def _embedding_latency(self, input_tokens: int) -> float:
+        if not self._realistic():
             return 0.0
-        median = REALISTIC_MEDIAN_S.get(purpose, DEFAULT_MEDIAN_S)
-        return median * math.exp(self._rng.gauss(0.0, LATENCY_SIGMA)) * self.options.time_scale
+        spread = math.exp(self._rng.gauss(0.0, LATENCY_SIGMA))
+        return REALISTIC.embedding(input_tokens) * spread * self.options.time_scale
 
     # --- test hooks ---------------------------------------------------------------
 
@@ -404,3 +449,7 @@ async def serve_simulator(
     await Simulator(options).serve(task_status=task_status)
 
 
+def _has_content(event: Mapping[str, Any]) -> bool:
+    """Whether a stream event carries generated text (it takes decode time)."""
+    choices = event.get("choices") or ()
+    return any((choice.get("delta") or {}).get("content") for choice in choices)

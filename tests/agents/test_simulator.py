@@ -257,3 +257,48 @@ def test_options_are_checked() -> None:
         SimulatorOptions(fault_rate=1.5)
     with pytest.raises(ValueError, match="latency profile must be one of"):
         SimulatorOptions(latency_profile="slow")
+
+
+def _realistic(seed: int = 3, time_scale: float = 1.0) -> Any:
+    from agents.offline._simulator import Simulator, SimulatorOptions
+
+    return Simulator(
+        SimulatorOptions(latency_profile="realistic", time_scale=time_scale, seed=seed)
+    )
+
+
+def test_time_to_first_token_grows_with_the_prompt() -> None:
+    from agents.offline._simulator import REALISTIC
+
+    short, _ = _realistic()._chat_latency(100)
+    long, _ = _realistic()._chat_latency(10_100)  # same seed: the same spread drawn
+    spread = short / REALISTIC.first_token(100)
+    assert long - short == pytest.approx(10_000 / REALISTIC.prefill_tokens_per_s * spread)
+
+
+def test_reply_time_is_charged_per_output_token_and_scaled() -> None:
+    from agents.offline._simulator import REALISTIC
+
+    first, per_token = _realistic(time_scale=0.5)._chat_latency(0)
+    nominal = 0.5 / REALISTIC.output_tokens_per_s
+    assert nominal / 2 < per_token < nominal * 2
+    assert first > 0
+    assert _realistic(time_scale=0.0)._chat_latency(4_000) == (0.0, 0.0)
+
+
+def test_embedding_latency_grows_with_the_input_tokens() -> None:
+    one = _realistic()._embedding_latency(10)
+    many = _realistic()._embedding_latency(64 * 500)
+    assert many > one
+
+
+def test_streamed_chunks_are_paced_by_their_tokens() -> None:
+    from agents.offline._simulator import _Reply
+
+    simulator = _realistic()
+    reply = _Reply("m", "x" * 160, (10, 40), (), False, False)
+    response = simulator._streamed(reply, True, 0.3, 0.01)
+    delays = [delay for delay, _ in response.chunks or ()]
+    assert delays[0] == 0.3  # the role chunk: time to first token
+    assert delays[1:11] == [pytest.approx(0.04)] * 10  # ten 16-character pieces, 4 tokens each
+    assert all(delay == 0.0 for delay in delays[11:])  # finish, usage, [DONE]

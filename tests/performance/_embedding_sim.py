@@ -6,14 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from agents.embeddings._openai import OpenAIEmbedder, OpenAIEmbedderOptions
-from agents.offline._simulator import REALISTIC_MEDIAN_S, Simulator, SimulatorOptions
+from agents.offline._simulator import REALISTIC, Simulator, SimulatorOptions
 
 BATCH_SIZE = 64  # inputs per request: the `[embeddings] batch_size` default
 SIM_DIM = 256
 
 
 def embeddings_simulator(time_scale: float, seed: int) -> Simulator:
-    """A simulator with realistic latency (an embeddings request ~0.2 s x `time_scale`)."""
+    """A simulator with realistic latency (an embeddings request ~0.12 s plus its input
+    tokens at 100k/s, x `time_scale`)."""
     options = SimulatorOptions(
         latency_profile="realistic", time_scale=time_scale, seed=seed, embedding_dim=SIM_DIM
     )
@@ -25,7 +26,8 @@ def simulator_settings(time_scale: float) -> dict[str, Any]:
     return {
         "latency_profile": "realistic",
         "time_scale": time_scale,
-        "embed_median_s": REALISTIC_MEDIAN_S["embed"] * time_scale,
+        "embed_base_s": REALISTIC.embed_base_s * time_scale,
+        "embed_tokens_per_s": REALISTIC.embed_tokens_per_s / time_scale if time_scale else None,
     }
 
 

@@ -201,7 +201,8 @@ def report_tables(result: dict[str, Any]) -> list[Table]:
     return [
         Table(
             f"{remote['documents']} documents through OpenAIEmbedder, simulator with realistic "
-            f"latency (embeddings median {remote['simulator']['embed_median_s']:.2f} s, "
+            f"latency (an embeddings request {remote['simulator']['embed_base_s']:.2f} s + "
+            "its tokens, "
             f"time scale {scale})",
             ["mode", "docs/request", "in flight", "requests", "seen by sim", "wall s", "docs/s"],
             [
