@@ -15,12 +15,12 @@ import functools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import trio
 
-from agents.embeddings import Embedder, OpenAIEmbedderOptions, open_embedder
+from agents.embeddings import Embedder, EmbeddingError, OpenAIEmbedderOptions, open_embedder
 from agents.llm import CallRecorder, LLMOptions, LLMProvider, PromptRepository
 from agents.offline import open_provider
 from agents.runs import History, Orchestrator, OrchestratorOptions
@@ -156,25 +156,25 @@ async def open_orchestrator(
     documents_index: DocumentsProjection | None = None,
     wait_for: Callable[[int], Awaitable[None]] | None = None,
     embedder_factory: EmbedderFactory | None = None,
+    embedder: Embedder | None = None,
 ) -> AsyncIterator[Orchestrator]:
     """The orchestrator with its provider, shared HTTP client and agents; closed on exit.
 
     `memory_index` / `documents_index` / `wait_for`: the running memory and documents
     projections and their runner's wait (read-your-writes), for recall and document
     search; the key store is the memory projection's own (one per process).
-    `embedder_factory` replaces the `[embeddings]` embedder (tests use a hashed one).
+    `embedder_factory` replaces the `[embeddings]` embedder (tests use a hashed one);
+    `embedder` is one already open (the caller's, not closed here).
     """
     limits = httpx.Limits(max_connections=config.performance.max_parallel_steps * 2)
     keys = memory_index.keys if memory_index is not None else memory_keys(config)
     async with (
         httpx.AsyncClient(limits=limits, timeout=HTTP_TIMEOUT_S) as http,
-        (embedder_factory or open_configured_embedder)(config) as embedder,
+        _given_or_opened(embedder, embedder_factory or open_configured_embedder, config) as used,
     ):
         async with open_provider(llm_options(config.llm), CallRecorder(store)) as provider:
-            memory = MemoryAccess(keys, embedder, memory_index, wait_for)
-            documents = DocumentsAccess(
-                embedder, documents_index, wait_for, indexer_options(config)
-            )
+            memory = MemoryAccess(keys, used, memory_index, wait_for)
+            documents = DocumentsAccess(used, documents_index, wait_for, indexer_options(config))
             context = agent_context(config, store, http, provider, memory, documents)
             registry = AgentRegistry.from_entry_points(context, config.agents.enabled)
             try:
@@ -188,6 +188,17 @@ async def open_orchestrator(
                 )
             finally:
                 await registry.aclose()
+
+
+@asynccontextmanager
+async def _given_or_opened(
+    embedder: Embedder | None, factory: EmbedderFactory, config: Config
+) -> AsyncIterator[Embedder]:
+    if embedder is not None:
+        yield embedder
+        return
+    async with factory(config) as opened:
+        yield opened
 
 
 @dataclass(frozen=True)
@@ -261,6 +272,17 @@ async def _running_projections(
                     await trio.to_thread.run_sync(projection.close)
 
 
+@dataclass
+class WarmUp:
+    """Parts still loading in the background after start; /healthz lists them."""
+
+    pending: set[str] = field(default_factory=set)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def warming(self) -> list[str]:
+        return sorted(self.pending)
+
+
 @dataclass(frozen=True)
 class Application:
     """The parts of a running autoagent, built from one config by `open_application`."""
@@ -269,6 +291,27 @@ class Application:
     store: EventStore
     runner: ProjectionRunner
     orchestrator: Orchestrator
+    warmup: WarmUp = field(default_factory=WarmUp)
+
+
+def _embedder_is_used(config: Config) -> bool:
+    """Whether an enabled agent embeds text (memory, documents) with the local model.
+
+    The OpenAI embedder's warm-up is a paid request, so it is not warmed in advance.
+    """
+    used = {"memory", "documents"} & set(config.agents.enabled)
+    return bool(used) and config.embeddings.provider == "local"
+
+
+async def _warm_embedder(embedder: Embedder, warmup: WarmUp) -> None:
+    """Load the embedder in the background; a goal that needs it meanwhile waits for
+    this load (the model cache loads once), and one that comes later finds it ready."""
+    try:
+        await embedder.warm_up()
+    except EmbeddingError as exc:  # the goal that needs it reports the same error
+        warmup.failed["embedder"] = str(exc)
+    finally:
+        warmup.pending.discard("embedder")
 
 
 def _projections_for(config: Config, every: bool) -> list[Projection]:
@@ -299,24 +342,37 @@ async def open_application(
     `every_projection` False runs only the vector indexes the enabled agents read (what
     a one-shot command needs). `state` replaces the data dir's projection store (tests
     pass a `MemoryStateStore`); `embedder_factory` the `[embeddings]` embedder.
+
+    The local embedder starts loading in the background at once (`WarmUp`), while the
+    projections catch up and the first goal is planned: the first goal that remembers
+    or searches no longer pays for the model load on its own path.
     """
+    warmup = WarmUp()
     async with (
-        open_event_store(config.store.data_path, store_options(config)) as store,
-        _running_projections(
-            config, store, _projections_for(config, every_projection), state, "projections"
-        ) as runner,
+        (embedder_factory or open_configured_embedder)(config) as embedder,
+        trio.open_nursery() as background,
     ):
-        memory = runner.projections.get(MemoryProjection.name)
-        documents = runner.projections.get(DocumentsProjection.name)
-        async with open_orchestrator(
-            config,
-            store,
-            memory_index=memory if isinstance(memory, MemoryProjection) else None,
-            documents_index=documents if isinstance(documents, DocumentsProjection) else None,
-            wait_for=runner.wait_for,
-            embedder_factory=embedder_factory,
-        ) as orchestrator:
-            yield Application(config, store, runner, orchestrator)
+        if _embedder_is_used(config):
+            warmup.pending.add("embedder")
+            background.start_soon(_warm_embedder, embedder, warmup)
+        async with (
+            open_event_store(config.store.data_path, store_options(config)) as store,
+            _running_projections(
+                config, store, _projections_for(config, every_projection), state, "projections"
+            ) as runner,
+        ):
+            memory = runner.projections.get(MemoryProjection.name)
+            documents = runner.projections.get(DocumentsProjection.name)
+            async with open_orchestrator(
+                config,
+                store,
+                memory_index=memory if isinstance(memory, MemoryProjection) else None,
+                documents_index=documents if isinstance(documents, DocumentsProjection) else None,
+                wait_for=runner.wait_for,
+                embedder=embedder,
+            ) as orchestrator:
+                yield Application(config, store, runner, orchestrator, warmup)
+        background.cancel_scope.cancel()
 
 
 def server_tokens(config: Config, env: Mapping[str, str] | None = None) -> tuple[str, ...]:

@@ -123,6 +123,25 @@ class LocalEmbedder(Embedder):
     def statistics(self) -> EmbeddingStatistics:
         return self._stats
 
+    async def warm_up(self) -> None:
+        """Load the model now (a server does it in the background at start).
+
+        If cancelled, the load is abandoned rather than waited for: a command that ends
+        before it is done exits at once. The process-wide model cache loads a model once
+        however many callers ask at the same time, so a goal that needs the model while
+        this runs waits for this load, never starts a second.
+        """
+        if self._loaded is None:
+            self._loaded = await trio.to_thread.run_sync(
+                _load_model,
+                self._model_name,
+                self._device,
+                limiter=self._limiter,
+                abandon_on_cancel=True,
+            )
+        else:
+            await trio.lowlevel.checkpoint()
+
     async def _ensure_ready(self) -> None:
         if self._loaded is None:
             self._loaded = await trio.to_thread.run_sync(
