@@ -75,10 +75,11 @@ class StoreStatistics:
 class _Recent:
     """A just-committed record kept for live subscribers, decoded on first read."""
 
-    __slots__ = ("_record", "position", "value")
+    __slots__ = ("_record", "position", "stream", "value")
 
-    def __init__(self, position: int, value: bytes) -> None:
+    def __init__(self, position: int, stream: str, value: bytes) -> None:
         self.position = position
+        self.stream = stream
         self.value = value
         self._record: RecordedEvent | None = None
 
@@ -108,6 +109,9 @@ class EventStore:
         self._send, self._receive = trio.open_memory_channel[_PendingAppend](options.queue_size)
         self._head, _ = log.head()
         self._changed = trio.Event()
+        # Subscribers of one stream wait here: an append wakes only its own stream's
+        # subscribers, not every follower of every run.
+        self._stream_changed: dict[str, trio.Event] = {}
         self._recent: collections.deque[_Recent] = collections.deque(maxlen=options.recent_events)
         self._closed = False
         # The writer's own thread slot: commits never queue behind reads for one of
@@ -186,11 +190,15 @@ class EventStore:
             return
         # Decoded lazily, by the first subscriber that reads it (often none does); a
         # record that cannot be decoded raises there, as it would read from disk.
-        self._recent.extend(_Recent(w.position, w.value) for w in writes)
+        self._recent.extend(_Recent(w.position, w.stream, w.value) for w in writes)
         self._head = writes[-1].position
         self._events_written += len(writes)
         self._changed.set()
         self._changed = trio.Event()
+        for stream in {w.stream for w in writes}:
+            waiting = self._stream_changed.pop(stream, None)
+            if waiting is not None:
+                waiting.set()
 
     async def aclose(self) -> None:
         """Stop accepting appends; the writer drains what is queued and returns."""
@@ -207,6 +215,26 @@ class EventStore:
         """Wait until the log holds `position` (read-your-writes for followers)."""
         while self._head < position:
             await self._changed.wait()
+
+    async def _wait_for_stream(self, stream: str, after: int) -> None:
+        """Wait until `stream` may have a record after position `after`.
+
+        Returns at once when records after `after` are no longer all in memory (the
+        caller reads the disk) or when one of them belongs to `stream`; otherwise it
+        sleeps until an append to `stream` (other streams' appends never wake it).
+        """
+        while self._head > after:
+            recent = self._recent
+            if not recent or recent[0].position > after + 1:
+                return
+            start = after + 1 - recent[0].position
+            if any(recent[i].stream == stream for i in range(start, len(recent))):
+                return
+            after = self._head  # nothing of ours in memory up to the head
+        event = self._stream_changed.get(stream)
+        if event is None:
+            event = self._stream_changed[stream] = trio.Event()
+        await event.wait()
 
     async def read(self, after: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         return await trio.to_thread.run_sync(self.log.read, after, limit or self.options.read_batch)
@@ -278,7 +306,12 @@ class Subscription:
 
     async def _fill(self) -> None:
         store = self._store
-        await store.wait_for_position(self.position + 1)
+        if self._stream is None:
+            await store.wait_for_position(self.position + 1)
+        else:
+            await store._wait_for_stream(self._stream, self.position)
+            if store.head_position <= self.position:
+                return
         batch = self._from_memory()
         if batch is None:
             batch = await self._from_disk()
@@ -293,12 +326,15 @@ class Subscription:
         if not recent or recent[0].position > self.position + 1:
             return None
         start = self.position + 1 - recent[0].position
+        end = min(len(recent), start + self._store.options.read_batch)
+        stream = self._stream  # a stream subscriber decodes only its own records
         batch = [
             recent[i].record()
-            for i in range(start, min(len(recent), start + self._store.options.read_batch))
+            for i in range(start, end)
+            if stream is None or recent[i].stream == stream
         ]
-        if batch:
-            self.position = batch[-1].position
+        if end > start:
+            self.position = recent[end - 1].position
         return batch
 
     async def _from_disk(self) -> list[RecordedEvent]:

@@ -142,6 +142,32 @@ async def test_subscribe_to_a_stream_yields_only_that_stream(
     assert positions == sorted(positions)
 
 
+async def test_a_stream_subscriber_sleeps_through_other_streams_appends(
+    store: EventStore,
+) -> None:
+    """Appends to other streams never wake a stream's subscriber (one follower per run
+    would otherwise wake on every append of every run)."""
+    with trio.fail_after(TIMEOUT_S):
+        await append_many(store, 3, stream="mine")
+        sub = store.subscribe(after=store.head_position, stream="mine")
+        received: list[RecordedEvent] = []
+
+        async def follow() -> None:
+            async for record in sub:
+                received.append(record)
+                return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            await trio.testing.wait_all_tasks_blocked()
+            asleep_at = sub.position
+            await append_many(store, 50, stream="others")
+            await trio.testing.wait_all_tasks_blocked()
+            assert sub.position == asleep_at  # not woken: it never looked at them
+            last = await append_many(store, 1, stream="mine")
+    assert [(r.stream, r.position) for r in received] == [("mine", last)]
+
+
 async def test_subscribe_to_a_stream_created_later_yields_its_events(
     store: EventStore,
 ) -> None:
