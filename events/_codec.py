@@ -47,11 +47,24 @@ class PreparedEvent:
 
 
 def pack_data(event_type: str, data: object) -> bytes:
-    """Encode a payload; a value msgpack cannot encode becomes `EventEncodingError`."""
+    """Encode a payload; a value msgpack cannot encode becomes `EventEncodingError`.
+
+    So does one that encodes but would not decode (a tuple as a map key packs as an
+    array, which no reader can use as a key): the log takes only what it can give
+    back, or one such record would make every later read fail as "corrupted". The
+    check is one C-level unpack, about half the cost of the pack.
+    """
     try:
-        return msgpack.packb(data, use_bin_type=True)  # type: ignore[no-any-return]
+        packed: bytes = msgpack.packb(data, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
         raise EventEncodingError(f"cannot encode payload of {event_type}: {exc}") from exc
+    try:
+        msgpack.unpackb(packed, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise EventEncodingError(
+            f"cannot encode payload of {event_type}: it would not decode ({exc})"
+        ) from exc
+    return packed
 
 
 def record_hash(prev_hash: bytes, body: bytes | memoryview) -> bytes:
@@ -113,16 +126,22 @@ def unpack_body(position: int, body: bytes | memoryview) -> list[Any]:
 def decode_record(value: bytes | memoryview, expected_position: int | None = None) -> RecordedEvent:
     """Decode one stored value, upcasting its payload to the current schema.
 
-    The hot path of every read and replay: kept to one unpack and one tuple build.
+    The hot path of every read and replay: kept to one unpack and one tuple build. Total:
+    bytes that are no record of ours (a damaged disk, a foreign value) raise
+    `StoreCorrupted`, never a `TypeError` from deep inside a reader.
     """
     digest = bytes(value[:HASH_SIZE])
     pos = expected_position if expected_position is not None else -1
     fields = unpack_body(pos, memoryview(value)[HASH_SIZE:])
     etype, schema = fields[3], fields[4]
+    if type(etype) is not str or type(fields[9]) is not int:
+        raise StoreCorrupted(pos, "record envelope has fields of the wrong type")
     if fields[9] & COMPRESSED:
         fields[11] = _decompress(fields[0], fields[11])
     if _CURRENT_SCHEMA.get(etype) != schema:
         fields[4], fields[11] = _upcast(fields[0], etype, schema, fields[11])
+    if type(fields[11]) is not dict:
+        raise StoreCorrupted(pos, f"payload of {etype} is not a map")
     return tuple.__new__(
         RecordedEvent,
         (*fields[:9], fields[11], fields[10], digest),

@@ -6,12 +6,21 @@ one transaction: every event is applied exactly once, across crashes too. A
 projection whose version changed is reset and rebuilt from position 1. The blocking
 work (reading, applying, committing) runs in a worker thread; the Trio side only
 waits for new events and wakes readers waiting for a position (read-your-writes).
+
+Failure boundary: while the runner follows the log (`run`), a projection whose `apply`,
+snapshot or commit raises is stopped alone, at its last checkpoint, with the error kept
+in its status (for /healthz) and logged with its traceback; the other projections and
+the server go on. It is tried again from its checkpoint on the next start. The
+synchronous `step` / `catch_up` used by the CLI and replay raise instead, as a one-shot
+command should.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +32,9 @@ from projections._state_store import StateCommit, StateStore
 from projections.errors import CheckpointMoved, UnknownProjection
 
 LONG_CATCH_UP = 20_000
+MAX_ERROR_CHARS = 500
+
+log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 Reader = Callable[[int, int], list[RecordedEvent]]
 
@@ -34,6 +46,11 @@ class ProjectionStatus:
     position: int
     persisted: int
     rebuilt: bool
+    error: str | None = None  # why the projection stopped; None while it runs
+
+    @property
+    def stopped(self) -> bool:
+        return self.error is not None
 
 
 class ProjectionRunner:
@@ -58,6 +75,9 @@ class ProjectionRunner:
         self._applied: dict[str, int] = {}
         self._persisted: dict[str, int] = {}
         self._rebuilt: set[str] = set()
+        self._stopped: dict[str, str] = {}  # name -> why it stopped
+        self._read_to = 0  # the last position read, for when every projection stopped
+        self._applying = 0  # the position being applied, to say where a projection failed
         self._advanced = trio.Event() if _in_trio() else None
 
     def projection(self, name: str) -> Projection:
@@ -68,29 +88,60 @@ class ProjectionRunner:
 
     # --- synchronous core (worker thread or CLI) -----------------------------------
 
-    def prepare(self) -> None:
-        """Load checkpoints (and snapshots); reset projections whose version changed."""
-        for projection in self.projections.values():
-            projection.attach(self.state)
+    def prepare(self, *, isolate: bool = False) -> None:
+        """Load checkpoints (and snapshots); reset projections whose version changed.
+
+        `isolate`: a projection that cannot be loaded is stopped instead of raising.
+        """
+        for projection in self._running():
+            try:
+                self._prepare_one(projection)
+            except Exception as exc:
+                if not isolate:
+                    raise
+                self._stop(projection, exc, self._applied.get(projection.name, 0))
+
+    def _prepare_one(self, projection: Projection) -> None:
+        projection.attach(self.state)
+        checkpoint = self.state.checkpoint(projection.name)
+        if checkpoint.version != projection.version and checkpoint.position:
+            self.state.reset(projection.name)
+            self._rebuilt.add(projection.name)
             checkpoint = self.state.checkpoint(projection.name)
-            if checkpoint.version != projection.version and checkpoint.position:
-                self.state.reset(projection.name)
-                self._rebuilt.add(projection.name)
-                checkpoint = self.state.checkpoint(projection.name)
-            if isinstance(projection, SnapshottingProjection):
-                projection.restore(
-                    self.state.snapshot(projection.name) if checkpoint.position else None
-                )
-            self._applied[projection.name] = checkpoint.position
-            self._persisted[projection.name] = checkpoint.position
+        if isinstance(projection, SnapshottingProjection):
+            projection.restore(
+                self.state.snapshot(projection.name) if checkpoint.position else None
+            )
+        self._applied[projection.name] = checkpoint.position
+        self._persisted[projection.name] = checkpoint.position
 
     @property
     def position(self) -> int:
-        """The position every projection has applied (the slowest one's)."""
-        return min(self._applied.values(), default=0)
+        """The position every running projection has applied (the slowest one's)."""
+        running = [p for name, p in self._applied.items() if name not in self._stopped]
+        return min(running, default=self._read_to)
 
-    def step(self, until: int | None = None) -> int:
-        """Apply and commit one batch; returns how many records were read."""
+    def _running(self) -> list[Projection]:
+        return [p for p in self.projections.values() if p.name not in self._stopped]
+
+    def _stop(self, projection: Projection, exc: Exception, position: int) -> None:
+        """Take `projection` out of the runner: the failure boundary of one projection."""
+        projection.discard_changes()
+        reason = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        self._stopped[projection.name] = f"{reason} (at position {position})"
+        log.error(
+            "projection %r stopped at position %d; the others go on",
+            projection.name,
+            position,
+            exc_info=exc,
+        )
+
+    def step(self, until: int | None = None, *, isolate: bool = False) -> int:
+        """Apply and commit one batch; returns how many records were read.
+
+        `isolate`: a projection that fails is stopped (see module docstring) instead of
+        the error propagating.
+        """
         start = self.position
         limit = self.batch_size if until is None else min(self.batch_size, until - start)
         if limit <= 0:
@@ -99,31 +150,74 @@ class ProjectionRunner:
         if not batch:
             return 0
         try:
-            self._apply_and_commit(batch)
+            self._apply_and_commit(batch, isolate)
         except CheckpointMoved:
             for projection in self.projections.values():
                 projection.discard_changes()
-            self.prepare()
+            self.prepare(isolate=isolate)
+        self._read_to = max(self._read_to, batch[-1].position)
         return len(batch)
 
-    def _apply_and_commit(self, batch: list[RecordedEvent]) -> None:
+    def _apply_and_commit(self, batch: list[RecordedEvent], isolate: bool = False) -> None:
         last = batch[-1].position
         commits: list[StateCommit] = []
-        for projection in self.projections.values():
+        for projection in self._running():
             with projection.lock:
-                applied = self._applied[projection.name]
-                for record in batch:
-                    if record.position > applied:
-                        projection.apply(record)
-                commit = self._commit_for(projection, last) if applied < last else None
-                if commit is not None:
-                    commits.append(commit)
-        if commits:
-            self.state.commit(commits)
-        for projection in self.projections.values():
+                try:
+                    commit = self._apply_batch(projection, batch, last)
+                except Exception as exc:
+                    if not isolate:
+                        raise
+                    self._stop(projection, exc, self._applying)
+                    continue
+            if commit is not None:
+                commits.append(commit)
+        self._commit(commits, isolate)
+        for projection in self._running():
             self._applied[projection.name] = max(self._applied[projection.name], last)
+
+    def _apply_batch(
+        self, projection: Projection, batch: list[RecordedEvent], last: int
+    ) -> StateCommit | None:
+        applied = self._applied[projection.name]
+        at = last
+        try:
+            for record in batch:
+                if record.position > applied:
+                    at = record.position  # a local: the hot loop stays cheap
+                    projection.apply(record)
+            at = last
+            return self._commit_for(projection, last) if applied < last else None
+        finally:
+            self._applying = at
+
+    def _commit(self, commits: list[StateCommit], isolate: bool) -> None:
+        """Commit all at once; when that fails and `isolate`, each alone, stopping the
+        projections whose commit fails (a state store commit is all or nothing)."""
+        if not commits:
+            return
+        try:
+            self.state.commit(commits)
+        except CheckpointMoved:
+            raise
+        except Exception:
+            if not isolate:
+                raise
+            for commit in commits:
+                self._commit_alone(commit)
+            return
         for commit in commits:
             self._persisted[commit.name] = commit.position
+
+    def _commit_alone(self, commit: StateCommit) -> None:
+        try:
+            self.state.commit([commit])
+        except CheckpointMoved:
+            raise
+        except Exception as exc:
+            self._stop(self.projections[commit.name], exc, commit.position)
+            return
+        self._persisted[commit.name] = commit.position
 
     def _commit_for(self, projection: Projection, last: int) -> StateCommit | None:
         name = projection.name
@@ -155,7 +249,7 @@ class ProjectionRunner:
             StateCommit(
                 p.name, p.version, self._persisted[p.name], self._applied[p.name], {}, p.snapshot()
             )
-            for p in self.projections.values()
+            for p in self._running()
             if isinstance(p, SnapshottingProjection)
             and self._applied[p.name] > self._persisted[p.name]
         ]
@@ -176,6 +270,7 @@ class ProjectionRunner:
                 self._applied.get(p.name, 0),
                 self._persisted.get(p.name, 0),
                 p.name in self._rebuilt,
+                self._stopped.get(p.name),
             )
             for p in self.projections.values()
         ]
@@ -196,7 +291,7 @@ class ProjectionRunner:
         """
         if self._advanced is None:
             self._advanced = trio.Event()
-        await trio.to_thread.run_sync(self.prepare)
+        await trio.to_thread.run_sync(functools.partial(self.prepare, isolate=True))
         try:
             await self._catch_up_async(store.head_position, progress)
             task_status.started()
@@ -210,7 +305,8 @@ class ProjectionRunner:
     async def _catch_up_async(self, target: int, progress: Progress | None) -> None:
         with gc_paused(target - self.position > LONG_CATCH_UP):
             while self.position < target:
-                if not await trio.to_thread.run_sync(self.step, target):
+                step = functools.partial(self.step, target, isolate=True)
+                if not await trio.to_thread.run_sync(step):
                     break
                 self._wake()
                 if progress:

@@ -343,10 +343,13 @@ class MemoryStateStore(StateStore):
                     actual = base.checkpoint(commit.name) if base else Checkpoint()
                 if actual.position != commit.expected_position:
                     raise CheckpointMoved(commit.name, commit.expected_position, actual.position)
-            for commit in commits:
-                layer = self._layer(commit.name)
-                for key, value in commit.changes.items():
-                    layer[key] = None if value is None else pack(value)
+            # Everything is encoded before anything changes: all or nothing, as in LMDB.
+            encoded = [
+                {key: None if value is None else pack(value) for key, value in c.changes.items()}
+                for c in commits
+            ]
+            for commit, changes in zip(commits, encoded, strict=True):
+                self._layer(commit.name).update(changes)
                 if commit.snapshot is not None:
                     self._snapshots[commit.name] = commit.snapshot
                 self._checkpoints[commit.name] = Checkpoint(commit.position, commit.version)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import operator
 import os
 import tomllib
@@ -289,6 +290,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file is not UTF-8: {exc}", source=str(path)) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from exc
+    except RecursionError:
+        raise ConfigError("not valid TOML: nested too deeply", source=str(path)) from None
 
 
 def _check_section_table(section: str, table: object, source: str) -> None:
@@ -322,7 +325,7 @@ def _parse_env_value(raw: str) -> object:
     """
     try:
         document = tomllib.loads(f"v = {raw}")
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return raw
     return document["v"] if len(document) == 1 else raw
 
@@ -417,10 +420,16 @@ def _convert_exact(value: object, hint: type[Any]) -> object:
 
 
 def _convert_float(value: object) -> float:
-    """A float, or an int taken as one (`timeout_s = 30`); never a bool."""
+    """A finite float, or an int taken as one (`timeout_s = 30`); never a bool."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Invalid(f"expected {_WANTED[float]}, got {_kind(value)}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise _Invalid(f"expected a finite number, got {value!r}"[:200])
+    return number
 
 
 def _convert_choice(value: object, choices: tuple[object, ...]) -> object:

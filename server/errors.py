@@ -7,6 +7,10 @@ AutoagentError                      root of everything the project raises on pur
       +-- InputError                a command's argument that names nothing usable
       |                             (a position out of range, an unknown id)
       +-- UnsafeBind                a non-loopback bind with no token configured
+      +-- DataDirInUse              a second `serve` on a data dir another server holds
+      |                             (data_dir, pid, url of the running one)
+      +-- BadHttpRequest            bytes on the server's port that are not a request head
+      |                             it can serve (status: the HTTP status to answer with)
       +-- bench: BenchAborted, UnknownScenario, ServiceFailed, InvalidBenchOption,
                  GoalRejected (the bench's server refused a goal)
 """
@@ -34,8 +38,13 @@ class ConfigError(ServerError):
         self.problem = " ".join(problem.splitlines())
         self.source = source
         self.key = key
-        where = f"{source}: {key}" if key else source
+        where = f"{_shown(source)}: {_shown(key)}" if key else _shown(source)
         super().__init__(f"{where}: {self.problem}")
+
+
+def _shown(name: str) -> str:
+    """A name as it can stand on one line (an environment variable may hold a newline)."""
+    return name if name.isprintable() else repr(name)
 
 
 class InputError(ServerError):
@@ -44,6 +53,21 @@ class InputError(ServerError):
 
 class UnsafeBind(ServerError):
     """Binding a non-loopback address without any token configured."""
+
+
+class DataDirInUse(ServerError):
+    """A data dir another `autoagent serve` holds; only one server may run on it."""
+
+    def __init__(self, data_dir: object, pid: int | None, url: str | None) -> None:
+        self.data_dir = data_dir
+        self.pid = pid
+        self.url = url
+        where = f"listening on {url}" if url else "still starting"
+        holder = f"pid {pid}, {where}" if pid is not None else "pid unknown"
+        super().__init__(
+            f"data dir {data_dir} is in use by another autoagent serve ({holder}); "
+            "stop it first or pass another --data-dir"
+        )
 
 
 class BenchAborted(ServerError):
@@ -84,3 +108,16 @@ class GoalRejected(ServerError):
         self.code = code
         self.detail = message
         super().__init__(f"the server refused the goal ({code}): {message}")
+
+
+class BadHttpRequest(ServerError):
+    """Bytes on the server's port that are not an HTTP/1.1 request head it can serve.
+
+    `status` is the answer: 400 (not HTTP, or cut short), 408 (not complete in time) or
+    431 (a head over the size limit).
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = " ".join(reason.splitlines())
+        super().__init__(self.reason)

@@ -36,6 +36,7 @@ from agents.llm._provider import (
     LLMProvider,
     Messages,
     Usage,
+    nesting_depth,
     parse_json_object,
     validate_embedding_inputs,
 )
@@ -84,6 +85,7 @@ __all__ = [
     "estimate_prompt_tokens",
     "estimate_tokens",
     "intent_messages",
+    "nesting_depth",
     "parse_duration",
     "parse_json_object",
     "plan_messages",

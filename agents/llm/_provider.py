@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -164,17 +164,45 @@ class LLMProvider(ABC):
         """Release connections; the provider is unusable afterwards."""
 
 
+# Deeper than any answer we ask for; bounds every later walk over a model's answer.
+MAX_JSON_DEPTH = 64
+
+
 def parse_json_object(text: str, schema_hint: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The JSON object in a model's answer, checked against the hint's top-level shape."""
     try:
         data = json.loads(text)
     except ValueError as exc:
         raise InvalidModelOutput(f"not JSON ({exc})", text) from exc
+    except RecursionError:
+        raise InvalidModelOutput("not JSON (nested too deeply to read)", text) from None
+    if nesting_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise InvalidModelOutput(f"nested deeper than {MAX_JSON_DEPTH} levels", text)
     if not isinstance(data, dict):
         raise InvalidModelOutput(f"expected a JSON object, got {type(data).__name__}", text)
     if schema_hint:
         _check_shape(data, schema_hint, text)
     return data
+
+
+def nesting_depth(value: object, limit: int) -> int:
+    """How deeply lists and mappings nest in `value` (a scalar: 0), counted up to
+    `limit + 1`; iterative, so no value can exhaust the recursion limit here."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {

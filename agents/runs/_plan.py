@@ -5,6 +5,10 @@ dependency names a step of the plan, the dependencies form a DAG, parameters mat
 tool's schema, and every `${step}` / `${step.field}` reference names a step the
 referencing step depends on (a reference to a step not listed as a dependency is
 added as one: models often forget to list it).
+
+Reading a plan is total: whatever JSON a model answers, or a `PlanCreated` read back from
+the log holds (wrong types, nesting deep enough to exhaust recursion, thousands of
+steps), ends as a `Plan` or as `InvalidPlan` listing every problem it found.
 """
 
 from __future__ import annotations
@@ -15,10 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.errors import InvalidPlan, ToolError
-from agents.llm import ToolCatalog
+from agents.llm import ToolCatalog, nesting_depth
 from agents.tools import check_parameters
 
 MAX_STEPS = 50
+MAX_ID_CHARS = 100
+# Deeper parameters than any tool takes; the bound keeps every walk over them (references,
+# resolution, msgpack) far from the recursion limit.
+MAX_PARAMETER_DEPTH = 32
+MAX_REASON_CHARS = 1000
 REFERENCE = re.compile(r"\$\{([A-Za-z0-9_\-]+)(?:\.([A-Za-z0-9_\-.]+))?\}")
 
 
@@ -57,25 +66,96 @@ class Plan:
         return [s.to_data() for s in self.steps]
 
     @classmethod
-    def from_data(cls, steps: Iterable[Mapping[str, Any]]) -> Plan:
-        return cls(tuple(_step_from(i, s) for i, s in enumerate(steps)))
+    def from_data(cls, steps: Iterable[Mapping[str, Any]] | object) -> Plan:
+        """The plan in plain data; `InvalidPlan` naming every problem of any other value."""
+        if not isinstance(steps, list | tuple):
+            raise InvalidPlan([f"the steps must be a list, got {_kind(steps)}"])
+        if len(steps) > MAX_STEPS:
+            raise InvalidPlan([f"{len(steps)} steps, more than {MAX_STEPS}"])
+        parsed: list[PlanStep] = []
+        problems: list[str] = []
+        for index, data in enumerate(steps):
+            try:
+                parsed.append(_step_from(index, data))
+            except InvalidPlan as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise InvalidPlan(problems)
+        return cls(tuple(parsed))
 
 
 def _step_from(index: int, data: Any) -> PlanStep:
+    """One step; lenient where models are sloppy (an integer id, a null list), strict
+    about everything that would make it mean something else."""
+    where = f"step {index + 1}"
     if not isinstance(data, Mapping):
-        raise InvalidPlan([f"step {index + 1} is not an object"])
+        raise InvalidPlan([f"{where} is not an object"])
+    problems: list[str] = []
+    step_id = _name(data.get("id"), f"{where}: id", problems) or f"s{index + 1}"
     parameters = data.get("parameters") or {}
+    if not isinstance(parameters, Mapping):
+        problems.append(f"{where}: parameters must be an object, got {_kind(parameters)}")
+    elif nesting_depth(parameters, MAX_PARAMETER_DEPTH) > MAX_PARAMETER_DEPTH:
+        problems.append(f"{where}: parameters nested deeper than {MAX_PARAMETER_DEPTH} levels")
     dependencies = data.get("dependencies") or []
-    if not isinstance(parameters, Mapping) or not isinstance(dependencies, list | tuple):
-        raise InvalidPlan([f"step {index + 1}: parameters must be an object, dependencies a list"])
-    return PlanStep(
-        id=str(data.get("id") or f"s{index + 1}"),
-        agent=str(data.get("agent", "")),
-        action=str(data.get("action", "")),
-        parameters=dict(parameters),
-        dependencies=tuple(str(d) for d in dependencies),
-        reasoning=str(data.get("reasoning", "")),
+    if not isinstance(dependencies, list | tuple):
+        problems.append(f"{where}: dependencies must be a list, got {_kind(dependencies)}")
+        dependencies = []
+    names = [_name(d, f"{where}: dependency", problems) for d in dependencies]
+    step = PlanStep(
+        id=step_id,
+        agent=_string(data.get("agent"), f"{where}: agent", problems),
+        action=_string(data.get("action"), f"{where}: action", problems),
+        parameters=dict(parameters) if isinstance(parameters, Mapping) else {},
+        dependencies=tuple(n for n in names if n),
+        reasoning=_reasoning(data.get("reasoning"), where, problems),
     )
+    if problems:
+        raise InvalidPlan(problems)
+    return step
+
+
+def _name(value: object, what: str, problems: list[str]) -> str:
+    """A step id: a string (or an integer, which models often write) of bounded length."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**18:
+        return str(value)
+    if isinstance(value, str) and len(value) <= MAX_ID_CHARS:
+        return value
+    problems.append(f"{what} must be a string of at most {MAX_ID_CHARS} characters")
+    return ""
+
+
+def _string(value: object, what: str, problems: list[str]) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    problems.append(f"{what} must be a string, got {_kind(value)}")
+    return ""
+
+
+def _reasoning(value: object, where: str, problems: list[str]) -> str:
+    """Free text, so any scalar is taken as text; a list or object is a mistake."""
+    if value is None:
+        return ""
+    if isinstance(value, str | int | float | bool):
+        return str(value)
+    problems.append(f"{where}: reasoning must be a string, got {_kind(value)}")
+    return ""
+
+
+def _kind(value: object) -> str:
+    """The JSON word for a value's type; the value itself may be huge or deeply nested."""
+    if value is None:
+        return "null"
+    for kind, word in ((bool, "boolean"), (int | float, "number"), (str, "string")):
+        if isinstance(value, kind):
+            return word
+    if isinstance(value, list | tuple):
+        return "array"
+    return "object" if isinstance(value, Mapping) else type(value).__name__
 
 
 def parse_plan(document: Mapping[str, Any]) -> Plan:
@@ -84,8 +164,10 @@ def parse_plan(document: Mapping[str, Any]) -> Plan:
     if not isinstance(steps, list):
         raise InvalidPlan(["the answer has no 'steps' list"])
     if not steps:
-        reason = str(document.get("error") or "the planner produced no steps")
-        raise InvalidPlan([reason])
+        reason = document.get("error")
+        if not isinstance(reason, str) or not reason:
+            reason = "the planner produced no steps"
+        raise InvalidPlan([reason[:MAX_REASON_CHARS]])
     return Plan.from_data(steps)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from agents.errors import InvalidPlan, PlanRefused
 from agents.llm import LLMProvider, PromptRepository, ToolCatalog, plan_messages
-from agents.runs._plan import Plan, PlanStep, _step_from, validate_plan
+from agents.runs._plan import MAX_REASON_CHARS, Plan, PlanStep, _step_from, validate_plan
 
 _STEPS_KEY = '"steps"'
 
@@ -82,6 +82,8 @@ def _object(text: str) -> dict[str, Any]:
         value = json.loads(text)
     except ValueError as exc:
         raise InvalidPlan([f"a streamed step is not JSON ({exc})"]) from exc
+    except RecursionError:
+        raise InvalidPlan(["a streamed step is nested too deeply to read"]) from None
     if not isinstance(value, dict):
         raise InvalidPlan(["a streamed step is not an object"])
     return value
@@ -142,8 +144,8 @@ async def stream_plan(
 def _refusal(text: str) -> str:
     try:
         document = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return "the planner's streamed answer is not JSON"
-    if isinstance(document, dict) and document.get("error"):
-        return str(document["error"])
+    if isinstance(document, dict) and isinstance(document.get("error"), str) and document["error"]:
+        return str(document["error"])[:MAX_REASON_CHARS]
     return "the planner produced no steps"

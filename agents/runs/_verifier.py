@@ -15,6 +15,7 @@ the run's terminal event.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from agents.runs._plan import MAX_STEPS, PlanStep
 from events import EventStore, VerificationCompleted
 
 DEFAULT_HOLD_S = 5.0
+MAX_NOTES_CHARS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,12 +158,28 @@ class Verifier:
 
 
 def _verdict(data: Mapping[str, Any]) -> Verdict:
-    confidence = data.get("confidence", 0.0)
-    return Verdict(
-        bool(data.get("passed", False)),
-        float(confidence) if isinstance(confidence, int | float) else 0.0,
-        str(data.get("notes", "")),
-    )
+    """A verdict from a model's answer, whatever its types (total): only `true` (or the
+    text "true") passes, the confidence is a number clamped to 0..1, the notes text."""
+    passed = data.get("passed")
+    if isinstance(passed, str):
+        passed = passed.strip().lower() == "true"
+    return Verdict(passed is True, _confidence(data.get("confidence")), _notes(data.get("notes")))
+
+
+def _confidence(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    if isinstance(value, int):  # an integer past float's range is still just "high"
+        return 1.0 if value >= 1 else 0.0
+    return min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
+
+
+def _notes(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str | int | float | bool):
+        return str(value)[:MAX_NOTES_CHARS]
+    return "(the model's notes were not text)"
 
 
 def folded_verdicts(data: Mapping[str, Any], count: int) -> list[Verdict] | None:

@@ -74,6 +74,11 @@ def check_parameters(spec: ToolSpec, parameters: Mapping[str, Any]) -> list[str]
 
 
 def _check_value(name: str, value: Any, schema: Mapping[str, Any]) -> list[str]:
+    if isinstance(value, str):
+        try:  # JSON escapes can smuggle in lone surrogates, which no file or API takes
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return [f"parameter {name!r} is not valid Unicode text"]
     if isinstance(value, str) and value.startswith("${"):
         return []  # a reference to an earlier step's output, checked after resolution
     expected = _JSON_TYPES.get(str(schema.get("type", "")))
@@ -83,8 +88,6 @@ def _check_value(name: str, value: Any, schema: Mapping[str, Any]) -> list[str]:
         return [f"parameter {name!r} should be {schema['type']}, got boolean"]
     if not isinstance(value, expected):
         return [f"parameter {name!r} should be {schema['type']}, got {type(value).__name__}"]
-    if isinstance(value, float) and (value != value or abs(value) == float("inf")):
-        return [f"parameter {name!r} should be a finite number"]  # NaN, Infinity
     enum = schema.get("enum")
     if enum and value not in enum:
         return [f"parameter {name!r} must be one of {', '.join(map(str, enum))}"]

@@ -141,7 +141,7 @@ def describe_span(span: dt.timedelta) -> str:
 def zone(name: str) -> zoneinfo.ZoneInfo:
     try:
         return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: name too long
         raise InvalidParameters(
             f"unknown time zone {name!r} (use an IANA name like Europe/Paris)"
         ) from None

@@ -231,15 +231,17 @@ class WriteTool(_FileTool):
     def _write(self, path: str, data: bytes, mode: str) -> dict[str, Any]:
         real = self._workspace.resolve(path)
         size = len(data)
-        if mode == "append":
-            size = append_bytes(real, data, self._max_bytes)
-        elif mode == "create":
-            try:
+        try:
+            if mode == "append":
+                size = append_bytes(real, data, self._max_bytes)
+            elif mode == "create":
                 write_new(real, data)
-            except FileExistsError:
-                raise ToolError(f"{path!r} already exists (mode create)") from None
-        else:
-            write_replace(real, data)
+            else:
+                write_replace(real, data)
+        except FileExistsError:
+            raise ToolError(f"{path!r} already exists (mode create)") from None
+        except OSError as exc:  # a folder in the way, permissions, a full disk
+            raise ToolError(f"cannot write {path!r}: {exc.strerror or exc}") from exc
         return {"path": self._workspace.display(real), "mode": mode, "bytes": size}
 
 

@@ -23,6 +23,9 @@ from agents.errors import FileTooLarge, PathNotAllowed, ToolError
 
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
+# Limits of the file system (Linux): longer names fail deep inside the OS calls.
+NAME_MAX_BYTES = 255
+PATH_MAX_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Workspace:
         roots = self.real_roots()
         if "\x00" in path:
             raise PathNotAllowed(path, "it contains a NUL character")
+        _check_lengths(path)
         given = Path(path)
         if ".." in given.parts:
             raise PathNotAllowed(path, "'..' is not allowed in workspace paths")
@@ -67,6 +71,18 @@ class Workspace:
         if real == first:
             return "."
         return real.relative_to(first).as_posix() if real.is_relative_to(first) else str(real)
+
+
+def _check_lengths(path: str) -> None:
+    """Names the file system can hold, in text it can encode; `PathNotAllowed` if not."""
+    try:
+        encoded = os.fsencode(path)
+    except UnicodeEncodeError:
+        raise PathNotAllowed(path[:100], "it is not valid Unicode text") from None
+    too_long = any(len(name) > NAME_MAX_BYTES for name in encoded.split(b"/"))
+    if too_long or len(encoded) > PATH_MAX_BYTES:
+        limits = f"{NAME_MAX_BYTES} bytes a name, {PATH_MAX_BYTES} in all"
+        raise PathNotAllowed(path[:100] + "...", f"it is too long ({limits})")
 
 
 def _root_of(roots: Sequence[Path], path: Path) -> Path | None:

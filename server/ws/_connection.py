@@ -6,10 +6,16 @@ served from the log at its own pace and never makes the server buffer without bo
 a client that cannot take a frame within `slow_client_timeout_s` is closed with a
 clear reason. Runs started here live in the server's run nursery, not this
 connection's: a client that disconnects does not stop its runs.
+
+`serve` is the failure boundary of one connection: a bug anywhere in it (a request
+handler, a subscription, the sender) is logged with its traceback, answered with an
+`internal` error frame when the socket still takes one, and closes this connection with
+1011. It never reaches the listener, other connections or runs.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Set
 from typing import Any, Protocol
 
@@ -29,7 +35,10 @@ from server.ws._protocol import (
     reply_frame,
 )
 
-CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TRY_AGAIN = 1001, 1008, 1013
+CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_TRY_AGAIN = 1001, 1008, 1011, 1013
+GOODBYE_TIMEOUT_S = 2.0
+
+log = logging.getLogger(__name__)
 
 
 class ClientGone(Exception):
@@ -84,8 +93,11 @@ class Connection:
             app.limits.send_queue_frames
         )
         self._nursery: trio.Nursery | None = None
+        # The id of the request being served when a handler failed, for the error frame.
+        self._failed_request: str | int | None = None
 
     async def serve(self) -> None:
+        """Serve until the client leaves; the failure boundary of this connection."""
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -94,11 +106,34 @@ class Connection:
                 nursery.cancel_scope.cancel()
         except* (ConnectionClosed, ClientGone):
             pass
+        except* Exception as failure:
+            log.error(
+                "WebSocket connection failed; closing it with 1011 (other connections and "
+                "runs go on)",
+                exc_info=failure,
+            )
+            with trio.CancelScope(shield=True):
+                await self._say_internal_error()
         finally:
             self.app.forget(self)
-            if self.ws.closed is None:  # shutdown or an error: say goodbye properly
+            if self.ws.closed is None:  # shutdown: say goodbye properly
                 with trio.CancelScope(shield=True):
                     await self.close(CLOSE_GOING_AWAY, "server shutting down")
+
+    async def _say_internal_error(self) -> None:
+        """An `internal` error frame, then close 1011; best effort, bounded, never raises.
+
+        The sender task is gone by now, so writing to the socket here races nothing.
+        """
+        frame = error_frame(
+            "internal", "internal server error; this connection is closed", self._failed_request
+        )
+        with trio.move_on_after(GOODBYE_TIMEOUT_S):
+            try:
+                await self.ws.send_message(frame)
+                await self.ws.aclose(CLOSE_INTERNAL, "internal server error")
+            except Exception:  # the socket is gone or broken: nothing more to say
+                log.debug("could not deliver the internal error frame", exc_info=True)
 
     # --- outgoing -----------------------------------------------------------------------
 
@@ -137,18 +172,16 @@ class Connection:
                 return
 
     async def _handle(self, message: str | bytes) -> bool:
-        """Serve one frame; False when the connection must close."""
-        if isinstance(message, bytes):
-            await self.send(
-                error_frame("bad_request", "binary frames are not accepted; send JSON text")
-            )
-            return True
-        if len(message.encode()) > self.app.limits.max_frame_bytes:
-            limit = self.app.limits.max_frame_bytes
-            await self.send(error_frame("too_large", f"frame over {limit} bytes"))
-            return True
+        """Serve one frame; False when the connection must close.
+
+        Refusals (`BadFrame`, and errors the project raises on purpose) become one
+        `error` frame and the connection stays. Anything else is a bug: it propagates
+        to `serve`, which closes this connection with 1011.
+        """
+        request_id: str | int | None = None
         try:
-            request = parse_request(message)
+            request = self._parse(message)
+            request_id = request.id
             if not self._bucket.take():
                 raise BadFrame("too many requests per second", "rate_limited", request.id)
             return await self._dispatch(request)
@@ -161,13 +194,19 @@ class Connection:
         except (ConnectionClosed, ClientGone):
             raise
         except AutoagentError as exc:
-            await self.send(error_frame("bad_request", str(exc), getattr(request, "id", None)))
+            await self.send(error_frame("bad_request", str(exc), request_id))
             return True
-        except Exception as exc:  # never let one request take the listener down
-            await self.send(
-                error_frame("internal", f"{type(exc).__name__}", getattr(request, "id", None))
-            )
-            return True
+        except Exception:
+            self._failed_request = request_id
+            raise
+
+    def _parse(self, message: str | bytes) -> Request:
+        if isinstance(message, bytes):
+            raise BadFrame("binary frames are not accepted; send JSON text")
+        limit = self.app.limits.max_frame_bytes
+        if len(message.encode("utf-8", "surrogatepass")) > limit:
+            raise BadFrame(f"frame over {limit} bytes", "too_large")
+        return parse_request(message)
 
     async def _dispatch(self, request: Request) -> bool:
         if request.type == "hello":
@@ -223,14 +262,8 @@ class Connection:
         self._follow(f"run-{submitted.run_id}", submitted.position - 1)
 
     async def _on_subscribe(self, request: Request) -> None:
-        stream = request.fields["stream"]
-        after = request.fields.get("after") or 0
-        if after < 0:
-            raise BadFrame("subscribe: after must be >= 0", "bad_request", request.id)
-        if stream != "$all" and not stream.startswith(("run-", "session-")):
-            raise BadFrame(
-                "stream must be $all, run-<id> or session-<id>", "bad_request", request.id
-            )
+        stream = request.fields["stream"]  # the schema checked its form
+        after = request.fields["after"] or 0
         if stream != "$all" and await self.app.store.stream_version(stream) == 0:
             raise BadFrame(f"no stream {stream!r}", "not_found", request.id)
         if self.subscriptions >= self.app.limits.max_subscriptions:

@@ -1,9 +1,14 @@
-"""/healthz (JSON) and /metrics (Prometheus text format) of a running server."""
+"""/healthz (JSON) and /metrics (Prometheus text format) of a running server.
+
+/healthz says "ok", "lagging" (projections far behind the log: 503) or "degraded" (a
+projection stopped after a failure, named with its error in `stopped_projections`;
+still 200, since everything else is served).
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from projections import LatencyHistogram, MetricsProjection
@@ -27,19 +32,22 @@ class ServerSnapshot:
     appends: int
     commits: int
     metrics: MetricsProjection | None
+    stopped_projections: dict[str, str] = field(default_factory=dict)  # name -> error
 
 
 def render_health(app: ServerSnapshot) -> tuple[int, bytes]:
     lag = app.projection_lag
+    status = "lagging" if lag > MAX_HEALTHY_LAG else "degraded" if app.stopped_projections else "ok"
     body = {
-        "status": "ok" if lag <= MAX_HEALTHY_LAG else "lagging",
+        "status": status,
         "store": "open",
         "head_position": app.head_position,
         "projections": app.projections,
         "projection_lag": lag,
+        "stopped_projections": app.stopped_projections,
         "connections": app.connections,
     }
-    return (200 if lag <= MAX_HEALTHY_LAG else 503), json.dumps(body).encode()
+    return (503 if status == "lagging" else 200), json.dumps(body).encode()
 
 
 def render_metrics(app: ServerSnapshot) -> bytes:
@@ -55,6 +63,12 @@ def render_metrics(app: ServerSnapshot) -> bytes:
         "autoagent_projection_lag_events",
         "Events the projections are behind the log.",
         app.projection_lag,
+    )
+    gauge(
+        lines,
+        "autoagent_projections_stopped",
+        "Projections stopped after a failure (see /healthz).",
+        len(app.stopped_projections),
     )
     gauge(
         lines,

@@ -1,8 +1,11 @@
 """One port for both: WebSocket upgrades go to the agent protocol, plain HTTP GETs to
 /healthz and /metrics.
 
-The request head is read here; for an upgrade, the bytes already read are replayed to
-trio-websocket through `PrefixedStream`, so the handshake sees the whole request.
+The request head is read here, with h11, so whatever bytes arrive end as a checked
+head or as `BadHttpRequest` carrying the status to answer (400 for garbage, 408 for a
+head that never completes, 431 for one too large): nothing is dropped without a word.
+For an upgrade, the bytes already read are replayed to trio-websocket through
+`PrefixedStream`, so the handshake sees the whole request.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import h11
 import trio
+
+from server.errors import BadHttpRequest
 
 MAX_HEAD_BYTES = 16 * 1024
 HEAD_TIMEOUT_S = 10.0
@@ -54,40 +60,79 @@ class PrefixedStream(trio.abc.Stream):
 
 
 async def read_head(stream: trio.abc.Stream) -> RequestHead | None:
-    """The request line and headers (None if the peer sent no valid head in time)."""
+    """The request line and headers; None when the peer sent nothing at all.
+
+    Raises `BadHttpRequest` for anything else that is not a request head in time.
+    """
+    parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
     data = b""
     with trio.move_on_after(HEAD_TIMEOUT_S):
-        while b"\r\n\r\n" not in data and len(data) < MAX_HEAD_BYTES:
-            chunk = await stream.receive_some(4096)
-            if not chunk:
-                return None
+        while True:
+            chunk = bytes(await stream.receive_some(4096))
             data += chunk
-    if b"\r\n\r\n" not in data:
+            parser.receive_data(chunk)  # b"": the peer closed its side
+            event = _next_event(parser)
+            if isinstance(event, h11.Request):
+                if _head_size(data) > MAX_HEAD_BYTES:
+                    raise BadHttpRequest(431, f"the request head is over {MAX_HEAD_BYTES} bytes")
+                return _head(event, data)
+            if event is not h11.NEED_DATA:  # closed before a whole head
+                if not data:
+                    return None
+                raise BadHttpRequest(400, "the request head is incomplete")
+    if not data:
         return None
-    return _parse_head(data)
+    raise BadHttpRequest(408, f"no complete request head within {HEAD_TIMEOUT_S:g} s")
 
 
-def _parse_head(data: bytes) -> RequestHead | None:
-    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-    lines = head.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3:
-        return None
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return RequestHead(parts[0], parts[1], headers, data)
+def _next_event(parser: h11.Connection) -> object:
+    try:
+        return parser.next_event()
+    except h11.RemoteProtocolError as exc:
+        status = exc.error_status_hint if exc.error_status_hint in REASONS else 400
+        raise BadHttpRequest(status, f"not an HTTP/1.1 request: {exc}") from None
+
+
+def _head_size(data: bytes) -> int:
+    """Bytes up to the blank line (all of `data` when h11 found a bare-LF one)."""
+    end = data.find(b"\r\n\r\n")
+    return end if end >= 0 else len(data)
+
+
+def _head(request: h11.Request, data: bytes) -> RequestHead:
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers}
+    return RequestHead(
+        request.method.decode("latin-1"), request.target.decode("latin-1"), headers, data
+    )
 
 
 HttpHandler = Callable[[RequestHead], Awaitable[tuple[int, str, bytes]]]
 
 
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
+
+
 async def answer_http(stream: trio.abc.Stream, head: RequestHead, handler: HttpHandler) -> None:
     status, content_type, body = await handler(head)
-    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+    await _respond(stream, status, content_type, body)
+
+
+async def answer_bad_request(stream: trio.abc.Stream, error: BadHttpRequest) -> None:
+    """The status a `BadHttpRequest` carries, with its reason as a one-line text body."""
+    await _respond(stream, error.status, "text/plain; charset=utf-8", f"{error}\n".encode())
+
+
+async def _respond(stream: trio.abc.Stream, status: int, content_type: str, body: bytes) -> None:
     lines = [
-        f"HTTP/1.1 {status} {reason.get(status, 'Error')}",
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
         f"Content-Type: {content_type}",
         f"Content-Length: {len(body)}",
         "Connection: close",

@@ -3,28 +3,44 @@
 `AgentServer` owns the run nursery (runs outlive the connection that started them),
 the connection bookkeeping for limits, and the listener. Stopping it closes every
 connection with 1001 (going away); unfinished runs stay in the log for resume.
+
+Failure boundaries: a bug while serving one TCP connection ends that connection (see
+`Connection.serve`), a bug in one run fails that run (`RunFailed` in its stream); both
+are logged with their tracebacks and neither reaches the listener. Only the event
+store's writer failing stops the server, through the store's own nursery.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 import trio
-from trio_websocket import wrap_server_stream
+from trio_websocket import ConnectionClosed, wrap_server_stream
 
 from agents.errors import AgentError
 from agents.runs import ApprovalNotPending, Orchestrator, load_run
-from events import EventStore, RunCancelled
+from events import EventStore, RunCancelled, RunFailed
 from projections import MetricsProjection, ProjectionRunner
-from server.errors import UnsafeBind
+from server.errors import BadHttpRequest, UnsafeBind
 from server.ws._connection import CLOSE_GOING_AWAY, CLOSE_POLICY, Connection
 from server.ws._health import ServerSnapshot, render_health, render_metrics
-from server.ws._http_front import PrefixedStream, RequestHead, answer_http, read_head
+from server.ws._http_front import (
+    PrefixedStream,
+    RequestHead,
+    answer_bad_request,
+    answer_http,
+    read_head,
+)
 from server.ws._limits import ServerLimits
 from server.ws._protocol import BadFrame
+
+log = logging.getLogger(__name__)
+# A peer that went away mid-answer: its own business, not a bug of ours.
+PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed)
 
 
 def check_bind(host: str, tokens: Iterable[str]) -> None:
@@ -87,13 +103,28 @@ class AgentServer:
                     nursery.start_soon(connection.close, CLOSE_GOING_AWAY, "server shutting down")
 
     async def _handle_stream(self, stream: trio.SocketStream) -> None:
-        head = await read_head(stream)
+        """One TCP connection, and its failure boundary: nothing raised while serving
+        it reaches `serve_listeners` (which would end the listener)."""
+        try:
+            await self._serve_stream(stream)
+        except* PEER_GONE:
+            pass
+        except* Exception as failure:
+            log.error("serving a TCP connection failed; it is closed", exc_info=failure)
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _serve_stream(self, stream: trio.SocketStream) -> None:
+        try:
+            head = await read_head(stream)
+        except BadHttpRequest as exc:
+            await answer_bad_request(stream, exc)
+            return
         if head is None:
-            await stream.aclose()
             return
         if not head.is_websocket:
             await answer_http(stream, head, self._http)
-            await stream.aclose()
             return
         await self._websocket(PrefixedStream(stream, head.raw))
 
@@ -129,15 +160,17 @@ class AgentServer:
         runner = self.runner
         metrics = runner.projections.get("metrics") if runner else None
         store_stats = self.store.statistics()
+        statuses = runner.statuses() if runner else []
         return ServerSnapshot(
             head_position=head,
-            projections={s.name: s.position for s in runner.statuses()} if runner else {},
+            projections={s.name: s.position for s in statuses},
             projection_lag=head - (runner.position if runner else head),
             connections=len(self.connections),
             connections_total=self.stats["connections_total"],
             appends=store_stats.appends,
             commits=store_stats.commits,
             metrics=metrics if isinstance(metrics, MetricsProjection) else None,
+            stopped_projections={s.name: s.error for s in statuses if s.error is not None},
         )
 
     # --- bookkeeping for connections ------------------------------------------------------------
@@ -170,12 +203,31 @@ class AgentServer:
         self._runs.start_soon(functools.partial(self._drive, run_id, resume))
 
     async def _drive(self, run_id: str, resume: bool) -> None:
+        """One run, and its failure boundary: whatever it raises stays here."""
         try:
             await self.orchestrator.execute(run_id, resume=resume)
-        except AgentError:
-            pass  # the reason is in the log (RunFailed); the server goes on
+        except* AgentError:
+            pass  # refused or failed on purpose: the reason is in the log; the server goes on
+        except* Exception as failure:
+            log.error("run %s failed with an internal error", run_id, exc_info=failure)
+            await self._record_crash(run_id, failure)
         finally:
             self._active_runs.pop(run_id, None)
+
+    async def _record_crash(self, run_id: str, failure: BaseExceptionGroup[Exception]) -> None:
+        """`RunFailed` for a run a bug ended, so it does not look in progress forever.
+
+        Best effort: when even that fails (a store that cannot write), it is logged; the
+        store's writer failing stops the server by itself.
+        """
+        reasons = ", ".join(sorted({type(exc).__name__ for exc in _leaves(failure)}))
+        try:
+            state = await load_run(self.store, run_id)
+            if state.status != "missing" and not state.finished:
+                event = RunFailed(run_id, f"internal error ({reasons}); see the server log")
+                await self.store.append(f"run-{run_id}", [event], correlation=run_id)
+        except Exception:
+            log.error("could not record the failure of run %s", run_id, exc_info=True)
 
     async def _owned(self, connection: Connection, run_id: str, request_id: Any) -> Any:
         state = await load_run(self.store, run_id)
@@ -227,3 +279,11 @@ class AgentServer:
         position = self.store.head_position
         self.start_run(run_id, state.session_id, connection.token, resume=True)
         return position
+
+
+def _leaves(group: BaseExceptionGroup[Exception]) -> list[BaseException]:
+    """The exceptions inside a (possibly nested) exception group."""
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves

@@ -99,15 +99,17 @@ async def test_other_http_requests_get_404_or_405(
     assert got == status
 
 
-async def test_garbage_on_the_port_is_dropped_and_the_server_goes_on(app: Harness) -> None:
+async def test_garbage_on_the_port_gets_400_and_the_server_goes_on(app: Harness) -> None:
     with trio.fail_after(TIMEOUT_S):
         stream = await trio.open_tcp_stream("127.0.0.1", app.port)
         async with stream:
             await stream.send_all(b"\x16\x03\x01 not http at all\r\n\r\n")
-            while await stream.receive_some(1024):
-                pass
+            data = b""
+            while chunk := await stream.receive_some(1024):
+                data += chunk
         async with app.client() as client:
             await client.ping()
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
 
 
 # --- backpressure ---------------------------------------------------------------------

@@ -4,7 +4,9 @@
   (event store with its writer, a `ProjectionRunner` over a `MemoryStateStore`, the
   orchestrator from `open_orchestrator`, `AgentServer` on 127.0.0.1 port 0), yielding a
   `Harness`. The offline provider by default; `llm_url` points the real OpenAI client at
-  a simulator instead (so runs can be made slow with its latency profile).
+  a simulator instead (so runs can be made slow with its latency profile). Fault
+  injection: `server_class` (an `AgentServer` subclass), `projections` (added to the
+  shipped ones), `agents` (the registry's agent classes instead of the shipped ones).
 - `Client`: a trio-websocket client that sends one JSON object per frame and reads frames
   back with a deadline, keeping every frame it saw.
 - `http_get`: one raw HTTP request to the same port, for /healthz and /metrics.
@@ -15,7 +17,7 @@ Every helper that waits is bounded; tests still wrap themselves in `trio.fail_af
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +28,9 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from agents.offline._simulator import SimulatorOptions, serve_simulator
 from agents.runs._orchestrator import Orchestrator
+from agents.tools import Agent, AgentContext, AgentRegistry
 from events import EventStore, MemoryEventLog, RecordedEvent, StoreOptions, open_event_store
-from projections import MemoryStateStore, ProjectionRunner, build_projections
+from projections import MemoryStateStore, Projection, ProjectionRunner, build_projections
 from server.app import open_orchestrator
 from server.config import load_config
 from server.ws._limits import ServerLimits
@@ -107,6 +110,9 @@ async def serving(
     lmdb: bool = False,
     llm_url: str | None = None,
     env: Mapping[str, str] | None = None,
+    server_class: type[AgentServer] = AgentServer,
+    projections: Sequence[Projection] = (),
+    agents: Mapping[str, type[Agent]] | None = None,
 ) -> AsyncIterator[Harness]:
     """The app on 127.0.0.1:0; cancelled (connections closed with 1001) on exit."""
     workspace = tmp_path / "workspace"
@@ -125,11 +131,14 @@ async def serving(
     else:
         opened = open_event_store(log=MemoryEventLog())
     async with opened as store, trio.open_nursery() as nursery:
-        runner = ProjectionRunner(store.log, MemoryStateStore(), build_projections(None, 20))
+        shipped = build_projections(None, 20)
+        runner = ProjectionRunner(store.log, MemoryStateStore(), [*shipped, *projections])
         await nursery.start(runner.run, store)
         try:
             async with open_orchestrator(config, store) as orchestrator:
-                app = AgentServer(store, orchestrator, runner, limits, tokens)
+                if agents is not None:
+                    orchestrator.registry = AgentRegistry(agents, AgentContext())
+                app = server_class(store, orchestrator, runner, limits, tokens)
                 port, scope, stopped = await nursery.start(_run_server, app)
                 yield Harness(store, runner, orchestrator, app, port, scope, stopped)
         finally:
