@@ -24,7 +24,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from agents.errors import InvalidGoal
 from agents.runs import Orchestrator
-from events import AutoagentError, EventStore
+from events import TERMINAL_RUN_TYPES, AutoagentError, EventStore
 from server.ws._limits import RequestBucket, ServerLimits
 from server.ws._protocol import (
     BadFrame,
@@ -259,7 +259,7 @@ class Connection:
             "accepted", request.id, session_id=submitted.session_id, run_id=submitted.run_id
         )
         await self.send(reply)
-        self._follow(f"run-{submitted.run_id}", submitted.position - 1)
+        self._follow(f"run-{submitted.run_id}", submitted.position - 1, until_run_ends=True)
 
     async def _on_subscribe(self, request: Request) -> None:
         stream = request.fields["stream"]  # the schema checked its form
@@ -304,16 +304,25 @@ class Connection:
         run_id = request.fields["run_id"]
         position = await self.app.resume_run(self, run_id, request.id)
         await self.send(reply_frame("resumed", request.id, run_id=run_id))
-        self._follow(f"run-{run_id}", position)
+        self._follow(f"run-{run_id}", position, until_run_ends=True)
 
     # --- subscriptions --------------------------------------------------------------------
 
-    def _follow(self, stream: str | None, after: int) -> None:
+    def _follow(self, stream: str | None, after: int, *, until_run_ends: bool = False) -> None:
         assert self._nursery is not None
         self.subscriptions += 1
-        self._nursery.start_soon(self._forward, stream, after)
+        self._nursery.start_soon(self._forward, stream, after, until_run_ends)
 
-    async def _forward(self, stream: str | None, after: int) -> None:
-        """Catch-up then live, in order: positions pick every record, so no gap or duplicate."""
-        async for record in self.app.store.subscribe(after=after, stream=stream):
-            await self.send(event_frame(record))
+    async def _forward(self, stream: str | None, after: int, until_run_ends: bool) -> None:
+        """Catch-up then live, in order: positions pick every record, so no gap or duplicate.
+
+        The follower of a run a `message` or `resume` started ends with the run's terminal
+        event, so finished runs hold no subscription (and no task) on the connection.
+        """
+        try:
+            async for record in self.app.store.subscribe(after=after, stream=stream):
+                await self.send(event_frame(record))
+                if until_run_ends and record.type in TERMINAL_RUN_TYPES:
+                    return
+        finally:
+            self.subscriptions -= 1

@@ -71,6 +71,19 @@ async def test_message_is_accepted_then_its_run_events_arrive_live_in_order(app:
     assert isinstance(completed["ts"], int) and completed["ts"] > 0
 
 
+async def test_a_runs_follower_ends_with_the_run(tmp_path: Path) -> None:
+    """Finished runs hold no subscription: a client that sent more goals than the
+    subscription limit can still subscribe once they are done."""
+    limits = ServerLimits(requests_per_second=1000, max_runs_per_session=100, max_subscriptions=2)
+    with trio.fail_after(TIMEOUT_S):
+        async with serving(tmp_path, limits) as app, app.client() as client:
+            for n in range(3):
+                await client.request({"type": "message", "id": n, "text": GOAL})
+                await client.events_until()
+            subscribed = await client.request({"type": "subscribe", "id": "s", "stream": "$all"})
+    assert subscribed["type"] == "subscribed"
+
+
 async def test_second_message_in_a_session_keeps_the_session(app: Harness) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with app.client() as client:
