@@ -401,4 +401,5 @@ def agent_server(app: Application) -> AgentServer:
         app.runner,
         server_limits(app.config),
         server_tokens(app.config),
+        warming=app.warmup.warming,
     )

@@ -33,6 +33,7 @@ class ServerSnapshot:
     commits: int
     metrics: MetricsProjection | None
     stopped_projections: dict[str, str] = field(default_factory=dict)  # name -> error
+    warming: list[str] = field(default_factory=list)  # parts still loading after start
 
 
 def render_health(app: ServerSnapshot) -> tuple[int, bytes]:
@@ -45,6 +46,7 @@ def render_health(app: ServerSnapshot) -> tuple[int, bytes]:
         "projections": app.projections,
         "projection_lag": lag,
         "stopped_projections": app.stopped_projections,
+        "warming": app.warming,
         "connections": app.connections,
     }
     return (503 if status == "lagging" else 200), json.dumps(body).encode()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
@@ -66,8 +66,11 @@ class AgentServer:
         runner: ProjectionRunner | None,
         limits: ServerLimits,
         tokens: Iterable[str] = (),
+        warming: Callable[[], list[str]] | None = None,
     ) -> None:
+        """`warming` says which parts are still loading in the background (/healthz)."""
         self.store = store
+        self._warming = warming
         self.orchestrator = orchestrator
         self.runner = runner
         self.limits = limits
@@ -171,6 +174,7 @@ class AgentServer:
             commits=store_stats.commits,
             metrics=metrics if isinstance(metrics, MetricsProjection) else None,
             stopped_projections={s.name: s.error for s in statuses if s.error is not None},
+            warming=self._warming() if self._warming else [],
         )
 
     # --- bookkeeping for connections ------------------------------------------------------------
