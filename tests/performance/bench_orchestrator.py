@@ -697,9 +697,7 @@ async def simulated_provider(
         api_key_env=KEY_ENV,
         model=MODEL,
         timeout_s=60.0,
-        max_retries=2,
-        rpm_limit=1_000_000,  # the simulator has no limit; keep the client limiter out of it
-        tpm_limit=10**9,
+        max_retries=2,  # rpm/tpm limits: the shipped defaults, as a user runs them
     )
     async with open_provider(options, CallRecorder(store), env={KEY_ENV: KEY}) as provider:
         yield provider, simulator
