@@ -19,8 +19,10 @@ from typing import Any, Protocol, TypeVar, cast
 import httpx2
 import openai
 import trio
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
-from openai.types.chat.completion_create_params import ResponseFormat
+from openai._constants import RAW_RESPONSE_HEADER
+from openai._legacy_response import LegacyAPIResponse
+from openai._response import AsyncAPIResponse, AsyncResponseContextManager
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from agents.errors import (
     AuthenticationFailed,
@@ -136,15 +138,35 @@ class OpenAIProvider(LLMProvider):
     async def _create_chat(
         self, messages: Messages, purpose: str, *, json_mode: bool
     ) -> ChatCompletion:
-        raw = await self._send(
-            lambda: self._client.chat.completions.with_raw_response.create(
-                model=self.model,
-                messages=_sdk_messages(messages),
-                extra_headers={PURPOSE_HEADER: purpose},
-                response_format=_format(json_mode),
+        headers = {PURPOSE_HEADER: purpose, RAW_RESPONSE_HEADER: "true"}
+        body = self._chat_body(messages, json_mode)
+
+        async def request() -> LegacyAPIResponse[ChatCompletion]:
+            # the raw-response header makes `post` answer the raw response, not the model
+            sent = await self._client.post(
+                "/chat/completions", body=body, cast_to=ChatCompletion, options={"headers": headers}
             )
-        )
+            return cast("LegacyAPIResponse[ChatCompletion]", sent)
+
+        raw = await self._send(request)
         return self._parse(raw.parse)
+
+    def _chat_body(
+        self, messages: Messages, json_mode: bool, *, stream: bool = False
+    ) -> dict[str, Any]:
+        """The request body, already plain JSON data.
+
+        Sent with the SDK's `post`, past `chat.completions.create`'s typed transform,
+        which walks every message against the TypedDicts and cost 0.6 ms of CPU per call
+        (of 1.0 ms for the whole SDK path, measured with a mock transport) while
+        changing nothing in a body of plain strings and dicts like ours.
+        """
+        body: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in messages]}
+        if json_mode:
+            body["response_format"] = {"type": "json_object"}
+        if stream:
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
+        return body
 
     def stream_chat(
         self,
@@ -182,17 +204,22 @@ class OpenAIProvider(LLMProvider):
         self, stack: contextlib.AsyncExitStack, messages: Messages, purpose: str, json_mode: bool
     ) -> httpx2.Response:
         """Send the request; the response stays open (on `stack`) for `_read_sse`."""
-        opened = await self._send(
-            lambda: stack.enter_async_context(
-                self._client.chat.completions.with_streaming_response.create(
-                    model=self.model,
-                    messages=_sdk_messages(messages),
-                    stream=True,
-                    stream_options={"include_usage": True},
-                    extra_headers={PURPOSE_HEADER: purpose},
-                    response_format=_format(json_mode),
-                )
+        headers = {PURPOSE_HEADER: purpose, RAW_RESPONSE_HEADER: "stream"}
+        body = self._chat_body(messages, json_mode, stream=True)
+
+        def request() -> Awaitable[AsyncAPIResponse[Any]]:
+            sent = self._client.post(
+                "/chat/completions",
+                body=body,
+                cast_to=ChatCompletion,
+                options={"headers": headers},
+                stream=True,
+                stream_cls=openai.AsyncStream[ChatCompletionChunk],
             )
+            return cast("Awaitable[AsyncAPIResponse[Any]]", sent)
+
+        opened = await self._send(
+            lambda: stack.enter_async_context(AsyncResponseContextManager(request()))
         )
         return opened.http_response
 
@@ -368,14 +395,6 @@ def _usage_of_dict(usage: object) -> Usage | None:
     if not isinstance(usage, Mapping):
         return None
     return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
-
-
-def _sdk_messages(messages: Messages) -> list[ChatCompletionMessageParam]:
-    return cast("list[ChatCompletionMessageParam]", [dict(m) for m in messages])
-
-
-def _format(json_mode: bool) -> ResponseFormat | openai.Omit:
-    return {"type": "json_object"} if json_mode else openai.omit
 
 
 def _content(completion: ChatCompletion) -> str:
