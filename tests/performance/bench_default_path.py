@@ -1,0 +1,254 @@
+"""The shipped defaults, through the real server: what a user who runs `make run` gets.
+
+Everything runs in its own process, as a user would run it: `autoagent sim` (the
+`realistic` profile x `--time-scale`), and one `autoagent serve` per phase with the
+shipped configuration (every default kept: the LLM rate limiter's budgets, sync on, the
+local embedder), pointed only at the simulator, a loopback quotes service and a
+workspace of its own. A WebSocket client sends the goal list one after another.
+
+Phases:
+1. `sequential`: every `[features]` flag off (the baseline);
+2. `shipped`: the configuration as shipped (all on): its ratio to the baseline;
+3. `warm-up`: a fresh shipped server, once `/healthz` reports nothing warming, asked to
+   remember something, then something else: the first such goal against the second (and,
+   as a diagnostic, the same sent the moment the server listens: it waits for the load);
+4. `zero latency`: the shipped server against the simulator with no latency: the plan
+   call's own overhead (its `LLMCallCompleted` latency), and the server's CPU per run
+   (of this goal mix, whose remember steps embed with the local model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+from trio_websocket import open_websocket_url
+
+from events import LmdbEventLog
+from server.bench._client import run_goal
+from server.bench._config import CHAT_MODEL, SIM_KEY, SIM_KEY_ENV, to_toml
+from server.bench._processes import (
+    ServiceProcess,
+    child_env,
+    http_get,
+    start_server,
+    start_simulator,
+)
+from server.bench._procfs import cpu_s
+from server.bench._world import World
+from server.config import Config, FeaturesConfig, config_as_dict
+
+from ._cli import finish, make_parser, result_header, scratch_dir
+from ._common import Table
+
+RESULTS = Path(__file__).resolve().parent / "results" / "default_path.json"
+# The issue's mix: quotes + report, three-city time, two calculations + remember.
+GOALS = (
+    "get the stock prices of NVDA and AAPL and write a report",
+    "what time is it in Tokyo, London and New York",
+    "what is 17 * 23 + 4 and what is 12 * 12 and remember that the answer is 395",
+    "get the stock price of MSFT and write a report",
+    "what time is it in Paris and in Sydney",
+    "what is 2 ** 10 and what is 99 / 3",
+    "remember that my dentist is Dr Lee",
+    "get the stock prices of TSLA and AMZN and write a report",
+)
+MEMORY_GOALS = ("remember that my sister lives in lisbon", "remember that my car is blue")
+FLAGS = [f.name for f in dataclasses.fields(FeaturesConfig)]
+
+
+def phase_config(root: Path, sim_url: str, world_url: str, *, features_on: bool) -> Path:
+    """The shipped configuration with only the endpoints and directories changed."""
+    settings = config_as_dict(Config(), redact=False)
+    if not features_on:
+        settings["features"] = dict.fromkeys(FLAGS, False)
+    settings["server"] |= {"host": "127.0.0.1", "port": 0}
+    settings["store"]["data_dir"] = str(root / "data")
+    settings["llm"] |= {
+        "provider": "openai",
+        "base_url": sim_url,
+        "api_key_env": SIM_KEY_ENV,
+        "model": CHAT_MODEL,
+    }
+    (root / "workspace").mkdir(parents=True, exist_ok=True)
+    settings["agents"] |= {
+        "workspace_roots": [str(root / "workspace")],
+        "quote_endpoint": f"{world_url}/quotes",
+    }
+    path = root / "config.toml"
+    path.write_text(to_toml(settings))
+    return path
+
+
+async def start(root: Path, name: str, config: Path) -> tuple[ServiceProcess, int, float]:
+    """A server process; its port and the moment it reported listening."""
+    env = child_env({SIM_KEY_ENV: SIM_KEY})
+    process, port = await start_server(root, name, ["--config", str(config)], env)
+    return process, port, trio.current_time()
+
+
+async def run_goals(port: int, goals: tuple[str, ...]) -> list[float]:
+    """Each goal's seconds, send to terminal frame, one after another on one client."""
+    seconds = []
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+        for n, goal in enumerate(goals):
+            run = await run_goal(ws, goal, n)
+            if run.outcome != "RunCompleted":
+                raise RuntimeError(f"{goal!r} ended with {run.outcome}")
+            seconds.append(run.seconds)
+    return seconds
+
+
+async def wait_warm(port: int) -> float:
+    """Seconds until /healthz lists nothing warming."""
+    started = trio.current_time()
+    while True:
+        health = json.loads(await http_get(port, "/healthz"))
+        if not health.get("warming"):
+            return trio.current_time() - started
+        await trio.sleep(0.05)
+
+
+async def plan_latencies(data: Path) -> list[float]:
+    """The plan calls' latency as the server recorded it (LLMCallCompleted); the server
+    has stopped, so its log is read directly."""
+    def read() -> list[float]:
+        log = LmdbEventLog.open(data, readonly=True)
+        try:
+            records = log.read(0, 1_000_000)
+        finally:
+            log.close()
+        return [
+            r.data["latency_s"]
+            for r in records
+            if r.type == "LLMCallCompleted" and r.data.get("purpose") == "plan"
+        ]
+
+    return await trio.to_thread.run_sync(read)
+
+
+async def phase_goals(work: Path, name: str, sim_url: str, world: str, on: bool) -> dict[str, Any]:
+    root = work / name
+    process, port, _ = await start(root, name, phase_config(root, sim_url, world, features_on=on))
+    try:
+        await wait_warm(port)  # both phases measured warm: the warm-up has its own phase
+        cpu_before = cpu_s(process.pid)
+        seconds = await run_goals(port, GOALS)
+        cpu_used = cpu_s(process.pid) - cpu_before
+    finally:
+        await process.aclose()
+    plans = await plan_latencies(root / "data")
+    return {
+        "goal_seconds": seconds,
+        "mean_s": statistics.fmean(seconds),
+        "server_cpu_ms_per_run": cpu_used / len(GOALS) * 1000,
+        "plan_call_mean_s": statistics.fmean(plans) if plans else None,
+    }
+
+
+async def phase_warm_up(work: Path, sim_url: str, world: str) -> dict[str, Any]:
+    """Memory goals on fresh shipped servers: once /healthz reports warm (the target),
+    and, as a diagnostic, sent the moment the server listens."""
+    result: dict[str, Any] = {}
+    for case in ("once_warm", "at_once"):
+        root = work / f"warm-up-{case}"
+        config = phase_config(root, sim_url, world, features_on=True)
+        process, port, _ = await start(root, case, config)
+        try:
+            warm_after = await wait_warm(port) if case == "once_warm" else None
+            first, second = await run_goals(port, MEMORY_GOALS)
+        finally:
+            await process.aclose()
+        result[case] = {
+            "warm_reported_after_listening_s": warm_after,
+            "first_memory_goal_s": first,
+            "second_memory_goal_s": second,
+            "first_over_second": first / second,
+        }
+    return result
+
+
+async def measure(work: Path, time_scale: float) -> dict[str, Any]:
+    result: dict[str, Any] = {"time_scale": time_scale, "goals": list(GOALS)}
+    async with trio.open_nursery() as nursery:
+        world_port = await nursery.start(World(time_scale).serve)
+        world = f"http://127.0.0.1:{world_port}"
+        argv = ["--latency-profile", "realistic", "--time-scale", str(time_scale)]
+        sim, sim_url = await start_simulator(work, argv, child_env())
+        try:
+            result["sequential"] = await phase_goals(work, "sequential", sim_url, world, False)
+            result["shipped"] = await phase_goals(work, "shipped", sim_url, world, True)
+            result["warm_up"] = await phase_warm_up(work, sim_url, world)
+        finally:
+            await sim.aclose()
+        zero, zero_url = await start_simulator(work, ["--latency-profile", "none"], child_env())
+        try:
+            result["zero_latency"] = await phase_goals(work, "zero", zero_url, world, True)
+        finally:
+            await zero.aclose()
+        nursery.cancel_scope.cancel()
+    result["ratio_shipped_to_sequential"] = result["shipped"]["mean_s"] / result["sequential"][
+        "mean_s"
+    ]
+    return result
+
+
+def report(result: dict[str, Any]) -> list[Table]:
+    seq, shipped, zero, warm = (
+        result["sequential"],
+        result["shipped"],
+        result["zero_latency"],
+        result["warm_up"],
+    )
+    goals = Table(
+        f"Eight goals one after another, shipped config, simulator realistic x "
+        f"{result['time_scale']}",
+        ["phase", "mean s", "plan call mean s", "server CPU ms/run"],
+        [
+            [name, f"{p['mean_s']:.3f}", f"{p['plan_call_mean_s']:.3f}",
+             f"{p['server_cpu_ms_per_run']:.1f}"]
+            for name, p in (("sequential", seq), ("shipped", shipped), ("zero latency", zero))
+        ],
+    )
+    targets = Table(
+        "Targets",
+        ["target", "measured", "met"],
+        [
+            ["shipped <= 0.60x sequential", f"{result['ratio_shipped_to_sequential']:.3f}",
+             "yes" if result["ratio_shipped_to_sequential"] <= 0.60 else "NO"],
+            ["plan call overhead at zero latency < 20 ms",
+             f"{zero['plan_call_mean_s'] * 1000:.1f} ms",
+             "yes" if zero["plan_call_mean_s"] < 0.020 else "NO"],
+            ["first memory goal once warm no slower than the second",
+             f"{warm['once_warm']['first_memory_goal_s']:.3f} s vs "
+             f"{warm['once_warm']['second_memory_goal_s']:.3f} s",
+             "yes" if warm["once_warm"]["first_over_second"] <= 1.0 else "NO"],
+            ["(diagnostic) first memory goal sent as the server listens",
+             f"{warm['at_once']['first_memory_goal_s']:.2f} s vs "
+             f"{warm['at_once']['second_memory_goal_s']:.2f} s", "-"],
+            ["server CPU per run <= 5 ms (zero latency)",
+             f"{zero['server_cpu_ms_per_run']:.1f} ms",
+             "yes" if zero["server_cpu_ms_per_run"] <= 5 else "NO"],
+        ],
+    )
+    return [goals, targets]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = make_parser(__doc__, RESULTS, work_dir_help="parent of the temp dir")
+    parser.add_argument("--time-scale", type=float, default=0.2, help="simulated latency x this")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    result = result_header("bench_default_path", args.quick, argv, Path.cwd())
+    with scratch_dir(args.work_dir, "default-path-") as work:
+        result |= trio.run(measure, work, args.time_scale)
+    finish(result, args.out, report, seconds=time.perf_counter() - started, markdown=args.markdown)
+
+
+if __name__ == "__main__":
+    main()
