@@ -12,6 +12,12 @@ Threading: py-lmdb requires a write transaction to begin and commit on one threa
 a worker thread. The map is grown on `MapFullError` only while no transaction of this
 process is open: readers hold a shared gate around their (short) transactions and the
 resize takes it exclusively.
+
+Several processes may append to one environment (LMDB serialises their write
+transactions). Nothing cached is trusted inside a write transaction without a check
+against the log in that same transaction: the head and event ids are read there, and
+the cache of stream versions is used only while the head it was filled at is still
+the log's head (`_VersionCache`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import lmdb
 
@@ -84,8 +90,37 @@ class _Gate:
                 self._cond.notify_all()
 
 
+class _VersionCache:
+    """Stream versions this process committed, valid only at the head they were taken at.
+
+    Another process that appends moves the head; the next write transaction then finds
+    the head it reads differ from `at` and drops every entry before using any.
+    """
+
+    def __init__(self) -> None:
+        self.at: tuple[int, bytes] | None = None
+        self.versions: dict[str, int] = {}
+
+    def checked(self, head: tuple[int, bytes]) -> dict[str, int]:
+        """The versions, emptied first unless `head` (read in the txn) is where they hold."""
+        if head != self.at:
+            self.versions.clear()
+            self.at = head
+        return self.versions
+
+    def committed(self, writes: list[PlannedWrite], head: tuple[int, bytes]) -> None:
+        """Remember a committed batch (bounded: cleared when it grows too big)."""
+        if len(self.versions) > _VERSION_CACHE_SIZE:
+            self.versions.clear()
+        for write in writes:
+            self.versions[write.stream] = write.version
+        self.at = head
+
+
 class LmdbEventLog(EventLog):
     """Event log in one LMDB environment (a directory)."""
+
+    shared: ClassVar[bool] = True
 
     def __init__(
         self, env: lmdb.Environment, dbs: dict[bytes, Any], compress_over: int, readonly: bool
@@ -95,8 +130,7 @@ class LmdbEventLog(EventLog):
         self._compress_over = compress_over
         self._gate = _Gate()
         self._closed = False
-        # Stream versions as last committed by this process, the only writer.
-        self._versions: dict[str, int] = {}
+        self._versions = _VersionCache()
         self.readonly = readonly
         self.path = Path(env.path())
 
@@ -134,6 +168,10 @@ class LmdbEventLog(EventLog):
         try:
             dbs = _open_dbs(env, path, readonly)
             _check_format(env, dbs[b"meta"], path, readonly)
+            if not readonly:
+                # Free the reader slots of processes that died (a killed `run`), so
+                # their old snapshots do not keep pages from being reused.
+                env.reader_check()
         except BaseException:
             env.close()
             raise
@@ -150,11 +188,14 @@ class LmdbEventLog(EventLog):
                 with self._gate.shared(), self._env.begin(buffers=True) as txn:
                     return fn(txn)
             except lmdb.MapResizedError:
-                # Another process grew the map: adopt its size, with no transaction of
-                # this process open (LMDB's rule), hence the exclusive gate.
-                with self._gate.exclusive():
-                    self._env.set_mapsize(0)
+                self._adopt_map_size()
         raise EventStoreError("the map keeps being resized under this reader")
+
+    def _adopt_map_size(self) -> None:
+        """Another process grew the map: adopt its size, with no transaction of this
+        process open (LMDB's rule), hence the exclusive gate."""
+        with self._gate.exclusive():
+            self._env.set_mapsize(0)
 
     # --- writing -------------------------------------------------------------------
 
@@ -170,28 +211,28 @@ class LmdbEventLog(EventLog):
                 return self._commit_once(requests, ts)
             except lmdb.MapFullError:
                 self._grow_map()
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
 
     def _commit_once(
         self, requests: Sequence[AppendRequest], ts: int
     ) -> tuple[list[Outcome], list[PlannedWrite]]:
         with self._env.begin(write=True) as txn:
-            view = _TxnView(txn, self._dbs, self._versions)
-            plan = plan_batch(view, view.head(), requests, ts, self._compress_over)
+            # The head is read in this transaction, never cached: another process may
+            # have appended since this one last did, and the versions cached here are
+            # used only if it has not (LMDB serialises the two write transactions).
+            view = _TxnView(txn, self._dbs)
+            head = view.head()
+            view.versions = self._versions.checked(head)
+            plan = plan_batch(view, head, requests, ts, self._compress_over)
             for write in plan.writes:
                 self._put_record(txn, write)
             if plan.writes:
                 txn.put(
                     b"head", _pos_key(plan.head_position) + plan.head_hash, db=self._dbs[b"meta"]
                 )
-        self._remember_versions(plan.writes)
+        self._versions.committed(plan.writes, (plan.head_position, plan.head_hash))
         return plan.outcomes, plan.writes
-
-    def _remember_versions(self, writes: list[PlannedWrite]) -> None:
-        """Cache committed stream versions (bounded: cleared when it grows too big)."""
-        if len(self._versions) > _VERSION_CACHE_SIZE:
-            self._versions.clear()
-        for write in writes:
-            self._versions[write.stream] = write.version
 
     def _put_record(self, txn: lmdb.Transaction[bytes], write: PlannedWrite) -> None:
         key = _pos_key(write.position)
@@ -355,7 +396,7 @@ class _TxnView:
     ) -> None:
         self._txn = txn
         self._dbs = dbs
-        self._versions = versions if versions is not None else {}
+        self.versions = versions if versions is not None else {}
 
     def head(self) -> tuple[int, bytes]:
         raw = self._txn.get(b"head", db=self._dbs[b"meta"])
@@ -365,7 +406,7 @@ class _TxnView:
         return _U64.unpack(raw[:8])[0], raw[8 : 8 + HASH_SIZE]
 
     def stream_version(self, stream: str) -> int:
-        cached = self._versions.get(stream)
+        cached = self.versions.get(stream)
         if cached is not None:
             return cached
         prefix = _stream_prefix(stream)

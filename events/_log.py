@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from events._codec import PreparedEvent, encode_record
 from events._model import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Expected, RecordedEvent
@@ -69,6 +69,10 @@ class LogStatistics:
 
 class EventLog(abc.ABC):
     """Durable ordered storage of records; see module docstring for the threading rule."""
+
+    # Whether other processes may append to this log too: the store then watches its
+    # head for records it did not write itself.
+    shared: ClassVar[bool] = False
 
     @abc.abstractmethod
     def commit(

@@ -6,6 +6,12 @@ pending, commits it in one transaction in a worker thread (group commit: one fsy
 many appends), then acknowledges each producer and wakes subscribers. An acknowledged
 append is on disk when `sync` is on.
 
+Other processes may append to the same log (an LMDB data dir shared by `serve` and
+`autoagent run`). For such a log a watcher task reads the log's head every
+`watch_interval_s` and publishes the records it finds beyond the store's own head, so
+`head_position`, `wait_for_position` and live subscribers follow every process's
+appends, not only this one's.
+
 Cancellation: a commit in progress is not abandoned (`to_thread.run_sync` without
 abandon), so a batch is written whole or not at all. A producer cancelled while
 waiting for its acknowledgement may or may not have been written; retrying it with
@@ -26,7 +32,7 @@ import trio
 
 from events._codec import PreparedEvent, decode_record, pack_data
 from events._lmdb_log import LmdbEventLog
-from events._log import AppendRequest, EventLog, LogStatistics, Outcome, PlannedWrite
+from events._log import AppendRequest, EventLog, LogStatistics, Outcome
 from events._model import (
     ANY,
     AppendResult,
@@ -43,6 +49,7 @@ from events.errors import (
     InvalidAppend,
     InvalidStreamName,
     StoreClosed,
+    StoreCorrupted,
     UnknownEventType,
 )
 
@@ -61,6 +68,8 @@ class StoreOptions:
     max_batch_requests: int = 4096
     queue_size: int = 4096
     read_batch: int = 1000
+    # How often a log that other processes append to is checked for their records.
+    watch_interval_s: float = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +91,13 @@ class _Recent:
         self.stream = stream
         self.value = value
         self._record: RecordedEvent | None = None
+
+    @classmethod
+    def decoded(cls, record: RecordedEvent) -> _Recent:
+        """One read back from the log (another process's), already decoded."""
+        recent = cls(record.position, record.stream, b"")
+        recent._record = record
+        return recent
 
     def record(self) -> RecordedEvent:
         if self._record is None:
@@ -117,6 +133,7 @@ class EventStore:
         # The writer's own thread slot: commits never queue behind reads for one of
         # Trio's shared worker threads.
         self._commit_limiter = trio.CapacityLimiter(1)
+        self._watch_scope = trio.CancelScope()
         self._appends = self._commits = self._events_written = 0
 
     # --- writing -------------------------------------------------------------------
@@ -177,32 +194,81 @@ class EventStore:
                 pending.outcome = EventStoreError(f"commit failed: {exc!r}")
                 pending.done.set()
             raise
-        self._publish(writes)
+        self._publish([_Recent(w.position, w.stream, w.value) for w in writes])
+        self._events_written += len(writes)
         self._commits += 1
         self._appends += len(batch)
         for pending, outcome in zip(batch, outcomes, strict=True):
             pending.outcome = outcome
             pending.done.set()
 
-    def _publish(self, writes: list[PlannedWrite]) -> None:
-        """Make committed records visible to subscribers (no await: one atomic step)."""
-        if not writes:
+    def _publish(self, entries: list[_Recent]) -> None:
+        """Make committed records (contiguous positions) visible to subscribers.
+
+        No await: one atomic step. Invariant: `_recent` is empty or holds contiguous
+        positions ending at `_head`. This process's records are decoded lazily, by the
+        first subscriber that reads one (often none does); one that cannot be decoded
+        raises there, as it would read from disk.
+        """
+        if entries and entries[0].position <= self._head:
+            # The watcher may read this process's commit before the writer publishes
+            # it, or the other way round: each position is published once.
+            entries = [e for e in entries if e.position > self._head]
+        if not entries:
             return
-        # Decoded lazily, by the first subscriber that reads it (often none does); a
-        # record that cannot be decoded raises there, as it would read from disk.
-        self._recent.extend(_Recent(w.position, w.stream, w.value) for w in writes)
-        self._head = writes[-1].position
-        self._events_written += len(writes)
+        if entries[0].position != self._head + 1:
+            # Records of another process lie in between, not read here yet: the window
+            # restarts, and any stream subscriber may find its records on disk.
+            self._recent.clear()
+            self._wake(None)
+        self._recent.extend(entries)
+        self._head = entries[-1].position
+        self._wake({e.stream for e in entries})
+
+    def _skip_to(self, head: int) -> None:
+        """Another process appended more than the window holds: move the head alone
+        (subscribers read those records from disk)."""
+        self._recent.clear()
+        self._head = head
+        self._wake(None)
+
+    def _wake(self, streams: set[str] | None) -> None:
+        """Wake followers of every position, and subscribers of `streams` (None: all)."""
         self._changed.set()
         self._changed = trio.Event()
-        for stream in {w.stream for w in writes}:
-            waiting = self._stream_changed.pop(stream, None)
-            if waiting is not None:
-                waiting.set()
+        if streams is None:
+            waiting = list(self._stream_changed.values())
+            self._stream_changed.clear()
+        else:
+            waiting = [e for s in streams if (e := self._stream_changed.pop(s, None)) is not None]
+        for event in waiting:
+            event.set()
+
+    async def run_watcher(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Publish the records other processes append to a shared log; ends on `aclose`."""
+        with self._watch_scope:
+            task_status.started()
+            if not self.log.shared:
+                return
+            while True:
+                await trio.sleep(self.options.watch_interval_s)
+                await self._publish_external()
+
+    async def _publish_external(self) -> None:
+        head, records = await trio.to_thread.run_sync(
+            _records_after, self.log, self._head, self.options.recent_events
+        )
+        if records:
+            self._publish([_Recent.decoded(r) for r in records])
+        elif head > self._head:
+            self._skip_to(head)
 
     async def aclose(self) -> None:
         """Stop accepting appends; the writer drains what is queued and returns."""
         self._closed = True
+        self._watch_scope.cancel()
         await self._send.aclose()
 
     # --- reading -------------------------------------------------------------------
@@ -212,7 +278,10 @@ class EventStore:
         return self._head
 
     async def wait_for_position(self, position: int) -> None:
-        """Wait until the log holds `position` (read-your-writes for followers)."""
+        """Wait until the log holds `position` (read-your-writes for followers).
+
+        A position another process appends is seen within `watch_interval_s`.
+        """
         while self._head < position:
             await self._changed.wait()
 
@@ -356,6 +425,18 @@ class Subscription:
         return batch
 
 
+def _records_after(log: EventLog, known: int, most: int) -> tuple[int, list[RecordedEvent]]:
+    """The log's head position, and its records after `known` unless there are more
+    than `most` (the watcher's worker-thread call)."""
+    head, _ = log.head()
+    if head <= known or head - known > most:
+        return head, []
+    try:
+        return head, log.read(known, head - known)
+    except StoreCorrupted:  # a subscriber meets it when it reads the record from disk
+        return head, []
+
+
 def validate_stream(stream: object) -> str:
     if not isinstance(stream, str) or not stream:
         raise InvalidStreamName(f"stream name must be a non-empty string, got {stream!r}")
@@ -452,6 +533,7 @@ async def open_event_store(
         store = store_class(log, options)
         async with trio.open_nursery() as nursery:
             await nursery.start(store.run_writer)
+            await nursery.start(store.run_watcher)
             try:
                 yield store
             finally:

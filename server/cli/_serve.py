@@ -6,6 +6,10 @@ live; this command puts the WebSocket server on top, resumes runs left unfinishe
 crash, and waits for SIGINT/SIGTERM. On a signal everything is cancelled between
 batches: queued appends commit, snapshots are flushed, unfinished runs stay in the log
 for the next start, and the process exits 0.
+
+One server per data dir: the first takes the data dir's lock (`server._datadir`) before
+opening anything and records its URL there once listening; a second is refused at
+start with one line naming the running one.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import TextIO
 import trio
 
 from agents.runs import load_run
+from server._datadir import DataDirLock, client_url, open_data_dir_lock
 from server.app import Application, agent_server, open_application, server_tokens
 from server.config import Config
 from server.ws import check_bind
@@ -36,21 +41,25 @@ async def _stop_on_signal(
 async def serve(config: Config, out: TextIO = sys.stdout) -> int:
     tokens = server_tokens(config)
     check_bind(config.server.host, tokens)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope, out)
-            async with open_application(config) as app:
-                await _serve_application(app, tokens, out)
+    async with open_data_dir_lock(config.store.data_path) as lock:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope, out)
+                async with open_application(config) as app:
+                    await _serve_application(app, tokens, lock, out)
     out.write("autoagent: stopped cleanly\n")
     out.flush()
     return 0
 
 
-async def _serve_application(app: Application, tokens: tuple[str, ...], out: TextIO) -> None:
+async def _serve_application(
+    app: Application, tokens: tuple[str, ...], lock: DataDirLock, out: TextIO
+) -> None:
     config, store, runner = app.config, app.store, app.runner
     server = agent_server(app)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(server.serve, config.server.host, config.server.port)
+        lock.record_url(client_url(config.server.host, port))
         out.write(
             f"autoagent: event store open at {config.store.data_path.resolve()} (head position "
             f"{store.head_position}, projections at {runner.position}); Ctrl-C to stop\n"

@@ -1,0 +1,193 @@
+"""Several processes, one LMDB log: a second writer process beside an open store.
+
+The other process is `append_child` (a real subprocess: py-lmdb cannot open one
+environment twice in a process). Properties under test:
+
+- a write transaction never trusts what this process cached: stream versions continue
+  after the other process's records, and an expected version checks against them;
+- the store's head, `wait_for_position` and subscribers (of every position and of one
+  stream) follow the other process's records, each exactly once and in order, within
+  100 ms of its acknowledgement (the watcher polls every 50 ms);
+- records of the other process that this one has not seen yet when it commits leave no
+  gap for its subscribers; more of them than the in-memory window holds are read from
+  disk;
+- a map grown by the other process is adopted by this process's writer.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from events import (
+    EventStore,
+    RecordedEvent,
+    StepStarted,
+    StoreOptions,
+    WrongExpectedVersion,
+    audit_log,
+    open_event_store,
+)
+
+from .conftest import TIMEOUT_S
+
+ROOT = Path(__file__).resolve().parents[2]
+# Subscribers must see another process's append this soon after its acknowledgement.
+SEEN_WITHIN_S = 0.1
+# Options of the test's own store whose watcher must not run during the test.
+NO_WATCH = StoreOptions(sync=False, map_size_mb=16, watch_interval_s=3600)
+
+
+async def other_process(data_dir: Path, stream: str, count: int, *flags: str) -> list[str]:
+    """Run `append_child` to completion; its `ack` lines."""
+    argv = [sys.executable, "-m", "tests.events.append_child", str(data_dir), stream, str(count)]
+    done = await trio.run_process(
+        [*argv, *flags], cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode().splitlines()
+
+
+async def append(store: EventStore, stream: str, count: int) -> int:
+    """`count` events to `stream` in one append; its last position."""
+    events = [StepStarted(run_id=stream, step_id=f"p{i}") for i in range(count)]
+    return (await store.append(stream, events)).last_position
+
+
+class Collector:
+    """Everything one subscription yields, with the monotonic time it arrived."""
+
+    def __init__(self, store: EventStore, after: int, stream: str | None = None) -> None:
+        self.subscription = store.subscribe(after=after, stream=stream)
+        self.records: list[RecordedEvent] = []
+        self.arrived: dict[int, float] = {}
+
+    async def run(self, until_position: int) -> None:
+        async for record in self.subscription:
+            self.records.append(record)
+            self.arrived[record.position] = time.monotonic()
+            if record.position >= until_position:
+                return
+
+    @property
+    def positions(self) -> list[int]:
+        return [r.position for r in self.records]
+
+
+async def test_stream_versions_continue_after_another_processes_appends(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    with trio.fail_after(TIMEOUT_S):
+        async with open_event_store(data, NO_WATCH) as store:
+            await append(store, "run-shared", 2)  # this process caches version 2
+            await other_process(data, "run-shared", 3)  # versions 3-5
+            with pytest.raises(WrongExpectedVersion) as stale:
+                await store.append("run-shared", [StepStarted(run_id="x", step_id="y")], 2)
+            result = await store.append("run-shared", [StepStarted(run_id="x", step_id="z")])
+            records = await store.read_stream("run-shared")
+            report = await trio.to_thread.run_sync(audit_log, store.log)
+    assert (stale.value.expected, stale.value.actual) == (2, 5)
+    assert (result.version, result.last_position) == (6, 6)
+    assert [(r.position, r.version) for r in records] == [(p, p) for p in range(1, 7)]
+    assert report.ok, report
+
+
+async def test_head_and_subscribers_follow_another_processes_appends_within_100ms(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    with trio.fail_after(TIMEOUT_S):
+        async with open_event_store(data, StoreOptions(sync=False, map_size_mb=16)) as store:
+            await append(store, "run-mine", 2)
+            everything = Collector(store, after=2)
+            theirs = Collector(store, after=0, stream="run-theirs")
+            mine = Collector(store, after=0, stream="run-mine")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(everything.run, 12)
+                nursery.start_soon(theirs.run, 12)
+                nursery.start_soon(mine.run, 2)
+                acks = await other_process(data, "run-theirs", 10, "--every", "0.12")
+                await store.wait_for_position(12)
+            head = store.head_position
+    assert head == 12
+    assert everything.positions == list(range(3, 13))
+    assert theirs.positions == list(range(3, 13))
+    assert [r.version for r in theirs.records] == list(range(1, 11))
+    assert mine.positions == [1, 2]
+    acked = {int(line.split()[2]): float(line.split()[4]) for line in acks}
+    delays = [everything.arrived[p] - acked[p] for p in acked]
+    # Every delay is bounded by one watch interval plus a thread hop; the median keeps
+    # the assertion meaningful on a loaded machine, the maximum catches a stall.
+    assert statistics.median(delays) < SEEN_WITHIN_S, delays
+    assert max(delays) < 5 * SEEN_WITHIN_S, delays
+
+
+async def test_a_commit_after_unseen_records_of_another_process_leaves_no_gap(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    with trio.fail_after(TIMEOUT_S):
+        async with open_event_store(data, NO_WATCH) as store:
+            await append(store, "run-a", 2)
+            everything = Collector(store, after=0)
+            theirs = Collector(store, after=2, stream="run-b")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(everything.run, 6)
+                nursery.start_soon(theirs.run, 5)
+                await trio.testing.wait_all_tasks_blocked()
+                await other_process(data, "run-b", 3)  # 3-5, unseen: no watcher here
+                assert store.head_position == 2
+                assert await append(store, "run-a", 1) == 6  # after theirs, not over them
+    assert everything.positions == [1, 2, 3, 4, 5, 6]
+    assert theirs.positions == [3, 4, 5]
+    assert [r.stream for r in everything.records] == ["run-a"] * 2 + ["run-b"] * 3 + ["run-a"]
+
+
+async def test_more_records_than_the_window_from_another_process_are_read_from_disk(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    options = StoreOptions(sync=False, map_size_mb=16, recent_events=4, read_batch=3)
+    with trio.fail_after(TIMEOUT_S):
+        async with open_event_store(data, options) as store:
+            await append(store, "run-a", 1)
+            everything = Collector(store, after=1)
+            theirs = Collector(store, after=0, stream="run-b")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(everything.run, 23)
+                nursery.start_soon(theirs.run, 21)
+                # One append of 10 (over the window), then 10 single ones.
+                await other_process(data, "run-b", 10, "--per-append", "10")
+                await other_process(data, "run-b", 10)
+                await store.wait_for_position(21)
+                assert await append(store, "run-a", 2) == 23
+    assert everything.positions == list(range(2, 24))
+    assert theirs.positions == list(range(2, 22))
+
+
+async def test_a_map_grown_by_another_process_is_adopted_by_this_writer(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    small = StoreOptions(sync=False, map_size_mb=1)
+    with trio.fail_after(TIMEOUT_S):
+        async with open_event_store(data, small) as store:
+            await append(store, "run-a", 1)
+            # ~3 MB of incompressible payloads: the other process grows the map past 1 MB.
+            acks = await other_process(
+                data, "run-big", 30, "--map-mb", "64", "--payload-bytes", "100000"
+            )
+            assert await append(store, "run-a", 1) == 32
+            await store.wait_for_position(32)
+            records = [r async for r in store.iterate()]
+            report = await trio.to_thread.run_sync(audit_log, store.log)
+    assert len(acks) == 30
+    assert [r.position for r in records] == list(range(1, 33))
+    assert report.ok, report
