@@ -334,6 +334,17 @@ async def load(
 # --- one N ------------------------------------------------------------------------------------
 
 
+async def wait_until_warm(port: int) -> float:
+    """Seconds until /healthz lists nothing warming (the shipped server loads its local
+    embedder in the background at start; its CPU is not the load's)."""
+    started = time.monotonic()
+    while True:
+        health = json.loads(await http_get(port, "/healthz"))
+        if not health.get("warming"):
+            return time.monotonic() - started
+        await trio.sleep(0.05)
+
+
 async def measure(
     work: Path, sim: ServiceProcess, sim_url: str, clients: int, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -342,6 +353,8 @@ async def measure(
     server_start_s = time.monotonic() - started
     try:
         await trio.sleep(1.0)  # settle: projections caught up, nothing in flight
+        cold_rss = Sampler(server.pid).sample()[1]
+        warm_after_s = await wait_until_warm(port)  # the embedder's background load
         sampler = Sampler(server.pid)
         idle_rss = sampler.sample()[1]
         cpu_before = cpu_s(server.pid)
@@ -359,6 +372,8 @@ async def measure(
         result["simulator_end"] = await simulator_stats(sim_url)
         result["simulator_start_requests"] = sim_before.get("requests")
         result["server"]["idle_rss_mb"] = idle_rss
+        result["server"]["idle_rss_before_warm_up_mb"] = cold_rss
+        result["server"]["warm_after_s"] = warm_after_s
         result["server"]["peak_rss_mb"] = peak_rss_mb(server.pid)
         spent = cpu_s(server.pid) - cpu_before
         result["server"]["cpu_s_total_during_test"] = spent
