@@ -7,12 +7,16 @@ writer process and many readers) and on a stopped one alike.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from events import AuditReport, LmdbEventLog, RecordedEvent, audit_log
 from projections import Checkpoint, MetricsProjection, projection_factories
+from server._datadir import running_server
 from server._render import Progress, dumps, iso_time, record_as_dict, summary, table
 from server._views import memory_keys, open_base_state, open_live_view
 from server.config import Config, config_as_dict
@@ -21,6 +25,8 @@ from server.errors import InputError
 TAIL_DEFAULT = 20
 FOLLOW_POLL_S = 0.2
 
+
+HEALTH_TIMEOUT_S = 2.0  # `stats` asks a running server for /healthz
 
 def open_readonly(config: Config) -> LmdbEventLog:
     return LmdbEventLog.open(config.store.data_path, readonly=True)
@@ -149,6 +155,7 @@ def stats(log: LmdbEventLog, config: Config, args: argparse.Namespace, out: Text
         "events_by_type": counts,
     }
     result["projections"], result["metrics"] = _projection_stats(config, log)
+    result["server"] = _server_health(config)
     if args.json:
         result["config"] = config_as_dict(config)
         out.write(dumps(result, indent=2) + "\n")
@@ -160,6 +167,7 @@ def stats(log: LmdbEventLog, config: Config, args: argparse.Namespace, out: Text
         f"size           {info.size_bytes / 1e6:.1f} MB "
         f"of {info.map_size_bytes / 1e6:.0f} MB map\n\n"
     )
+    out.write(_server_line(result["server"]))
     out.write(table(["event type", "count"], sorted(counts.items())) + "\n\n")
     projections = result["projections"]
     out.write(
@@ -174,6 +182,46 @@ def stats(log: LmdbEventLog, config: Config, args: argparse.Namespace, out: Text
     )
     _write_metrics(result["metrics"], out)
     return 0
+
+
+def _server_health(config: Config) -> dict[str, Any] | None:
+    """The running server's own view (/healthz), when a server holds the data dir.
+
+    Only the server knows which projections stopped after a failure (they stop in its
+    memory, at their last checkpoint), and what is still warming.
+    """
+    record = running_server(config.store.data_path)
+    if record is None:
+        return None
+    server: dict[str, Any] = {"pid": record.pid, "url": record.url, "health": None}
+    if record.url is None:
+        server["error"] = "the server is starting (no URL recorded yet)"
+        return server
+    health_url = "http" + record.url.removeprefix("ws").rstrip("/") + "/healthz"
+    try:
+        with urllib.request.urlopen(health_url, timeout=HEALTH_TIMEOUT_S) as response:
+            server["health"] = json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # 503 while lagging still carries the body
+        server["health"] = json.loads(exc.read() or b"null")
+    except (OSError, ValueError) as exc:
+        server["error"] = f"{health_url} did not answer: {exc}"
+    return server
+
+
+def _server_line(server: dict[str, Any] | None) -> str:
+    if server is None:
+        return "server         none running on this data dir\n\n"
+    line = f"server         pid {server['pid']}, {server['url'] or 'starting'}"
+    health = server.get("health")
+    if not isinstance(health, dict):
+        return f"{line}: {server.get('error', 'no health')}\n\n"
+    line += f": {health.get('status')}"
+    stopped = health.get("stopped_projections") or {}
+    for name, error in sorted(stopped.items()):
+        line += f"\n  projection {name} STOPPED: {error}"
+    if health.get("warming"):
+        line += f"\n  warming: {', '.join(health['warming'])}"
+    return line + "\n\n"
 
 
 def _projection_stats(

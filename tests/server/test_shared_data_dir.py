@@ -353,3 +353,52 @@ async def test_server_under_load_beside_run_processes_keeps_the_log_and_its_subs
     assert [f["position"] for f in everything.seen] == list(range(1, head + 1))  # once each
     assert audit.returncode == 0 and verify.returncode == 0
     assert verify.stdout.decode().startswith("ok: "), verify.stdout
+
+
+# --- `autoagent stats` asks the running server ------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_stats_reports_the_running_servers_health(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    data, env = tmp_path / "data", base_env(tmp_path)
+    with trio.fail_after(TEST_TIMEOUT_S):
+        server, record = await start_serve(nursery, data, env, tmp_path / "logs")
+        running = await trio.run_process(
+            command("stats", "--json", "--data-dir", str(data)),
+            cwd=ROOT,
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+        )
+        assert await stop(server) == 0
+        stopped = await trio.run_process(
+            command("stats", "--json", "--data-dir", str(data)),
+            cwd=ROOT,
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+        )
+    seen = json.loads(running.stdout)["server"]
+    assert (seen["pid"], seen["url"]) == (record.pid, record.url)
+    assert seen["health"]["status"] == "ok"
+    assert seen["health"]["stopped_projections"] == {}
+    assert json.loads(stopped.stdout)["server"] is None
+
+
+def test_stats_names_a_stopped_projection_of_the_running_server() -> None:
+    from server.cli._admin import _server_line
+
+    health = {
+        "status": "degraded",
+        "stopped_projections": {"metrics": "ValueError: bad data at position 12"},
+        "warming": ["embedder"],
+    }
+    line = _server_line({"pid": 7, "url": "ws://127.0.0.1:1/", "health": health})
+    assert line == (
+        "server         pid 7, ws://127.0.0.1:1/: degraded\n"
+        "  projection metrics STOPPED: ValueError: bad data at position 12\n"
+        "  warming: embedder\n\n"
+    )
+    assert _server_line(None) == "server         none running on this data dir\n\n"
