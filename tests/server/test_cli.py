@@ -208,3 +208,46 @@ async def test_tail_follow_sees_events_appended_by_a_running_writer(tmp_path: Pa
             proc.kill()
             proc.communicate()
     assert [s["data"]["step_id"] for s in seen] == ["before", "after"]
+
+
+HOSTILE_ARGUMENTS = [
+    ("events", "show", "abc"),
+    ("events", "show", "-5"),
+    ("events", "show", "99999999999999999999999"),
+    ("events", "tail", "--after", "-3"),
+    ("events", "tail", "--after", "1e9"),
+    ("runs", "show", ""),
+    ("runs", "show", "x" * 300),
+    ("runs", "list", "--status", "bogus"),
+    ("sessions", "show", "nope"),
+    ("bench", "--requests", "-3"),
+    ("run", ""),
+    ("documents", "index", "/etc"),
+    ("replay", "--projection", "nope"),
+    ("serve", "--port", "70000"),
+]
+
+
+@pytest.fixture(scope="module")
+def filled_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("hostile") / "data"
+    trio.run(_fill, path)
+    return path
+
+
+HOSTILE_IDS = [" ".join(argv)[:30] for argv in HOSTILE_ARGUMENTS]
+
+
+@pytest.mark.parametrize("argv", HOSTILE_ARGUMENTS, ids=HOSTILE_IDS)
+def test_hostile_arguments_end_in_one_error_line_and_exit_2(
+    filled_data_dir: Path, argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Commands that run Trio themselves run here outside any event loop, as from a shell."""
+    try:
+        code, _ = run_cli(*argv, "--data-dir", str(filled_data_dir))
+    except SystemExit as exc:  # argparse's own refusal
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
+    assert "error: " in err.strip().splitlines()[-1]
