@@ -303,7 +303,11 @@ class EventStore:
         event = self._stream_changed.get(stream)
         if event is None:
             event = self._stream_changed[stream] = trio.Event()
-        await event.wait()
+        try:
+            await event.wait()
+        finally:  # the last waiter of a stream nobody writes any more leaves no entry
+            if not event.is_set() and event.statistics().tasks_waiting == 0:
+                self._stream_changed.pop(stream, None)
 
     async def read(self, after: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         return await trio.to_thread.run_sync(self.log.read, after, limit or self.options.read_batch)

@@ -273,3 +273,20 @@ async def test_wait_for_position_returns_once_the_log_holds_it(store: EventStore
             assert reached == [3]
             await store.append("s", [started(1), started(2)])
     assert reached == [3, 5]
+
+
+async def test_a_cancelled_stream_subscriber_leaves_nothing_behind(store: EventStore) -> None:
+    """A client that unsubscribes from a stream nobody writes again leaks no waiter."""
+    with trio.fail_after(TIMEOUT_S):
+        await append_many(store, 2, stream="quiet")
+        async with trio.open_nursery() as nursery:
+
+            async def follow() -> None:
+                async for _ in store.subscribe(after=store.head_position, stream="quiet"):
+                    pass
+
+            nursery.start_soon(follow)
+            await trio.testing.wait_all_tasks_blocked()
+            assert "quiet" in store._stream_changed
+            nursery.cancel_scope.cancel()
+    assert store._stream_changed == {}
