@@ -1,8 +1,9 @@
 """The `files` agent: list, read, write and search files inside the workspace roots.
 
 Every path goes through `Workspace.resolve` (no `..`, nothing outside a root, no symlink
-escape); reads and writes are bounded by `agents.max_file_bytes`, listings and searches
-by a result limit; walks never follow symlinks. File contents are untrusted data: they
+escape), and every open re-walks it without following a link (see `_workspace`); reads
+and writes are bounded by `agents.max_file_bytes`, listings and searches by a result
+limit; walks never follow symlinks. File contents are untrusted data: they
 are returned as values, never acted on. All disk work runs in `trio.to_thread`.
 """
 
@@ -11,22 +12,23 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from agents.errors import FileTooLarge, InvalidParameters, ToolError
+from agents.errors import FileTooLarge, InvalidParameters, PathNotAllowed, ToolError
 from agents.llm import ToolSpec
 from agents.tools._base import Agent, Tool, require_valid
 from agents.tools._context import AgentContext, positive_or
 from agents.tools._workspace import (
     DEFAULT_MAX_FILE_BYTES,
+    FolderEntry,
     Workspace,
     append_bytes,
     read_bytes,
+    scan_folder,
     write_new,
     write_replace,
 )
@@ -154,14 +156,14 @@ def _listing(
     return {"folder": path, "entries": entries, "count": len(entries), "truncated": truncated}
 
 
-def _walk(folder: Path, recursive: bool) -> Iterator[os.DirEntry[str]]:
+def _walk(folder: Path, recursive: bool) -> Iterator[FolderEntry]:
     """Entries in name order, depth first; symlinked folders are listed, never entered.
 
     A stack of iterators rather than recursion, so a deep tree cannot exhaust the stack;
     a subfolder that cannot be read is skipped, the folder asked for is an error.
     """
     try:
-        stack = [iter(_entries(folder))]
+        stack = [iter(scan_folder(folder))]
     except OSError as exc:
         raise ToolError(f"cannot list {folder.name or folder}: {exc.strerror}") from exc
     while stack:
@@ -170,26 +172,15 @@ def _walk(folder: Path, recursive: bool) -> Iterator[os.DirEntry[str]]:
             stack.pop()
             continue
         yield entry
-        if recursive and entry.is_dir(follow_symlinks=False):
-            with contextlib.suppress(OSError):
-                stack.append(iter(_entries(Path(entry.path))))
+        if recursive and entry.kind == "folder":
+            with contextlib.suppress(OSError, PathNotAllowed):
+                stack.append(iter(scan_folder(entry.path)))
 
 
-def _entries(folder: Path) -> list[os.DirEntry[str]]:
-    with os.scandir(folder) as scanner:
-        return sorted(scanner, key=lambda e: e.name)
-
-
-def _describe(workspace: Workspace, entry: os.DirEntry[str]) -> dict[str, Any]:
-    described: dict[str, Any] = {"path": workspace.display(Path(entry.path))}
-    if entry.is_symlink():
-        described["type"] = "symlink"
-    elif entry.is_dir():
-        described["type"] = "folder"
-    elif entry.is_file():
-        described |= {"type": "file", "bytes": entry.stat().st_size}
-    else:
-        described["type"] = "other"
+def _describe(workspace: Workspace, entry: FolderEntry) -> dict[str, Any]:
+    described: dict[str, Any] = {"path": workspace.display(entry.path), "type": entry.kind}
+    if entry.kind == "file":
+        described["bytes"] = entry.size
     return described
 
 
@@ -272,7 +263,7 @@ class SearchTool(_FileTool):
         found: list[dict[str, Any]] = []
         scanned = 0
         for entry in _walk(folder, recursive=True):
-            if not entry.is_file(follow_symlinks=False):
+            if entry.kind != "file":
                 continue
             scanned += 1
             if len(found) == limit or scanned > MAX_SCANNED_FILES:
@@ -283,15 +274,15 @@ class SearchTool(_FileTool):
         return _results(found, scanned, truncated=False)
 
     def _match(
-        self, folder: Path, entry: os.DirEntry[str], query: str, glob: str
+        self, folder: Path, entry: FolderEntry, query: str, glob: str
     ) -> dict[str, Any] | None:
-        relative = Path(entry.path).relative_to(folder).as_posix()
-        if glob and not _glob_matches(relative, entry.name, glob):
+        relative = entry.path.relative_to(folder).as_posix()
+        if glob and not _glob_matches(relative, entry.path.name, glob):
             return None
-        hit: dict[str, Any] = {"path": self._workspace.display(Path(entry.path))}
+        hit: dict[str, Any] = {"path": self._workspace.display(entry.path)}
         if not query:
             return hit
-        matches = self._lines_containing(Path(entry.path), query)
+        matches = self._lines_containing(entry.path, query)
         return hit | {"matches": matches} if matches else None
 
     def _lines_containing(self, path: Path, query: str) -> list[dict[str, Any]]:

@@ -1,13 +1,15 @@
 """The `web` agent: fetch a page and return its readable text, safely.
 
-No server-side request forgery: the host name is resolved first, every address it
-resolves to is checked (loopback, private, link-local - the cloud metadata address is
-link-local -, multicast, reserved and unspecified ranges are refused unless the host or
-network is on `agents.web_allow`), and the connection goes to the checked address (the
-`Host` header and TLS SNI keep the name), so a second resolution cannot swap in an
-internal address. Redirects are followed by hand and each hop is checked again. Only
-http and https; the body is read up to a size limit within a time limit. The text is
-untrusted data: it reaches the model quoted, never as instructions.
+No server-side request forgery: the host name is resolved first and every address it
+resolves to must be global (`is_global`, and not multicast) unless the host or network is
+on `agents.web_allow`. An allowlist of "safe" ranges would miss some (100.64.0.0/10 holds
+Alibaba Cloud's metadata address), so anything not global is refused; an IPv6 address
+carrying an IPv4 one (mapped, 6to4, Teredo, NAT64, IPv4-compatible) must pass with the
+IPv4 address too. The connection goes to the checked address (the `Host` header and TLS
+SNI keep the name), so a second resolution cannot swap in an internal address. Redirects
+are followed by hand and each hop is checked again. Only http and https; the body is
+read up to a size limit within a time limit. The text is untrusted data: it reaches the
+model quoted, never as instructions.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ DEFAULT_MAX_BYTES = 2 * 1024 * 1024
 DEFAULT_TIMEOUT_S = 15.0
 MAX_TEXT_CHARS = 20_000
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Not global whatever `is_global` says on this Python: 3.11 counts most of 192.0.0.0/24
+# (IETF protocol assignments, 192.0.0.1 among them) as global.
+_NEVER_GLOBAL = (ipaddress.ip_network("192.0.0.0/24"),)
+# Ranges whose last 32 bits are an IPv4 address the packets may end up at.
+_LOW_32_IS_IPV4 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96"))
+# How a refused address is described, most telling first; the fallback is "non-global".
+_KINDS = ("loopback", "link_local", "unspecified", "multicast", "private", "reserved")
 
 FETCH = ToolSpec(
     agent="web",
@@ -75,22 +84,41 @@ class AddressPolicy:
                 )
 
     def _refusal(self, address: IPAddress) -> str | None:
+        """Why `address` may not be reached (None: it may); allowed networks win."""
         if any(address in network for network in self._networks):
             return None
-        mapped = getattr(address, "ipv4_mapped", None)
-        if mapped is not None:
-            return self._refusal(mapped)
-        for flag in (
-            "is_loopback",
-            "is_private",
-            "is_link_local",
-            "is_multicast",
-            "is_reserved",
-            "is_unspecified",
-        ):
-            if getattr(address, flag):
-                return flag[3:].replace("_", "-") + " address"
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            return self._refusal(address.ipv4_mapped)  # on the wire it is the IPv4 address
+        reason = _not_global(address)
+        if reason is not None:
+            return reason
+        # web_allow names what may be reached, not what may be tunnelled to: allowing
+        # 127.0.0.1 does not admit the 6to4 address that carries it.
+        for inner in _embedded_ipv4(address):
+            inner_reason = _not_global(inner)
+            if inner_reason is not None:
+                return f"it carries {inner}, a {inner_reason}"
         return None
+
+
+def _not_global(address: IPAddress) -> str | None:
+    """None for a global unicast address, else what kind of address it is."""
+    never = any(address in network for network in _NEVER_GLOBAL)
+    if address.is_global and not address.is_multicast and not never:
+        return None
+    kind = next((k for k in _KINDS if getattr(address, f"is_{k}")), "non-global")
+    return f"{kind.replace('_', '-')} address"
+
+
+def _embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (6to4, Teredo, NAT64, compatible)."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return []
+    found = [address.sixtofour] if address.sixtofour is not None else []
+    found += list(address.teredo or ())
+    if any(address in network for network in _LOW_32_IS_IPV4):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:

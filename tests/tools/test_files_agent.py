@@ -390,5 +390,5 @@ async def test_a_file_swapped_for_a_symlink_after_the_check_is_not_followed(
     """O_NOFOLLOW: the open itself refuses a symlink, whatever the check saw."""
     link = workspace / "swapped.txt"
     os.symlink(outside / "secret.txt", link)
-    with pytest.raises(ToolError, match=re.escape("cannot open swapped.txt")):
+    with pytest.raises(PathNotAllowed, match=re.escape("'swapped.txt' in it is a symlink")):
         read_bytes(link, 100)
