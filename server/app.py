@@ -42,9 +42,11 @@ from projections import (
     StateStore,
     build_projections,
 )
+from server._access import token_problem
 from server._render import Progress
 from server._views import memory_keys, memory_options, projections_path
 from server.config import Config, LLMConfig
+from server.errors import ConfigError
 from server.ws import AgentServer, ServerLimits
 
 HTTP_TIMEOUT_S = 30.0
@@ -376,8 +378,11 @@ async def open_application(
 
 
 def server_tokens(config: Config, env: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """Tokens from `server.tokens` plus `AUTOAGENT_TOKEN`."""
+    """Tokens from `server.tokens` plus `AUTOAGENT_TOKEN` (refused when too short)."""
     extra = (os.environ if env is None else env).get(TOKEN_ENV, "").strip()
+    problem = token_problem(extra) if extra else None
+    if problem is not None:
+        raise ConfigError(problem, source=TOKEN_ENV)
     return tuple(t for t in (*config.server.tokens, extra) if t)
 
 
@@ -390,6 +395,8 @@ def server_limits(config: Config) -> ServerLimits:
         max_connections_per_token=server.max_connections_per_token,
         max_runs_per_session=server.max_runs_per_session,
         slow_client_timeout_s=server.slow_client_timeout_s,
+        hello_timeout_s=server.hello_timeout_s,
+        idle_timeout_s=server.idle_timeout_s,
     )
 
 
@@ -402,4 +409,6 @@ def agent_server(app: Application) -> AgentServer:
         server_limits(app.config),
         server_tokens(app.config),
         warming=app.warmup.warming,
+        allowed_origins=app.config.server.allowed_origins,
+        metrics_public=app.config.server.metrics_public,
     )

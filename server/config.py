@@ -22,6 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from server._access import parse_origin, token_problem
 from server.errors import ConfigError
 
 __all__ = [
@@ -52,15 +53,25 @@ DATA_DIR_FLAG = "--data-dir"
 LLMProviderName = Literal["offline", "openai"]
 EmbeddingsProviderName = Literal["local", "openai"]
 
-# Field metadata read by the walker: numeric bounds, and "secret" for values that
-# config_as_dict redacts. Read-only so no field can change another's rules.
+# Field metadata read by the walker: numeric bounds, "secret" for values that
+# config_as_dict redacts, and "each": a check of every item of an array (it returns
+# the problem, or None). Read-only so no field can change another's rules.
 _POSITIVE = MappingProxyType({"gt": 0})
 _NON_NEGATIVE = MappingProxyType({"ge": 0})
 _PORT = MappingProxyType({"ge": 0, "le": 65535})
-_SECRET = MappingProxyType({"secret": True})
 _OPTIONAL_TEXT = MappingProxyType({"allow_empty": True})
 _CHUNK_CHARS = MappingProxyType({"ge": 100})
 _REDACTED = "<redacted>"
+
+
+def _origin_problem(origin: str) -> str | None:
+    if parse_origin(origin) is None:
+        return "expected an origin like 'https://console.example' or 'http://host:8080'"
+    return None
+
+
+_TOKENS = MappingProxyType({"secret": True, "each": token_problem})
+_ORIGINS = MappingProxyType({"each": _origin_problem})
 
 
 @dataclass(frozen=True)
@@ -69,13 +80,17 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = field(default=8765, metadata=_PORT)
-    tokens: tuple[str, ...] = field(default=(), metadata=_SECRET)
+    tokens: tuple[str, ...] = field(default=(), metadata=_TOKENS)
+    allowed_origins: tuple[str, ...] = field(default=(), metadata=_ORIGINS)
     max_frame_bytes: int = field(default=1048576, metadata=_POSITIVE)
     requests_per_second: float = field(default=20.0, metadata=_POSITIVE)
     max_connections: int = field(default=100, metadata=_POSITIVE)
     max_connections_per_token: int = field(default=50, metadata=_POSITIVE)
     max_runs_per_session: int = field(default=4, metadata=_POSITIVE)
     slow_client_timeout_s: float = field(default=10.0, metadata=_POSITIVE)
+    hello_timeout_s: float = field(default=10.0, metadata=_POSITIVE)
+    idle_timeout_s: float = field(default=300.0, metadata=_POSITIVE)
+    metrics_public: bool = False
 
 
 @dataclass(frozen=True)
@@ -392,6 +407,7 @@ def _checked(setting: _Setting, spec: Field[Any], hint: Any) -> object:
             return ""
         value = _convert(setting.value, hint)
         _check_bounds(value, spec.metadata)
+        _check_each(value, spec.metadata)
     except _Invalid as exc:
         raise ConfigError(str(exc), source=setting.source, key=setting.dotted) from None
     return value
@@ -470,6 +486,17 @@ def _check_bounds(value: object, metadata: Mapping[str, object]) -> None:
         limit = metadata.get(name)
         if limit is not None and not within(value, limit):
             raise _Invalid(f"must be {words} {limit}, got {value!r}")
+
+
+def _check_each(value: object, metadata: Mapping[str, object]) -> None:
+    """The field's own check of every array item, such as a token's minimum length."""
+    check = metadata.get("each")
+    if not callable(check) or not isinstance(value, tuple):
+        return
+    for index, item in enumerate(value):
+        problem = check(item)
+        if problem is not None:
+            raise _Invalid(f"item {index}: {problem}")
 
 
 # -- messages and output ------------------------------------------------------------------

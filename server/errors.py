@@ -7,6 +7,8 @@ AutoagentError                      root of everything the project raises on pur
       +-- InputError                a command's argument that names nothing usable
       |                             (a position out of range, an unknown id)
       +-- UnsafeBind                a non-loopback bind with no token configured
+      +-- WeakToken                 a token shorter than the minimum handed to the server
+      |                             (length, minimum)
       +-- DataDirInUse              a second `serve` on a data dir another server holds
       |                             (data_dir, pid, url of the running one)
       +-- BadHttpRequest            bytes on the server's port that are not a request head
@@ -53,6 +55,19 @@ class InputError(ServerError):
 
 class UnsafeBind(ServerError):
     """Binding a non-loopback address without any token configured."""
+
+
+class WeakToken(ServerError):
+    """A token too short to guard the server, handed to it directly (the config loader
+    refuses one from `server.tokens` or `AUTOAGENT_TOKEN` with a `ConfigError` first)."""
+
+    def __init__(self, length: int, minimum: int) -> None:
+        self.length = length
+        self.minimum = minimum
+        super().__init__(
+            f"a token of {length} characters is too short: tokens must be at least {minimum}"
+            " characters (server.tokens, AUTOAGENT_TOKEN)"
+        )
 
 
 class DataDirInUse(ServerError):

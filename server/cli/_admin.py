@@ -19,8 +19,9 @@ from projections import Checkpoint, MetricsProjection, projection_factories
 from server._datadir import running_server
 from server._render import Progress, dumps, iso_time, record_as_dict, summary, table
 from server._views import memory_keys, open_base_state, open_live_view
+from server.app import server_tokens
 from server.config import Config, config_as_dict
-from server.errors import InputError
+from server.errors import ConfigError, InputError
 
 TAIL_DEFAULT = 20
 FOLLOW_POLL_S = 0.2
@@ -198,14 +199,27 @@ def _server_health(config: Config) -> dict[str, Any] | None:
         server["error"] = "the server is starting (no URL recorded yet)"
         return server
     health_url = "http" + record.url.removeprefix("ws").rstrip("/") + "/healthz"
+    request = urllib.request.Request(health_url, headers=_bearer(config))
     try:
-        with urllib.request.urlopen(health_url, timeout=HEALTH_TIMEOUT_S) as response:
-            server["health"] = json.loads(response.read())
-    except urllib.error.HTTPError as exc:  # 503 while lagging still carries the body
-        server["health"] = json.loads(exc.read() or b"null")
+        try:
+            with urllib.request.urlopen(request, timeout=HEALTH_TIMEOUT_S) as response:
+                server["health"] = json.loads(response.read())
+        except urllib.error.HTTPError as exc:  # 503 while lagging still carries the body
+            if exc.code != 503:
+                raise
+            server["health"] = json.loads(exc.read() or b"null")
     except (OSError, ValueError) as exc:
         server["error"] = f"{health_url} did not answer: {exc}"
     return server
+
+
+def _bearer(config: Config) -> dict[str, str]:
+    """The Authorization header /healthz wants when the server has tokens."""
+    try:
+        tokens = server_tokens(config)
+    except ConfigError:  # a token the server would not have started with
+        return {}
+    return {"Authorization": f"Bearer {tokens[0]}"} if tokens else {}
 
 
 def _server_line(server: dict[str, Any] | None) -> str:

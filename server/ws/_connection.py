@@ -7,6 +7,11 @@ a client that cannot take a frame within `slow_client_timeout_s` is closed with 
 clear reason. Runs started here live in the server's run nursery, not this
 connection's: a client that disconnects does not stop its runs.
 
+Every frame counts against the request rate before it is looked at (binary, oversize
+and malformed ones too). With auth on, a connection that has not sent a valid hello
+`hello_timeout_s` after the handshake is closed with 1008; one that sends nothing for
+`idle_timeout_s` while following no stream or run is closed with 1001.
+
 `serve` is the failure boundary of one connection: a bug anywhere in it (a request
 handler, a subscription, the sender) is logged with its traceback, answered with an
 `internal` error frame when the socket still takes one, and closes this connection with
@@ -25,6 +30,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from agents.errors import InvalidGoal
 from agents.runs import Orchestrator
 from events import TERMINAL_RUN_TYPES, AutoagentError, EventStore
+from server._access import match_token
 from server.ws._limits import RequestBucket, ServerLimits
 from server.ws._protocol import (
     BadFrame,
@@ -166,10 +172,31 @@ class Connection:
     # --- incoming -----------------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
+        hello_by = trio.current_time() + self.app.limits.hello_timeout_s
         while True:
-            message = await self.ws.get_message()
-            if not await self._handle(message):
+            message = await self._next_frame(hello_by)
+            if message is None or not await self._handle(message):
                 return
+
+    async def _next_frame(self, hello_by: float) -> str | bytes | None:
+        """The next frame; None once the connection is closed for missing a deadline.
+
+        The hello deadline is fixed at the handshake, so a guest cannot stay by sending
+        frames that are never a valid hello (malformed ones only get an error frame).
+        """
+        limits = self.app.limits
+        while True:
+            deadline = trio.current_time() + limits.idle_timeout_s
+            if not self.authenticated:
+                deadline = min(deadline, hello_by)
+            with trio.move_on_at(deadline):
+                return await self.ws.get_message()
+            if not self.authenticated and trio.current_time() >= hello_by:
+                await self.close(CLOSE_POLICY, f"no hello within {limits.hello_timeout_s:g} s")
+                return None
+            if self.subscriptions == 0:
+                await self.close(CLOSE_GOING_AWAY, f"idle for {limits.idle_timeout_s:g} s")
+                return None
 
     async def _handle(self, message: str | bytes) -> bool:
         """Serve one frame; False when the connection must close.
@@ -180,10 +207,10 @@ class Connection:
         """
         request_id: str | int | None = None
         try:
+            if not self._bucket.take():
+                raise BadFrame("too many requests per second", "rate_limited", self._id_of(message))
             request = self._parse(message)
             request_id = request.id
-            if not self._bucket.take():
-                raise BadFrame("too many requests per second", "rate_limited", request.id)
             return await self._dispatch(request)
         except BadFrame as exc:
             await self.send(error_frame(exc.code, str(exc), exc.request_id))
@@ -208,6 +235,14 @@ class Connection:
             raise BadFrame(f"frame over {limit} bytes", "too_large")
         return parse_request(message)
 
+    def _id_of(self, message: str | bytes) -> str | int | None:
+        """The id of a refused frame, to echo in its error; None when it has none."""
+        try:
+            return self._parse(message).id
+        except BadFrame as exc:
+            request_id: str | int | None = exc.request_id
+            return request_id
+
     async def _dispatch(self, request: Request) -> bool:
         if request.type == "hello":
             return await self._hello(request)
@@ -218,12 +253,12 @@ class Connection:
         return True
 
     async def _hello(self, request: Request) -> bool:
-        token = request.fields["token"]
-        if self.app.tokens and token not in self.app.tokens:
+        token = match_token(self.app.tokens, request.fields["token"])
+        if self.app.tokens and token is None:
             await self.send(error_frame("unauthorized", "unknown token", request.id))
             await self._flush_and_close(CLOSE_POLICY, "unauthorized")
             return False
-        if self.app.tokens and self.token is None and not self.app.admit_token(self, token):
+        if token is not None and self.token is None and not self.app.admit_token(self, token):
             await self.send(
                 error_frame("rate_limited", "too many connections for this token", request.id)
             )

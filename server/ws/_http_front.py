@@ -5,7 +5,9 @@ The request head is read here, with h11, so whatever bytes arrive end as a check
 head or as `BadHttpRequest` carrying the status to answer (400 for garbage, 408 for a
 head that never completes, 431 for one too large): nothing is dropped without a word.
 For an upgrade, the bytes already read are replayed to trio-websocket through
-`PrefixedStream`, so the handshake sees the whole request.
+`PrefixedStream`, so the handshake sees the whole request. The server's refusals of a
+well-formed request (401 without a token, 403 for a foreign Origin) go out through
+`answer_refusal`, also before any WebSocket frame is read.
 """
 
 from __future__ import annotations
@@ -100,7 +102,12 @@ def _head_size(data: bytes) -> int:
 
 
 def _head(request: h11.Request, data: bytes) -> RequestHead:
-    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers}
+    """Header names in lower case; a header sent twice is joined with ", " (RFC 9110), so a
+    second `Origin` cannot hide behind the first."""
+    headers: dict[str, str] = {}
+    for name, value in request.headers:
+        key, text = name.decode("latin-1"), value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
     return RequestHead(
         request.method.decode("latin-1"), request.target.decode("latin-1"), headers, data
     )
@@ -112,6 +119,8 @@ HttpHandler = Callable[[RequestHead], Awaitable[tuple[int, str, bytes]]]
 REASONS = {
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
@@ -130,11 +139,27 @@ async def answer_bad_request(stream: trio.abc.Stream, error: BadHttpRequest) -> 
     await _respond(stream, error.status, "text/plain; charset=utf-8", f"{error}\n".encode())
 
 
-async def _respond(stream: trio.abc.Stream, status: int, content_type: str, body: bytes) -> None:
+async def answer_refusal(
+    stream: trio.abc.Stream, status: int, reason: str, headers: tuple[str, ...] = ()
+) -> None:
+    """A refusal (401, 403) with its reason as a one-line text body; `headers` are extra
+    `Name: value` lines such as `WWW-Authenticate`."""
+    body = f"{reason}\n".encode()
+    await _respond(stream, status, "text/plain; charset=utf-8", body, headers)
+
+
+async def _respond(
+    stream: trio.abc.Stream,
+    status: int,
+    content_type: str,
+    body: bytes,
+    headers: tuple[str, ...] = (),
+) -> None:
     lines = [
         f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
         f"Content-Type: {content_type}",
         f"Content-Length: {len(body)}",
+        *headers,
         "Connection: close",
         "",
         "",

@@ -19,6 +19,11 @@ class ServerLimits:
     max_subscriptions: int = 32
     send_queue_frames: int = 256
     slow_client_timeout_s: float = 10.0
+    # With auth on, a connection without a valid hello this long after the handshake
+    # is closed (1008); one that sends no frame for idle_timeout_s and follows nothing
+    # is closed too (1001).
+    hello_timeout_s: float = 10.0
+    idle_timeout_s: float = 300.0
 
     @property
     def hard_frame_bytes(self) -> int:

@@ -8,6 +8,11 @@ Failure boundaries: a bug while serving one TCP connection ends that connection 
 `Connection.serve`), a bug in one run fails that run (`RunFailed` in its stream); both
 are logged with their tracebacks and neither reaches the listener. Only the event
 store's writer failing stops the server, through the store's own nursery.
+
+Access: a WebSocket handshake whose `Origin` is neither the server's own nor in
+`allowed_origins` is refused with 403 before the upgrade (clients that send no Origin,
+such as the CLI, are not browsers and pass); with tokens configured, /healthz and
+/metrics want `Authorization: Bearer <token>` (401 otherwise) unless `metrics_public`.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from agents.errors import AgentError
 from agents.runs import ApprovalNotPending, Orchestrator, load_run
 from events import EventStore, RunCancelled, RunFailed
 from projections import MetricsProjection, ProjectionRunner
-from server.errors import BadHttpRequest, UnsafeBind
+from server._access import MIN_TOKEN_CHARS, bearer_token, match_token, origin_allowed
+from server.errors import BadHttpRequest, UnsafeBind, WeakToken
 from server.ws._connection import CLOSE_GOING_AWAY, CLOSE_POLICY, Connection
 from server.ws._health import ServerSnapshot, render_health, render_metrics
 from server.ws._http_front import (
@@ -33,6 +39,7 @@ from server.ws._http_front import (
     RequestHead,
     answer_bad_request,
     answer_http,
+    answer_refusal,
     read_head,
 )
 from server.ws._limits import ServerLimits
@@ -41,6 +48,11 @@ from server.ws._protocol import BadFrame
 log = logging.getLogger(__name__)
 # A peer that went away mid-answer: its own business, not a bug of ours.
 PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed)
+NEED_BEARER = "this server wants Authorization: Bearer <token> (or server.metrics_public)"
+BEARER_CHALLENGE = 'WWW-Authenticate: Bearer realm="autoagent"'
+ORIGIN_REFUSED = (
+    "origin not allowed: open the page from this server or list it in server.allowed_origins"
+)
 
 
 def check_bind(host: str, tokens: Iterable[str]) -> None:
@@ -58,6 +70,13 @@ def check_bind(host: str, tokens: Iterable[str]) -> None:
         )
 
 
+def check_tokens(tokens: Iterable[str]) -> None:
+    """Refuse tokens too short to guard the server."""
+    for token in tokens:
+        if len(token) < MIN_TOKEN_CHARS:
+            raise WeakToken(len(token), MIN_TOKEN_CHARS)
+
+
 class AgentServer:
     def __init__(
         self,
@@ -67,14 +86,21 @@ class AgentServer:
         limits: ServerLimits,
         tokens: Iterable[str] = (),
         warming: Callable[[], list[str]] | None = None,
+        *,
+        allowed_origins: Iterable[str] = (),
+        metrics_public: bool = False,
     ) -> None:
-        """`warming` says which parts are still loading in the background (/healthz)."""
+        """`warming` says which parts are still loading in the background (/healthz);
+        `allowed_origins` the browser origins besides the server's own that may connect;
+        `metrics_public` serves /healthz and /metrics without a token."""
         self.store = store
         self._warming = warming
         self.orchestrator = orchestrator
         self.runner = runner
         self.limits = limits
         self.tokens = frozenset(t for t in tokens if t)
+        self.allowed_origins = tuple(allowed_origins)
+        self.metrics_public = metrics_public
         self.connections: set[Connection] = set()
         self._per_token: dict[str, int] = {}
         self._active_runs: dict[str, str] = {}  # run id -> session id
@@ -89,6 +115,7 @@ class AgentServer:
     ) -> None:
         """Listen until cancelled; reports the bound port. Runs live in this nursery."""
         check_bind(host, self.tokens)
+        check_tokens(self.tokens)
         listeners = await trio.open_tcp_listeners(port, host=host)
         async with trio.open_nursery() as nursery:
             self._runs = nursery
@@ -127,9 +154,29 @@ class AgentServer:
         if head is None:
             return
         if not head.is_websocket:
+            if not self._http_allowed(head):
+                await answer_refusal(stream, 401, NEED_BEARER, (BEARER_CHALLENGE,))
+                return
             await answer_http(stream, head, self._http)
             return
+        if not self._origin_allowed(head):
+            self.stats["rejected_connections"] += 1
+            await answer_refusal(stream, 403, ORIGIN_REFUSED)
+            return
         await self._websocket(PrefixedStream(stream, head.raw))
+
+    def _origin_allowed(self, head: RequestHead) -> bool:
+        """No Origin: not a browser (CLI, SDK), which the token guards instead."""
+        origin = head.headers.get("origin")
+        if origin is None:
+            return True
+        host = head.headers.get("host", "")
+        return origin_allowed(origin, host, self.allowed_origins, any_host=bool(self.tokens))
+
+    def _http_allowed(self, head: RequestHead) -> bool:
+        if not self.tokens or self.metrics_public or head.path not in ("/healthz", "/metrics"):
+            return True
+        return match_token(self.tokens, bearer_token(head.headers)) is not None
 
     async def _websocket(self, stream: PrefixedStream) -> None:
         async with trio.open_nursery() as nursery:

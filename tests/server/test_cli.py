@@ -142,7 +142,7 @@ async def test_events_tail_shows_last_lines(data_dir: Path) -> None:
 
 async def test_stats_json_counts_events_by_type(data_dir: Path) -> None:
     config = data_dir.parent / "config.toml"
-    config.write_text('[server]\ntokens = ["s3cret"]\n')
+    config.write_text('[server]\ntokens = ["s3cret-0123456789abcdef0123456789ab"]\n')
     code, out = run_cli("stats", "--json", "--config", str(config), "--data-dir", str(data_dir))
     assert code == 0
     stats = json.loads(out)

@@ -26,6 +26,8 @@ from server.errors import ConfigError, ServerError
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
 
+TOKEN_A = "a" * 32
+TOKEN_B = "b" * 40
 EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
     "server": {
         "host": "127.0.0.1",
@@ -37,6 +39,10 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_connections_per_token": 50,
         "max_runs_per_session": 4,
         "slow_client_timeout_s": 10.0,
+        "allowed_origins": [],
+        "hello_timeout_s": 10.0,
+        "idle_timeout_s": 300.0,
+        "metrics_public": False,
     },
     "store": {
         "data_dir": "./data",
@@ -171,10 +177,12 @@ def test_shipped_config_documents_every_key_with_a_comment() -> None:
 def test_file_overrides_only_the_keys_it_names(tmp_path: Path) -> None:
     path = write_config(
         tmp_path,
-        '[server]\nport = 9000\ntokens = ["a", "b"]\n[llm]\nprovider = "openai"\n',
+        f'[server]\nport = 9000\ntokens = ["{TOKEN_A}", "{TOKEN_B}"]\n[llm]\nprovider = "openai"\n',
     )
     config = load_config(path, env={})
-    assert config.server == dataclasses.replace(ServerConfig(), port=9000, tokens=("a", "b"))
+    assert config.server == dataclasses.replace(
+        ServerConfig(), port=9000, tokens=(TOKEN_A, TOKEN_B)
+    )
     assert config.llm == LLMConfig(provider="openai")
     assert config.store == Config().store
 
@@ -552,9 +560,9 @@ def test_resolved_path_loads(tmp_path: Path) -> None:
 
 
 def test_config_as_dict_redacts_tokens_by_default() -> None:
-    config = load_config(env={"AUTOAGENT_SERVER__TOKENS": '["t1", "t2"]'})
+    config = load_config(env={"AUTOAGENT_SERVER__TOKENS": f'["{TOKEN_A}", "{TOKEN_B}"]'})
     assert config_as_dict(config)["server"]["tokens"] == ["<redacted>", "<redacted>"]
-    assert config_as_dict(config, redact=False)["server"]["tokens"] == ["t1", "t2"]
+    assert config_as_dict(config, redact=False)["server"]["tokens"] == [TOKEN_A, TOKEN_B]
 
 
 def test_optional_text_key_accepts_empty_string_from_file(tmp_path: Path) -> None:

@@ -16,7 +16,16 @@ from trio_websocket import ConnectionClosed
 from events import RunRequested
 from server.ws._limits import ServerLimits
 
-from .ws_helpers import GOAL, TIMEOUT_S, Client, Harness, serving, simulator
+from .ws_helpers import (
+    GOAL,
+    OTHER_TOKEN,
+    TIMEOUT_S,
+    TOKEN,
+    Client,
+    Harness,
+    serving,
+    simulator,
+)
 
 LIMITS = ServerLimits(max_frame_bytes=8192, requests_per_second=1000, max_runs_per_session=100)
 
@@ -255,19 +264,20 @@ async def test_connections_per_token_over_the_limit_get_an_error_and_close(
 ) -> None:
     limits = ServerLimits(max_connections_per_token=2)
     with trio.fail_after(TIMEOUT_S):
-        async with serving(tmp_path, limits, tokens=("t1", "t2")) as app:
+        async with serving(tmp_path, limits, tokens=(TOKEN, OTHER_TOKEN)) as app:
             async with app.client() as a, app.client() as b, app.client() as c, app.client() as d:
                 for client in (a, b):
-                    assert (await client.request({"type": "hello", "token": "t1"}))[
+                    assert (await client.request({"type": "hello", "token": TOKEN}))[
                         "type"
                     ] == "welcome"
-                await c.send({"type": "hello", "id": "h", "token": "t1"})
+                await c.send({"type": "hello", "id": "h", "token": TOKEN})
                 assert await c.closed_code() == 1008
                 assert [(f["type"], f["code"], f.get("id")) for f in c.seen] == [
                     ("error", "rate_limited", "h")
                 ]
                 # another token has its own allowance; the first two are unaffected
-                assert (await d.request({"type": "hello", "token": "t2"}))["type"] == "welcome"
+                reply = await d.request({"type": "hello", "token": OTHER_TOKEN})
+                assert reply["type"] == "welcome"
                 await a.ping()
                 await b.ping()
 
@@ -275,10 +285,10 @@ async def test_connections_per_token_over_the_limit_get_an_error_and_close(
 async def test_token_slot_is_given_back_when_a_connection_leaves(tmp_path: Path) -> None:
     limits = ServerLimits(max_connections_per_token=1)
     with trio.fail_after(TIMEOUT_S):
-        async with serving(tmp_path, limits, tokens=("t1",)) as app:
+        async with serving(tmp_path, limits, tokens=(TOKEN,)) as app:
             for _ in range(3):
                 async with app.client() as client:
-                    reply = await client.request({"type": "hello", "token": "t1"})
+                    reply = await client.request({"type": "hello", "token": TOKEN})
                     assert reply["type"] == "welcome"
                 await app.wait_disconnected()
 
@@ -290,16 +300,16 @@ async def test_repeated_hello_does_not_use_up_the_tokens_connection_slots(
     allowance must be whole again, or anyone can lock a token out by repeating hello."""
     limits = ServerLimits(max_connections_per_token=2)
     with trio.fail_after(TIMEOUT_S):
-        async with serving(tmp_path, limits, tokens=("t1",)) as app:
+        async with serving(tmp_path, limits, tokens=(TOKEN,)) as app:
             async with app.client() as chatty:
                 for _ in range(2):
-                    assert (await chatty.request({"type": "hello", "token": "t1"}))[
+                    assert (await chatty.request({"type": "hello", "token": TOKEN}))[
                         "type"
                     ] == "welcome"
             await app.wait_disconnected()
             async with app.client() as a, app.client() as b:
                 for client in (a, b):
-                    reply = await client.request({"type": "hello", "token": "t1"})
+                    reply = await client.request({"type": "hello", "token": TOKEN})
                     assert reply["type"] == "welcome", reply
 
 

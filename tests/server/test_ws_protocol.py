@@ -15,7 +15,17 @@ import agents.runs._orchestrator as orchestrator_module
 from events import RunRequested, StepStarted
 from server.ws._limits import ServerLimits
 
-from .ws_helpers import GOAL, TERMINAL, TIMEOUT_S, Harness, positions, serving, simulator
+from .ws_helpers import (
+    GOAL,
+    OTHER_TOKEN,
+    TERMINAL,
+    TIMEOUT_S,
+    TOKEN,
+    Harness,
+    positions,
+    serving,
+    simulator,
+)
 
 OPEN_LIMITS = ServerLimits(requests_per_second=1000, max_runs_per_session=100)
 
@@ -244,7 +254,7 @@ async def test_resume_of_finished_run_is_a_conflict(app: Harness) -> None:
 
 @pytest.fixture
 async def guarded(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with serving(tmp_path, OPEN_LIMITS, tokens=("s3cret", "other")) as harness:
+    async with serving(tmp_path, OPEN_LIMITS, tokens=(TOKEN, OTHER_TOKEN)) as harness:
         yield harness
 
 
@@ -254,7 +264,7 @@ async def test_hello_with_a_configured_token_is_welcomed_and_requests_are_served
     with trio.fail_after(TIMEOUT_S):
         async with guarded.client() as client:
             welcome = await client.request(
-                {"type": "hello", "id": "h", "token": "s3cret", "client": "test"}
+                {"type": "hello", "id": "h", "token": TOKEN, "client": "test"}
             )
             assert (welcome["type"], welcome["id"]) == ("welcome", "h")
             await client.ping()

@@ -25,6 +25,7 @@ from server.ws._limits import ServerLimits
 from .ws_helpers import GOAL, TIMEOUT_S, Harness, http_request, open_client, serving
 
 ROOT = Path(__file__).resolve().parents[2]
+ENV_TOKEN = "env-s3cret-0123456789abcdef0123456789"
 
 
 @pytest.fixture
@@ -230,7 +231,7 @@ def test_serve_on_all_interfaces_without_a_token_exits_2_with_one_line(
 async def test_serve_with_env_token_wants_hello_and_sigint_closes_with_1001_exit_0(
     tmp_path: Path,
 ) -> None:
-    proc = spawn_serve(tmp_path, "--port", "0", env={"AUTOAGENT_TOKEN": "env-s3cret"})
+    proc = spawn_serve(tmp_path, "--port", "0", env={"AUTOAGENT_TOKEN": ENV_TOKEN})
     try:
         with trio.fail_after(TIMEOUT_S):
             port = await wait_listening(proc)
@@ -240,7 +241,7 @@ async def test_serve_with_env_token_wants_hello_and_sigint_closes_with_1001_exit
                 assert await wrong.closed_code() == 1008
             assert [f["code"] for f in wrong.seen] == ["unauthorized"]
             async with open_client(url) as client:
-                reply = await client.request({"type": "hello", "id": 2, "token": "env-s3cret"})
+                reply = await client.request({"type": "hello", "id": 2, "token": ENV_TOKEN})
                 assert reply["type"] == "welcome"
                 reply = await client.request({"type": "message", "id": 3, "text": GOAL})
                 assert reply["type"] == "accepted"

@@ -35,7 +35,7 @@ from server.ws._protocol import (
 )
 
 from .frames import expected_id, frame_texts, loaded
-from .ws_helpers import GOAL, TIMEOUT_S, Client, Harness, serving
+from .ws_helpers import GOAL, TIMEOUT_S, TOKEN, Client, Harness, serving
 
 ISSUE_FRAME = {"type": "ping", "id": "x", "session_id": True}
 LIMITS = ServerLimits(requests_per_second=10_000, max_runs_per_session=1000)
@@ -54,7 +54,7 @@ def test_issue_frame_parses_as_a_ping_whose_unknown_field_is_ignored() -> None:
 
 @pytest.fixture
 async def guarded(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with serving(tmp_path, LIMITS, tokens=("s3cret",)) as harness:
+    async with serving(tmp_path, LIMITS, tokens=(TOKEN,)) as harness:
         yield harness
 
 
@@ -63,7 +63,7 @@ async def test_issue_frame_before_hello_is_refused_and_the_server_serves_everyon
 ) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with guarded.client() as other:
-            assert (await other.request({"type": "hello", "token": "s3cret"}))["type"] == "welcome"
+            assert (await other.request({"type": "hello", "token": TOKEN}))["type"] == "welcome"
             async with guarded.client() as client:
                 await client.send(ISSUE_FRAME)
                 assert await client.closed_code() == 1008  # what the protocol says
@@ -72,7 +72,7 @@ async def test_issue_frame_before_hello_is_refused_and_the_server_serves_everyon
             ]
             await other.ping()
             async with guarded.client() as newcomer:
-                assert (await newcomer.request({"type": "hello", "token": "s3cret"}))[
+                assert (await newcomer.request({"type": "hello", "token": TOKEN}))[
                     "type"
                 ] == "welcome"
                 await newcomer.ping()

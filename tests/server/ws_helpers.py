@@ -44,6 +44,9 @@ GOAL = "what is 17 * 23 + 4"
 TERMINAL = ("RunCompleted", "RunFailed", "RunCancelled")
 SIM_KEY_ENV = "AUTOAGENT_WS_TEST_SIM_KEY"
 DEFAULT_LIMITS = ServerLimits()
+# Tokens long enough for the server (at least 32 characters).
+TOKEN = "test-token-0123456789abcdef0123456789"
+OTHER_TOKEN = "other-token-0123456789abcdef01234567"
 
 
 @dataclass
@@ -113,6 +116,8 @@ async def serving(
     server_class: type[AgentServer] = AgentServer,
     projections: Sequence[Projection] = (),
     agents: Mapping[str, type[Agent]] | None = None,
+    allowed_origins: tuple[str, ...] = (),
+    metrics_public: bool = False,
 ) -> AsyncIterator[Harness]:
     """The app on 127.0.0.1:0; cancelled (connections closed with 1001) on exit."""
     workspace = tmp_path / "workspace"
@@ -138,7 +143,15 @@ async def serving(
             async with open_orchestrator(config, store) as orchestrator:
                 if agents is not None:
                     orchestrator.registry = AgentRegistry(agents, AgentContext())
-                app = server_class(store, orchestrator, runner, limits, tokens)
+                app = server_class(
+                    store,
+                    orchestrator,
+                    runner,
+                    limits,
+                    tokens,
+                    allowed_origins=allowed_origins,
+                    metrics_public=metrics_public,
+                )
                 port, scope, stopped = await nursery.start(_run_server, app)
                 yield Harness(store, runner, orchestrator, app, port, scope, stopped)
         finally:
