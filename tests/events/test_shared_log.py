@@ -6,8 +6,8 @@ environment twice in a process). Properties under test:
 - a write transaction never trusts what this process cached: stream versions continue
   after the other process's records, and an expected version checks against them;
 - the store's head, `wait_for_position` and subscribers (of every position and of one
-  stream) follow the other process's records, each exactly once and in order, within
-  100 ms of its acknowledgement (the watcher polls every 50 ms);
+  stream) follow the other process's records, each exactly once and in order (how soon
+  is a benchmark's figure: `tests/performance/bench_shared_log.py`);
 - records of the other process that this one has not seen yet when it commits leave no
   gap for its subscribers; more of them than the in-memory window holds are read from
   disk;
@@ -16,7 +16,6 @@ environment twice in a process). Properties under test:
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,8 +37,6 @@ from events import (
 from .conftest import TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parents[2]
-# Subscribers must see another process's append this soon after its acknowledgement.
-SEEN_WITHIN_S = 0.1
 # Options of the test's own store whose watcher must not run during the test.
 NO_WATCH = StoreOptions(sync=False, map_size_mb=16, watch_interval_s=3600)
 
@@ -99,7 +96,7 @@ async def test_stream_versions_continue_after_another_processes_appends(
     assert report.ok, report
 
 
-async def test_head_and_subscribers_follow_another_processes_appends_within_100ms(
+async def test_head_and_subscribers_follow_another_processes_appends(
     tmp_path: Path,
 ) -> None:
     data = tmp_path / "data"
@@ -121,12 +118,7 @@ async def test_head_and_subscribers_follow_another_processes_appends_within_100m
     assert theirs.positions == list(range(3, 13))
     assert [r.version for r in theirs.records] == list(range(1, 11))
     assert mine.positions == [1, 2]
-    acked = {int(line.split()[2]): float(line.split()[4]) for line in acks}
-    delays = [everything.arrived[p] - acked[p] for p in acked]
-    # Every delay is bounded by one watch interval plus a thread hop; the median keeps
-    # the assertion meaningful on a loaded machine, the maximum catches a stall.
-    assert statistics.median(delays) < SEEN_WITHIN_S, delays
-    assert max(delays) < 5 * SEEN_WITHIN_S, delays
+    assert sorted(int(line.split()[2]) for line in acks) == list(range(3, 13))
 
 
 async def test_a_commit_after_unseen_records_of_another_process_leaves_no_gap(

@@ -1,0 +1,92 @@
+"""How soon a store sees what another process appends to its log (issue 14, item 4).
+
+One store open here (its watcher polls the log head every `watch_interval_s`, 50 ms by
+default) with a subscriber of every position; a second process (`tests.events.
+append_child`) appends one event at a time, every `--every` seconds, and prints the
+CLOCK_MONOTONIC moment each append was acknowledged (one clock for every process of the
+machine). The delay of a record is its arrival at the subscriber minus that moment.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from events import StoreOptions, open_event_store
+
+from ._cli import finish, make_parser, result_header, scratch_dir
+from ._common import Table
+
+RESULTS = Path(__file__).resolve().parent / "results" / "shared_log.json"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def measure(work: Path, count: int, every_s: float) -> dict[str, Any]:
+    data = work / "data"
+    arrived: dict[int, float] = {}
+    options = StoreOptions(sync=True)
+    async with open_event_store(data, options) as store:
+        async with trio.open_nursery() as nursery:
+
+            async def follow() -> None:
+                async for record in store.subscribe(after=0):
+                    arrived[record.position] = time.monotonic()
+                    if record.position >= count:
+                        return
+
+            nursery.start_soon(follow)
+            argv = [sys.executable, "-m", "tests.events.append_child", str(data), "run-other"]
+            done = await trio.run_process(
+                [*argv, str(count), "--every", str(every_s)], cwd=ROOT, capture_stdout=True
+            )
+        acked = {
+            int(line.split()[2]): float(line.split()[4])
+            for line in done.stdout.decode().splitlines()
+        }
+    delays_ms = sorted((arrived[p] - acked[p]) * 1000 for p in acked)
+    return {
+        "appends": count,
+        "every_s": every_s,
+        "watch_interval_s": options.watch_interval_s,
+        "delay_ms": {
+            "min": delays_ms[0],
+            "p50": statistics.median(delays_ms),
+            "p95": delays_ms[int(0.95 * (len(delays_ms) - 1))],
+            "max": delays_ms[-1],
+        },
+    }
+
+
+def report(result: dict[str, Any]) -> list[Table]:
+    delay = result["delay_ms"]
+    return [
+        Table(
+            f"Another process's appends seen by this store's subscriber ({result['appends']} "
+            f"appends, one every {result['every_s']} s, watcher every "
+            f"{result['watch_interval_s']} s)",
+            ["min ms", "p50 ms", "p95 ms", "max ms"],
+            [[f"{delay[k]:.1f}" for k in ("min", "p50", "p95", "max")]],
+        )
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = make_parser(__doc__, RESULTS, work_dir_help="parent of the temp dir")
+    parser.add_argument("--appends", type=int, default=200, help="appends by the other process")
+    parser.add_argument("--every", type=float, default=0.03, help="seconds between them")
+    args = parser.parse_args(argv)
+    count = 20 if args.quick else args.appends
+    started = time.perf_counter()
+    result = result_header("bench_shared_log", args.quick, argv, Path.cwd())
+    with scratch_dir(args.work_dir, "shared-log-") as work:
+        result |= trio.run(measure, work, count, args.every)
+    finish(result, args.out, report, seconds=time.perf_counter() - started, markdown=args.markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""Smoke run of the shared-log benchmark: another process's appends all arrive, once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.performance.bench_shared_log import main
+
+
+@pytest.mark.slow
+def test_bench_shared_log_quick_sees_every_append(tmp_path: Path) -> None:
+    out = tmp_path / "x.json"
+    main(["--quick", "--out", str(out), "--work-dir", str(tmp_path)])
+    result = json.loads(out.read_text())
+    assert result["appends"] == 20
+    delay = result["delay_ms"]
+    assert 0 <= delay["min"] <= delay["p50"] <= delay["p95"] <= delay["max"]
