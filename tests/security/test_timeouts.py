@@ -79,11 +79,13 @@ async def test_idle_connection_without_tokens_is_closed_too(tmp_path: Path) -> N
 
 
 async def test_connection_that_keeps_sending_stays_past_both_timeouts(tmp_path: Path) -> None:
+    # Timeouts 10x the gap between frames, so a loaded machine's hiccup is not idleness.
+    limits = ServerLimits(hello_timeout_s=0.5, idle_timeout_s=1.0, requests_per_second=1000)
     with trio.fail_after(TIMEOUT_S):
-        async with serving(tmp_path, SHORT, tokens=(TOKEN,)) as app:
+        async with serving(tmp_path, limits, tokens=(TOKEN,)) as app:
             async with app.client() as client:
                 await client.request({"type": "hello", "id": "h", "token": TOKEN})
-                for _ in range(10):  # 1 s, well past 0.3 s and 0.4 s
+                for _ in range(25):  # 2.5 s, well past both timeouts
                     await client.ping()
                     await trio.sleep(0.1)
                 await client.ping()
