@@ -239,9 +239,13 @@ async def _running_projections(
     chosen: list[Projection],
     state: StateStore | None,
     label: str,
+    warmup: WarmUp | None = None,
 ) -> AsyncIterator[ProjectionRunner]:
     """A runner over `chosen`, caught up (progress on a terminal) and following live.
 
+    With `warmup`, the catch-up runs in the background instead: the runner is handed
+    out at once and `warmup` lists "projections" until it is done. Readers that need a
+    projection's state wait for their position (`wait_for`), so nothing reads it early.
     `state` None opens the data dir's projection store (closed on exit). The
     projections are closed on exit either way: closing waits for a FAISS training
     thread, so it is shielded.
@@ -260,8 +264,13 @@ async def _running_projections(
             )
             async with trio.open_nursery() as nursery:
                 progress = Progress(label + " " + ", ".join(p.name for p in chosen))
-                await nursery.start(functools.partial(runner.run, store, progress=progress.update))
-                progress.close()
+                follow = functools.partial(runner.run, store, progress=progress.update)
+                if warmup is None:
+                    await nursery.start(follow)
+                    progress.close()
+                else:
+                    warmup.start("projections")
+                    nursery.start_soon(_catch_up, nursery, follow, progress, warmup)
                 yield runner
                 nursery.cancel_scope.cancel()
         finally:
@@ -274,15 +283,43 @@ async def _running_projections(
                     await trio.to_thread.run_sync(projection.close)
 
 
+async def _catch_up(
+    nursery: trio.Nursery,
+    follow: Callable[..., Awaitable[None]],
+    progress: Progress,
+    warmup: WarmUp,
+) -> None:
+    """Start the runner (it reports once caught up), then say the projections are warm."""
+    await nursery.start(follow)
+    progress.close()
+    warmup.finish("projections")
+
+
 @dataclass
 class WarmUp:
     """Parts still loading in the background after start; /healthz lists them."""
 
     pending: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)
+    _done: dict[str, trio.Event] = field(default_factory=dict)
 
     def warming(self) -> list[str]:
         return sorted(self.pending)
+
+    def start(self, part: str) -> None:
+        self.pending.add(part)
+        self._done.setdefault(part, trio.Event())
+
+    def finish(self, part: str) -> None:
+        self.pending.discard(part)
+        self._done.setdefault(part, trio.Event()).set()
+
+    async def wait(self, part: str) -> None:
+        """Until `part` is warm (at once if it never needed warming)."""
+        if part in self.pending:
+            await self._done[part].wait()
+        else:
+            await trio.lowlevel.checkpoint()
 
 
 @dataclass(frozen=True)
@@ -313,7 +350,7 @@ async def _warm_embedder(embedder: Embedder, warmup: WarmUp) -> None:
     except EmbeddingError as exc:  # the goal that needs it reports the same error
         warmup.failed["embedder"] = str(exc)
     finally:
-        warmup.pending.discard("embedder")
+        warmup.finish("embedder")
 
 
 def _projections_for(config: Config, every: bool) -> list[Projection]:
@@ -345,9 +382,10 @@ async def open_application(
     a one-shot command needs). `state` replaces the data dir's projection store (tests
     pass a `MemoryStateStore`); `embedder_factory` the `[embeddings]` embedder.
 
-    The local embedder starts loading in the background at once (`WarmUp`), while the
-    projections catch up and the first goal is planned: the first goal that remembers
-    or searches no longer pays for the model load on its own path.
+    The local embedder starts loading in the background at once, and the projections
+    catch up in the background too (`WarmUp` lists both until done): a server listens
+    at once, and the first goal is planned while they finish; the first goal that
+    remembers or searches no longer pays for the model load on its own path.
     """
     warmup = WarmUp()
     async with (
@@ -355,12 +393,17 @@ async def open_application(
         trio.open_nursery() as background,
     ):
         if _embedder_is_used(config):
-            warmup.pending.add("embedder")
+            warmup.start("embedder")
             background.start_soon(_warm_embedder, embedder, warmup)
         async with (
             open_event_store(config.store.data_path, store_options(config)) as store,
             _running_projections(
-                config, store, _projections_for(config, every_projection), state, "projections"
+                config,
+                store,
+                _projections_for(config, every_projection),
+                state,
+                "projections",
+                warmup,
             ) as runner,
         ):
             memory = runner.projections.get(MemoryProjection.name)

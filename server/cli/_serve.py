@@ -1,9 +1,9 @@
 """`autoagent serve`: the application from `server.app`, served until a signal.
 
 `open_application` holds the store open with its writer running, brings every
-projection up to the log head (with a progress bar on a terminal) and follows the log
-live; this command puts the WebSocket server on top, resumes runs left unfinished by a
-crash, and waits for SIGINT/SIGTERM. On a signal everything is cancelled between
+projection up to the log head in the background (a progress bar on a terminal; a line
+here once caught up) and follows the log live; this command puts the WebSocket server
+on top at once, resumes runs left unfinished by a crash, and waits for SIGINT/SIGTERM. On a signal everything is cancelled between
 batches: queued appends commit, snapshots are flushed, unfinished runs stay in the log
 for the next start, and the process exits 0.
 
@@ -67,6 +67,7 @@ async def _serve_application(
             f"(HTTP /healthz, /metrics; auth {'on' if tokens else 'off'})\n"
         )
         out.flush()
+        nursery.start_soon(_report_caught_up, app, out)
         unfinished = await app.orchestrator.unfinished_runs()
         for run_id in unfinished:
             state_of_run = await load_run(store, run_id)
@@ -74,3 +75,10 @@ async def _serve_application(
         if unfinished:
             out.write(f"autoagent: resumed {len(unfinished)} unfinished run(s)\n")
             out.flush()
+
+
+async def _report_caught_up(app: Application, out: TextIO) -> None:
+    """One line once the projections, caught up in the background, reach the log's head."""
+    await app.warmup.wait("projections")
+    out.write(f"autoagent: projections caught up at position {app.runner.position}\n")
+    out.flush()

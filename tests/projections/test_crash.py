@@ -91,7 +91,9 @@ def test_sigkill_during_catch_up_then_restart_ends_in_the_rebuilt_state(tmp_path
 
     with ServerProcess(path) as server:
         ready = server.wait_for_line("event store open at", START_TIMEOUT_S)
-        assert f"(head position {head}, projections at {head})" in ready
+        assert f"(head position {head}, projections at " in ready
+        caught_up = server.wait_for_line("projections caught up", START_TIMEOUT_S)
+        assert caught_up.rstrip().endswith(f"at position {head}")
         server.signal(signal.SIGINT)
         code, stdout, stderr = server.finish(STOP_TIMEOUT_S)
         assert code == 0, stderr

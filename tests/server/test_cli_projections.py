@@ -476,7 +476,9 @@ def test_inspection_commands_work_beside_a_running_server_and_after_it_stops(
     demo = write_demo_dir(path, unfinished=False)  # nothing for the server to resume
     with ServerProcess(path) as server:
         ready = server.wait_for_line("event store open at", START_TIMEOUT_S)
-        assert f"head position {demo.head}, projections at {demo.head}" in ready
+        assert f"head position {demo.head}, projections at " in ready
+        caught_up = server.wait_for_line("projections caught up", START_TIMEOUT_S)
+        assert caught_up.rstrip().endswith(f"at position {demo.head}")
         running = inspect_all(path)
         code, out = run_cli("stats", "--json", "--data-dir", str(path))
         assert code == 0

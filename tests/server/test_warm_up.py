@@ -92,6 +92,7 @@ async def test_healthz_lists_the_embedder_until_its_background_load_ends(tmp_pat
         ):
             port = await nursery.start(agent_server(app).serve, "127.0.0.1", 0)
             url = f"http://127.0.0.1:{port}"
+            await app.warmup.wait("projections")  # they catch up in the background too
             while_loading = await health(url)
             embedder.gate.set()
             await trio.testing.wait_all_tasks_blocked()
@@ -132,7 +133,7 @@ async def test_nothing_warms_when_no_enabled_agent_embeds(tmp_path: Path) -> Non
         async with open_application(
             config, state=MemoryStateStore(), embedder_factory=factory_of(embedder)
         ) as app:
-            assert app.warmup.warming() == []
+            assert "embedder" not in app.warmup.warming()
             result = await app.orchestrator.run_goal("what is 2 + 2")
     assert result.status == "completed"
     assert embedder.loads == 0
