@@ -3,9 +3,9 @@
 `open_application` holds the store open with its writer running, brings every
 projection up to the log head in the background (a progress bar on a terminal; a line
 here once caught up) and follows the log live; this command puts the WebSocket server
-on top at once, resumes runs left unfinished by a crash, and waits for SIGINT/SIGTERM. On a signal everything is cancelled between
-batches: queued appends commit, snapshots are flushed, unfinished runs stay in the log
-for the next start, and the process exits 0.
+on top at once, resumes runs left unfinished by a crash, and waits for SIGINT/SIGTERM.
+On a signal everything is cancelled between batches: queued appends commit, snapshots
+are flushed, unfinished runs stay in the log for the next start, and the process exits 0.
 
 One server per data dir: the first takes the data dir's lock (`server._datadir`) before
 opening anything and records its URL there once listening; a second is refused at
