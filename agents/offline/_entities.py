@@ -151,6 +151,54 @@ def timezone(text: str) -> str | None:
     return None
 
 
+def timezones(text: str) -> list[str]:
+    """Every IANA zone a goal names, in the order it names them ("Tokyo, London and
+    New York" gives three); a city inside a longer name ("York" in "New York") is not
+    counted twice."""
+    found: list[tuple[int, str]] = [(m.start(), m.group(0)) for m in _IANA.finditer(text)]
+    taken = [range(m.start(), m.end()) for m in _IANA.finditer(text)]
+    lowered = text.lower()
+    for city, zone in sorted(CITY_TIMEZONES.items(), key=lambda item: -len(item[0])):
+        pattern = r"\s+".join(re.escape(part) for part in city.split())
+        for match in re.finditer(rf"\b{pattern}\b", lowered):
+            if not any(match.start() in span for span in taken):
+                found.append((match.start(), zone))
+                taken.append(range(match.start(), match.end()))
+    return _unique(zone for _, zone in sorted(found))
+
+
+def place_of(text: str, zone: str) -> str | None:
+    """The city `text` names for `zone`, as written ("New York" for America/New_York)."""
+    lowered = text.lower()
+    for city, known in sorted(CITY_TIMEZONES.items(), key=lambda item: -len(item[0])):
+        if known != zone or city == "utc":
+            continue
+        pattern = r"\s+".join(re.escape(part) for part in city.split())
+        if re.search(rf"\b{pattern}\b", lowered):
+            return city.title()
+    return None
+
+
+_PLACE = re.compile(r"\b(?:in|at|for)\s+((?:[A-Z][\w'/-]*)(?:\s+[A-Z][\w'/-]*)*)")
+_NOT_PLACES = frozenset(
+    "january february march april may june july august september october november december "
+    "monday tuesday wednesday thursday friday saturday sunday i".split()
+)
+
+
+def unknown_places(text: str) -> list[str]:
+    """Capitalised places after "in" / "at" / "for" that name no zone this model knows
+    ("Atlantis"): a time asked for there has no answer, and UTC would be a guess."""
+    unknown = []
+    for match in _PLACE.finditer(text):
+        place = match.group(1)
+        if place.lower() in _NOT_PLACES or place.upper() in ("UTC", "GMT"):
+            continue
+        if not timezones(place):
+            unknown.append(place)
+    return _unique(unknown)
+
+
 def city(text: str) -> str | None:
     lowered = " ".join(w.lower() for w in _WORD.findall(text))
     for name in CITY_TIMEZONES:

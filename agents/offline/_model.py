@@ -17,7 +17,7 @@ from typing import Any
 
 from agents.llm import ToolSpec
 from agents.offline import _entities as entities
-from agents.offline._planning import plan
+from agents.offline._planning import plan, split_clauses, statement
 
 MODEL_NAME = "autoagent-offline"
 
@@ -188,7 +188,7 @@ def answer(goal: str, results: Any) -> dict[str, Any]:
     items = _result_items(results)
     if not items:
         return {"answer": f"Nothing was run for {goal!r}, so there is no result to report."}
-    lines = [_render_item(item) for item in items]
+    lines = [_render_item(item, goal, _Said(goal)) for item in items]
     if len(lines) == 1:
         return {"answer": lines[0]}
     return {"answer": "\n".join(["Results:", *(f"- {line}" for line in lines)])}
@@ -200,18 +200,44 @@ def _result_items(results: Any) -> list[Mapping[str, Any]]:
     return [r if isinstance(r, Mapping) else {"result": r} for r in results]
 
 
-def _render_item(item: Mapping[str, Any]) -> str:
+class _Said:
+    """What the goal asked to remember, clause by clause, handed out in order: a
+    memory.remember result carries only an id (the content is sealed), so the answer
+    takes the words from the goal, which the run already holds."""
+
+    def __init__(self, goal: str) -> None:
+        statements = (statement(c.text) for c in split_clauses(goal))
+        self._left = [s for s in statements if s]
+
+    def next(self) -> str | None:
+        return self._left.pop(0) if self._left else None
+
+
+def _render_item(item: Mapping[str, Any], goal: str = "", said: _Said | None = None) -> str:
     label = ".".join(str(item[k]) for k in ("agent", "action") if item.get(k)) or str(
         item.get("id", "step")
     )
     if item.get("error"):
         return f"{label} failed: {item['error']}"
-    return _render_result(item.get("result"), label)
+    result = item.get("result")
+    if label == "memory.remember" and isinstance(result, Mapping):
+        return _render_remembered((said or _Said(goal)).next())
+    render = _TOOL_RENDERS.get(label)
+    line = render(result) if render is not None and isinstance(result, Mapping) else None
+    if line is None and isinstance(result, Mapping):
+        line = _render_time(result, goal)
+    return line if line is not None else _render_result(result, label)
 
 
 def _render_result(result: Any, label: str) -> str:
     if isinstance(result, Mapping):
-        renders = (_render_price, _render_calculation, _render_time, *_DOCUMENT_RENDERS)
+        renders: tuple[Callable[[Mapping[str, Any]], str | None], ...] = (
+            _render_price,
+            _render_calculation,
+            _render_time,
+            *_DOCUMENT_RENDERS,
+            *_SHAPE_RENDERS,
+        )
         for render in (*renders, _render_text):
             line = render(result)
             if line is not None:
@@ -234,11 +260,17 @@ def _render_calculation(result: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _render_time(result: Mapping[str, Any]) -> str | None:
+def _render_time(result: Mapping[str, Any], goal: str = "") -> str | None:
+    """A clock reading with the place as the goal named it: "The time in Tokyo
+    (Asia/Tokyo) is 04:01:18 on Monday"."""
     when = result.get("time") or result.get("datetime") or result.get("iso")
-    if when and "timezone" in result:
-        return f"The time in {result['timezone']} is {when}"
-    return None
+    if not (when and "timezone" in result):
+        return None
+    zone = str(result["timezone"])
+    place = entities.place_of(goal, zone)
+    where = f"{place} ({zone})" if place else zone
+    day = f" on {result['weekday']}" if result.get("weekday") else ""
+    return f"The time in {where} is {when}{day}"
 
 
 def _render_text(result: Mapping[str, Any]) -> str | None:
@@ -286,6 +318,120 @@ def _render_listing(result: Mapping[str, Any]) -> str | None:
 
 
 _DOCUMENT_RENDERS = (_render_indexing, _render_passages, _render_listing)
+
+
+# --- plain renderings of the built-in tools' results ----------------------------------
+
+
+def _render_remembered(content: str | None) -> str:
+    return f"Remembered: {content.rstrip('.')}." if content else "Remembered it."
+
+
+def _render_recalled(result: Mapping[str, Any]) -> str | None:
+    memories = [m for m in result.get("memories") or () if isinstance(m, Mapping)]
+    if "memories" not in result:
+        return None
+    if not memories:
+        return f"I have no memory about {result.get('query')!r}."
+    return "I remember: " + "; ".join(str(m.get("content")) for m in memories[:5])
+
+
+def _render_forgotten(result: Mapping[str, Any]) -> str | None:
+    if "key_destroyed" in result:
+        return f"Forgot all {result.get('forgotten', 0)} memories of {result.get('user')}."
+    if result.get("forgotten") is True:
+        return f"Forgot memory {result.get('memory_id')}."
+    return None
+
+
+def _render_added_time(result: Mapping[str, Any]) -> str | None:
+    if "start" not in result or "result" not in result:
+        return None
+    day = f" ({result['weekday']})" if result.get("weekday") else ""
+    return f"The result is {result['result']}{day}, counted from {result['start']}."
+
+
+def _render_span(result: Mapping[str, Any]) -> str | None:
+    if not {"start", "end", "text"} <= result.keys():
+        return None
+    return f"From {result['start']} to {result['end']} is {result['text']}."
+
+
+def _render_event_created(result: Mapping[str, Any]) -> str | None:
+    if not {"title", "start"} <= result.keys():
+        return None
+    end = f" to {result['end']}" if result.get("end") else ""
+    where = f" in {result['calendar']}" if result.get("calendar") else ""
+    return f"Added {result['title']!r} from {result['start']}{end}{where}."
+
+
+def _render_events(result: Mapping[str, Any]) -> str | None:
+    events = [e for e in result.get("events") or () if isinstance(e, Mapping)]
+    if "events" not in result:
+        return None
+    span = f" from {result.get('start')} to {result.get('end')}"
+    if not events:
+        return f"No events{span}."
+    listed = "; ".join(f"{e.get('title')} ({e.get('start')})" for e in events[:10])
+    return f"{len(events)} event(s){span}: {listed}"
+
+
+def _render_folder(result: Mapping[str, Any]) -> str | None:
+    entries = [e for e in result.get("entries") or () if isinstance(e, Mapping)]
+    if "entries" not in result:
+        return None
+    names = ", ".join(str(e.get("path")) for e in entries[:20])
+    more = ", ..." if len(entries) > 20 or result.get("truncated") else ""
+    return (
+        f"{len(entries)} entries in {result.get('folder')}: {names}{more}"
+        if entries
+        else (f"{result.get('folder')} is empty.")
+    )
+
+
+def _render_file_matches(result: Mapping[str, Any]) -> str | None:
+    found = [r for r in result.get("results") or () if isinstance(r, Mapping)]
+    if "results" not in result or "scanned" not in result:
+        return None
+    if not found:
+        return f"No file matches (searched {result['scanned']} files)."
+    lines = ", ".join(f"{r.get('path')} ({len(r.get('matches') or ())})" for r in found[:10])
+    return f"{len(found)} file(s) match: {lines}"
+
+
+def _render_emails(result: Mapping[str, Any]) -> str | None:
+    emails = [e for e in result.get("emails") or () if isinstance(e, Mapping)]
+    if "emails" not in result:
+        return None
+    if not emails:
+        return "No emails match."
+    listed = "; ".join(f"{e.get('subject')!r} from {e.get('from')}" for e in emails[:10])
+    return f"{len(emails)} email(s): {listed}"
+
+
+def _render_quotes(result: Mapping[str, Any]) -> str | None:
+    quotes = [q for q in result.get("quotes") or () if isinstance(q, Mapping)]
+    lines = [line for line in map(_render_price, quotes) if line]
+    return "; ".join(lines) if lines else None
+
+
+_TOOL_RENDERS: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
+    "memory.recall": _render_recalled,
+    "memory.forget": _render_forgotten,
+    "memory.forget_all": _render_forgotten,
+    "clock.add": _render_added_time,
+    "clock.difference": _render_span,
+    "calendar.create_event": _render_event_created,
+}
+# Recognised by their shape wherever they come from (a report's sources, say).
+_SHAPE_RENDERS = (
+    _render_recalled,
+    _render_events,
+    _render_folder,
+    _render_file_matches,
+    _render_emails,
+    _render_quotes,
+)
 
 
 def intent(goal: str) -> dict[str, Any]:

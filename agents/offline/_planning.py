@@ -66,11 +66,31 @@ def split_clauses(goal: str) -> list[Clause]:
     clauses: list[Clause] = []
     start, joined = 0, "start"
     for match in _CLAUSE_SEPARATOR.finditer(goal):
+        if _ends_in_abbreviation(goal, match):
+            continue
         _add_clause(clauses, goal[start : match.start()], joined)
         joined = "then" if match.group("then") else "and"
         start = match.end()
     _add_clause(clauses, goal[start:], joined)
     return clauses
+
+
+# A period that ends a title or an abbreviation, not a sentence: "Dr. Lee", "e.g. X",
+# "the U.S. market", an initial ("J. Smith").
+_ABBREVIATION = re.compile(
+    r"(?:\b(?:dr|mr|mrs|ms|mx|prof|st|jr|sr|mt|vs|approx|inc|ltd|co|fig)"
+    r"|\b(?:[a-z]\.)+[a-z]|(?-i:\b[A-Z]))\Z",
+    re.IGNORECASE,
+)
+
+
+def _ends_in_abbreviation(goal: str, match: re.Match[str]) -> bool:
+    stop = match.group("stop")
+    return (
+        stop is not None
+        and stop.startswith(".")
+        and bool(_ABBREVIATION.search(goal, 0, match.start("stop")))
+    )
 
 
 def _add_clause(clauses: list[Clause], text: str, joined: str) -> None:
@@ -130,7 +150,7 @@ def plan(
             _depend_on(draft, added, previous)
         before, previous = before + added, added or previous
     if draft.problems or not draft.steps:
-        return {"steps": [], "error": _cannot_plan(draft)}
+        return {"steps": [], "error": _cannot_plan(draft), "detail": _cannot_plan_detail(draft)}
     _order_reads_after_writes(draft.steps)
     return {"steps": draft.steps}
 
@@ -185,7 +205,7 @@ def _plan_clause(draft: _Draft, clause: Clause, before: Sequence[str]) -> list[s
         step_id = _add_keyword_step(draft, tool, clause.text)
         added.extend([step_id] if step_id else [])
     elif not added:
-        draft.problems.append(f"no available tool matches {clause.text!r}")
+        draft.problems.append(f"no available tool matches {_brief(clause.text, 60)!r}")
     return added
 
 
@@ -239,11 +259,20 @@ def _time_steps(draft: _Draft, text: str) -> list[str]:
     tool, param = _tool_with_param(draft.tools, TIMEZONE_PARAMS, text)
     if tool is None or param is None:
         return []
-    zone = entities.timezone(text)
+    unknown = entities.unknown_places(text)
+    if unknown:
+        draft.problems.append(f"I don't know a time zone for {unknown[0]}")
+        return []
+    zones: list[str | None] = [*entities.timezones(text)] or [None]
+    return [_add_time_step(draft, tool, param, text, zone) for zone in zones]
+
+
+def _add_time_step(draft: _Draft, tool: ToolSpec, param: str, text: str, zone: str | None) -> str:
+    """One clock reading per place the clause names ("in Tokyo and in New York": two)."""
     overrides = {param: zone} if zone else {}
     where = f"in {zone}" if zone else "now"
     why = f"The goal asks for the time {where}; {tool.name} reads the clock."
-    return [draft.add(tool, _fill(draft, tool, text, overrides), [], why)]
+    return draft.add(tool, _fill(draft, tool, text, overrides), [], why)
 
 
 def _add_consumer(draft: _Draft, tool: ToolSpec, text: str, sources: Sequence[str]) -> str:
@@ -273,8 +302,7 @@ def _add_keyword_step(draft: _Draft, tool: ToolSpec, text: str) -> str | None:
     missing = [p for p in tool.required if p not in parameters]
     if missing:
         draft.problems.append(
-            f"the offline planner matched {text!r} to {tool.name} but found no value "
-            f"for its required parameter {missing[0]!r} in the goal"
+            f"{tool.name} needs a {missing[0]!r} that {_brief(text, 40)!r} does not give"
         )
         return None
     return draft.add(tool, parameters, [], f"{text!r} matches what {tool.name} does.")
@@ -515,6 +543,9 @@ def _ends(written: Sequence[str], text: str) -> tuple[str | None, str | None]:
 
 def _remainder(tool: ToolSpec, text: str) -> str:
     """The clause without its leading command words ("search the web for X" -> "X")."""
+    said = statement(text)
+    if said is not None:
+        return said
     vocab = _vocabulary(tool)
     tokens = text.split()
     while tokens and (
@@ -526,13 +557,48 @@ def _remainder(tool: ToolSpec, text: str) -> str:
     return " ".join(tokens) or text
 
 
+# What the user reads of a refusal; with the orchestrator's "I could not complete this:
+# no usable plan: invalid plan: " in front it stays under 300 characters.
+REFUSAL_LIMIT = 240
+
+
 def _cannot_plan(draft: _Draft) -> str:
+    """A short refusal (the first problem, the tool areas) for the user to read; every
+    problem and the full list of tools are in `_cannot_plan_detail`."""
+    problem = draft.problems[0] if draft.problems else "nothing in it matches a tool"
+    areas = ", ".join(dict.fromkeys(t.agent for t in draft.tools)) or "no tools"
+    head, tail = "Offline planner cannot plan this: ", f". I can use: {areas}"
+    tail += '; or set llm.provider = "openai".'
+    room = max(40, REFUSAL_LIMIT - len(head) - len(tail))
+    return _brief(head + _brief(problem, room) + tail, REFUSAL_LIMIT)
+
+
+# "remember that my dentist is Dr. Lee", "note: the door code is 4711", "remember my
+# dentist is Dr. Lee": a statement to keep word for word, its subject included.
+_STATEMENT = re.compile(
+    r"^\s*(?:please\s+)?(?:remember|memori[sz]e|note(?:\s+down)?|keep\s+in\s+mind)\b"
+    r"(?:(?:\s+that\b|\s*:)\s*(?P<said>.+)"
+    r"|\s+(?P<owned>(?:my|our|your)\b.+?\b(?:is|are|was|were)\b.+))$",
+    re.IGNORECASE,
+)
+
+
+def statement(text: str) -> str | None:
+    """What a "remember (that) X" clause asks to keep, word for word."""
+    match = _STATEMENT.match(text)
+    return (match.group("said") or match.group("owned")).strip() if match else None
+
+
+def _cannot_plan_detail(draft: _Draft) -> str:
     names = ", ".join(f"{t.name} ({t.description.rstrip('.')})" for t in draft.tools)
     offered = f"The available tools are: {names}." if names else "No tools are available."
     problems = "; ".join(draft.problems) or "nothing in the goal matches a tool"
     return (
         f"The offline planner cannot plan this goal: {problems}. It understands ticker "
         "symbols and prices, arithmetic, the time in a city, and requests that name what a "
-        f"tool does, joined by 'and' or 'then'. {offered} For open-ended goals configure a "
-        'real model (llm.provider = "openai").'
+        f"tool does, joined by 'and' or 'then'. {offered}"
     )
+
+
+def _brief(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

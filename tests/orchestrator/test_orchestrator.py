@@ -42,7 +42,7 @@ def nvda_aapl_answer() -> str:
 
 GOALS = {
     "math": ("what is 17 * 23 + 4", "17 * 23 + 4 = 395"),
-    "clock": ("what time is it in Tokyo", "The time in Asia/Tokyo is "),
+    "clock": ("what time is it in Tokyo", "The time in Tokyo (Asia/Tokyo) is "),
     "quotes": ("get the price of NVDA and AAPL", None),
 }
 

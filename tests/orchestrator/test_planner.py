@@ -117,7 +117,8 @@ async def test_unplannable_goal_fails_with_the_planners_explanation(
     ]
     reason = records[-1].data["reason"]
     assert f"no available tool matches {UNPLANNABLE!r}" in reason
-    assert "math.calculate" in reason  # it names what it can do
+    assert "math" in reason  # it names what it can do, briefly
+    assert len(f"I could not complete this: {reason}") <= 300
     session = await store.read_stream(f"session-{result.session_id}")
     assert session[-1].type == "AssistantMessageSent"
     assert session[-1].data["text"] == f"I could not complete this: {reason}"
