@@ -408,12 +408,19 @@ async def open_application(
         ):
             memory = runner.projections.get(MemoryProjection.name)
             documents = runner.projections.get(DocumentsProjection.name)
+            opened_at = store.head_position
+
+            async def wait_for(position: int) -> None:
+                # The projections catch up in the background: a reader waits for what
+                # the log held at start as well as for its own writes.
+                await runner.wait_for(max(position, opened_at))
+
             async with open_orchestrator(
                 config,
                 store,
                 memory_index=memory if isinstance(memory, MemoryProjection) else None,
                 documents_index=documents if isinstance(documents, DocumentsProjection) else None,
-                wait_for=runner.wait_for,
+                wait_for=wait_for,
                 embedder=embedder,
             ) as orchestrator:
                 yield Application(config, store, runner, orchestrator, warmup)

@@ -12,6 +12,7 @@ from pathlib import Path
 import trio
 
 from agents.embeddings._embedder import Embedder
+from events import SessionStarted
 from projections import MemoryProjection, MemoryStateStore
 from server.app import open_application
 from server.config import load_config
@@ -45,3 +46,33 @@ async def test_goals_remember_then_recall_through_the_server_wiring(tmp_path: Pa
             assert found.status == "completed", found.reason
     assert "lisbon" in (found.answer or "")
     assert len(list((tmp_path / "data" / "keys").iterdir())) == 1
+
+
+async def test_recall_right_after_start_waits_for_the_background_catch_up(
+    tmp_path: Path,
+) -> None:
+    """The projections catch up in the background: a recall sent at once must still see
+    a memory that sits behind thousands of older events in the log."""
+    config = load_config(
+        env={
+            "AUTOAGENT_AGENTS__WORKSPACE_ROOTS": json.dumps([str(tmp_path / "workspace")]),
+            "AUTOAGENT_STORE__SYNC": "false",
+            "AUTOAGENT_STORE__MAP_SIZE_MB": "256",
+        },
+        data_dir=tmp_path / "data",
+    )
+    with trio.fail_after(TIMEOUT_S * 4):
+        async with open_application(
+            config, state=MemoryStateStore(), embedder_factory=hash_embedder
+        ) as app:
+            for batch in range(30):  # old history first, the memory after it
+                filler = [SessionStarted(f"old-{batch}-{i}") for i in range(1000)]
+                await app.store.append(f"session-old-{batch}", filler)
+            saved = await app.orchestrator.run_goal("remember that my sister lives in lisbon")
+            assert saved.status == "completed", saved.reason
+        async with open_application(
+            config, state=MemoryStateStore(), embedder_factory=hash_embedder
+        ) as app:  # a fresh state store: the whole log is caught up in the background
+            found = await app.orchestrator.run_goal("recall where my sister lives")
+    assert found.status == "completed", found.reason
+    assert "lisbon" in (found.answer or "")
