@@ -188,6 +188,8 @@ class Simulator:
         self._requests = self._rate_limited = self._in_flight = self._max_in_flight = 0
         self._prompt_tokens = self._completion_tokens = 0
         self._by_purpose: collections.Counter[str] = collections.Counter()
+        # Latency it imposed, summed (benchmarks subtract it from what they measure).
+        self.latency_s = 0.0
         self._by_endpoint: collections.Counter[str] = collections.Counter()
         self._by_status: collections.Counter[str] = collections.Counter()
         self._faults: collections.Counter[str] = collections.Counter()
@@ -278,6 +280,7 @@ class Simulator:
         usage = self._charge(prompt_tokens, estimate_tokens(text))
         reply = _Reply(model, text, usage, headers, fault == "bad_json", json_mode)
         first, per_token = self._chat_latency(usage[0])
+        self.latency_s += first + per_token * usage[1]
         if body.get("stream"):
             return self._streamed(reply, _include_usage(body), first, per_token)
         await trio.sleep(first + per_token * usage[1])
@@ -322,7 +325,9 @@ class Simulator:
         headers = self._admit(tokens)
         fault = await self._inject_fault(headers, purpose)
         usage = self._charge(tokens, 0)
-        await trio.sleep(self._embedding_latency(tokens))
+        latency = self._embedding_latency(tokens)
+        self.latency_s += latency
+        await trio.sleep(latency)
         data = [_embedding(i, hash_embedding(t, dim), encoding) for i, t in enumerate(inputs)]
         payload = {"object": "list", "data": data, "model": model, "usage": _usage_json(usage)}
         response = _json(200, payload, headers)

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import trio
+
+from server.bench._processes import http_get
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Vocabulary of the generated texts (sentences, documents) the benchmarks embed.
 WORDS = (
@@ -217,3 +221,14 @@ class Table:
         ]
         lines += ["| " + " | ".join(row) + " |" for row in self._cells()]
         return "\n".join(lines)
+
+
+async def wait_until_warm(port: int) -> float:
+    """Seconds until a server's /healthz lists nothing warming (the shipped server loads
+    its embedder and catches its projections up in the background at start)."""
+    started = time.monotonic()
+    while True:
+        health = json.loads(await http_get(port, "/healthz"))
+        if not health.get("warming"):
+            return time.monotonic() - started
+        await trio.sleep(0.05)

@@ -20,7 +20,6 @@ Phases:
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import time
 from pathlib import Path
@@ -35,7 +34,6 @@ from server.bench._config import CHAT_MODEL, SIM_KEY, SIM_KEY_ENV, to_toml
 from server.bench._processes import (
     ServiceProcess,
     child_env,
-    http_get,
     start_server,
     start_simulator,
 )
@@ -44,7 +42,7 @@ from server.bench._world import World
 from server.config import Config, FeaturesConfig, config_as_dict
 
 from ._cli import finish, make_parser, result_header, scratch_dir
-from ._common import Table
+from ._common import Table, wait_until_warm
 
 RESULTS = Path(__file__).resolve().parent / "results" / "default_path.json"
 # The issue's mix: quotes + report, three-city time, two calculations + remember.
@@ -104,16 +102,6 @@ async def run_goals(port: int, goals: tuple[str, ...]) -> list[float]:
     return seconds
 
 
-async def wait_warm(port: int) -> float:
-    """Seconds until /healthz lists nothing warming."""
-    started = trio.current_time()
-    while True:
-        health = json.loads(await http_get(port, "/healthz"))
-        if not health.get("warming"):
-            return trio.current_time() - started
-        await trio.sleep(0.05)
-
-
 async def plan_latencies(data: Path) -> list[float]:
     """The plan calls' latency as the server recorded it (LLMCallCompleted); the server
     has stopped, so its log is read directly."""
@@ -136,7 +124,7 @@ async def phase_goals(work: Path, name: str, sim_url: str, world: str, on: bool)
     root = work / name
     process, port, _ = await start(root, name, phase_config(root, sim_url, world, features_on=on))
     try:
-        await wait_warm(port)  # both phases measured warm: the warm-up has its own phase
+        await wait_until_warm(port)  # both phases measured warm: the warm-up has its own phase
         cpu_before = cpu_s(process.pid)
         seconds = await run_goals(port, GOALS)
         cpu_used = cpu_s(process.pid) - cpu_before
@@ -160,7 +148,7 @@ async def phase_warm_up(work: Path, sim_url: str, world: str) -> dict[str, Any]:
         config = phase_config(root, sim_url, world, features_on=True)
         process, port, _ = await start(root, case, config)
         try:
-            warm_after = await wait_warm(port) if case == "once_warm" else None
+            warm_after = await wait_until_warm(port) if case == "once_warm" else None
             first, second = await run_goals(port, MEMORY_GOALS)
         finally:
             await process.aclose()

@@ -41,7 +41,7 @@ import trio
 
 from agents.embeddings._embedder import Embedder
 from agents.embeddings._local import LocalEmbedder
-from agents.tools._documents import DocumentsAccess, DocumentsService
+from agents.tools import DocumentsAccess, DocumentsService
 from agents.tools._workspace import Workspace
 from events import StoreOptions, open_event_store
 from projections import DocumentsProjection, LmdbStateStore, ProjectionRunner

@@ -585,6 +585,7 @@ class WriterAgent(Agent):
 
     def __init__(self, context: AgentContext) -> None:
         hooks = _hooks_of(context)
+        assert context.llm is not None, "the benchmark's agents are built with a provider"
         self._tools = {s.action: LlmTool(s, hooks, context.llm) for s in self.SPECS}
 
     def tools(self) -> Mapping[str, Tool]:
@@ -667,7 +668,6 @@ async def read_all(store: EventStore, stream: str) -> list[RecordedEvent]:
 class RecordingSimulator(Simulator):
     """The simulator, adding up the latency it chose and the time spent in its handler."""
 
-    waited_s = 0.0
     handler_s = 0.0
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
@@ -677,10 +677,10 @@ class RecordingSimulator(Simulator):
         finally:
             self.handler_s += time.perf_counter() - start
 
-    def _latency(self, purpose: str) -> float:
-        latency = super()._latency(purpose)
-        self.waited_s += latency
-        return latency
+    @property
+    def waited_s(self) -> float:
+        """The latency the simulator imposed so far (its replies' simulated time)."""
+        return self.latency_s
 
 
 @asynccontextmanager

@@ -148,7 +148,7 @@ async def still_up(port: int) -> bool:
                 while True:
                     frame = json.loads(await ws.get_message())
                     if frame.get("type") == "pong":
-                        return frame.get("id") == "still-up"
+                        return bool(frame.get("id") == "still-up")
     except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError, ValueError):
         return False
 

@@ -9,7 +9,8 @@ From the project root:
 Processes: the simulator (`python -m server sim --port 0`, the OpenAI-compatible
 endpoint, `realistic` latency x `--time-scale`), and for each N a fresh server
 (`python -m server serve --port 0 --data-dir <tmp>`, provider "openai" pointed at the
-simulator, LLM rate limits and `server.max_connections` raised for the load, the store
+simulator, the shipped LLM budgets (raised only with the diagnostic `--raised-budgets`),
+`server.max_connections` raised for the load, the store
 durable as shipped: `sync = true`, unless `--no-sync`). Both print their address; this
 process parses it (`server/bench/_processes.py`, shared with `autoagent bench`). The clients
 all live in this process (one Trio loop, trio-websocket; `server/bench/_client.py` sends a
@@ -59,7 +60,14 @@ from server.bench._processes import ServiceProcess, child_env, http_get, port_of
 from server.bench._procfs import Sampler, cpu_s, own_cpu_s, peak_rss_mb
 from server.errors import GoalRejected
 from tests.performance._cli import make_parser, publish, scratch_dir
-from tests.performance._common import RESULTS_DIR, Table, load_average, machine_info, percentile
+from tests.performance._common import (
+    RESULTS_DIR,
+    Table,
+    load_average,
+    machine_info,
+    percentile,
+    wait_until_warm,
+)
 
 DEFAULT_OUT = RESULTS_DIR / "load_ws.json"
 GOALS = (
@@ -92,25 +100,34 @@ async def start_simulator(
     return await bench_processes.start_simulator(work, argv, base_env(work))
 
 
-def server_env(work: Path, sim_url: str, clients: int, sync: bool) -> dict[str, str]:
-    return base_env(work) | {
+# The diagnostic `--raised-budgets`: client-side LLM budgets out of the way, so the
+# figures show the server's own ceiling rather than the shipped limiter's.
+RAISED_BUDGETS = {
+    "AUTOAGENT_LLM__RPM_LIMIT": "1000000",
+    "AUTOAGENT_LLM__TPM_LIMIT": "1000000000",
+    "AUTOAGENT_LLM__MAX_PARALLEL_CALLS": "256",
+}
+
+
+def server_env(
+    work: Path, sim_url: str, clients: int, sync: bool, raised: bool
+) -> dict[str, str]:
+    """The shipped configuration pointed at the simulator (budgets raised only if asked)."""
+    return base_env(work) | (RAISED_BUDGETS if raised else {}) | {
         "AUTOAGENT_STORE__SYNC": "true" if sync else "false",
         "AUTOAGENT_LLM__PROVIDER": "openai",
         "AUTOAGENT_LLM__BASE_URL": sim_url,
         "AUTOAGENT_LLM__API_KEY_ENV": "AUTOAGENT_LOAD_SIM_KEY",
         "AUTOAGENT_LOAD_SIM_KEY": "sk-load-test",
-        "AUTOAGENT_LLM__RPM_LIMIT": "1000000",
-        "AUTOAGENT_LLM__TPM_LIMIT": "1000000000",
-        "AUTOAGENT_LLM__MAX_PARALLEL_CALLS": "256",
         "AUTOAGENT_SERVER__MAX_CONNECTIONS": str(clients + 100),
     }
 
 
 async def start_server(
-    work: Path, sim_url: str, clients: int, sync: bool
+    work: Path, sim_url: str, clients: int, sync: bool, raised: bool
 ) -> tuple[ServiceProcess, int]:
     argv = ["--data-dir", str(work / f"data-{clients}")]
-    env = server_env(work, sim_url, clients, sync)
+    env = server_env(work, sim_url, clients, sync, raised)
     return await bench_processes.start_server(work, f"serve-{clients}", argv, env)
 
 
@@ -334,22 +351,13 @@ async def load(
 # --- one N ------------------------------------------------------------------------------------
 
 
-async def wait_until_warm(port: int) -> float:
-    """Seconds until /healthz lists nothing warming (the shipped server loads its local
-    embedder in the background at start; its CPU is not the load's)."""
-    started = time.monotonic()
-    while True:
-        health = json.loads(await http_get(port, "/healthz"))
-        if not health.get("warming"):
-            return time.monotonic() - started
-        await trio.sleep(0.05)
-
-
 async def measure(
     work: Path, sim: ServiceProcess, sim_url: str, clients: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     started = time.monotonic()
-    server, port = await start_server(work, sim_url, clients, not args.no_sync)
+    server, port = await start_server(
+        work, sim_url, clients, not args.no_sync, args.raised_budgets
+    )
     server_start_s = time.monotonic() - started
     try:
         await trio.sleep(1.0)  # settle: projections caught up, nothing in flight
@@ -511,6 +519,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-sync", action="store_true", help="store.sync = false (isolates the fsync share)"
     )
+    parser.add_argument(
+        "--raised-budgets",
+        action="store_true",
+        help="diagnostic: client-side LLM rpm/tpm budgets raised out of the way",
+    )
     args = parser.parse_args(argv)
     if args.clients is None:
         args.clients = [10] if args.quick else [100, 1000]
@@ -532,6 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "latency_profile": args.latency_profile,
             "time_scale": args.time_scale,
             "store_sync": not args.no_sync,
+            "llm_budgets": "raised" if args.raised_budgets else "shipped",
             "goals": list(GOALS),
         },
         **outcome,
