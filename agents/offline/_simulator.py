@@ -13,6 +13,10 @@ log-normal spread, all times `time_scale`), its own RPM/TPM limits with the real
 `x-ratelimit-*` headers and 429s, and injected faults at `fault_rate`: 429 with
 Retry-After, 500, a response slower than any sane client timeout, or a truncated /
 invalid JSON body. Seeded, so runs repeat.
+
+A `fallback` answers every other path (not under `/v1/` or `/_sim/`) on the same port,
+uncounted: `autoagent sim` puts the bench's world of quotes and web pages there, so
+every tool can be tried offline against one address.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ from agents.offline._wire import (
 )
 
 LATENCY_PROFILES = ("none", "realistic")
+OWN_PREFIXES = ("/v1/", "/_sim/")
+# Answers the paths the simulator does not serve: (method, target) -> status, type, body.
+Fallback = Callable[[str, str], Awaitable[tuple[int, str, bytes]]]
 FAULT_KINDS = ("429", "500", "slow", "bad_json")
 LATENCY_SIGMA = 0.35  # spread of the time to first token (log-normal)
 SPEED_SIGMA = 0.15  # spread of the decode speed of one reply
@@ -162,8 +169,11 @@ Route = Callable[[HttpRequest], Awaitable[HttpResponse]]
 class Simulator:
     """The simulator's state and request handling; `serve` puts it on a socket."""
 
-    def __init__(self, options: SimulatorOptions = SimulatorOptions()) -> None:
+    def __init__(
+        self, options: SimulatorOptions = SimulatorOptions(), *, fallback: Fallback | None = None
+    ) -> None:
         self.options = options
+        self._fallback = fallback
         self._rng = random.Random(options.seed)
         self._connections = ConnectionCounts()
         self._request_bucket = _bucket(options.rpm_limit, options.burst_s)
@@ -213,6 +223,8 @@ class Simulator:
     # --- dispatch -----------------------------------------------------------------
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
+        if self._fallback is not None and not request.path.startswith(OWN_PREFIXES):
+            return await self._answer_fallback(self._fallback, request)
         route = self._route(request)
         counted = not request.path.startswith("/_sim/")
         if counted:
@@ -228,6 +240,14 @@ class Simulator:
         if counted:
             self._by_status[str(response.status)] += 1
         return response
+
+    @staticmethod
+    async def _answer_fallback(fallback: Fallback, request: HttpRequest) -> HttpResponse:
+        try:
+            status, content_type, body = await fallback(request.method, request.target)
+        except Exception as exc:  # a bug there must not take the whole server down
+            return _error(500, f"simulator error: {exc!r}", "server_error")
+        return HttpResponse(status, (("content-type", content_type),), body)
 
     def _begin(self, path: str) -> None:
         self._requests += 1

@@ -7,8 +7,12 @@ from server.bench._command import (
     add_bench_parser,
     bench_command,
 )
+from server.bench._world import (
+    World,
+)
 
 __all__ = [
+    "World",
     "add_bench_parser",
     "bench_command",
 ]

@@ -7,14 +7,16 @@ writer process and many readers) and on a stopped one alike.
 from __future__ import annotations
 
 import argparse
+import collections
+import itertools
 import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from events import AuditReport, LmdbEventLog, RecordedEvent, audit_log
+from events import AuditReport, LmdbEventLog, OpenedReader, RecordedEvent, Sealer, audit_log
 from projections import Checkpoint, MetricsProjection, projection_factories
 from server._datadir import running_server
 from server._render import Progress, dumps, iso_time, record_as_dict, summary, table
@@ -25,12 +27,16 @@ from server.errors import ConfigError, InputError
 
 TAIL_DEFAULT = 20
 FOLLOW_POLL_S = 0.2
-
-
 HEALTH_TIMEOUT_S = 2.0  # `stats` asks a running server for /healthz
+
 
 def open_readonly(config: Config) -> LmdbEventLog:
     return LmdbEventLog.open(config.store.data_path, readonly=True)
+
+
+def opened(config: Config, log: LmdbEventLog) -> OpenedReader:
+    """`log` with personal content opened by the data dir's keys (forgotten: marked so)."""
+    return Sealer(memory_keys(config, readonly=True)).reader(log)
 
 
 def _matches(record: RecordedEvent, args: argparse.Namespace) -> bool:
@@ -50,9 +56,8 @@ def _print_record(record: RecordedEvent, as_json: bool, out: TextIO) -> None:
     out.flush()
 
 
-def _tail_start(log: LmdbEventLog, args: argparse.Namespace) -> int:
-    """Where `events tail` starts: after --after, else a window before the head."""
-    head, _ = log.head()
+def _tail_start(head: int, args: argparse.Namespace) -> int:
+    """Where `events tail` starts reading: after --after, else a window before the head."""
     if args.after is not None:
         if args.after < 0 or args.after > head:
             raise InputError(f"--after {args.after} is out of range (head position is {head})")
@@ -60,38 +65,52 @@ def _tail_start(log: LmdbEventLog, args: argparse.Namespace) -> int:
         return after
     if args.stream or args.type:
         return 0
-    return max(0, head - int(args.lines))
+    return max(0, head - _tail_limit(args))
 
 
-def events_tail(log: LmdbEventLog, args: argparse.Namespace, out: TextIO) -> int:
-    """Print recent events (filtered), then with --follow keep printing new ones."""
-    after = _tail_start(log, args)
-    shown: list[RecordedEvent] = []
-    while True:
-        batch = log.read(after, 1000)
-        for record in batch:
-            if _matches(record, args):
-                shown.append(record)
-        if batch:
-            after = batch[-1].position
-            continue
-        if not args.follow:
-            break
-        _flush_window(shown, args, out, window=None)
-        shown.clear()
+def _tail_limit(args: argparse.Namespace) -> int:
+    """-n: the last N events (default TAIL_DEFAULT); with --after, the first N (default all)."""
+    if args.lines is None:
+        return TAIL_DEFAULT if args.after is None else -1
+    if args.lines < 0:
+        raise InputError(f"-n {args.lines} is not a number of events (0 or more)")
+    lines: int = args.lines
+    return lines
+
+
+def _matching(
+    log: OpenedReader, after: int, until: int, args: argparse.Namespace
+) -> Iterator[RecordedEvent]:
+    """The records after `after` up to position `until` that pass the filters, in order."""
+    while after < until and (batch := log.read(after, min(1000, until - after))):
+        yield from (record for record in batch if _matches(record, args))
+        after = batch[-1].position
+
+
+def _backlog(log: OpenedReader, head: int, args: argparse.Namespace) -> list[RecordedEvent]:
+    """What `events tail` prints before following: the first or last N matching records."""
+    limit = _tail_limit(args)
+    records = _matching(log, _tail_start(head, args), head, args)
+    if args.after is not None:
+        return list(records if limit < 0 else itertools.islice(records, limit))
+    return list(collections.deque(records, maxlen=limit))
+
+
+def events_tail(log: OpenedReader, args: argparse.Namespace, out: TextIO) -> int:
+    """Print recent events (filtered), then with --follow every new one as it comes."""
+    head, _ = log.head()
+    for record in _backlog(log, head, args):
+        _print_record(record, args.json, out)
+    while args.follow:
         time.sleep(FOLLOW_POLL_S)
-    _flush_window(shown, args, out, window=None if args.after is not None else args.lines)
+        now, _ = log.head()
+        for record in _matching(log, head, now, args):
+            _print_record(record, args.json, out)
+        head = now
     return 0
 
 
-def _flush_window(
-    shown: list[RecordedEvent], args: argparse.Namespace, out: TextIO, window: int | None
-) -> None:
-    for record in shown[-window:] if window else shown:
-        _print_record(record, args.json, out)
-
-
-def events_show(log: LmdbEventLog, args: argparse.Namespace, out: TextIO) -> int:
+def events_show(log: OpenedReader, args: argparse.Namespace, out: TextIO) -> int:
     head, _ = log.head()
     if args.position < 1 or args.position > head:
         raise InputError(f"no event at position {args.position} (head position is {head})")
@@ -107,7 +126,7 @@ def events_show(log: LmdbEventLog, args: argparse.Namespace, out: TextIO) -> int
     return 0
 
 
-def events_export(log: LmdbEventLog, args: argparse.Namespace, out: TextIO) -> int:
+def events_export(log: OpenedReader, args: argparse.Namespace, out: TextIO) -> int:
     """Every event after --after as JSON lines, streamed in batches."""
     after = args.after or 0
     while batch := log.read(after, 1000):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
+from agents.errors import NothingToIndex
 from agents.tools import (
     DEFAULT_COLLECTION,
     DEFAULT_K,
@@ -50,18 +51,23 @@ def add_documents_parser(commands: SubParsers, common: argparse.ArgumentParser) 
         "index", parents=[common], help="index a folder or file of the workspace"
     )
     index.add_argument("path", help="inside a workspace root (agents.workspace_roots)")
-    index.add_argument("--collection", default=DEFAULT_COLLECTION, metavar="C")
-    index.add_argument("--json", action="store_true")
+    index.add_argument(
+        "--collection",
+        default=DEFAULT_COLLECTION,
+        metavar="C",
+        help=f"collection to index into (default {DEFAULT_COLLECTION!r})",
+    )
+    index.add_argument("--json", action="store_true", help="print the report as JSON")
     search = sub.add_parser("search", parents=[common], help="passages closest to a query")
-    search.add_argument("query")
+    search.add_argument("query", help="what to look for, in plain words")
     search.add_argument(
         "--k", type=int, default=DEFAULT_K, metavar="N", help=f"passages (1-{MAX_K})"
     )
     search.add_argument("--collection", metavar="C", help="one collection (default: all)")
-    search.add_argument("--json", action="store_true")
+    search.add_argument("--json", action="store_true", help="print the passages as JSON")
     listing = sub.add_parser("list", parents=[common], help="the indexed documents")
-    listing.add_argument("--collection", metavar="C")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--collection", metavar="C", help="one collection (default: all)")
+    listing.add_argument("--json", action="store_true", help="print the documents as JSON")
 
 
 def documents_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
@@ -88,8 +94,12 @@ async def _run(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         command = args.documents_command
         if command == "index":
             line = None if args.json else ProgressLine("indexing files", sys.stderr)
+            path = _cli_path(args.path)
             try:
-                return await service.index(_cli_path(args.path), args.collection, _shown(line))
+                return await service.index(path, args.collection, _shown(line))
+            except NothingToIndex as exc:
+                where = await trio.to_thread.run_sync(_looked_in, workspace, path)
+                raise InputError(f"{exc} ({where})") from exc
             finally:
                 if line is not None:
                     line.close()
@@ -102,6 +112,12 @@ def _cli_path(given: str) -> str:
     """A path that exists from the working directory as an absolute one; else as given."""
     path = Path(given).expanduser()
     return str(path.absolute()) if not path.is_absolute() and path.exists() else given
+
+
+def _looked_in(workspace: Workspace, path: str) -> str:
+    """Where a path that held nothing was looked for, and where the workspace is."""
+    roots = ", ".join(str(root) for root in workspace.real_roots())
+    return f"looked for {workspace.resolve(path)}; the workspace is {roots}"
 
 
 def _shown(line: ProgressLine | None) -> Callable[[IndexProgress], None] | None:

@@ -1,5 +1,7 @@
 """`sessions list|show` and `runs list|show`: what the projections know, as tables,
-timelines or JSON."""
+timelines or JSON. `runs show` prints each step's tool, timing, overlaps and verdict as a
+table, then each step's call (parameters), its result or error and the verifier's notes.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +9,23 @@ import argparse
 from pathlib import Path
 from typing import Any, TextIO
 
-from projections import get_run, get_session, list_runs, list_sessions
+from events import RecordedEvent
+from projections import (
+    get_run,
+    get_session,
+    list_runs,
+    list_sessions,
+    opened_run,
+    opened_session,
+)
 from server._render import dumps, iso_time, table
-from server._views import open_live_view
+from server._views import LiveView, open_live_view
+from server.cli._admin import opened
 from server.cli._gantt import render_gantt
 from server.config import Config
 from server.errors import InputError
+
+DETAIL_CHARS = 100  # parameters, results and notes are clipped to this many characters
 
 
 def sessions_list(config: Config, args: argparse.Namespace, out: TextIO) -> int:
@@ -39,6 +52,11 @@ def sessions_list(config: Config, args: argparse.Namespace, out: TextIO) -> int:
 def sessions_show(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     with open_live_view(config, ["sessions"]) as view:
         session = get_session(view.state, args.id)
+        if session is not None:  # the stored window holds sealed stubs: open its texts
+            records = _stream(config, view, f"session-{args.id}")
+            folded = opened_session(records, config.performance.session_window)
+            if folded is not None:  # runs are counted from run streams: keep the stored
+                session = {**session, "window": folded["window"], "context": folded["context"]}
     if session is None:
         raise InputError(f"no session with id {args.id!r}")
     if args.json:
@@ -59,6 +77,11 @@ def sessions_show(config: Config, args: argparse.Namespace, out: TextIO) -> int:
 def runs_list(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     with open_live_view(config, ["runs"]) as view:
         runs = list_runs(view.state, args.status)
+        reader = opened(config, view.log)
+        for run in runs:  # the stored goal is a sealed stub: open it from the log
+            first = reader.read_stream(f"run-{run['run_id']}", 0, 1)
+            if first and first[0].type == "RunRequested":
+                run["goal"] = first[0].data["goal"]
     runs.sort(key=lambda r: r["requested_ts"])
     if args.json:
         out.write(
@@ -83,6 +106,8 @@ def runs_list(config: Config, args: argparse.Namespace, out: TextIO) -> int:
 def runs_show(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     with open_live_view(config, ["runs"]) as view:
         run = get_run(view.state, args.id)
+        if run is not None:  # the stored view holds sealed stubs: fold the opened stream
+            run = opened_run(_stream(config, view, f"run-{args.id}")) or run
     if run is None:
         raise InputError(f"no run with id {args.id!r}")
     if getattr(args, "gantt", None):
@@ -96,9 +121,11 @@ def runs_show(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"answer: {run['answer']}\n")
     if run["reason"]:
         out.write(f"reason: {run['reason']}\n")
+    tools = _tools(run)
     rows = [
         (
             t["step_id"],
+            tools.get(t["step_id"], "-"),
             t["status"],
             t["attempts"],
             t["start_s"],
@@ -111,6 +138,7 @@ def runs_show(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     ]
     headers = [
         "step",
+        "tool",
         "status",
         "attempts",
         "start s",
@@ -120,7 +148,60 @@ def runs_show(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         "overlapped with",
     ]
     out.write(table(headers, rows) + "\n")
+    _write_step_details(run, out)
     return 0
+
+
+def _stream(config: Config, view: LiveView, stream: str) -> list[RecordedEvent]:
+    """Every record of `stream`, opened with the data dir's keys."""
+    reader = opened(config, view.log)
+    records: list[RecordedEvent] = []
+    while batch := reader.read_stream(stream, records[-1].version if records else 0, 1000):
+        records.extend(batch)
+    return records
+
+
+def _tools(run: dict[str, Any]) -> dict[str, str]:
+    """Each planned step's tool as `agent.action`."""
+    return {
+        str(p.get("id")): f"{p.get('agent', '?')}.{p.get('action', '?')}"
+        for p in run.get("plan") or []
+    }
+
+
+def _write_step_details(run: dict[str, Any], out: TextIO) -> None:
+    """Per step: the tool with its parameters, what came of it, and the verifier's notes."""
+    planned = {str(p.get("id")): p for p in run.get("plan") or []}
+    tools = _tools(run)
+    for t in timeline(run):
+        sid = t["step_id"]
+        step = run["steps"][sid]
+        parameters = (planned.get(sid) or {}).get("parameters")
+        call = f"{tools.get(sid, '?')}({_clip(dumps(parameters or {}), DETAIL_CHARS)})"
+        out.write(f"\n{sid}: {call}\n")
+        out.write(f"  {_outcome(step)}\n")
+        verification = step.get("verification")
+        if verification:
+            notes = _clip(_one_line(verification.get("notes") or ""), DETAIL_CHARS)
+            out.write(f"  verified: {_verdict(step)}{': ' + notes if notes else ''}\n")
+
+
+def _outcome(step: dict[str, Any]) -> str:
+    """What came of a step, on one line: its result, error or reason for being skipped."""
+    status = step["status"]
+    error = step.get("error") or {}
+    if status == "completed":
+        return f"result: {_clip(_one_line(step.get('result')), DETAIL_CHARS)}"
+    if status == "failed":
+        return f"failed: {error.get('error_type', 'error')}: {error.get('message', '')}"
+    if status == "skipped":
+        return f"skipped: {error.get('reason', '')}"
+    return f"{status}: no result yet"
+
+
+def _one_line(value: object) -> str:
+    text = value if isinstance(value, str) else dumps(value)
+    return " ".join(text.split())
 
 
 def timeline(run: dict[str, Any]) -> list[dict[str, Any]]:

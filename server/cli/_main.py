@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
@@ -19,11 +20,13 @@ from events import AutoagentError, StoreCorrupted
 from server.bench import add_bench_parser, bench_command
 from server.cli import _admin as admin
 from server.cli._documents import add_documents_parser, documents_command
+from server.cli._forget import add_forget_parser, forget_command
 from server.cli._inspect import runs_list, runs_show, sessions_list, sessions_show
 from server.cli._replay import replay
 from server.cli._run import resume_run, run_goal
 from server.cli._serve import serve
 from server.cli._sim import add_sim_parser, run_sim
+from server.cli._workspace import anchored_workspace, ensure_workspace
 from server.config import Config, load_config, resolve_config_path
 from server.errors import InputError
 
@@ -34,27 +37,79 @@ EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 RUN_STATUSES = ("requested", "running", "completed", "failed", "cancelled")
 
 
-def _common() -> argparse.ArgumentParser:
-    """Options every command takes."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="config file (env: AUTOAGENT_CONFIG)")
+class _Parser(argparse.ArgumentParser):
+    """A parser that refuses unknown arguments itself, with its own usage.
+
+    argparse lets a subcommand's parser hand arguments it does not know back to the
+    top level, which then prints the top-level usage; `runs list --bogus` should print
+    the usage of `runs list`.
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+def _common(*, top_level: bool = False) -> argparse.ArgumentParser:
+    """Options every command takes, before the subcommand or after it.
+
+    After the subcommand their default is "not given" (SUPPRESS), so a value given
+    before it is kept; given in both places, the later one wins.
+    """
+    common = _Parser(add_help=False)
+    default = None if top_level else argparse.SUPPRESS
     common.add_argument(
-        "--data-dir", metavar="DIR", help="data directory (env: AUTOAGENT_DATA_DIR)"
+        "--config",
+        metavar="FILE",
+        default=default,
+        help="config file (env: AUTOAGENT_CONFIG; default: built-in defaults)",
+    )
+    common.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=default,
+        help="data directory (env: AUTOAGENT_DATA_DIR; default: store.data_dir, ./data)",
     )
     return common
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("autoagent")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
+
+
+def _json_flag(parser: argparse.ArgumentParser, what: str = "the result") -> None:
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    parser = argparse.ArgumentParser(prog="autoagent", description="Event-sourced AI agent server.")
+    # Typed as the base class: subcommand parsers are made with `type(parser)` (`_Parser`)
+    # and are handed to helpers that take any ArgumentParser.
+    parser: argparse.ArgumentParser = _Parser(
+        prog="autoagent",
+        description="Event-sourced AI agent server.",
+        parents=[_common(top_level=True)],
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"autoagent {_version()}", help="print the version"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve_cmd = commands.add_parser("serve", parents=[common], help="run the server")
-    serve_cmd.add_argument("--host", help="address to listen on (server.host)")
-    serve_cmd.add_argument("--port", type=int, help="port to listen on, 0 for any (server.port)")
+    serve_cmd.add_argument("--host", help="address to listen on (server.host, 127.0.0.1)")
+    serve_cmd.add_argument(
+        "--port", type=int, help="port to listen on, 0 for any free one (server.port, 8765)"
+    )
     run = commands.add_parser("run", parents=[common], help="run one goal in this process")
-    run.add_argument("goal")
-    run.add_argument("--session", metavar="ID")
-    run.add_argument("--json", action="store_true")
+    run.add_argument("goal", help="what to do, in plain words")
+    run.add_argument("--session", metavar="ID", help="continue this session (default: a new one)")
+    _json_flag(run, "the outcome with the run's events")
     add_sim_parser(commands, common)
     add_bench_parser(commands, common)
     add_documents_parser(commands, common)
@@ -63,13 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser(
         "replay", parents=[common], help="rebuild projections (--verify: compare with live)"
     )
-    replay.add_argument("--projection", metavar="NAME")
-    replay.add_argument("--verify", action="store_true")
-    replay.add_argument("--json", action="store_true")
+    replay.add_argument(
+        "--projection", metavar="NAME", help="only this projection (default: every one)"
+    )
+    replay.add_argument(
+        "--verify",
+        action="store_true",
+        help="rebuild in memory and compare with the live state; exit 1 on a difference",
+    )
+    _json_flag(replay, "the report")
     audit = commands.add_parser("audit", parents=[common], help="verify the hash chain")
-    audit.add_argument("--json", action="store_true")
+    _json_flag(audit, "the report")
     stats = commands.add_parser("stats", parents=[common], help="size and contents of the store")
-    stats.add_argument("--json", action="store_true")
+    _json_flag(stats, "the statistics, the configuration included")
+    add_forget_parser(commands, common)
     return parser
 
 
@@ -79,39 +141,55 @@ def _add_events(
     events = commands.add_parser("events", help="read the event log")
     sub = events.add_subparsers(dest="events_command", required=True, metavar="SUBCOMMAND")
     tail = sub.add_parser("tail", parents=[common], help="recent events; --follow for live")
-    tail.add_argument("--follow", "-f", action="store_true")
-    tail.add_argument("--stream")
-    tail.add_argument("--type")
-    tail.add_argument("--after", type=int, metavar="N")
-    tail.add_argument("--lines", "-n", type=int, default=admin.TAIL_DEFAULT, metavar="N")
-    tail.add_argument("--json", action="store_true")
+    tail.add_argument(
+        "--follow", "-f", action="store_true", help="keep printing new events until Ctrl-C"
+    )
+    tail.add_argument("--stream", help="only events of this stream (e.g. run-<id>)")
+    tail.add_argument("--type", help="only events of this type (e.g. StepCompleted)")
+    tail.add_argument(
+        "--after", type=int, metavar="N", help="start after position N (default: near the end)"
+    )
+    tail.add_argument(
+        "--lines",
+        "-n",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"how many events: the last N (default {admin.TAIL_DEFAULT}); "
+        "with --after, the first N after it (default all)",
+    )
+    _json_flag(tail, "each event")
     show = sub.add_parser("show", parents=[common], help="one event in full")
-    show.add_argument("position", type=int)
-    show.add_argument("--json", action="store_true")
+    show.add_argument("position", type=int, help="its position in the log (from 1)")
+    _json_flag(show, "the event")
     export = sub.add_parser("export", parents=[common], help="all events as JSON lines")
-    export.add_argument("--after", type=int, default=0, metavar="N")
+    export.add_argument(
+        "--after", type=int, default=0, metavar="N", help="start after position N (default 0)"
+    )
 
 
 def _add_inspection(commands: SubParsers, common: argparse.ArgumentParser) -> None:
     sessions = commands.add_parser("sessions", help="sessions as projected from the log")
     sub = sessions.add_subparsers(dest="sessions_command", required=True, metavar="SUBCOMMAND")
     listing = sub.add_parser("list", parents=[common], help="every session")
-    listing.add_argument("--json", action="store_true")
+    _json_flag(listing, "the sessions")
     show = sub.add_parser("show", parents=[common], help="one session and its recent messages")
-    show.add_argument("id")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("id", help="the session's id")
+    _json_flag(show, "the session")
     runs = commands.add_parser("runs", help="runs as projected from the log")
     sub = runs.add_subparsers(dest="runs_command", required=True, metavar="SUBCOMMAND")
     listing = sub.add_parser("list", parents=[common], help="every run")
-    listing.add_argument("--status", choices=RUN_STATUSES)
-    listing.add_argument("--json", action="store_true")
-    show = sub.add_parser("show", parents=[common], help="one run with its step timeline")
-    show.add_argument("id")
-    show.add_argument("--json", action="store_true")
+    listing.add_argument("--status", choices=RUN_STATUSES, help="only runs in this status")
+    _json_flag(listing, "the runs")
+    show = sub.add_parser(
+        "show", parents=[common], help="one run: each step's tool, parameters, result, timing"
+    )
+    show.add_argument("id", help="the run's id")
+    _json_flag(show, "the run with its timeline")
     show.add_argument("--gantt", metavar="OUT.svg", help="also draw the timeline as SVG")
     resume = sub.add_parser("resume", parents=[common], help="continue an unfinished run")
-    resume.add_argument("id")
-    resume.add_argument("--json", action="store_true")
+    resume.add_argument("id", help="the run's id")
+    _json_flag(resume, "the outcome with the run's events")
 
 
 def _with_listen_flags(config: Config, args: argparse.Namespace) -> Config:
@@ -122,11 +200,24 @@ def _with_listen_flags(config: Config, args: argparse.Namespace) -> Config:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(resolve_config_path(args.config), data_dir=args.data_dir)
+    config = load_config(resolve_config_path(args.config), data_dir=args.data_dir)
+    return anchored_workspace(config)
+
+
+def _uses_workspace(args: argparse.Namespace) -> bool:
+    """Whether the command runs tools that read or write the workspace."""
+    if args.command == "run":  # `serve` creates it itself, once its checks have passed
+        return True
+    if args.command == "runs":
+        return bool(args.runs_command == "resume")
+    return bool(args.command == "documents" and args.documents_command == "index")
 
 
 def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     config = _config(args)
+    if _uses_workspace(args):
+        for root in ensure_workspace(config):
+            print(f"autoagent: created the workspace folder {root}", file=sys.stderr)
     if args.command == "serve":
         return trio.run(serve, _with_listen_flags(config, args), out)
     if args.command == "replay":
@@ -136,6 +227,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         return command(config, args, out)
     if args.command == "documents":
         return documents_command(config, args, out)
+    if args.command == "forget":
+        return forget_command(config, args, out)
     if args.command == "bench":
         return bench_command(args, config, out)
     if args.command == "sim":
@@ -156,7 +249,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             "show": admin.events_show,
             "export": admin.events_export,
         }
-        return handler[args.events_command](log, args, out)
+        return handler[args.events_command](admin.opened(config, log), args, out)
     finally:
         log.close()
 

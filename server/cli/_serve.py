@@ -9,7 +9,8 @@ are flushed, unfinished runs stay in the log for the next start, and the process
 
 One server per data dir: the first takes the data dir's lock (`server._datadir`) before
 opening anything and records its URL there once listening; a second is refused at
-start with one line naming the running one.
+start with one line naming the running one. Then the workspace roots are created when
+missing, and printed; a port already in use is one line too (`server.cli._ports`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TextIO
 
 import trio
@@ -24,6 +26,8 @@ import trio
 from agents.runs import load_run
 from server._datadir import DataDirLock, client_url, open_data_dir_lock
 from server.app import Application, agent_server, open_application, server_tokens
+from server.cli._ports import reporting_bind_errors
+from server.cli._workspace import ensure_workspace
 from server.config import Config
 from server.ws import check_bind
 
@@ -42,39 +46,54 @@ async def serve(config: Config, out: TextIO = sys.stdout) -> int:
     tokens = server_tokens(config)
     check_bind(config.server.host, tokens)
     async with open_data_dir_lock(config.store.data_path) as lock:
+        created = await trio.to_thread.run_sync(ensure_workspace, config)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope, out)
                 async with open_application(config) as app:
-                    await _serve_application(app, tokens, lock, out)
+                    await _serve_application(app, tokens, lock, out, created)
     out.write("autoagent: stopped cleanly\n")
     out.flush()
     return 0
 
 
 async def _serve_application(
-    app: Application, tokens: tuple[str, ...], lock: DataDirLock, out: TextIO
+    app: Application,
+    tokens: tuple[str, ...],
+    lock: DataDirLock,
+    out: TextIO,
+    created: list[Path],
 ) -> None:
     config, store, runner = app.config, app.store, app.runner
     server = agent_server(app)
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(server.serve, config.server.host, config.server.port)
+        with reporting_bind_errors(config.server.host, config.server.port):
+            port = await nursery.start(server.serve, config.server.host, config.server.port)
         lock.record_url(client_url(config.server.host, port))
         out.write(
             f"autoagent: event store open at {config.store.data_path.resolve()} (head position "
             f"{store.head_position}, projections at {runner.position}); Ctrl-C to stop\n"
             f"autoagent: listening on ws://{config.server.host}:{port} "
             f"(HTTP /healthz, /metrics; auth {'on' if tokens else 'off'})\n"
+            f"autoagent: workspace {_roots(config, created)} (agents.workspace_roots)\n"
         )
         out.flush()
         nursery.start_soon(_report_caught_up, app, out)
         unfinished = await app.orchestrator.unfinished_runs()
         for run_id in unfinished:
             state_of_run = await load_run(store, run_id)
-            server.start_run(run_id, state_of_run.session_id, None, resume=True)
+            server.start_run(run_id, state_of_run.session_id, state_of_run.principal, resume=True)
         if unfinished:
             out.write(f"autoagent: resumed {len(unfinished)} unfinished run(s)\n")
             out.flush()
+
+
+def _roots(config: Config, created: list[Path]) -> str:
+    """The workspace roots, each marked when this start created it."""
+    shown = [
+        f"{root}{' (created)' if root in created else ''}" for root in config.agents.workspace_paths
+    ]
+    return ", ".join(shown) or "none"
 
 
 async def _report_caught_up(app: Application, out: TextIO) -> None:

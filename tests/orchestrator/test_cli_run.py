@@ -64,6 +64,7 @@ def test_run_of_an_unplannable_goal_exits_1_with_the_reason(tmp_path: Path) -> N
 def test_run_of_an_empty_goal_is_one_line_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    (tmp_path / "workspace").mkdir()  # else its creation is announced first
     code, out = run_cli("run", "  ", "--data-dir", str(tmp_path / "d"))
     assert (code, out) == (2, "")
     assert capsys.readouterr().err == "autoagent: error: the goal must be non-empty text\n"

@@ -226,11 +226,40 @@ async def test_runs_show_prints_a_timeline_table(data_dir: Path) -> None:
         lines = out.splitlines()
         assert lines[0] == "run ov  session s1  status completed"
         assert lines[1] == f"goal: {MARKER}" and lines[2] == "answer: all done"
-        assert "overlapped with" in lines[3]
-        rows = {line.split()[0]: line.split() for line in lines[5:]}
-        assert rows["a"] == ["a", "completed", "1", "1.000", "3.000", "2.000", "-", "b"]
+        assert lines[3].split()[:3] == ["step", "tool", "status"] and "overlapped with" in lines[3]
+        table_rows = lines[5 : lines.index("")]
+        rows = {line.split()[0]: line.split() for line in table_rows}
+        assert rows["a"] == [
+            "a",
+            "quotes.get",
+            "completed",
+            "1",
+            "1.000",
+            "3.000",
+            "2.000",
+            "-",
+            "b",
+        ]
         assert rows["b"][-1] == "a"
         assert rows["c"][-3:] == ["yes", "(0.90)", "-"]
+
+
+async def test_runs_show_prints_each_steps_call_result_and_verdict(data_dir: Path) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        code, out = await cli("runs", "show", "ov", "--data-dir", str(data_dir))
+        assert code == 0
+        details = out.split("\n\n", 1)[1]
+        assert details.splitlines() == [
+            "a: quotes.get({})",
+            "  result: 1",
+            "",
+            "b: quotes.get({})",
+            "  result: 2",
+            "",
+            "c: quotes.get({})",
+            "  result: 3",
+            "  verified: yes (0.90)",
+        ]
 
 
 async def test_runs_show_of_a_failed_run_prints_its_reason(data_dir: Path) -> None:
@@ -238,7 +267,9 @@ async def test_runs_show_of_a_failed_run_prints_its_reason(data_dir: Path) -> No
         code, out = await cli("runs", "show", "bad", "--data-dir", str(data_dir))
         assert code == 0
         assert "reason: step a failed" in out
-        assert out.splitlines()[-1].split()[:2] == ["a", "failed"]
+        table_rows = out.split("\n\n")[0].splitlines()
+        assert table_rows[-1].split()[:3] == ["a", "quotes.get", "failed"]
+        assert out.splitlines()[-2:] == ["a: quotes.get({})", "  failed: ToolError: x"]
 
 
 @pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["table", "json"])
