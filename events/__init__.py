@@ -5,12 +5,15 @@ Public API; everything else in this package is private.
 
 from events._audit import AuditReport, VerifiedReader, audit_log
 from events._codec import decode_record
+from events._keys import FileKeyStore, KeyStore, MemoryKeyStore, UserKey, session_owner
 from events._lmdb_log import LmdbEventLog
 from events._log import EventLog, LogStatistics
 from events._memory_log import MemoryEventLog
 from events._model import (
     ANY,
+    FORGOTTEN_KEY,
     NO_STREAM,
+    SEALED_KEY,
     STREAM_EXISTS,
     AppendResult,
     Expected,
@@ -18,6 +21,7 @@ from events._model import (
     NewEvent,
     RecordedEvent,
 )
+from events._sealing import FORGOTTEN_TEXT, PERSONAL_FIELDS, OpenedReader, Sealer
 from events._store import (
     EventStore,
     StoreOptions,
@@ -28,6 +32,7 @@ from events._store import (
     validate_stream,
 )
 from events._types import (
+    LOCAL_PRINCIPAL,
     TERMINAL_RUN_STATUS,
     TERMINAL_RUN_TYPES,
     ApprovalDenied,
@@ -51,6 +56,7 @@ from events._types import (
     RunRequested,
     RunResumed,
     SessionClosed,
+    SessionForgotten,
     SessionStarted,
     StepCompleted,
     StepFailed,
@@ -72,7 +78,10 @@ from events.errors import (
     EventTooLarge,
     InvalidAppend,
     InvalidStreamName,
+    KeyStoreError,
+    KeyStoreReadOnly,
     NotAnEventStore,
+    SealBroken,
     StoreClosed,
     StoreCorrupted,
     UnknownEventType,
@@ -81,7 +90,12 @@ from events.errors import (
 
 __all__ = [
     "ANY",
+    "FORGOTTEN_KEY",
+    "FORGOTTEN_TEXT",
+    "LOCAL_PRINCIPAL",
     "NO_STREAM",
+    "PERSONAL_FIELDS",
+    "SEALED_KEY",
     "STREAM_EXISTS",
     "TERMINAL_RUN_STATUS",
     "TERMINAL_RUN_TYPES",
@@ -104,9 +118,13 @@ __all__ = [
     "EventTooLarge",
     "Expected",
     "ExpectedVersion",
+    "FileKeyStore",
     "IntentAnalyzed",
     "InvalidAppend",
     "InvalidStreamName",
+    "KeyStore",
+    "KeyStoreError",
+    "KeyStoreReadOnly",
     "LLMCallCompleted",
     "LmdbEventLog",
     "LogStatistics",
@@ -114,8 +132,10 @@ __all__ = [
     "MemoryEventLog",
     "MemoryForgotten",
     "MemoryKeyDestroyed",
+    "MemoryKeyStore",
     "NewEvent",
     "NotAnEventStore",
+    "OpenedReader",
     "PlanCreated",
     "RecordedEvent",
     "ReplanRequested",
@@ -124,7 +144,10 @@ __all__ = [
     "RunFailed",
     "RunRequested",
     "RunResumed",
+    "SealBroken",
+    "Sealer",
     "SessionClosed",
+    "SessionForgotten",
     "SessionStarted",
     "StepCompleted",
     "StepFailed",
@@ -136,6 +159,7 @@ __all__ = [
     "StoreStatistics",
     "Subscription",
     "UnknownEventType",
+    "UserKey",
     "UserMessageReceived",
     "VerificationCompleted",
     "VerifiedReader",
@@ -148,6 +172,7 @@ __all__ = [
     "register_event",
     "register_upcaster",
     "registered_types",
+    "session_owner",
     "typed_event",
     "validate_stream",
 ]

@@ -1,15 +1,21 @@
-"""Per-user memory keys, kept outside the event log, for crypto-shredding.
+"""Sealing keys, kept outside the event log, for crypto-shredding.
 
-A memory's content and embedding are sealed (AES-256-GCM) with its user's key before
-they are appended, so the append-only log only ever holds ciphertext. Forgetting a
-user for good destroys the key: every record sealed with it stays in the log (the hash
-chain, and so `audit`, still covers it) but can no longer be opened by anyone - not by
-a replay, an export or a rebuild.
+Personal content is sealed (AES-256-GCM) before it is appended, so the append-only log
+only ever holds ciphertext. Forgetting destroys a key: every record sealed with it
+stays in the log (the hash chain, and so `audit`, still covers it) but can no longer
+be opened by anyone - not by a replay, an export or a rebuild.
 
-One interface, two backends: `FileKeyStore` (the server's, one small file per user
-under `<data_dir>/keys/`) and `MemoryKeyStore` (tests). It lives in `projections`
-because both the memory projection (which opens embeddings) and the memory agent
-(which seals and opens content) need it, and projections may not import agents.
+Two kinds of owner hold keys:
+- a principal (or, for the memory tools, the user they act for): `current(name)`,
+  `current_or_create(name)`, `destroy(name)`;
+- a session: `session_key(session_id, principal)`. A session key is stored *wrapped*
+  (sealed) with its principal's key, so destroying the principal's key makes every
+  session key of that principal unopenable at once - one file erased, no list of
+  sessions to walk, nothing half-forgotten if the process dies in the middle.
+  `destroy_session(session_id)` forgets one session alone.
+
+One interface, two backends: `FileKeyStore` (the server's, one small file per owner in
+a directory of its own, `store.keys_dir`) and `MemoryKeyStore` (tests).
 
 Why files and not LMDB: LMDB is copy-on-write, so a deleted value survives in a freed
 page until that page is reused; a key file is overwritten with zeros, synced and then
@@ -17,8 +23,13 @@ unlinked. That removes the key from everything this program (or a copy of the da
 dir) reads. It cannot promise physical erasure on SSDs, copy-on-write filesystems or
 backups of the keys directory: keep that directory off backups that outlive a forget.
 
-A user has at most one live key; `destroy` removes it and the next `current_or_create`
-makes a new one with a new `key_id`, so memories sealed before a forget stay dead.
+Caching: a key read once is kept in memory. `destroy` through this object drops the
+cached copy at once; a key destroyed by *another process* is noticed the next time the
+cached copy is older than `revalidate_s` (the file is checked with one `stat`). Writes
+that must reach a running server's cache (`autoagent forget`) go through that server.
+
+An owner has at most one live key; `destroy` removes it and the next create makes a
+new one with a new `key_id`, so content sealed before a forget stays dead.
 """
 
 from __future__ import annotations
@@ -29,22 +40,26 @@ import hashlib
 import json
 import os
 import threading
+import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from projections.errors import KeyStoreError, KeyStoreReadOnly, SealBroken
+from events.errors import KeyStoreError, KeyStoreReadOnly, SealBroken
 
 SEAL_VERSION = 1
 NONCE_BYTES = 12
 KEY_BYTES = 32
 KEY_SUFFIX = ".key"
+SESSION_PREFIX = "session:"
+DEFAULT_REVALIDATE_S = 1.0
 
 
 class UserKey:
-    """One user's live key: seals and opens bytes bound to a context (the AAD)."""
+    """One owner's live key: seals and opens bytes bound to a context (the AAD)."""
 
     __slots__ = ("_aead", "key_id", "secret", "user")
 
@@ -74,25 +89,57 @@ class UserKey:
             raise SealBroken(self.user, self.key_id, "authentication failed") from None
 
 
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """What a backend stores for one owner: the secret, or the secret sealed (wrapped)
+    with the key `wrapper_id` of principal `wrapped_by`."""
+
+    owner: str
+    key_id: str
+    secret: bytes
+    wrapped_by: str | None = None
+    wrapper_id: str | None = None
+
+
+def session_owner(session_id: str) -> str:
+    """The key-store name of a session's key."""
+    return SESSION_PREFIX + session_id
+
+
 class KeyStore(abc.ABC):
-    """Where user keys live; sync and thread-safe (called from worker threads)."""
+    """Where keys live; sync and thread-safe (called from worker threads)."""
 
     readonly: bool = False
 
+    def __init__(self, *, revalidate_s: float = DEFAULT_REVALIDATE_S) -> None:
+        self._lock = threading.RLock()
+        # owner -> (key, when last checked, the principal whose key wraps it)
+        self._cache: dict[str, tuple[UserKey, float, str | None]] = {}
+        self.revalidate_s = revalidate_s
+
+    # --- backend ---------------------------------------------------------------------
+
     @abc.abstractmethod
+    def _load(self, owner: str) -> KeyRecord | None:
+        """The stored record of `owner`, or None."""
+
+    @abc.abstractmethod
+    def _save(self, record: KeyRecord) -> None:
+        """Store a new record durably."""
+
+    @abc.abstractmethod
+    def _erase(self, owner: str) -> bool:
+        """Erase the record of `owner`; False when there was none."""
+
+    def _exists(self, owner: str) -> bool:
+        """Whether `owner`'s record is still stored (the cache's revalidation)."""
+        return self._load(owner) is not None
+
+    # --- principals (and memory users) ------------------------------------------------
+
     def current(self, user: str) -> UserKey | None:
-        """The user's live key, or None (never had one, or destroyed)."""
-
-    @abc.abstractmethod
-    def _create(self, user: str) -> UserKey:
-        """Make and store a new key for a user who has none."""
-
-    @abc.abstractmethod
-    def _remove(self, user: str) -> None:
-        """Erase the user's key (which exists)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+        """The live key of a principal, or None (never had one, or destroyed)."""
+        return self._get(user)
 
     def key(self, user: str, key_id: str) -> UserKey | None:
         """The key `key_id` of `user` if it is still live, else None (shredded)."""
@@ -100,101 +147,197 @@ class KeyStore(abc.ABC):
         return current if current is not None and current.key_id == key_id else None
 
     def current_or_create(self, user: str) -> UserKey:
-        """The user's live key, made now if there is none."""
+        """The principal's live key, made now if there is none."""
         self._check_writable()
         with self._lock:
-            return self.current(user) or self._create(user)
+            return self.current(user) or self._create(user, None)
 
     def destroy(self, user: str) -> str | None:
-        """Erase the user's key; returns its id (None: there was no key)."""
+        """Erase the principal's key; returns its id (None: there was no key).
+
+        Every session key wrapped with it becomes unopenable with it.
+        """
+        return self._destroy(user)
+
+    # --- sessions --------------------------------------------------------------------
+
+    def session_key(
+        self, session_id: str, principal: str | None, *, create: bool = False
+    ) -> UserKey | None:
+        """The live key of a session, or None when it has none that opens (never made,
+        or forgotten: its own key destroyed, or its principal's). With `create`, one is
+        made now when there is none that opens, wrapped with the key of `principal`
+        (created too if needed); what was sealed with a forgotten key stays dead."""
+        owner = session_owner(session_id)
+        found = self._get(owner)
+        if found is not None or not create:
+            return found
         self._check_writable()
         with self._lock:
-            current = self.current(user)
-            if current is None:
+            found = self._get(owner)
+            if found is not None:
+                return found
+            if self._load(owner) is not None:
+                # It exists but does not open: its principal was forgotten. What the
+                # session says from now on is sealed with a new key.
+                self._erase(owner)
+            wrapper = self.current_or_create(principal) if principal else None
+            return self._create(owner, wrapper)
+
+    def destroy_session(self, session_id: str) -> str | None:
+        """Erase one session's key; returns its id (None: there was no key)."""
+        return self._destroy(session_owner(session_id))
+
+    # --- shared ----------------------------------------------------------------------
+
+    def cached(self, owner: str) -> UserKey | None:
+        """The owner's key if it is cached and was checked within `revalidate_s`;
+        None otherwise. Never touches the backend, so a Trio task may call it."""
+        cached = self._cache.get(owner)
+        if cached is not None and time.monotonic() - cached[1] < self.revalidate_s:
+            return cached[0]
+        return None
+
+    def forget_cached(self) -> None:
+        """Drop every cached key (they are read again from the backend when needed)."""
+        with self._lock:
+            self._cache.clear()
+
+    def _get(self, owner: str) -> UserKey | None:
+        now = time.monotonic()
+        cached = self._cache.get(owner)
+        if cached is not None and now - cached[1] < self.revalidate_s:
+            return cached[0]
+        with self._lock:
+            if cached is not None and self._still_live(owner, cached[2]):
+                found: tuple[UserKey, str | None] | None = (cached[0], cached[2])
+            else:
+                found = self._open(owner)
+            if found is None:
+                self._cache.pop(owner, None)
                 return None
-            self._remove(user)
-            return current.key_id
+            self._cache[owner] = (found[0], now, found[1])
+            return found[0]
+
+    def _still_live(self, owner: str, wrapped_by: str | None) -> bool:
+        return self._exists(owner) and (wrapped_by is None or self._exists(wrapped_by))
+
+    def _open(self, owner: str) -> tuple[UserKey, str | None] | None:
+        record = self._load(owner)
+        if record is None:
+            return None
+        if record.wrapped_by is None:
+            return UserKey(owner, record.key_id, record.secret), None
+        wrapper = self.current(record.wrapped_by)
+        if wrapper is None or wrapper.key_id != record.wrapper_id:
+            return None
+        try:
+            secret = wrapper.open(record.secret, owner.encode())
+        except SealBroken as exc:
+            raise KeyStoreError(f"the key of {owner!r} does not unwrap: {exc.reason}") from exc
+        return UserKey(owner, record.key_id, secret), record.wrapped_by
+
+    def _create(self, owner: str, wrapper: UserKey | None) -> UserKey:
+        key = UserKey(owner, uuid.uuid4().hex, AESGCM.generate_key(bit_length=KEY_BYTES * 8))
+        if wrapper is None:
+            record = KeyRecord(owner, key.key_id, key.secret)
+        else:
+            wrapped = wrapper.seal(key.secret, owner.encode())
+            record = KeyRecord(owner, key.key_id, wrapped, wrapper.user, wrapper.key_id)
+        self._save(record)
+        self._cache[owner] = (key, time.monotonic(), record.wrapped_by)
+        return key
+
+    def _destroy(self, owner: str) -> str | None:
+        self._check_writable()
+        with self._lock:
+            # Drop the cached copies first: whatever happens below, this process never
+            # opens anything with the key (or a key it wraps) again.
+            self._cache.clear()
+            record = self._load(owner)
+            if record is None:
+                return None
+            self._erase(owner)
+            return record.key_id
 
     def _check_writable(self) -> None:
         if self.readonly:
             raise KeyStoreReadOnly("this key store is open read-only")
 
 
-def _new_key(user: str) -> UserKey:
-    return UserKey(user, uuid.uuid4().hex, AESGCM.generate_key(bit_length=KEY_BYTES * 8))
-
-
 class MemoryKeyStore(KeyStore):
     """Keys in a dict: for tests and throw-away stores."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self._keys: dict[str, UserKey] = {}
+        super().__init__(revalidate_s=float("inf"))  # no other process can change it
+        self._records: dict[str, KeyRecord] = {}
 
-    def current(self, user: str) -> UserKey | None:
-        return self._keys.get(user)
+    def _load(self, owner: str) -> KeyRecord | None:
+        return self._records.get(owner)
 
-    def _create(self, user: str) -> UserKey:
-        key = self._keys[user] = _new_key(user)
-        return key
+    def _save(self, record: KeyRecord) -> None:
+        self._records[record.owner] = record
 
-    def _remove(self, user: str) -> None:
-        del self._keys[user]
+    def _erase(self, owner: str) -> bool:
+        return self._records.pop(owner, None) is not None
 
 
 class FileKeyStore(KeyStore):
-    """One file per user under `path` (named by a hash of the user), mode 0600.
+    """One file per owner under `path` (named by a hash of the owner), mode 0600.
 
     The directory is created with the first key, so opening a store costs nothing and
-    leaves no trace. Keys are cached in memory once read; `destroy` through this object
-    drops the cached copy too (share one instance per process).
+    leaves no trace.
     """
 
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
-        super().__init__()
+    def __init__(
+        self, path: Path, *, readonly: bool = False, revalidate_s: float = DEFAULT_REVALIDATE_S
+    ) -> None:
+        super().__init__(revalidate_s=revalidate_s)
         self.path = path
         self.readonly = readonly
-        self._cache: dict[str, UserKey | None] = {}
 
-    def _file(self, user: str) -> Path:
-        return self.path / (hashlib.sha256(user.encode()).hexdigest() + KEY_SUFFIX)
+    def _file(self, owner: str) -> Path:
+        return self.path / (hashlib.sha256(owner.encode()).hexdigest() + KEY_SUFFIX)
 
-    def current(self, user: str) -> UserKey | None:
-        if user in self._cache:
-            return self._cache[user]
-        key = self._read(user)
-        # Only a found key is cached: a key missing now may be created by the server
-        # while a read-only reader (the CLI) is open.
-        if key is not None:
-            self._cache[user] = key
-        return key
+    def _exists(self, owner: str) -> bool:
+        return self._file(owner).exists()
 
-    def _read(self, user: str) -> UserKey | None:
+    def _load(self, owner: str) -> KeyRecord | None:
         try:
-            raw = self._file(user).read_bytes()
+            raw = self._file(owner).read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise KeyStoreError(f"cannot read the key of user {user!r}: {exc}") from exc
+            raise KeyStoreError(f"cannot read the key of {owner!r}: {exc}") from exc
         try:
             data = json.loads(raw)
             secret = base64.b64decode(data["key"], validate=True)
-            key = UserKey(str(data["user"]), str(data["key_id"]), secret)
+            record = KeyRecord(
+                str(data["user"]),
+                str(data["key_id"]),
+                secret,
+                data.get("wrapped_by"),
+                data.get("wrapper_id"),
+            )
         except (ValueError, KeyError, TypeError) as exc:
-            raise KeyStoreError(f"the key file of user {user!r} is damaged: {exc}") from exc
-        if key.user != user or len(secret) != KEY_BYTES:
-            raise KeyStoreError(f"the key file of user {user!r} is damaged")
-        return key
+            raise KeyStoreError(f"the key file of {owner!r} is damaged: {exc}") from exc
+        if record.owner != owner or (record.wrapped_by is None and len(secret) != KEY_BYTES):
+            raise KeyStoreError(f"the key file of {owner!r} is damaged")
+        return record
 
-    def _create(self, user: str) -> UserKey:
-        key = _new_key(user)
-        body = json.dumps(
-            {"user": user, "key_id": key.key_id, "key": base64.b64encode(key.secret).decode()}
-        ).encode()
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        target = self._file(user)
+    def _save(self, record: KeyRecord) -> None:
+        fields: dict[str, str] = {
+            "user": record.owner,
+            "key_id": record.key_id,
+            "key": base64.b64encode(record.secret).decode(),
+        }
+        if record.wrapped_by is not None and record.wrapper_id is not None:
+            fields |= {"wrapped_by": record.wrapped_by, "wrapper_id": record.wrapper_id}
+        body = json.dumps(fields).encode()
+        target = self._file(record.owner)
         scratch = target.with_suffix(".tmp")
         try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 os.write(fd, body)
@@ -204,21 +347,19 @@ class FileKeyStore(KeyStore):
             os.replace(scratch, target)
             _sync_directory(self.path)
         except OSError as exc:
-            raise KeyStoreError(f"cannot store a key for user {user!r}: {exc}") from exc
-        self._cache[user] = key
-        return key
+            raise KeyStoreError(f"cannot store a key for {record.owner!r}: {exc}") from exc
 
-    def _remove(self, user: str) -> None:
-        # Drop the cached copy first: whatever happens below, this process never
-        # opens anything with the key again.
-        self._cache.pop(user, None)
-        target = self._file(user)
+    def _erase(self, owner: str) -> bool:
+        target = self._file(owner)
         try:
             _overwrite(target)
             target.unlink()
             _sync_directory(self.path)
+        except FileNotFoundError:
+            return False
         except OSError as exc:
-            raise KeyStoreError(f"cannot destroy the key of user {user!r}: {exc}") from exc
+            raise KeyStoreError(f"cannot destroy the key of {owner!r}: {exc}") from exc
+        return True
 
 
 def _overwrite(path: Path) -> None:

@@ -10,6 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+# Payload keys added by sealing (see `events._sealing`): the sealed box of a record's
+# personal content, and the mark of a record whose content was forgotten.
+SEALED_KEY = "sealed"
+FORGOTTEN_KEY = "forgotten"
+
 
 class ExpectedVersion(enum.Enum):
     """Symbolic expectations for optimistic concurrency (an int means an exact version)."""

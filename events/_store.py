@@ -42,6 +42,7 @@ from events._model import (
     RecordedEvent,
     new_event_id_bytes,
 )
+from events._sealing import Sealer
 from events._types import Event, check_decodable, is_known_type
 from events.errors import (
     EventStoreError,
@@ -54,6 +55,7 @@ from events.errors import (
 )
 
 MAX_STREAM_NAME_BYTES = 256
+_SEALED_STREAMS = ("session-", "run-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +121,14 @@ class _PendingAppend:
 class EventStore:
     """Appends, reads and subscriptions over one `EventLog`; see module docstring."""
 
-    def __init__(self, log: EventLog, options: StoreOptions = StoreOptions()) -> None:
+    def __init__(
+        self, log: EventLog, options: StoreOptions = StoreOptions(), sealer: Sealer | None = None
+    ) -> None:
         self.log = log
         self.options = options
+        # With a sealer, personal content of session and run streams is sealed on
+        # append (see `events._sealing`); readers that show content call `open`.
+        self.sealer = sealer
         self._send, self._receive = trio.open_memory_channel[_PendingAppend](options.queue_size)
         self._head, _ = log.head()
         self._changed = trio.Event()
@@ -151,6 +158,10 @@ class EventStore:
 
         `correlation` / `causation` apply to typed `Event`s; a `NewEvent` carries its own.
         """
+        if self.sealer is not None and stream.startswith(_SEALED_STREAMS):
+            self.sealer.observe(stream, events)
+            if self.sealer.wants(stream, events):
+                events = await self.sealer.seal(stream, events, self.log, correlation, causation)
         request = prepare_append(
             stream, events, expected_version, self.options.max_event_bytes, correlation, causation
         )
@@ -308,6 +319,17 @@ class EventStore:
         finally:  # the last waiter of a stream nobody writes any more leaves no entry
             if not event.is_set() and event.statistics().tasks_waiting == 0:
                 self._stream_changed.pop(stream, None)
+
+    async def open(self, records: Sequence[RecordedEvent]) -> list[RecordedEvent]:
+        """Records with their personal content opened (or marked forgotten); as they
+        are when this store seals nothing."""
+        if self.sealer is None:
+            return list(records)
+        return await self.sealer.open_async(records)
+
+    def open_blocking(self, records: Sequence[RecordedEvent]) -> list[RecordedEvent]:
+        """`open` for worker threads and synchronous callers (may read a key file)."""
+        return list(records) if self.sealer is None else self.sealer.open_many(records)
 
     async def read(self, after: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         return await trio.to_thread.run_sync(self.log.read, after, limit or self.options.read_batch)
@@ -523,6 +545,7 @@ async def open_event_store(
     *,
     log: EventLog | None = None,
     store_class: type[EventStore] = EventStore,
+    sealer: Sealer | None = None,
 ) -> AsyncIterator[EventStore]:
     """Open the store at `path` (LMDB), or over a given `log`, with its writer running.
 
@@ -534,7 +557,7 @@ async def open_event_store(
             raise InvalidAppend("open_event_store needs a path or a log")
         log = await trio.to_thread.run_sync(_open_lmdb, Path(path), options)
     try:
-        store = store_class(log, options)
+        store = store_class(log, options, sealer)
         async with trio.open_nursery() as nursery:
             await nursery.start(store.run_writer)
             await nursery.start(store.run_watcher)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Self, TypeVar
 
-from events._model import NewEvent, RecordedEvent, new_event_id
+from events._model import FORGOTTEN_KEY, SEALED_KEY, NewEvent, RecordedEvent, new_event_id
 from events.errors import UnknownEventType
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -103,7 +103,10 @@ def current_schema(type_name: str, position: int | None = None) -> int:
 
 def typed_event(record: RecordedEvent) -> Event:
     """A record's payload as its typed event class (upcast data, current schema)."""
-    return event_class(record.type, record.position).from_data(record.data)
+    data = record.data
+    if SEALED_KEY in data or FORGOTTEN_KEY in data:  # sealed or forgotten: the stubs
+        data = {k: v for k, v in data.items() if k not in (SEALED_KEY, FORGOTTEN_KEY)}
+    return event_class(record.type, record.position).from_data(data)
 
 
 def upcast(
@@ -136,10 +139,16 @@ def registered_types() -> list[str]:
 
 # --- session stream: session-<id> -------------------------------------------------
 
+# The principal of a server without tokens (loopback only) and of in-process commands:
+# the machine's one operator, an admin.
+LOCAL_PRINCIPAL = "local"
+
 
 @register_event
 @dataclass(frozen=True, slots=True)
 class SessionStarted(Event):
+    """`user` is the principal the session belongs to (its name, never its token)."""
+
     session_id: str
     user: str = "anonymous"
     client: str = ""
@@ -175,15 +184,30 @@ class SessionClosed(Event):
     reason: str = ""
 
 
+@register_event
+@dataclass(frozen=True, slots=True)
+class SessionForgotten(Event):
+    """The session's key `key_id` was destroyed (`forget {scope: "session"}`): the
+    personal content of the session and of its runs no longer opens. `by` is the
+    principal that asked."""
+
+    session_id: str
+    key_id: str
+    by: str = ""
+
+
 # --- run stream: run-<id> ---------------------------------------------------------
 
 
 @register_event
 @dataclass(frozen=True, slots=True)
 class RunRequested(Event):
+    """`principal` asked for the run (its name; "" in logs written before principals)."""
+
     run_id: str
     session_id: str
     goal: str
+    principal: str = ""
 
 
 @register_event

@@ -13,6 +13,10 @@ AutoagentError                      root of everything the project raises on pur
  |    +-- NotAnEventStore           a directory that is not (or not yet) an autoagent store
  |    +-- StoreClosed               the store was used after it closed
  |    +-- InvalidAppend             malformed append arguments (no events, bad expected version)
+ +-- KeyStoreError                  a sealing key could not be read, stored or destroyed
+ |    +-- KeyStoreReadOnly          a write to a key store opened read-only
+ +-- SealBroken                     a sealed value does not open with its key (altered, or
+ |                                  sealed for another owner, event or field)
  +-- (other packages add their own subtrees)
 """
 
@@ -104,3 +108,22 @@ class StoreClosed(EventStoreError):
 
 class InvalidAppend(EventStoreError):
     """An append whose arguments are malformed (no events, bad expected version...)."""
+
+
+class KeyStoreError(AutoagentError):
+    """A sealing key could not be read, stored or destroyed."""
+
+
+class KeyStoreReadOnly(KeyStoreError):
+    """A write to a key store opened read-only (the admin CLI's)."""
+
+
+class SealBroken(AutoagentError):
+    """A sealed value does not open with its key: altered, or sealed for another context."""
+
+    def __init__(self, owner: str, key_id: str, reason: str) -> None:
+        self.owner = owner
+        self.user = owner
+        self.key_id = key_id
+        self.reason = reason
+        super().__init__(f"a value sealed for {owner!r} (key {key_id}) does not open: {reason}")

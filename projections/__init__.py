@@ -3,6 +3,7 @@
 Public API; everything else in this package is private.
 """
 
+from events import FileKeyStore, KeyStore, MemoryKeyStore, UserKey
 from projections._base import Projection, SnapshottingProjection
 from projections._catalog import (
     build_projections,
@@ -10,6 +11,8 @@ from projections._catalog import (
     get_session,
     list_runs,
     list_sessions,
+    opened_run,
+    opened_session,
     projection_factories,
 )
 from projections._documents import (
@@ -21,7 +24,6 @@ from projections._documents import (
     read_passages,
 )
 from projections._histogram import LatencyHistogram
-from projections._keystore import FileKeyStore, KeyStore, MemoryKeyStore, UserKey
 from projections._memory import (
     MemoryHit,
     MemoryProjection,
@@ -104,6 +106,8 @@ __all__ = [
     "list_sessions",
     "open_content",
     "open_embedding",
+    "opened_run",
+    "opened_session",
     "projection_factories",
     "read_passages",
     "rebuild",

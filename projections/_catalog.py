@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from events import KeyStore, RecordedEvent
 from projections._base import Projection
 from projections._documents import DocumentsProjection
-from projections._keystore import KeyStore
 from projections._memory import MemoryProjection
 from projections._metrics import MetricsProjection
 from projections._runs import RunsProjection, run_key
 from projections._sessions import DEFAULT_WINDOW, SessionsProjection, session_key
-from projections._state_store import StateStore
+from projections._state_store import MemoryStateStore, StateStore
 from projections._vector_index import IndexOptions
 from projections.errors import UnknownProjection
 
@@ -73,3 +73,25 @@ def get_run(state: StateStore, run_id: str) -> dict[str, Any] | None:
 def list_runs(state: StateStore, status: str | None = None) -> list[dict[str, Any]]:
     runs = [value for _, value in state.items(RunsProjection.name, b"r/")]
     return [run for run in runs if status is None or run["status"] == status]
+
+
+def opened_run(records: Iterable[RecordedEvent], window: int = DEFAULT_WINDOW) -> Any:
+    """A run's view folded from its own records, in memory: with records opened by
+    their keys, it shows the goal, parameters, results and answer that the stored
+    projection (which only ever sees the sealed stubs) cannot hold."""
+    records = list(records)
+    return _fold(RunsProjection(), records, run_key(records[0].data["run_id"]) if records else b"")
+
+
+def opened_session(records: Iterable[RecordedEvent], window: int = DEFAULT_WINDOW) -> Any:
+    """A session's view (its message window) folded from its own opened records."""
+    records = list(records)
+    key = session_key(records[0].data["session_id"]) if records else b""
+    return _fold(SessionsProjection(window), records, key)
+
+
+def _fold(projection: Projection, records: list[RecordedEvent], key: bytes) -> Any:
+    projection.attach(MemoryStateStore())
+    for record in records:
+        projection.apply(record)
+    return projection.load(key) if records else None

@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from events import MemoryAdded, RecordedEvent
+from events import KeyStore, MemoryAdded, RecordedEvent, UserKey
 from projections._base import SnapshottingProjection
-from projections._keystore import KeyStore, UserKey
 from projections._state_store import pack, unpack
 from projections._vector_index import IndexOptions, Trainer, VectorIndex
 from projections.errors import EmbeddingModelMismatch, SealBroken

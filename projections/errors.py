@@ -7,18 +7,29 @@ AutoagentError (events.errors)
       |                             beside a running server); the runner reloads
       +-- ProjectionStoreMissing    no projection state in this data dir yet
       +-- ProjectionMismatch        `replay --verify` found live state differing from a rebuild
-      +-- KeyStoreError             a memory key could not be read, stored or destroyed
-      |    +-- KeyStoreReadOnly     a write to a key store opened read-only
       +-- EmbeddingModelMismatch    a query embedded with another model than the memories
       +-- CollectionModelMismatch   a query or document embedded with another model than
-      |                             the documents collection
-      +-- SealBroken                a sealed value does not open with its key (altered, or
-                                    sealed for another user, memory or field)
+                                    the documents collection
+(KeyStoreError, KeyStoreReadOnly and SealBroken live in events.errors, beside the key
+store; they are re-exported here for the memory projection's callers.)
 """
 
 from __future__ import annotations
 
-from events.errors import AutoagentError
+from events.errors import AutoagentError, KeyStoreError, KeyStoreReadOnly, SealBroken
+
+__all__ = [
+    "CheckpointMoved",
+    "CollectionModelMismatch",
+    "EmbeddingModelMismatch",
+    "KeyStoreError",
+    "KeyStoreReadOnly",
+    "ProjectionError",
+    "ProjectionMismatch",
+    "ProjectionStoreMissing",
+    "SealBroken",
+    "UnknownProjection",
+]
 
 
 class ProjectionError(AutoagentError):
@@ -47,26 +58,6 @@ class ProjectionStoreMissing(ProjectionError):
 
 class ProjectionMismatch(ProjectionError):
     """Live projection state differs from a fresh rebuild."""
-
-
-class KeyStoreError(ProjectionError):
-    """A memory key could not be read, stored or destroyed."""
-
-
-class KeyStoreReadOnly(KeyStoreError):
-    """A write to a key store opened read-only (the admin CLI's)."""
-
-
-class SealBroken(ProjectionError):
-    """A sealed value does not open with its key: altered, or sealed for another context."""
-
-    def __init__(self, user: str, key_id: str, reason: str) -> None:
-        self.user = user
-        self.key_id = key_id
-        self.reason = reason
-        super().__init__(
-            f"a sealed memory value of user {user!r} (key {key_id}) does not open: {reason}"
-        )
 
 
 class EmbeddingModelMismatch(ProjectionError):

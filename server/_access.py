@@ -11,6 +11,10 @@ import hmac
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from events import LOCAL_PRINCIPAL
 
 # Shorter tokens are refused at start-up: a token is the only thing between the
 # network and the agents, and 32 characters leave guessing out of reach.
@@ -23,6 +27,33 @@ _ORIGIN_RE = re.compile(rf"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://{_HOST}")
 _HOST_RE = re.compile(_HOST)
 
 Origin = tuple[str, str, int]  # scheme, host (lower case), port
+Role = Literal["admin", "user"]
+ADMIN_NAME = "admin"  # the principal of the tokens in `server.tokens`
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a connection acts for: a name (recorded in events) and a role.
+
+    `admin` may follow every stream and act on every run; `user` only on the sessions
+    and runs it created and its own memory.
+    """
+
+    name: str
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def owns(self, owner: str | None) -> bool:
+        """Whether something belonging to `owner` is this principal's to see or act on."""
+        return self.is_admin or (owner is not None and owner == self.name)
+
+
+# The one principal of a server without tokens (loopback only): the machine's operator.
+LOCAL = Principal(LOCAL_PRINCIPAL, "admin")
+ADMIN = Principal(ADMIN_NAME, "admin")
 
 
 def token_problem(token: str) -> str | None:

@@ -35,9 +35,21 @@ def projections_path(config: Config) -> Path:
     return config.store.data_path / PROJECTIONS_DIR
 
 
+_KEY_STORES: dict[tuple[Path, bool], FileKeyStore] = {}
+
+
 def memory_keys(config: Config, *, readonly: bool = False) -> FileKeyStore:
-    """The memory key store, outside the log: `<data_dir>/keys/` (crypto-shredding)."""
-    return FileKeyStore(config.store.data_path / KEYS_DIR, readonly=readonly)
+    """The key store outside the log (`store.keys_dir`, default `<data_dir>/keys/`):
+    memory keys, principal keys and session keys (crypto-shredding).
+
+    One instance per directory and process: a `forget` through it drops the key from
+    the one cache every part of the process (sealer, memory agent, projections) reads.
+    """
+    path = config.store.keys_path.resolve()
+    store = _KEY_STORES.get((path, readonly))
+    if store is None:
+        store = _KEY_STORES[(path, readonly)] = FileKeyStore(path, readonly=readonly)
+    return store
 
 
 def memory_options(config: Config) -> IndexOptions:

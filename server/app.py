@@ -32,7 +32,7 @@ from agents.tools import (
     IndexerOptions,
     MemoryAccess,
 )
-from events import EventStore, StoreOptions, open_event_store
+from events import EventStore, Sealer, StoreOptions, open_event_store
 from projections import (
     DocumentsProjection,
     LmdbStateStore,
@@ -42,7 +42,7 @@ from projections import (
     StateStore,
     build_projections,
 )
-from server._access import token_problem
+from server._access import ADMIN, Principal, token_problem
 from server._render import Progress
 from server._views import memory_keys, memory_options, projections_path
 from server.config import Config, LLMConfig
@@ -357,9 +357,7 @@ def _projections_for(config: Config, every: bool) -> list[Projection]:
     """Every projection (a server), or the vector indexes the enabled agents read."""
     keys, options = memory_keys(config), memory_options(config)
     if every:
-        return build_projections(
-            None, config.performance.session_window, keys=keys, memory=options
-        )
+        return build_projections(None, config.performance.session_window, keys=keys, memory=options)
     chosen: list[Projection] = []
     if "memory" in config.agents.enabled:
         chosen.append(MemoryProjection(keys, options))
@@ -396,7 +394,9 @@ async def open_application(
             warmup.start("embedder")
             background.start_soon(_warm_embedder, embedder, warmup)
         async with (
-            open_event_store(config.store.data_path, store_options(config)) as store,
+            open_event_store(
+                config.store.data_path, store_options(config), sealer=Sealer(memory_keys(config))
+            ) as store,
             _running_projections(
                 config,
                 store,
@@ -428,12 +428,48 @@ async def open_application(
 
 
 def server_tokens(config: Config, env: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """Tokens from `server.tokens` plus `AUTOAGENT_TOKEN` (refused when too short)."""
-    extra = (os.environ if env is None else env).get(TOKEN_ENV, "").strip()
+    """Every token the server accepts: `server.tokens`, `AUTOAGENT_TOKEN` and the
+    principals' (each refused when too short or missing)."""
+    return tuple(server_principals(config, env))
+
+
+def server_principals(config: Config, env: Mapping[str, str] | None = None) -> dict[str, Principal]:
+    """Token -> principal: `server.tokens` and `AUTOAGENT_TOKEN` stand for `admin`, each
+    `server.principals` entry's token is read from its `token_env` variable.
+
+    A principal whose variable is unset or too short, two principals with one name, or
+    one token given to two principals stops start-up with an error naming the setting.
+    """
+    env = os.environ if env is None else env
+    extra = env.get(TOKEN_ENV, "").strip()
     problem = token_problem(extra) if extra else None
     if problem is not None:
         raise ConfigError(problem, source=TOKEN_ENV)
-    return tuple(t for t in (*config.server.tokens, extra) if t)
+    principals = {t: ADMIN for t in (*config.server.tokens, extra) if t}
+    names = {ADMIN.name} if principals else set()
+    for index, entry in enumerate(config.server.principals):
+        where = f"server.principals item {index} ({entry.name!r})"
+        token = env.get(entry.token_env, "").strip()
+        if not token:
+            raise ConfigError(
+                f"{where}: environment variable {entry.token_env} is not set",
+                source=entry.token_env,
+            )
+        problem = token_problem(token)
+        if problem is not None:
+            raise ConfigError(f"{where}: {problem}", source=entry.token_env)
+        if entry.name in names:
+            raise ConfigError(
+                f"{where}: another principal is already named {entry.name!r}",
+                source="server.principals",
+            )
+        if token in principals:
+            raise ConfigError(
+                f"{where}: its token is already another principal's", source=entry.token_env
+            )
+        names.add(entry.name)
+        principals[token] = Principal(entry.name, entry.role)
+    return principals
 
 
 def server_limits(config: Config) -> ServerLimits:
@@ -457,8 +493,8 @@ def agent_server(app: Application) -> AgentServer:
         app.orchestrator,
         app.runner,
         server_limits(app.config),
-        server_tokens(app.config),
         warming=app.warmup.warming,
         allowed_origins=app.config.server.allowed_origins,
         metrics_public=app.config.server.metrics_public,
+        principals=server_principals(app.config),
     )

@@ -37,6 +37,7 @@ __all__ = [
     "LLMConfig",
     "LLMProviderName",
     "PerformanceConfig",
+    "PrincipalConfig",
     "ResumeConfig",
     "ServerConfig",
     "StoreConfig",
@@ -61,6 +62,7 @@ _NON_NEGATIVE = MappingProxyType({"ge": 0})
 _PORT = MappingProxyType({"ge": 0, "le": 65535})
 _OPTIONAL_TEXT = MappingProxyType({"allow_empty": True})
 _CHUNK_CHARS = MappingProxyType({"ge": 100})
+_COSINE = MappingProxyType({"ge": -1, "le": 1})
 _REDACTED = "<redacted>"
 
 
@@ -75,12 +77,30 @@ _ORIGINS = MappingProxyType({"each": _origin_problem})
 
 
 @dataclass(frozen=True)
+class PrincipalConfig:
+    """One `[[server.principals]]` entry: who a token stands for.
+
+    The token itself is read from the environment variable `token_env` at start-up, so
+    no secret is written in the file; `role` is `admin` (every stream and run) or `user`
+    (its own sessions, runs and memory).
+    """
+
+    name: str
+    role: Literal["admin", "user"]
+    token_env: str
+
+
+PRINCIPAL_KEYS = ("name", "role", "token_env")
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """[server]: where the WebSocket API listens and what it lets through."""
 
     host: str = "127.0.0.1"
     port: int = field(default=8765, metadata=_PORT)
     tokens: tuple[str, ...] = field(default=(), metadata=_TOKENS)
+    principals: tuple[PrincipalConfig, ...] = ()
     allowed_origins: tuple[str, ...] = field(default=(), metadata=_ORIGINS)
     max_frame_bytes: int = field(default=1048576, metadata=_POSITIVE)
     requests_per_second: float = field(default=20.0, metadata=_POSITIVE)
@@ -102,11 +122,17 @@ class StoreConfig:
     map_size_mb: int = field(default=1024, metadata=_POSITIVE)
     compress_over_bytes: int = field(default=4096, metadata=_NON_NEGATIVE)
     max_event_bytes: int = field(default=4194304, metadata=_POSITIVE)
+    keys_dir: str = field(default="", metadata=_OPTIONAL_TEXT)
 
     @property
     def data_path(self) -> Path:
         """The data directory as a Path (`~` expanded; relative to the working directory)."""
         return Path(self.data_dir).expanduser()
+
+    @property
+    def keys_path(self) -> Path:
+        """Where the sealing keys live: `keys_dir`, or `<data_dir>/keys` when empty."""
+        return Path(self.keys_dir).expanduser() if self.keys_dir else self.data_path / "keys"
 
 
 @dataclass(frozen=True)
@@ -196,6 +222,7 @@ class AgentsConfig:
     web_allow: tuple[str, ...] = ()
     documents_chunk_chars: int = field(default=1200, metadata=_CHUNK_CHARS)
     documents_max_file_bytes: int = field(default=20971520, metadata=_POSITIVE)
+    documents_min_score: float = field(default=0.2, metadata=_COSINE)
 
     @property
     def workspace_paths(self) -> tuple[Path, ...]:
@@ -419,11 +446,33 @@ def _convert(value: object, hint: Any) -> object:
         return _convert_choice(value, get_args(hint))
     if get_origin(hint) is tuple:
         return _convert_items(value, get_args(hint)[0])
+    if hint is PrincipalConfig:
+        return _convert_principal(value)
     if hint is float:
         return _convert_float(value)
     if hint in _WANTED:
         return _convert_exact(value, hint)
     raise TypeError(f"config field type {hint!r} is not supported by the loader")
+
+
+def _convert_principal(value: object) -> PrincipalConfig:
+    """A `{name, role, token_env}` table; the name may not contain ':' (it names keys)."""
+    if type(value) is not dict:
+        raise _Invalid(f"expected a table {{name, role, token_env}}, got {_kind(value)}")
+    unknown = sorted(set(value) - set(PRINCIPAL_KEYS))
+    if unknown:
+        raise _Invalid(_unknown("principal key", unknown[0], PRINCIPAL_KEYS))
+    missing = [key for key in PRINCIPAL_KEYS if key not in value]
+    if missing:
+        raise _Invalid(f"a principal needs {', '.join(missing)}")
+    for key in ("name", "token_env"):
+        if type(value[key]) is not str or not value[key].strip():
+            raise _Invalid(f"principal {key} must be a non-empty string")
+    name = value["name"]
+    if ":" in name or len(name) > 128 or not name.isprintable():
+        raise _Invalid(f"principal name {name!r} must be printable, at most 128 characters, no ':'")
+    role = _convert_choice(value["role"], ("admin", "user"))
+    return PrincipalConfig(name, role, value["token_env"])  # type: ignore[arg-type]
 
 
 def _convert_exact(value: object, hint: type[Any]) -> object:
@@ -545,4 +594,6 @@ def _plain(value: object, secret: bool) -> object:
     """Tuples back to lists (as in TOML and JSON), secret values to a marker."""
     if isinstance(value, tuple):
         return [_plain(item, secret) for item in value]
+    if isinstance(value, PrincipalConfig):
+        return {key: getattr(value, key) for key in PRINCIPAL_KEYS}
     return _REDACTED if secret else value

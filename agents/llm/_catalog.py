@@ -24,6 +24,8 @@ class ToolSpec:
     `idempotent` tells resume whether an interrupted step may run again; `batchable`
     and `batch_action` tell the executor that independent same-action steps may be
     merged into one call of `batch_action`. `keywords` help keyword planners.
+    `acts_for` names the parameter the executor sets to the run's principal, whatever
+    the plan says (the memory tools act for whoever asked, never for a planned name).
     """
 
     agent: str
@@ -35,6 +37,7 @@ class ToolSpec:
     batch_action: str | None = None
     keywords: tuple[str, ...] = ()
     requires_approval: bool = False
+    acts_for: str | None = None
 
     def __hash__(self) -> int:
         """Hashable despite the `parameters` dict: equal specs share name and description."""
@@ -55,8 +58,9 @@ class ToolSpec:
         return tuple(self.parameters.get("required", ()))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict; the canonical form hashed and sent to models."""
-        return {
+        """Plain JSON-ready dict; the canonical form hashed and sent to models
+        (`acts_for` only when set: it says the executor fills that parameter)."""
+        data: dict[str, Any] = {
             "agent": self.agent,
             "action": self.action,
             "description": self.description,
@@ -67,6 +71,9 @@ class ToolSpec:
             "keywords": list(self.keywords),
             "requires_approval": self.requires_approval,
         }
+        if self.acts_for is not None:
+            data["acts_for"] = self.acts_for
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ToolSpec:
@@ -81,6 +88,7 @@ class ToolSpec:
             batch_action=data.get("batch_action"),
             keywords=tuple(data.get("keywords") or ()),
             requires_approval=bool(data.get("requires_approval", False)),
+            acts_for=data.get("acts_for"),
         )
 
 

@@ -68,8 +68,11 @@ class Executor:
         prior: PriorState | None = None,
         refuse_restart: Decide | None = None,
         approvals: ApprovalBook | None = None,
+        principal: str = "",
     ) -> None:
         self._store = store
+        # Tools that act for someone (`ToolSpec.acts_for`) act for this principal.
+        self._principal = principal
         self._registry = registry
         self._run_id = run_id
         self._options = options
@@ -233,6 +236,9 @@ class Executor:
         first = group[0]
         tool = await self._registry.tool(first.agent, first.action)
         params = [resolve(dict(s.parameters), self._results()) for s in group]
+        acts_for = tool.spec.acts_for
+        if acts_for is not None and self._principal:
+            params = [{**p, acts_for: self._principal} for p in params]
         if len(group) == 1:
             return [await tool.call(params[0])]
         return await tool.call_batch(params)

@@ -44,6 +44,7 @@ from agents.runs._run_state import RunState, load_run
 from agents.runs._verifier import Verifier
 from agents.tools import AgentRegistry
 from events import (
+    LOCAL_PRINCIPAL,
     NO_STREAM,
     TERMINAL_RUN_TYPES,
     AssistantMessageSent,
@@ -138,9 +139,19 @@ class Orchestrator:
         return goal.strip()
 
     async def submit(
-        self, goal: str, session_id: str | None = None, *, client: str = ""
+        self,
+        goal: str,
+        session_id: str | None = None,
+        *,
+        client: str = "",
+        principal: str = LOCAL_PRINCIPAL,
     ) -> Submitted:
-        """Record the user's message and the run request; the run itself starts later."""
+        """Record the user's message and the run request; the run itself starts later.
+
+        `principal` is who asks: a new session belongs to it, the run records it, and
+        the memory tools act for it. Whether it may post into an existing session is
+        the caller's check (the server's).
+        """
         goal = self.check_goal(goal)
         session_id = session_id or uuid.uuid4().hex[:12]
         try:
@@ -151,11 +162,16 @@ class Orchestrator:
         session_stream = f"session-{session_id}"
         if await self.store.stream_version(session_stream) == 0:
             await self.store.append(
-                session_stream, [SessionStarted(session_id, client=client)], NO_STREAM
+                session_stream,
+                [SessionStarted(session_id, user=principal, client=client)],
+                NO_STREAM,
             )
         await self.store.append(session_stream, [UserMessageReceived(session_id, run_id, goal)])
         result = await self.store.append(
-            f"run-{run_id}", [RunRequested(run_id, session_id, goal)], NO_STREAM, correlation=run_id
+            f"run-{run_id}",
+            [RunRequested(run_id, session_id, goal, principal)],
+            NO_STREAM,
+            correlation=run_id,
         )
         return Submitted(run_id, session_id, result.last_position)
 
@@ -184,6 +200,8 @@ class Orchestrator:
                     if resume:
                         raise RunAlreadyFinished(run_id, state.status)
                     return RunResult(run_id, state.session_id, state.status, None)
+                if state.forgotten:  # its goal and plan no longer open: nothing to run
+                    return await self._fail(state, "its content was forgotten")
                 if state.version > 1 or resume:
                     await self._append(run_id, [RunResumed(run_id, "resumed from the log")])
                 return await self._drive(state)
@@ -358,6 +376,7 @@ class Orchestrator:
             prior=state.prior,
             refuse_restart=self._refuse_restart,
             approvals=self.approvals,
+            principal=state.principal,
         )
         return verifier, executor, background
 
@@ -467,8 +486,8 @@ class Orchestrator:
         """The session's last messages, read from its stream (used without projections)."""
         stream = f"session-{session_id}"
         version = await self.store.stream_version(stream)
-        records = await self.store.read_stream(
-            stream, max(0, version - 2 * self.options.session_window)
+        records = await self.store.open(
+            await self.store.read_stream(stream, max(0, version - 2 * self.options.session_window))
         )
         messages = [
             {

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from agents.runs._outcomes import Decision, PriorState, StepOutcome
 from agents.runs._plan import Plan
-from events import TERMINAL_RUN_STATUS, EventStore, RecordedEvent
+from events import FORGOTTEN_KEY, TERMINAL_RUN_STATUS, EventStore, RecordedEvent
 
 READ_BATCH = 1000
 
@@ -31,6 +31,10 @@ class RunState:
     prior: PriorState = field(default_factory=PriorState)
     verified: set[str] = field(default_factory=set)
     version: int = 0
+    principal: str = ""
+    # Some record's personal content no longer opens (its session or principal was
+    # forgotten): the fields hold stubs, so the run cannot go on.
+    forgotten: bool = False
 
     @property
     def approvals_requested(self) -> set[str]:
@@ -46,6 +50,8 @@ class RunState:
 
     def apply(self, record: RecordedEvent) -> None:
         self.version = record.version
+        if FORGOTTEN_KEY in record.data:
+            self.forgotten = True
         handler = _HANDLERS.get(record.type)
         if handler is not None:
             handler(self, record.data)
@@ -54,6 +60,7 @@ class RunState:
 
     def _on_RunRequested(self, data: dict[str, Any]) -> None:
         self.session_id, self.goal, self.status = data["session_id"], data["goal"], "requested"
+        self.principal = data.get("principal", "")
 
     def _on_PlanCreated(self, data: dict[str, Any]) -> None:
         self.plan, self.status = Plan.from_data(data["steps"]), "running"
@@ -107,7 +114,7 @@ async def load_run(store: EventStore, run_id: str) -> RunState:
     state = RunState(run_id)
     after = 0
     while batch := await store.read_stream(f"run-{run_id}", after, READ_BATCH):
-        for record in batch:
+        for record in await store.open(batch):
             state.apply(record)
         after = batch[-1].version
     return state

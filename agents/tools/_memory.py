@@ -12,7 +12,9 @@ The key goes first: if the append then fails, the memories are gone all the same
 the projection drops them on its next start (their key is missing).
 
 A `remember` racing a `forget_all` of the same user may seal with the key being
-destroyed; that memory is forgotten with the rest.
+destroyed; that memory is forgotten with the rest. A `remember` of text the user already
+has, word for word, appends nothing and says it was already known (`already_known`);
+two concurrent `remember`s of the same new text may both store it.
 """
 
 from __future__ import annotations
@@ -46,11 +48,14 @@ MAX_K = 50
 MAX_CONTENT_CHARS = 20_000
 MAX_USER_CHARS = 128
 STREAM_PREFIX = "memory-"
+# Nearest memories compared word for word with a new one before it is stored.
+DUPLICATE_CANDIDATES = 3
 
 _USER = {"type": "string", "description": "whose memory (default: anonymous)"}
 
 REMEMBER = ToolSpec(
     agent="memory",
+    acts_for="user",
     action="remember",
     description="Remember a piece of text for a user, to recall it later by meaning.",
     parameters={
@@ -67,6 +72,7 @@ REMEMBER = ToolSpec(
 )
 RECALL = ToolSpec(
     agent="memory",
+    acts_for="user",
     action="recall",
     description="Recall the user's memories closest in meaning to a query (top k).",
     parameters={
@@ -83,6 +89,7 @@ RECALL = ToolSpec(
 )
 FORGET = ToolSpec(
     agent="memory",
+    acts_for="user",
     action="forget",
     description="Forget one memory by its id: it is no longer recalled.",
     parameters={
@@ -95,6 +102,7 @@ FORGET = ToolSpec(
 )
 FORGET_ALL = ToolSpec(
     agent="memory",
+    acts_for="user",
     action="forget_all",
     description=(
         "Forget every memory of a user for good: the user's key is destroyed, so no "
@@ -156,14 +164,25 @@ class MemoryService:
             raise ToolError(f"embedding failed: {exc}", retryable=True) from exc
 
     async def remember(self, items: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
-        """Seal and append (user, content) items: one embedding call, one append per user."""
+        """Seal and append (user, content) items: one embedding call, one append per user.
+
+        An item the user already has, word for word, is not stored again: its result
+        names the memory that holds it, with `already_known` true (see `_known`).
+        """
         access, store = self._ready()
         vectors = await self._embed([content for _, content in items])
-        by_user: dict[str, list[int]] = {}
-        for i, (user, _) in enumerate(items):
-            by_user.setdefault(user, []).append(i)
         results: list[dict[str, Any]] = [{} for _ in items]
-        for user, rows in by_user.items():
+        fresh: dict[str, list[int]] = {}  # user -> rows to store
+        for i, (user, content) in enumerate(items):
+            known = await self._known(user, content, vectors[i])
+            earlier = next((j for j in fresh.get(user, []) if items[j][1] == content), None)
+            if known is not None:
+                results[i] = {"user": user, **known, "already_known": True}
+            elif earlier is not None:
+                results[i] = {"duplicate_of": earlier}  # filled in once `earlier` is stored
+            else:
+                fresh.setdefault(user, []).append(i)
+        for user, rows in fresh.items():
             key = await trio.to_thread.run_sync(access.keys.current_or_create, user)
             ids = [uuid.uuid4().hex for _ in rows]
             events = [
@@ -174,7 +193,44 @@ class MemoryService:
             self._written = max(self._written, appended.last_position)
             for mid, i, position in zip(ids, rows, appended.positions, strict=True):
                 results[i] = {"user": user, "memory_id": mid, "position": position}
-        return results
+        return [
+            {**results[r["duplicate_of"]], "already_known": True} if "duplicate_of" in r else r
+            for r in results
+        ]
+
+    async def _known(
+        self, user: str, content: str, vector: np.ndarray[Any, np.dtype[np.float32]]
+    ) -> dict[str, Any] | None:
+        """The live memory of `user` whose content is exactly `content`, if there is one.
+
+        Identical text embeds to the identical vector, so such a memory is among the
+        nearest hits of the new one's vector (score 1.0); the few nearest are opened and
+        compared word for word, because near-duplicates ("Dr. Lee" / "dr lee") may embed
+        alike under some models yet are different memories. The content is sealed, so
+        there is no cheaper exact lookup. Without the live index (`autoagent run` with
+        no server), or when the user's memories were embedded by another model or their
+        key is gone, nothing can be compared and the memory is stored.
+        """
+        access, store = self._ready()
+        if access.index is None:
+            return None
+        if access.wait_for is not None:
+            await access.wait_for(self._written)
+        try:
+            hits = await trio.to_thread.run_sync(
+                access.index.search, user, vector, DUPLICATE_CANDIDATES, access.embedder.model
+            )
+        except EmbeddingModelMismatch:
+            return None
+        records = await trio.to_thread.run_sync(_read_positions, store, [h.position for h in hits])
+        for hit, record in zip(hits, records, strict=True):
+            try:
+                same = self._content(access.keys, hit, record) == content
+            except ToolError:  # a seal that does not open holds nothing to compare
+                same = False
+            if same:
+                return {"memory_id": hit.memory_id, "position": hit.position}
+        return None
 
     async def recall(self, user: str, query: str, k: int) -> dict[str, Any]:
         access, store = self._ready()

@@ -31,7 +31,9 @@ async def _run(
         else:
             assert run_id is not None
             result = await app.orchestrator.execute(run_id, resume=True)
-        records = await app.store.read_stream(f"run-{result.run_id}", 0, 100_000)
+        records = await app.store.open(
+            await app.store.read_stream(f"run-{result.run_id}", 0, 100_000)
+        )
     return result, [record_as_dict(r) for r in records]
 
 

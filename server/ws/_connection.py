@@ -21,7 +21,7 @@ handler, a subscription, the sender) is logged with its traceback, answered with
 from __future__ import annotations
 
 import logging
-from collections.abc import Set
+from collections.abc import Mapping, Set
 from typing import Any, Protocol
 
 import trio
@@ -30,7 +30,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from agents.errors import InvalidGoal
 from agents.runs import Orchestrator
 from events import TERMINAL_RUN_TYPES, AutoagentError, EventStore
-from server._access import match_token
+from server._access import LOCAL, Principal, match_token
 from server.ws._limits import RequestBucket, ServerLimits
 from server.ws._protocol import (
     BadFrame,
@@ -61,15 +61,35 @@ class ConnectionHost(Protocol):
     @property
     def tokens(self) -> Set[str]: ...
 
-    def forget(self, connection: Connection) -> None: ...
+    @property
+    def principals(self) -> Mapping[str, Principal]: ...
+
+    def release(self, connection: Connection) -> None: ...
 
     def admit_token(self, connection: Connection, token: str) -> bool: ...
 
     def session_has_room(self, session_id: str) -> bool: ...
 
     def start_run(
-        self, run_id: str, session_id: str, token: str | None, *, resume: bool = False
+        self, run_id: str, session_id: str, principal: str, *, resume: bool = False
     ) -> None: ...
+
+    async def check_stream(self, connection: Connection, stream: str, request_id: Any) -> None: ...
+
+    async def check_session(
+        self, connection: Connection, session_id: str, request_id: Any
+    ) -> None: ...
+
+    async def stream_owner(self, stream: str) -> str | None: ...
+
+    async def forget_content(
+        self,
+        connection: Connection,
+        scope: str,
+        session_id: str | None,
+        user: str | None,
+        request_id: Any,
+    ) -> tuple[str | None, str | None]: ...
 
     async def cancel_run(self, connection: Connection, run_id: str, request_id: Any) -> None: ...
 
@@ -92,6 +112,8 @@ class Connection:
         self.ws = ws
         self.token: str | None = None
         self.authenticated = not app.tokens
+        # Who this connection acts for: the local admin without tokens, else set by hello.
+        self.principal: Principal | None = None if app.tokens else LOCAL
         self.sessions: set[str] = set()
         self.subscriptions = 0
         self._bucket = RequestBucket(app.limits.requests_per_second)
@@ -121,7 +143,7 @@ class Connection:
             with trio.CancelScope(shield=True):
                 await self._say_internal_error()
         finally:
-            self.app.forget(self)
+            self.app.release(self)
             if self.ws.closed is None:  # shutdown: say goodbye properly
                 with trio.CancelScope(shield=True):
                     await self.close(CLOSE_GOING_AWAY, "server shutting down")
@@ -265,7 +287,19 @@ class Connection:
             await self._flush_and_close(CLOSE_POLICY, "too many connections for this token")
             return False
         self.authenticated = True
-        await self.send(reply_frame("welcome", request.id, server="autoagent"))
+        if token is not None:
+            self.principal = self.app.principals[token]
+        principal = self.principal
+        assert principal is not None
+        await self.send(
+            reply_frame(
+                "welcome",
+                request.id,
+                server="autoagent",
+                principal=principal.name,
+                role=principal.role,
+            )
+        )
         return True
 
     async def _flush_and_close(self, code: int, reason: str) -> None:
@@ -277,6 +311,10 @@ class Connection:
 
     async def _on_message(self, request: Request) -> None:
         session_id = request.fields.get("session_id")
+        principal = self.principal
+        assert principal is not None
+        if session_id:
+            await self.app.check_session(self, session_id, request.id)
         if session_id and not self.app.session_has_room(session_id):
             limit = self.app.limits.max_runs_per_session
             raise BadFrame(
@@ -284,12 +322,12 @@ class Connection:
             )
         try:
             submitted = await self.app.orchestrator.submit(
-                request.fields["text"], session_id, client="ws"
+                request.fields["text"], session_id, client="ws", principal=principal.name
             )
         except InvalidGoal as exc:
             raise BadFrame(str(exc), "bad_request", request.id) from None
         self.sessions.add(submitted.session_id)
-        self.app.start_run(submitted.run_id, submitted.session_id, self.token)
+        self.app.start_run(submitted.run_id, submitted.session_id, principal.name)
         reply = reply_frame(
             "accepted", request.id, session_id=submitted.session_id, run_id=submitted.run_id
         )
@@ -299,6 +337,7 @@ class Connection:
     async def _on_subscribe(self, request: Request) -> None:
         stream = request.fields["stream"]  # the schema checked its form
         after = request.fields["after"] or 0
+        await self.app.check_stream(self, stream, request.id)
         if stream != "$all" and await self.app.store.stream_version(stream) == 0:
             raise BadFrame(f"no stream {stream!r}", "not_found", request.id)
         if self.subscriptions >= self.app.limits.max_subscriptions:
@@ -335,6 +374,22 @@ class Connection:
         )
         await self.send(reply)
 
+    async def _on_forget(self, request: Request) -> None:
+        scope = request.fields["scope"]
+        session_id = request.fields.get("session_id")
+        user = request.fields.get("user")
+        forgotten, key_id = await self.app.forget_content(self, scope, session_id, user, request.id)
+        await self.send(
+            reply_frame(
+                "forgotten",
+                request.id,
+                scope=scope,
+                session_id=session_id,
+                user=forgotten,
+                key_destroyed=key_id is not None,
+            )
+        )
+
     async def _on_resume(self, request: Request) -> None:
         run_id = request.fields["run_id"]
         position = await self.app.resume_run(self, run_id, request.id)
@@ -355,8 +410,12 @@ class Connection:
         event, so finished runs hold no subscription (and no task) on the connection.
         """
         try:
-            async for record in self.app.store.subscribe(after=after, stream=stream):
-                await self.send(event_frame(record))
+            store = self.app.store
+            async for record in store.subscribe(after=after, stream=stream):
+                # Personal content is sealed in the log; the client gets it opened (or
+                # marked forgotten), never the box.
+                (opened,) = await store.open([record])
+                await self.send(event_frame(opened))
                 if until_run_ends and record.type in TERMINAL_RUN_TYPES:
                     return
         finally:

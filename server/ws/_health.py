@@ -90,9 +90,7 @@ def render_metrics(app: ServerSnapshot) -> bytes:
         "Appends acknowledged by the writer.",
         app.appends,
     )
-    counter(
-        lines, "autoagent_event_commits_total", "Group commits by the writer.", app.commits
-    )
+    counter(lines, "autoagent_event_commits_total", "Group commits by the writer.", app.commits)
     if app.metrics is not None:
         _projection_metrics(lines, app.metrics)
     return ("\n".join(lines) + "\n").encode()

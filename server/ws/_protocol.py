@@ -4,7 +4,8 @@ JSON text frames, one object each, with a `type`. The client requests are declar
 in `REQUESTS`: each message type with its fields, what each field accepts and whether it
 is required. `parse_request` checks a frame against that table and nothing else, and
 `protocol_reference()` renders the same table for the docs, so the two cannot drift.
-Server frames: welcome, accepted, subscribed, cancelled, resumed, approved, pong, event,
+Server frames: welcome, accepted, subscribed, cancelled, resumed, approved, forgotten, pong,
+event,
 error {id?, code, message}.
 
 Validation is total: whatever a frame holds (any JSON value in any field, nesting deep
@@ -283,6 +284,17 @@ REQUESTS: Mapping[str, MessageType] = {
             ),
             "approved {id, run_id, step_id, decision}",
             "Decide on a step that waits for a human.",
+        ),
+        MessageType(
+            "forget",
+            (
+                ID,
+                Field("scope", OneOf(("me", "session")), doc="your key, or one session's"),
+                Field("session_id", NAME, required=False, doc="with scope 'session'"),
+                Field("user", NAME, required=False, doc="with scope 'me': an admin names whom"),
+            ),
+            "forgotten {id, scope, session_id, user, key_destroyed}",
+            "Destroy a key: what it sealed (goals, answers, results, memories) is gone.",
         ),
         MessageType("ping", (ID,), "pong {id}", "Liveness check."),
     )

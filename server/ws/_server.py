@@ -13,6 +13,14 @@ Access: a WebSocket handshake whose `Origin` is neither the server's own nor in
 `allowed_origins` is refused with 403 before the upgrade (clients that send no Origin,
 such as the CLI, are not browsers and pass); with tokens configured, /healthz and
 /metrics want `Authorization: Bearer <token>` (401 otherwise) unless `metrics_public`.
+
+Principals: each token stands for a principal (`server._access.Principal`). A session
+belongs to the principal that started it (`SessionStarted.user`), a run to the one that
+asked for it (`RunRequested.principal`), `memory-<name>` to `name`; the owner is read
+from the log (the stream's first record), never from a connection's memory, so it
+holds across reconnects, restarts and processes. A `user` principal acting on anything
+else gets `forbidden`, for streams that do not exist as well (so a refusal says nothing
+about what exists); an `admin` may act on everything.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import trio
@@ -28,9 +36,22 @@ from trio_websocket import ConnectionClosed, wrap_server_stream
 
 from agents.errors import AgentError
 from agents.runs import ApprovalNotPending, Orchestrator, load_run
-from events import EventStore, RunCancelled, RunFailed
+from events import (
+    EventStore,
+    MemoryKeyDestroyed,
+    RunCancelled,
+    RunFailed,
+    SessionForgotten,
+)
 from projections import MetricsProjection, ProjectionRunner
-from server._access import MIN_TOKEN_CHARS, bearer_token, match_token, origin_allowed
+from server._access import (
+    ADMIN,
+    MIN_TOKEN_CHARS,
+    Principal,
+    bearer_token,
+    match_token,
+    origin_allowed,
+)
 from server.errors import BadHttpRequest, UnsafeBind, WeakToken
 from server.ws._connection import CLOSE_GOING_AWAY, CLOSE_POLICY, Connection
 from server.ws._health import ServerSnapshot, render_health, render_metrics
@@ -89,22 +110,27 @@ class AgentServer:
         *,
         allowed_origins: Iterable[str] = (),
         metrics_public: bool = False,
+        principals: Mapping[str, Principal] | None = None,
     ) -> None:
         """`warming` says which parts are still loading in the background (/healthz);
         `allowed_origins` the browser origins besides the server's own that may connect;
-        `metrics_public` serves /healthz and /metrics without a token."""
+        `metrics_public` serves /healthz and /metrics without a token; `principals`
+        maps further tokens to the principals they stand for (`tokens` are admin's)."""
         self.store = store
         self._warming = warming
         self.orchestrator = orchestrator
         self.runner = runner
         self.limits = limits
-        self.tokens = frozenset(t for t in tokens if t)
+        self.principals: dict[str, Principal] = {t: ADMIN for t in tokens if t}
+        self.principals.update(principals or {})
+        self.tokens = frozenset(self.principals)
         self.allowed_origins = tuple(allowed_origins)
         self.metrics_public = metrics_public
         self.connections: set[Connection] = set()
         self._per_token: dict[str, int] = {}
         self._active_runs: dict[str, str] = {}  # run id -> session id
-        self._run_owner: dict[str, str | None] = {}
+        self._run_principal: dict[str, str] = {}  # active run id -> who asked for it
+        self._session_owners: dict[str, str] = {}  # owners never change: cached
         self._runs: trio.Nursery | None = None
         self.stats = {"connections_total": 0, "rejected_connections": 0, "runs_started": 0}
 
@@ -226,7 +252,7 @@ class AgentServer:
 
     # --- bookkeeping for connections ------------------------------------------------------------
 
-    def forget(self, connection: Connection) -> None:
+    def release(self, connection: Connection) -> None:
         self.connections.discard(connection)
         if connection.token is not None:
             self._per_token[connection.token] -= 1
@@ -245,11 +271,11 @@ class AgentServer:
     # --- runs -------------------------------------------------------------------------------------
 
     def start_run(
-        self, run_id: str, session_id: str, token: str | None, *, resume: bool = False
+        self, run_id: str, session_id: str, principal: str, *, resume: bool = False
     ) -> None:
         assert self._runs is not None
         self._active_runs[run_id] = session_id
-        self._run_owner[run_id] = token
+        self._run_principal[run_id] = principal
         self.stats["runs_started"] += 1
         self._runs.start_soon(functools.partial(self._drive, run_id, resume))
 
@@ -264,6 +290,7 @@ class AgentServer:
             await self._record_crash(run_id, failure)
         finally:
             self._active_runs.pop(run_id, None)
+            self._run_principal.pop(run_id, None)
 
     async def _record_crash(self, run_id: str, failure: BaseExceptionGroup[Exception]) -> None:
         """`RunFailed` for a run a bug ended, so it does not look in progress forever.
@@ -280,14 +307,65 @@ class AgentServer:
         except Exception:
             log.error("could not record the failure of run %s", run_id, exc_info=True)
 
+    # --- ownership ---------------------------------------------------------------------------
+
+    async def session_owner(self, session_id: str) -> str | None:
+        """The principal a session belongs to; None when there is no such session."""
+        owner = self._session_owners.get(session_id)
+        if owner is None:
+            first = await self.store.read_stream(f"session-{session_id}", 0, 1)
+            if not first or first[0].type != "SessionStarted":
+                return None
+            owner = str(first[0].data.get("user") or "")
+            if len(self._session_owners) >= OWNER_CACHE:
+                self._session_owners.clear()
+            self._session_owners[session_id] = owner
+        return owner
+
+    async def run_owner(self, run_id: str) -> str | None:
+        """The principal that asked for a run (its session's, in logs written before
+        principals); None when there is no such run."""
+        first = await self.store.read_stream(f"run-{run_id}", 0, 1)
+        if not first or first[0].type != "RunRequested":
+            return None
+        principal = first[0].data.get("principal")
+        if principal:
+            return str(principal)
+        return await self.session_owner(str(first[0].data.get("session_id")))
+
+    async def stream_owner(self, stream: str) -> str | None:
+        kind, _, name = stream.partition("-")
+        if kind == "session":
+            return await self.session_owner(name)
+        if kind == "run":
+            return await self.run_owner(name)
+        if kind == "memory":
+            return name
+        return None  # `$all`, `docs-*`: shared, an admin's to follow
+
+    async def check_stream(self, connection: Connection, stream: str, request_id: Any) -> None:
+        """`forbidden` unless the connection's principal may follow `stream`."""
+        principal = connection.principal
+        assert principal is not None
+        if not principal.is_admin and not principal.owns(await self.stream_owner(stream)):
+            raise BadFrame(f"stream {stream!r} is not yours to follow", "forbidden", request_id)
+
+    async def check_session(self, connection: Connection, session_id: str, request_id: Any) -> None:
+        """`forbidden` unless the principal may post into (or forget) an existing session."""
+        principal = connection.principal
+        assert principal is not None
+        owner = await self.session_owner(session_id)
+        if owner is not None and not principal.owns(owner):
+            raise BadFrame(f"session {session_id!r} is not yours", "forbidden", request_id)
+
     async def _owned(self, connection: Connection, run_id: str, request_id: Any) -> Any:
         state = await load_run(self.store, run_id)
-        owner = self._run_owner.get(run_id)
-        mine = state.session_id in connection.sessions or (
-            owner is not None and owner == connection.token
-        )
-        if state.status == "missing" or not mine:
-            raise BadFrame(f"no run {run_id!r} of yours", "not_found", request_id)
+        if state.status == "missing":
+            raise BadFrame(f"no run {run_id!r}", "not_found", request_id)
+        principal = connection.principal
+        assert principal is not None
+        if not principal.owns(await self.run_owner(run_id)):
+            raise BadFrame(f"run {run_id!r} is not yours", "forbidden", request_id)
         if state.finished:
             raise BadFrame(f"run {run_id!r} is already {state.status}", "conflict", request_id)
         return state
@@ -311,25 +389,77 @@ class AgentServer:
         if step_id not in state.approvals_requested:
             raise BadFrame(f"no approval requested for step {step_id!r}", "not_found", request_id)
         try:
-            await self.orchestrator.decide(
-                run_id, step_id, granted, note, by=connection.token or ""
-            )
+            principal = connection.principal
+            by = principal.name if principal is not None else ""
+            await self.orchestrator.decide(run_id, step_id, granted, note, by=by)
         except ApprovalNotPending as exc:
             raise BadFrame(str(exc), "conflict", request_id) from None
 
     async def resume_run(self, connection: Connection, run_id: str, request_id: Any) -> int:
         """Start an unfinished run again; returns the position to follow it from."""
-        state = await load_run(self.store, run_id)
-        if state.status == "missing":
-            raise BadFrame(f"no run {run_id!r}", "not_found", request_id)
-        if state.finished:
-            raise BadFrame(f"run {run_id!r} is already {state.status}", "conflict", request_id)
+        state = await self._owned(connection, run_id, request_id)
         if run_id in self._active_runs:
             raise BadFrame(f"run {run_id!r} is running", "conflict", request_id)
         connection.sessions.add(state.session_id)
         position = self.store.head_position
-        self.start_run(run_id, state.session_id, connection.token, resume=True)
+        owner = await self.run_owner(run_id)
+        self.start_run(run_id, state.session_id, owner or "", resume=True)
         return position
+
+    # --- forgetting ------------------------------------------------------------------------
+
+    async def forget_content(
+        self,
+        connection: Connection,
+        scope: str,
+        session_id: str | None,
+        user: str | None,
+        request_id: Any,
+    ) -> tuple[str | None, str | None]:
+        """Destroy the key of a principal (`me`: the connection's own, or with `user` an
+        admin names one) or of one session; returns (the principal forgotten, the
+        destroyed key's id), the id None when there was no key.
+
+        Runs still going under that key are cancelled first, so nothing they write
+        afterwards lands under a new key as if the forget had not happened. The key
+        goes before the event that records it: if the append then fails, the content is
+        gone all the same.
+        """
+        principal = connection.principal
+        sealer = self.store.sealer
+        assert principal is not None
+        if sealer is None:
+            raise BadFrame("this server seals nothing: no key to forget", "conflict", request_id)
+        if scope == "session":
+            if not session_id:
+                raise BadFrame("scope 'session' needs session_id", "bad_request", request_id)
+            if await self.session_owner(session_id) is None:
+                if not principal.is_admin:
+                    raise BadFrame(f"session {session_id!r} is not yours", "forbidden", request_id)
+                raise BadFrame(f"no session {session_id!r}", "not_found", request_id)
+            await self.check_session(connection, session_id, request_id)
+            self._cancel_runs(lambda run_id, session: session == session_id)
+            key_id = await trio.to_thread.run_sync(sealer.forget_session, session_id)
+            if key_id is not None:
+                event = SessionForgotten(session_id, key_id, principal.name)
+                await self.store.append(f"session-{session_id}", [event])
+            return None, key_id
+        name = user or principal.name
+        if not principal.owns(name):
+            raise BadFrame("only an admin may forget another principal", "forbidden", request_id)
+        self._cancel_runs(lambda run_id, session: self._run_principal.get(run_id) == name)
+        key_id = await trio.to_thread.run_sync(sealer.forget_principal, name)
+        if key_id is not None:
+            await self.store.append(f"memory-{name}", [MemoryKeyDestroyed(name, key_id)])
+        return name, key_id
+
+    def _cancel_runs(self, which: Callable[[str, str], bool]) -> None:
+        for run_id, session in list(self._active_runs.items()):
+            if which(run_id, session):
+                self.orchestrator.cancel(run_id)
+
+
+OWNER_CACHE = 100_000
 
 
 def _leaves(group: BaseExceptionGroup[Exception]) -> list[BaseException]:

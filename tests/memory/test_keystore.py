@@ -50,7 +50,7 @@ def test_an_altered_token_does_not_open(keys: KeyStore, mutate: object) -> None:
     key = keys.current_or_create("alice")
     token = key.seal(b"secret text", b"ctx")
     assert callable(mutate)
-    with pytest.raises(SealBroken, match="user 'alice'"):
+    with pytest.raises(SealBroken, match="sealed for 'alice'"):
         key.open(mutate(token), b"ctx")
 
 
@@ -132,7 +132,7 @@ def test_a_damaged_key_file_is_a_clear_error(tmp_path: Path) -> None:
     FileKeyStore(tmp_path / "keys").current_or_create("alice")
     (path,) = (tmp_path / "keys").iterdir()
     path.write_bytes(b"{not json")
-    with pytest.raises(KeyStoreError, match="the key file of user 'alice' is damaged"):
+    with pytest.raises(KeyStoreError, match="the key file of 'alice' is damaged"):
         FileKeyStore(tmp_path / "keys").current("alice")
 
 

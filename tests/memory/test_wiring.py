@@ -45,7 +45,13 @@ async def test_goals_remember_then_recall_through_the_server_wiring(tmp_path: Pa
             found = await app.orchestrator.run_goal("recall where my sister lives")
             assert found.status == "completed", found.reason
     assert "lisbon" in (found.answer or "")
-    assert len(list((tmp_path / "data" / "keys").iterdir())) == 1
+    # The local principal's key (which also seals its memories) and one key per
+    # session, wrapped with it.
+    keys = [json.loads(path.read_bytes()) for path in (tmp_path / "data" / "keys").iterdir()]
+    assert sorted(k["user"] for k in keys) == sorted(
+        ["local", f"session:{saved.session_id}", f"session:{found.session_id}"]
+    )
+    assert all(k.get("wrapped_by") == "local" for k in keys if k["user"] != "local")
 
 
 async def test_recall_right_after_start_waits_for_the_background_catch_up(

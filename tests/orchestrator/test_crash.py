@@ -34,7 +34,14 @@ import trio
 from agents.offline._provider import OfflineProvider
 from agents.runs._orchestrator import Orchestrator
 from agents.tools._registry import AgentRegistry
-from events import LmdbEventLog, RecordedEvent, StoreOptions, open_event_store
+from events import (
+    FileKeyStore,
+    LmdbEventLog,
+    RecordedEvent,
+    Sealer,
+    StoreOptions,
+    open_event_store,
+)
 
 from .conftest import QuoteEndpoint, price_of, start_quote_endpoint, start_simulator
 
@@ -141,12 +148,13 @@ class Kill:
 
 
 def read_log(data: Path) -> list[RecordedEvent]:
+    """Every record, opened with the data dir's keys (the log holds goals sealed)."""
     log = LmdbEventLog.open(data, readonly=True)
     try:
         records: list[RecordedEvent] = []
         while batch := log.read(records[-1].position if records else 0, 1000):
             records.extend(batch)
-        return records
+        return Sealer(FileKeyStore(data / "keys", readonly=True)).open_many(records)
     finally:
         log.close()
 

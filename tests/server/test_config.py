@@ -33,6 +33,7 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "host": "127.0.0.1",
         "port": 8765,
         "tokens": [],
+        "principals": [],
         "max_frame_bytes": 1048576,
         "requests_per_second": 20.0,
         "max_connections": 100,
@@ -50,6 +51,7 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "map_size_mb": 1024,
         "compress_over_bytes": 4096,
         "max_event_bytes": 4194304,
+        "keys_dir": "",
     },
     "llm": {
         "provider": "offline",
@@ -95,6 +97,7 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
             "math",
             "clock",
         ],
+        "documents_min_score": 0.2,
         "quote_endpoint": "",
         "max_goal_chars": 4000,
         "verify_before_dependents": False,

@@ -4,7 +4,7 @@
   pid and WebSocket URL in it; a second `serve` is refused at start with one line naming
   the running one; the OS drops the lock of a SIGKILLed server, so the next one starts.
 - A server under load (WebSocket goals in a shared session, memories written) while
-  several `autoagent run` processes append to the same streams (`memory-anonymous`, the
+  several `autoagent run` processes append to the same streams (`memory-local`, the
   shared session): stream versions stay contiguous with no duplicate, `audit` and
   `replay --verify` are clean, /healthz reports the log's real head, and a `$all`
   subscriber of the server receives every position exactly once.
@@ -346,7 +346,9 @@ async def test_server_under_load_beside_run_processes_keeps_the_log_and_its_subs
     for r in records:
         versions[r.stream].append(r.version)
     assert all(v == list(range(1, len(v) + 1)) for v in versions.values()), versions
-    memories = [r for r in records if r.stream == "memory-anonymous"]
+    # The memory tools act for the principal of the run: the local one, for the server
+    # without tokens and for the `autoagent run` processes alike.
+    memories = [r for r in records if r.stream == "memory-local"]
     assert len(memories) == RUN_PROCESSES + (SERVER_GOALS + 1) // 2
     assert ends == ["RunCompleted"] * SERVER_GOALS
     assert [report["status"] for report in reports] == ["completed"] * RUN_PROCESSES

@@ -102,7 +102,6 @@ BAD_FRAMES = [
     ("cancel-without-run", {"type": "cancel", "id": 4}, "bad_request", 4),
     ("cancel-run-id-number", {"type": "cancel", "id": 4, "run_id": 12}, "bad_request", 4),
     ("cancel-unknown-run", {"type": "cancel", "id": 4, "run_id": "nope"}, "not_found", 4),
-    ("cancel-their-run", {"type": "cancel", "id": 4, "run_id": "theirs"}, "not_found", 4),
     ("resume-unknown-run", {"type": "resume", "id": 5, "run_id": "nope"}, "not_found", 5),
     ("hello-without-token", {"type": "hello", "id": 6}, "bad_request", 6),
 ]
@@ -220,16 +219,8 @@ async def test_cancel_of_a_finished_run_is_a_conflict(app: Harness) -> None:
     assert app.store.head_position == head
 
 
-async def test_cancel_of_a_run_of_another_connection_is_not_found(app: Harness) -> None:
-    with trio.fail_after(TIMEOUT_S):
-        async with app.client() as owner, app.client() as stranger:
-            accepted = await owner.request({"type": "message", "id": 1, "text": GOAL})
-            await owner.events_until()
-            await app.wait_runs_done()
-            head = app.store.head_position
-            await stranger.send({"type": "cancel", "id": 2, "run_id": accepted["run_id"]})
-            await expect_one_error(stranger, owner, "not_found", 2)
-    assert app.store.head_position == head
+# Who may act on whose run (principals, roles, `forbidden`) is tried in
+# tests/security/test_principals.py; without tokens every connection is the local admin.
 
 
 async def test_too_many_runs_in_one_session_is_rate_limited(

@@ -115,6 +115,8 @@ def valid_frame(kind: str) -> dict[str, Any]:
         "run_id": "r1",
         "step_id": "s1",
         "decision": "approve",
+        "scope": "me",
+        "user": "ana",
         "note": "ok",
     }
     return {"type": kind} | {f.name: values[f.name] for f in REQUESTS[kind].fields}
