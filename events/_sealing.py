@@ -201,35 +201,14 @@ class Sealer:
             (e.type_name() if isinstance(e, Event) else e.type) in PERSONAL_FIELDS for e in events
         )
 
-    async def seal(
-        self,
-        stream: str,
-        events: Sequence[Event | NewEvent],
-        log: EventLog,
-        correlation: str | None,
-        causation: str | None,
-    ) -> list[Event | NewEvent]:
-        """The events of an append, those with personal content sealed (as `NewEvent`s
-        with their ids fixed, so a retried append stays idempotent)."""
+    async def key_for(self, stream: str, log: EventLog) -> UserKey:
+        """The key an append to `stream` is sealed with: its session's, made if needed
+        (read from disk in a worker thread only when not cached)."""
         session_id = self._session_id(stream)
         key = self._cached_session_key(session_id) if session_id is not None else None
         if key is None:
             key = await trio.to_thread.run_sync(self._session_key_blocking, stream, log)
-        sealed: list[Event | NewEvent] = []
-        for event in events:
-            new = (
-                event.new(correlation=correlation, causation=causation)
-                if isinstance(event, Event)
-                else event
-            )
-            if new.type not in PERSONAL_FIELDS:
-                sealed.append(new)
-                continue
-            data = seal_payload(new.type, dict(new.data), new.id.bytes, key)
-            sealed.append(
-                NewEvent(new.type, data, new.id, new.correlation, new.causation, new.schema)
-            )
-        return sealed
+        return key
 
     def _session_id(self, stream: str) -> str | None:
         if stream.startswith(SESSION_STREAM):

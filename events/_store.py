@@ -31,6 +31,7 @@ from pathlib import Path
 import trio
 
 from events._codec import PreparedEvent, decode_record, pack_data
+from events._keys import UserKey
 from events._lmdb_log import LmdbEventLog
 from events._log import AppendRequest, EventLog, LogStatistics, Outcome
 from events._model import (
@@ -42,7 +43,7 @@ from events._model import (
     RecordedEvent,
     new_event_id_bytes,
 )
-from events._sealing import Sealer
+from events._sealing import PERSONAL_FIELDS, Sealer, seal_payload
 from events._types import Event, check_decodable, is_known_type
 from events.errors import (
     EventStoreError,
@@ -158,12 +159,19 @@ class EventStore:
 
         `correlation` / `causation` apply to typed `Event`s; a `NewEvent` carries its own.
         """
+        key = None
         if self.sealer is not None and stream.startswith(_SEALED_STREAMS):
             self.sealer.observe(stream, events)
             if self.sealer.wants(stream, events):
-                events = await self.sealer.seal(stream, events, self.log, correlation, causation)
+                key = await self.sealer.key_for(stream, self.log)
         request = prepare_append(
-            stream, events, expected_version, self.options.max_event_bytes, correlation, causation
+            stream,
+            events,
+            expected_version,
+            self.options.max_event_bytes,
+            correlation,
+            causation,
+            seal_with=key,
         )
         if self._closed:
             raise StoreClosed("the event store is closed")
@@ -495,6 +503,7 @@ def _prepare_event(
     max_bytes: int,
     correlation: str | None,
     causation: str | None,
+    seal_with: UserKey | None = None,
 ) -> PreparedEvent:
     if isinstance(event, Event):
         etype, schema, id_bytes = event.type_name(), event.schema, new_event_id_bytes()
@@ -511,6 +520,10 @@ def _prepare_event(
     if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
         raise InvalidAppend(f"event schema must be an int >= 1, got {schema!r}")
     check_decodable(etype, schema)
+    if seal_with is not None and etype in PERSONAL_FIELDS:
+        if not isinstance(data, dict):
+            raise InvalidAppend(f"payload of {etype} must be a map to be sealed")
+        data = seal_payload(etype, data, id_bytes, seal_with)
     packed = pack_data(etype, data)
     if len(packed) > max_bytes:
         raise EventTooLarge(stream, etype, len(packed), max_bytes)
@@ -524,14 +537,18 @@ def prepare_append(
     max_event_bytes: int,
     correlation: str | None = None,
     causation: str | None = None,
+    *,
+    seal_with: UserKey | None = None,
 ) -> AppendRequest:
-    """Validate and encode an append in the producer, before anything is queued."""
+    """Validate and encode an append in the producer, before anything is queued; with
+    `seal_with`, personal content is sealed with that key on the way (see `_sealing`)."""
     validate_stream(stream)
     expected = _validate_expected(expected)
     if isinstance(events, Event | NewEvent) or not events:
         raise InvalidAppend("append needs a non-empty sequence of events")
     prepared = tuple(
-        _prepare_event(stream, e, max_event_bytes, correlation, causation) for e in events
+        _prepare_event(stream, e, max_event_bytes, correlation, causation, seal_with)
+        for e in events
     )
     if len({p.id_bytes for p in prepared}) != len(prepared):
         raise InvalidAppend("the same event id appears twice in one append")

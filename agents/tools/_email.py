@@ -31,7 +31,7 @@ from agents.llm import ToolSpec
 from agents.tools._base import Agent, Tool, require_valid
 from agents.tools._clock import as_utc, parse_moment
 from agents.tools._context import AgentContext, positive_or
-from agents.tools._workspace import DEFAULT_MAX_FILE_BYTES, Workspace
+from agents.tools._workspace import DEFAULT_MAX_FILE_BYTES, Workspace, deliver_maildir
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 200
@@ -378,14 +378,8 @@ class DraftTool(Tool):
 
     def _save(self, message: EmailMessage) -> tuple[str, str]:
         real = self._workspace.resolve(self._outbox)
-        outbox = mailbox.Maildir(real, create=True)
-        try:
-            draft = mailbox.MaildirMessage(message)
-            draft.set_subdir("cur")
-            draft.set_flags("D")
-            return outbox.add(draft), self._workspace.display(real)
-        finally:
-            outbox.close()
+        key = deliver_maildir(real, message.as_bytes(), flags="D")
+        return key, self._workspace.display(real)
 
 
 class SendTool(Tool):

@@ -24,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import socket
 import stat
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -261,6 +263,32 @@ def append_bytes(real: Path, data: bytes, limit: int) -> int:
             raise FileTooLarge(f"{real.name} after appending", size + len(data), limit)
         file.write(data)
         return size + len(data)
+
+
+def deliver_maildir(outbox: Path, data: bytes, flags: str = "") -> str:
+    """Deliver one message into the Maildir `outbox` (made if missing), as Maildir
+    delivery does - written whole under `tmp/`, then renamed into `cur/` - but through
+    descriptors reached without following a link, like every other workspace write (the
+    stdlib `mailbox` module opens by path). Returns the message's key."""
+    folder = _open_folder(outbox, create=True)
+    subfolders: dict[str, int] = {}
+    try:
+        for name in ("tmp", "new", "cur"):
+            subfolders[name] = _enter(folder, name, outbox / name, True, _WALK_FLAGS)
+        key = f"{time.time_ns()}.{uuid.uuid4().hex}.{socket.gethostname().replace('/', '-')}"
+        creating = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS
+        fd = os.open(key, creating, 0o600, dir_fd=subfolders["tmp"])
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        final = f"{key}:2,{flags}"
+        os.rename(key, final, src_dir_fd=subfolders["tmp"], dst_dir_fd=subfolders["cur"])
+        return key
+    finally:
+        for fd in subfolders.values():
+            os.close(fd)
+        os.close(folder)
 
 
 def _check_writable_target(folder: int, real: Path) -> None:

@@ -19,6 +19,8 @@ import trio
 
 from agents.errors import PathNotAllowed
 from agents.tools import AgentContext, AgentSettings
+from agents.tools._base import Agent
+from agents.tools._email import EmailAgent
 from agents.tools._files import FilesAgent
 from agents.tools._workspace import (
     Workspace,
@@ -56,7 +58,7 @@ def files(workspace: Path) -> FilesAgent:
     return FilesAgent(AgentContext(AgentSettings(max_file_bytes=1000), (workspace,)))
 
 
-async def call(agent: FilesAgent, action: str, **parameters: Any) -> Any:
+async def call(agent: Agent, action: str, **parameters: Any) -> Any:
     with trio.fail_after(TIMEOUT_S):
         return await agent.tools()[action].call(parameters)
 
@@ -275,3 +277,22 @@ async def test_symlinks_inside_the_workspace_still_resolve(
     (workspace / "alias").symlink_to(workspace / "docs", target_is_directory=True)
     result = await call(files, "read", path="alias/deep/secret.txt")
     assert result["content"] == "inside" and result["file"] == "docs/deep/secret.txt"
+
+
+# --- the email agent's outbox ---------------------------------------------------------
+
+
+async def test_an_outbox_swapped_for_a_symlink_after_the_check_gets_no_draft(
+    workspace: Path, outside: Path, swap_after_check: Any
+) -> None:
+    """Drafts are delivered through descriptors like every workspace write: a Maildir
+    swapped for a link out between the check and the write is refused, not written."""
+    email = EmailAgent(AgentContext(AgentSettings(outbox_path="docs/deep"), (workspace,)))
+    draft = {"to": "a@example.com", "subject": "s", "body": "b"}
+    first = await call(email, "draft", **draft)
+    assert first["status"] == "drafted"
+    assert len(list((workspace / "docs" / "deep" / "cur").iterdir())) == 1
+    swap_after_check(workspace / "docs" / "deep", outside)
+    with pytest.raises(PathNotAllowed, match=f"'deep' {SYMLINK}"):
+        await call(email, "draft", **draft)
+    assert untouched(outside)
