@@ -25,7 +25,7 @@ AutoagentError                       (events.errors) root of everything raised o
       +-- UnknownAgent               no registered agent of that name
       +-- InvalidPlan                a plan that is not a valid DAG of known tools
       |    +-- PlanRefused           the model said it cannot plan the goal
-      +-- InvalidGoal, RunNotFound, RunAlreadyFinished, RunAlreadyRunning
+      +-- InvalidGoal, RunNotFound, RunAlreadyFinished, RunAlreadyRunning, RunNotRetryable
       +-- ApprovalNotPending         a decision for a step with no pending approval
 
 Which are worth another attempt is a property of the class (`retryable`), so the retry
@@ -194,6 +194,15 @@ class RunNotFound(AgentError):
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         super().__init__(f"no run with id {run_id!r}")
+
+
+class RunNotRetryable(AgentError):
+    """A retry of a run that did not fail or was not cancelled, or was retried already."""
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        self.run_id = run_id
+        self.reason = reason
+        super().__init__(f"run {run_id!r} cannot be retried: {reason}")
 
 
 class RunAlreadyFinished(AgentError):

@@ -55,6 +55,7 @@ PERSONAL_FIELDS: dict[str, tuple[Path, ...]] = {
     "IntentAnalyzed": (("entities",),),
     "PlanCreated": (("steps", "*", "parameters"), ("steps", "*", "reasoning")),
     "StepCompleted": (("result",),),
+    "StepReused": (("result",),),
     "StepFailed": (("message",),),
     "VerificationCompleted": (("notes",),),
     "ApprovalRequested": (("parameters",),),

@@ -202,12 +202,14 @@ class SessionForgotten(Event):
 @register_event
 @dataclass(frozen=True, slots=True)
 class RunRequested(Event):
-    """`principal` asked for the run (its name; "" in logs written before principals)."""
+    """`principal` asked for the run (its name; "" in logs written before principals);
+    `retry_of` names the failed or cancelled run this one tries again."""
 
     run_id: str
     session_id: str
     goal: str
     principal: str = ""
+    retry_of: str = ""
 
 
 @register_event
@@ -357,6 +359,29 @@ TERMINAL_RUN_TYPES = frozenset(TERMINAL_RUN_STATUS)
 class RunResumed(Event):
     run_id: str
     reason: str = ""
+
+
+@register_event
+@dataclass(frozen=True, slots=True)
+class RunRetried(Event):
+    """Appended to a failed or cancelled run: `new_run_id` tries it again (the run
+    itself stays as it ended)."""
+
+    run_id: str
+    new_run_id: str
+    by: str = ""
+
+
+@register_event
+@dataclass(frozen=True, slots=True)
+class StepReused(Event):
+    """A retried run takes a completed step's result from the run it retries (the
+    step's tool is idempotent, so running it again would give nothing new)."""
+
+    run_id: str
+    step_id: str
+    from_run_id: str
+    result: Any = None
 
 
 # --- memory stream: memory-<user> -------------------------------------------------

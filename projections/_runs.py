@@ -33,7 +33,7 @@ def _new_step(step_id: str) -> dict[str, Any]:
 
 class RunsProjection(Projection):
     name = "runs"
-    version = 1
+    version = 2  # 2: principal, retry_of / retried_by, reused steps
 
     def _run(self, record: RecordedEvent) -> dict[str, Any]:
         run_id = record.data["run_id"]
@@ -75,7 +75,30 @@ class RunsProjection(Projection):
     def _on_RunRequested(self, record: RecordedEvent) -> None:
         run = self._run(record)
         run.update(
-            session_id=record.data["session_id"], goal=record.data["goal"], requested_ts=record.ts
+            session_id=record.data["session_id"],
+            goal=record.data["goal"],
+            requested_ts=record.ts,
+            principal=record.data.get("principal") or None,
+            retry_of=record.data.get("retry_of") or None,
+        )
+        self._store(run, record)
+
+    def _on_RunRetried(self, record: RecordedEvent) -> None:
+        run = self._run(record)
+        run["retried_by"] = record.data["new_run_id"]
+        self._store(run, record)
+
+    def _on_StepReused(self, record: RecordedEvent) -> None:
+        run = self._run(record)
+        step = self._step(run, record.data["step_id"])
+        step.update(
+            status="completed",
+            started_ts=record.ts,
+            ended_ts=record.ts,
+            duration_s=0.0,
+            result=record.data["result"],
+            error=None,
+            reused_from=record.data["from_run_id"],
         )
         self._store(run, record)
 

@@ -10,6 +10,7 @@ from agents.runs._orchestrator import (
     Orchestrator,
     OrchestratorOptions,
     RunResult,
+    Submitted,
 )
 from agents.runs._run_state import (
     load_run,
@@ -21,5 +22,6 @@ __all__ = [
     "Orchestrator",
     "OrchestratorOptions",
     "RunResult",
+    "Submitted",
     "load_run",
 ]

@@ -31,6 +31,7 @@ from agents.errors import (
     RunAlreadyFinished,
     RunAlreadyRunning,
     RunNotFound,
+    RunNotRetryable,
 )
 from agents.llm import LLMProvider, PromptRepository, ToolCatalog, answer_messages
 from agents.offline import offline_intent
@@ -58,7 +59,9 @@ from events import (
     RunFailed,
     RunRequested,
     RunResumed,
+    RunRetried,
     SessionStarted,
+    StepReused,
     UserMessageReceived,
     validate_stream,
 )
@@ -175,6 +178,35 @@ class Orchestrator:
         )
         return Submitted(run_id, session_id, result.last_position)
 
+    async def retry(self, run_id: str, *, principal: str = "", by: str = "") -> Submitted:
+        """Ask for a failed or cancelled run again, as a new run linked to it.
+
+        The new run (`RunRequested.retry_of`) is appended first, so once this returns it
+        will run, also after a crash; then `RunRetried` on the old stream, at the version
+        just read, so two retries of one run cannot both be recorded (the loser's new
+        run stays in the log, as any requested run, and runs). When it executes, the new
+        run takes the old plan and reuses the results of its completed steps whose
+        tools are idempotent (`StepReused`); the others run again.
+        """
+        old = await load_run(self.store, run_id)
+        if old.status == "missing":
+            raise RunNotFound(run_id)
+        if old.status not in ("failed", "cancelled"):
+            raise RunNotRetryable(run_id, f"it is {old.status}; only failed or cancelled runs")
+        if old.retried_by:
+            raise RunNotRetryable(run_id, f"it was retried already, as run {old.retried_by}")
+        if old.forgotten:
+            raise RunNotRetryable(run_id, "its content was forgotten")
+        new_id = uuid.uuid4().hex[:12]
+        who = principal or old.principal
+        requested = RunRequested(new_id, old.session_id, old.goal, who, retry_of=run_id)
+        result = await self.store.append(
+            f"run-{new_id}", [requested], NO_STREAM, correlation=new_id
+        )
+        retried = RunRetried(run_id, new_id, by or who)
+        await self.store.append(f"run-{run_id}", [retried], old.version, correlation=run_id)
+        return Submitted(new_id, old.session_id, result.last_position)
+
     async def run_goal(self, goal: str, session_id: str | None = None) -> RunResult:
         submitted = await self.submit(goal, session_id)
         return await self.execute(submitted.run_id)
@@ -242,8 +274,25 @@ class Orchestrator:
     def running(self) -> list[str]:
         return sorted(self._scopes)
 
+    async def _adopt_retried(self, state: RunState) -> RunState:
+        """A retry's first step: the old run's plan, and the results of its completed
+        idempotent steps, recorded in the new run; then the run as the log now says."""
+        old = await load_run(self.store, state.retry_of)
+        if old.plan is None or old.forgotten:
+            return state  # nothing to take over: plan afresh
+        events: list[Event] = [PlanCreated(state.run_id, old.plan.to_data())]
+        for step in old.plan.steps:
+            outcome = old.prior.outcomes.get(step.id)
+            spec = self.registry.spec(step.agent, step.action)
+            if outcome is not None and outcome.status == "completed" and spec and spec.idempotent:
+                events.append(StepReused(state.run_id, step.id, old.run_id, outcome.result))
+        await self._append(state.run_id, events)
+        return await load_run(self.store, state.run_id)
+
     async def _drive(self, state: RunState) -> RunResult:
         calls_before = 0
+        if state.plan is None and state.retry_of:
+            state = await self._adopt_retried(state)
         plan = state.plan
         if plan is None and self.options.streaming_plan:
             return await self._drive_streaming(state)
@@ -507,7 +556,7 @@ class Orchestrator:
         unfinished = []
         for stream, version in streams:
             last = await self.store.read_stream(stream, version - 1, 1)
-            if last and last[0].type not in TERMINAL_RUN_TYPES:
+            if last and last[0].type not in TERMINAL_RUN_TYPES | {"RunRetried"}:
                 unfinished.append((last[0].position, stream[len("run-") :]))
         return [run_id for _, run_id in sorted(unfinished)]
 

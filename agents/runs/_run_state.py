@@ -32,6 +32,8 @@ class RunState:
     verified: set[str] = field(default_factory=set)
     version: int = 0
     principal: str = ""
+    retry_of: str = ""  # the run this one tries again
+    retried_by: str = ""  # the run that tries this one again
     # Some record's personal content no longer opens (its session or principal was
     # forgotten): the fields hold stubs, so the run cannot go on.
     forgotten: bool = False
@@ -61,6 +63,7 @@ class RunState:
     def _on_RunRequested(self, data: dict[str, Any]) -> None:
         self.session_id, self.goal, self.status = data["session_id"], data["goal"], "requested"
         self.principal = data.get("principal", "")
+        self.retry_of = data.get("retry_of", "")
 
     def _on_PlanCreated(self, data: dict[str, Any]) -> None:
         self.plan, self.status = Plan.from_data(data["steps"]), "running"
@@ -72,6 +75,14 @@ class RunState:
         attempt = self.prior.attempts.pop(str(data["step_id"]), 1)
         outcome = StepOutcome("completed", result=data["result"], attempt=attempt)
         self.prior.outcomes[str(data["step_id"])] = outcome
+
+    def _on_RunRetried(self, data: dict[str, Any]) -> None:
+        self.retried_by = str(data["new_run_id"])
+
+    def _on_StepReused(self, data: dict[str, Any]) -> None:
+        outcome = StepOutcome("completed", result=data["result"], attempt=0)
+        self.prior.outcomes[str(data["step_id"])] = outcome
+        self.verified.add(str(data["step_id"]))  # verified in the run it comes from
 
     def _on_StepFailed(self, data: dict[str, Any]) -> None:
         self.prior.attempts.pop(str(data["step_id"]), None)

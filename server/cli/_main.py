@@ -23,7 +23,7 @@ from server.cli._documents import add_documents_parser, documents_command
 from server.cli._forget import add_forget_parser, forget_command
 from server.cli._inspect import runs_list, runs_show, sessions_list, sessions_show
 from server.cli._replay import replay
-from server.cli._run import resume_run, run_goal
+from server.cli._run import resume_run, retry_run, run_goal
 from server.cli._serve import serve
 from server.cli._sim import add_sim_parser, run_sim
 from server.cli._workspace import anchored_workspace, ensure_workspace
@@ -190,6 +190,13 @@ def _add_inspection(commands: SubParsers, common: argparse.ArgumentParser) -> No
     resume = sub.add_parser("resume", parents=[common], help="continue an unfinished run")
     resume.add_argument("id", help="the run's id")
     _json_flag(resume, "the outcome with the run's events")
+    retry = sub.add_parser(
+        "retry",
+        parents=[common],
+        help="run a failed or cancelled run again as a new run, reusing its idempotent results",
+    )
+    retry.add_argument("id", help="the failed or cancelled run's id")
+    _json_flag(retry, "the new run's outcome with its events")
 
 
 def _with_listen_flags(config: Config, args: argparse.Namespace) -> Config:
@@ -209,7 +216,7 @@ def _uses_workspace(args: argparse.Namespace) -> bool:
     if args.command == "run":  # `serve` creates it itself, once its checks have passed
         return True
     if args.command == "runs":
-        return bool(args.runs_command == "resume")
+        return bool(args.runs_command in ("resume", "retry"))
     return bool(args.command == "documents" and args.documents_command == "index")
 
 
@@ -236,7 +243,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "run":
         return run_goal(config, args, out)
     if args.command == "runs":
-        handlers = {"show": runs_show, "list": runs_list, "resume": resume_run}
+        handlers = {"show": runs_show, "list": runs_list, "resume": resume_run, "retry": retry_run}
         return handlers[args.runs_command](config, args, out)
     log = admin.open_readonly(config)
     try:

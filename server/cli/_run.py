@@ -1,4 +1,5 @@
-"""`autoagent run "GOAL"` and `autoagent runs resume ID`: drive a run in this process.
+"""`autoagent run "GOAL"`, `autoagent runs resume ID` and `runs retry ID`: drive a run in
+this process.
 
 The run's events go to the data dir's log like any other; `--json` prints them with
 the answer, so a script can see exactly what happened. The application comes from
@@ -10,6 +11,7 @@ remember and recall, index and search.
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any, TextIO
 
 import trio
@@ -23,11 +25,20 @@ EXIT_OK, EXIT_RUN_FAILED = 0, 1
 
 
 async def _run(
-    config: Config, goal: str | None, run_id: str | None, session: str | None
+    config: Config,
+    goal: str | None,
+    run_id: str | None,
+    session: str | None,
+    *,
+    retry: bool = False,
 ) -> tuple[RunResult, list[dict[str, Any]]]:
     async with open_application(config, every_projection=False) as app:
         if goal is not None:
             result = await app.orchestrator.run_goal(goal, session)
+        elif retry:
+            assert run_id is not None
+            submitted = await app.orchestrator.retry(run_id)
+            result = await app.orchestrator.execute(submitted.run_id)
         else:
             assert run_id is not None
             result = await app.orchestrator.execute(run_id, resume=True)
@@ -67,4 +78,12 @@ def run_goal(config: Config, args: argparse.Namespace, out: TextIO) -> int:
 
 def resume_run(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     result, events = trio.run(_run, config, None, args.id, None)
+    return _report(result, events, args.json, out)
+
+
+def retry_run(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    """A failed or cancelled run again, as a new run: its id, then its outcome."""
+    result, events = trio.run(functools.partial(_run, config, None, args.id, None, retry=True))
+    if not args.json:
+        out.write(f"run {args.id} retried as run {result.run_id}\n")
     return _report(result, events, args.json, out)

@@ -28,7 +28,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from agents.errors import InvalidGoal
-from agents.runs import Orchestrator
+from agents.runs import Orchestrator, Submitted
 from events import TERMINAL_RUN_TYPES, AutoagentError, EventStore
 from server._access import LOCAL, Principal, match_token
 from server.ws._limits import RequestBucket, ServerLimits
@@ -81,6 +81,10 @@ class ConnectionHost(Protocol):
     ) -> None: ...
 
     async def stream_owner(self, stream: str) -> str | None: ...
+
+    async def retry_run(
+        self, connection: Connection, run_id: str, request_id: Any
+    ) -> Submitted: ...
 
     async def forget_content(
         self,
@@ -373,6 +377,14 @@ class Connection:
             decision=decision,
         )
         await self.send(reply)
+
+    async def _on_retry(self, request: Request) -> None:
+        run_id = request.fields["run_id"]
+        submitted = await self.app.retry_run(self, run_id, request.id)
+        self.sessions.add(submitted.session_id)
+        reply = reply_frame("retried", request.id, run_id=run_id, new_run_id=submitted.run_id)
+        await self.send(reply)
+        self._follow(f"run-{submitted.run_id}", submitted.position - 1, until_run_ends=True)
 
     async def _on_forget(self, request: Request) -> None:
         scope = request.fields["scope"]

@@ -274,6 +274,12 @@ REQUESTS: Mapping[str, MessageType] = {
             "Continue an unfinished run; its events follow.",
         ),
         MessageType(
+            "retry",
+            (ID, Field("run_id", NAME, doc="a failed or cancelled run of yours")),
+            "retried {id, run_id, new_run_id}",
+            "Run it again as a new run (idempotent results reused); its events follow.",
+        ),
+        MessageType(
             "approve",
             (
                 ID,

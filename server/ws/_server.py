@@ -34,8 +34,8 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, wrap_server_stream
 
-from agents.errors import AgentError
-from agents.runs import ApprovalNotPending, Orchestrator, load_run
+from agents.errors import AgentError, RunNotRetryable
+from agents.runs import ApprovalNotPending, Orchestrator, Submitted, load_run
 from events import (
     EventStore,
     MemoryKeyDestroyed,
@@ -405,6 +405,21 @@ class AgentServer:
         owner = await self.run_owner(run_id)
         self.start_run(run_id, state.session_id, owner or "", resume=True)
         return position
+
+    async def retry_run(self, connection: Connection, run_id: str, request_id: Any) -> Submitted:
+        """A failed or cancelled run of the connection's principal, asked for again."""
+        principal = connection.principal
+        assert principal is not None
+        if await self.run_owner(run_id) is None:
+            raise BadFrame(f"no run {run_id!r}", "not_found", request_id)
+        if not principal.owns(await self.run_owner(run_id)):
+            raise BadFrame(f"run {run_id!r} is not yours", "forbidden", request_id)
+        try:
+            submitted = await self.orchestrator.retry(run_id, by=principal.name)
+        except RunNotRetryable as exc:
+            raise BadFrame(str(exc), "conflict", request_id) from None
+        self.start_run(submitted.run_id, submitted.session_id, await self.run_owner(run_id) or "")
+        return submitted
 
     # --- forgetting ------------------------------------------------------------------------
 

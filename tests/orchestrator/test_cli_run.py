@@ -121,3 +121,21 @@ def test_runs_resume_of_an_interrupted_run_finishes_it(tmp_path: Path) -> None:
     assert (report["status"], report["answer"]) == ("completed", "17 * 23 + 4 = 395")
     started = [e["data"] for e in report["events"] if e["type"] == "StepStarted"]
     assert [(s["step_id"], s["attempt"]) for s in started] == [("s1", 1), ("s1", 2)]
+
+
+def test_runs_retry_runs_a_failed_run_again_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(tmp_path / "d")
+    code, out = run_cli("run", "book me a flight to Paris", "--data-dir", data, "--json")
+    assert code == 1
+    old = json.loads(out)["run_id"]
+    code, out = run_cli("runs", "retry", old, "--data-dir", data, "--json")
+    assert code == 1  # the offline model still cannot plan it: the new run fails too
+    report = json.loads(out)
+    assert report["run_id"] != old and report["status"] == "failed"
+    assert report["events"][0]["data"]["retry_of"] == old
+    capsys.readouterr()
+    code, out = run_cli("runs", "retry", old, "--data-dir", data)
+    assert code == 2 and out == ""
+    assert "retried already" in capsys.readouterr().err

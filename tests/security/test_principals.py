@@ -185,3 +185,23 @@ def test_principal_config_errors_name_the_setting(tmp_path: Path) -> None:
         "ana": "user",
         "bob": "user",
     }
+
+
+async def test_retry_over_the_websocket_is_the_owners(tmp_path: Path, token_env: None) -> None:
+    """A failed run is retried by its owner as a new run whose events follow; another
+    user gets `forbidden`, a second retry `conflict`."""
+    with trio.fail_after(TIMEOUT_S):
+        async with running_server(principal_config(tmp_path)) as running:
+            async with running.client(ANA_TOKEN) as ana, running.client(BOB_TOKEN) as bob:
+                accepted, events = await ask(ana, "book me a flight to Paris")
+                assert events[-1]["event_type"] == "RunFailed", events[-1]
+                run = accepted["run_id"]
+                await expect_forbidden(bob, {"type": "retry", "id": "r", "run_id": run})
+                retried = await ana.request({"type": "retry", "id": "r", "run_id": run})
+                assert retried["type"] == "retried" and retried["run_id"] == run, retried
+                again = await ana.events_until(wait=TIMEOUT_S)
+                assert again[0]["event_type"] == "RunRequested"
+                assert again[0]["data"]["retry_of"] == run
+                assert again[0]["stream"] == f"run-{retried['new_run_id']}"
+                twice = await ana.request({"type": "retry", "id": "r2", "run_id": run})
+                assert twice["type"] == "error" and twice["code"] == "conflict", twice
