@@ -25,6 +25,7 @@ from agents.errors import AgentError, ToolError
 from agents.runs._approvals import ApprovalBook
 from agents.runs._outcomes import Decision, PriorState, StepOutcome
 from agents.runs._plan import Plan, PlanStep, resolve
+from agents.runs._verifier import Verdict
 from agents.tools import AgentRegistry
 from events import (
     ANY,
@@ -51,7 +52,9 @@ class ExecutorOptions:
     approval_tools: frozenset[str] = frozenset()
 
 
-OnCompleted = Callable[[PlanStep, Any], Awaitable[None]]
+# Called with each completed step; a verdict returned (inline verification) is acted
+# on before the step counts as done: see `_settle`.
+OnCompleted = Callable[[PlanStep, Any], Awaitable[Verdict | None]]
 Decide = Callable[[PlanStep], str | None]  # resume policy: a reason to fail, or None
 
 
@@ -258,8 +261,36 @@ class Executor:
             self.outcomes[step.id] = outcome
         for step, outcome in zip(group, outcomes, strict=True):
             if outcome.status == "completed" and self._on_completed is not None:
-                await self._on_completed(step, outcome.result)
+                verdict = await self._on_completed(step, outcome.result)
+                if verdict is not None and verdict.failed:
+                    await self._settle(step, outcome, verdict)
             self._done[step.id].set()
+
+    async def _settle(self, step: PlanStep, outcome: StepOutcome, verdict: Verdict) -> None:
+        """A step verified inline failed its verdict, and its dependents wait: run it
+        once more when its tool is idempotent (the new result verified again); when it
+        is not, or fails again, it counts as failed, so nothing builds on a bad result."""
+        spec = self._registry.spec(step.agent, step.action)
+        if spec is not None and spec.idempotent and outcome.attempt <= 1:
+            self._prior.attempts[step.id] = outcome.attempt
+            (again,) = await self._attempt([step])
+            (again,) = self._storable([step], [again])
+            await self._append([self._event(step, again)])
+            self.outcomes[step.id] = again
+            if again.status != "completed" or self._on_completed is None:
+                return
+            verdict_again = await self._on_completed(step, again.result)
+            if verdict_again is None or not verdict_again.failed:
+                return
+            verdict = verdict_again
+        failed = StepOutcome(
+            "failed",
+            error_type="VerificationFailed",
+            message=f"its result did not pass verification: {verdict.notes}",
+            attempt=self.outcomes[step.id].attempt,
+        )
+        await self._append([self._event(step, failed)])
+        self.outcomes[step.id] = failed
 
     def _storable(self, group: list[PlanStep], outcomes: list[StepOutcome]) -> list[StepOutcome]:
         """Outcomes whose events the log accepts: a result msgpack cannot encode, or one

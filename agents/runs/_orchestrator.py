@@ -37,12 +37,20 @@ from agents.llm import LLMProvider, PromptRepository, ToolCatalog, answer_messag
 from agents.offline import offline_intent
 from agents.runs._approvals import ApprovalBook, record_decision
 from agents.runs._executor import Executor, ExecutorOptions
-from agents.runs._outcomes import Decision, StepOutcome
+from agents.runs._outcomes import Decision, PriorState, StepOutcome
 from agents.runs._plan import MAX_STEPS, Plan, PlanStep
 from agents.runs._plan_stream import stream_plan
 from agents.runs._planner import Planner
+from agents.runs._repair import (
+    REPLAN_PREFIX,
+    failed_steps,
+    renamed,
+    replan_note,
+    reusable,
+    with_dependents,
+)
 from agents.runs._run_state import RunState, load_run
-from agents.runs._verifier import Verifier
+from agents.runs._verifier import Verdict, Verifier
 from agents.tools import AgentRegistry
 from events import (
     LOCAL_PRINCIPAL,
@@ -54,6 +62,7 @@ from events import (
     IntentAnalyzed,
     InvalidStreamName,
     PlanCreated,
+    ReplanRequested,
     RunCancelled,
     RunCompleted,
     RunFailed,
@@ -485,16 +494,99 @@ class Orchestrator:
             return await self._fail(state, f"no step completed ({reasons})")
         held = verifier.unverified
         try:
-            reply = await self._answer(state, plan, outcomes, held)
+            reply = await self._answer(state, plan, outcomes, held, verifier.verdicts)
         except LLMError as exc:
             await verifier.record_folded(held, {})  # no verdicts: a call of their own
             return await self._fail(state, f"could not compose the answer: {exc}")
         if held:
             await verifier.record_folded(held, reply)
+        failed = failed_steps(plan, outcomes, verifier.verdicts)
+        if failed and not state.replanned:
+            plan, outcomes, repair_calls = await self._repair(
+                state, plan, outcomes, verifier, failed
+            )
+            calls += repair_calls
+            try:
+                reply = await self._answer(state, plan, outcomes, [], verifier.verdicts)
+            except LLMError as exc:
+                return await self._fail(state, f"could not compose the answer: {exc}")
+            calls += 1
         answer = str(reply.get("answer", ""))
         await self._finish(state, RunCompleted(state.run_id, answer), answer)
         calls += 1 + verifier.calls
         return RunResult(state.run_id, state.session_id, "completed", answer, llm_calls=calls)
+
+    async def _repair(
+        self,
+        state: RunState,
+        plan: Plan,
+        outcomes: dict[str, StepOutcome],
+        verifier: Verifier,
+        failed: list[PlanStep],
+    ) -> tuple[Plan, dict[str, StepOutcome], int]:
+        """Act on failed verdicts, once per run (see `agents.runs._repair`): run the
+        idempotent ones again with their dependents, then replan what still fails.
+        Returns the plan and outcomes the answer is written from, and the LLM calls."""
+        outcomes = dict(outcomes)
+        failed_ids = {s.id for s in failed}
+        roots = [s.id for s in failed if self._idempotent(s) and outcomes[s.id].attempt <= 1]
+        rerun = [sid for sid in with_dependents(plan, roots) if self._idempotent(plan.step(sid))]
+        if rerun:
+            prior = PriorState(
+                outcomes={sid: o for sid, o in outcomes.items() if sid not in rerun},
+                attempts={sid: max(1, outcomes[sid].attempt) for sid in rerun if sid in outcomes},
+            )
+            executor = self._repair_executor(state, verifier, prior)
+            outcomes = dict(await executor.execute(plan))
+        still_bad = {s.id for s in failed_steps(plan, outcomes, verifier.verdicts)}
+        still = [
+            s
+            for s in plan.steps
+            if (s.id in failed_ids and s.id not in rerun)
+            or (s.id in rerun and outcomes[s.id].status != "completed")
+            or s.id in still_bad
+        ]
+        if not still:
+            return plan, outcomes, 0
+        note = replan_note(still, verifier.verdicts)
+        await self._append(state.run_id, [ReplanRequested(state.run_id, note)])
+        catalog = await trio.to_thread.run_sync(self.registry.catalog)
+        told = {"role": "assistant", "text": f"(an earlier plan for this goal ran; {note})"}
+        history = [*await self._history(state.session_id), told]
+        planner = Planner(self.provider, self.prompts)
+        try:
+            fresh = await planner.plan(state.goal, catalog, history, state.run_id)
+        except (InvalidPlan, LLMError):
+            return plan, outcomes, planner.calls  # the answer says what failed
+        originals = {REPLAN_PREFIX + s.id: s.parameters for s in fresh.steps}
+        new_plan = renamed(fresh)
+        reused = reusable(new_plan, plan, outcomes, verifier.verdicts, originals)
+        events: list[Event] = [PlanCreated(state.run_id, new_plan.to_data())]
+        events += [
+            StepReused(state.run_id, sid, state.run_id, outcome.result)
+            for sid, outcome in reused.items()
+        ]
+        await self._append(state.run_id, events)
+        executor = self._repair_executor(state, verifier, PriorState(outcomes=dict(reused)))
+        return new_plan, dict(await executor.execute(new_plan)), planner.calls
+
+    def _repair_executor(self, state: RunState, verifier: Verifier, prior: PriorState) -> Executor:
+        """An executor for a repair round: results judged inline, acted on at once."""
+        return Executor(
+            self.store,
+            self.registry,
+            state.run_id,
+            self._executor_options(),
+            on_completed=verifier.verify_now,
+            prior=prior,
+            refuse_restart=self._refuse_restart,
+            approvals=self.approvals,
+            principal=state.principal,
+        )
+
+    def _idempotent(self, step: PlanStep) -> bool:
+        spec = self.registry.spec(step.agent, step.action)
+        return spec is not None and spec.idempotent
 
     async def _answer(
         self,
@@ -502,8 +594,9 @@ class Orchestrator:
         plan: Plan,
         outcomes: dict[str, StepOutcome],
         held: Sequence[tuple[PlanStep, Any]],
+        verdicts: Mapping[str, Verdict],
     ) -> Mapping[str, Any]:
-        results = [_result_entry(step, outcomes[step.id]) for step in plan.steps]
+        results = [_result_entry(step, outcomes[step.id], verdicts) for step in plan.steps]
         verify = [{"id": step.id} for step, _ in held]  # their results are in `results`
         messages = answer_messages(self.prompts, state.goal, results, verify)
         reply = await self.provider.chat_json(messages, purpose="answer", run_id=state.run_id)
@@ -573,9 +666,14 @@ class Orchestrator:
         return results
 
 
-def _result_entry(step: PlanStep, outcome: StepOutcome) -> dict[str, Any]:
+def _result_entry(
+    step: PlanStep, outcome: StepOutcome, verdicts: Mapping[str, Verdict]
+) -> dict[str, Any]:
     entry: dict[str, Any] = {"id": step.id, "agent": step.agent, "action": step.action}
-    if outcome.status == "completed":
+    verdict = verdicts.get(step.id)
+    if outcome.status == "completed" and verdict is not None and verdict.failed:
+        entry["error"] = f"its result did not pass verification: {verdict.notes}"
+    elif outcome.status == "completed":
         entry["result"] = outcome.result
     else:
         entry["error"] = f"{outcome.status}: {outcome.message}"

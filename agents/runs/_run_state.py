@@ -34,6 +34,7 @@ class RunState:
     principal: str = ""
     retry_of: str = ""  # the run this one tries again
     retried_by: str = ""  # the run that tries this one again
+    replanned: bool = False  # verification made it replan once already
     # Some record's personal content no longer opens (its session or principal was
     # forgotten): the fields hold stubs, so the run cannot go on.
     forgotten: bool = False
@@ -75,6 +76,9 @@ class RunState:
         attempt = self.prior.attempts.pop(str(data["step_id"]), 1)
         outcome = StepOutcome("completed", result=data["result"], attempt=attempt)
         self.prior.outcomes[str(data["step_id"])] = outcome
+
+    def _on_ReplanRequested(self, data: dict[str, Any]) -> None:
+        self.replanned = True
 
     def _on_RunRetried(self, data: dict[str, Any]) -> None:
         self.retried_by = str(data["new_run_id"])

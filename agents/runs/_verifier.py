@@ -33,9 +33,19 @@ MAX_NOTES_CHARS = 2000
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """A judgement of one step's result. `judged` is False when no verifier could be
+    asked (the model failed): such a verdict is recorded as not passed, but nothing is
+    retried or replanned because of it."""
+
     passed: bool
     confidence: float
     notes: str
+    judged: bool = True
+
+    @property
+    def failed(self) -> bool:
+        """A real judgement that the step did not do what it was for: act on it."""
+        return self.judged and not self.passed
 
 
 class Verifier:
@@ -72,9 +82,10 @@ class Verifier:
         steps that are all still waiting for verification)."""
         await self._send.send((step, result))
 
-    async def verify_now(self, step: PlanStep, result: Any) -> None:
+    async def verify_now(self, step: PlanStep, result: Any) -> Verdict:
         """Verify one step inline (sequential mode and verify-before-dependents)."""
         await self._verify([(step, result)])
+        return self.verdicts[step.id]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -150,7 +161,7 @@ class Verifier:
             return _batch_verdicts(answer.data, len(items))
         except LLMError as exc:
             note = f"verification unavailable: {type(exc).__name__}: {exc}"
-            return [Verdict(False, 0.0, note) for _ in items]
+            return [Verdict(False, 0.0, note, judged=False) for _ in items]
 
     async def _chat(self, task: str, payload: Mapping[str, Any]) -> Any:
         messages = task_messages(self._prompts, task, payload)

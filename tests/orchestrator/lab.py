@@ -104,6 +104,21 @@ LAB_SPECS = (
         batch_action="lookup_many",
     ),
     ToolSpec("lab", "echo", "Returns its value.", _schema({"value": {}}, ["value"])),
+    ToolSpec(
+        "lab",
+        "flaky",
+        "Returns an empty result for the first `empty_calls` calls with a label (default 1),"
+        " a value afterwards (idempotent).",
+        _schema({"label": TEXT, "empty_calls": {"type": "integer"}}, ["label"]),
+        idempotent=True,
+    ),
+    ToolSpec(
+        "lab",
+        "hollow",
+        "Records a side effect and returns an empty result (not idempotent).",
+        _schema({"label": TEXT}, ["label"]),
+        idempotent=False,
+    ),
 )
 
 Call = Callable[[Mapping[str, Any]], Awaitable[Any]]
@@ -145,6 +160,8 @@ class LabAgent(Agent):
             "touch": self._touch,
             "lookup": self._lookup,
             "echo": self._echo,
+            "flaky": self._flaky,
+            "hollow": self._hollow,
         }
         self._tools = {
             spec.action: LabTool(
@@ -185,6 +202,19 @@ class LabAgent(Agent):
         await trio.lowlevel.checkpoint()
         label = str(parameters["label"])
         return {"label": label, "count": self.probe.effect(label)}
+
+    async def _flaky(self, parameters: Mapping[str, Any]) -> Any:
+        await trio.lowlevel.checkpoint()
+        label = str(parameters["label"])
+        count = self.probe.effect(label)
+        if count <= int(parameters.get("empty_calls", 1)):
+            return ""
+        return {"label": label, "value": f"ready after {count} calls"}
+
+    async def _hollow(self, parameters: Mapping[str, Any]) -> Any:
+        await trio.lowlevel.checkpoint()
+        self.probe.effect(str(parameters["label"]))
+        return ""
 
     async def _touch(self, parameters: Mapping[str, Any]) -> dict[str, Any]:
         await trio.lowlevel.checkpoint()

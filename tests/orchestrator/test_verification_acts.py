@@ -1,0 +1,100 @@
+"""Verification acts (issue 16, item 1): a step whose verdict fails is run once more
+when its tool is idempotent (its dependents with it); otherwise the run replans once
+(`ReplanRequested`); with `verify_before_dependents`, dependents wait for the verdict
+and never build on a result that failed it. Run with the offline model, whose verifier
+fails empty results; the lab's probe counts each tool's real calls.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from agents.tools._registry import AgentRegistry
+from events import EventStore
+
+from .conftest import TIMEOUT_S, make_orchestrator, run_events, step_events, submit_plan
+from .lab import Probe, step
+
+
+async def test_a_failed_verdict_of_an_idempotent_step_runs_it_and_its_dependents_again(
+    store: EventStore, registry: AgentRegistry, probe: Probe
+) -> None:
+    plan = [step("s1", "flaky", label="f1"), step("s2", "touch", ["s1"], label="t2")]
+    run_id = await submit_plan(store, plan)
+    with trio.fail_after(TIMEOUT_S):
+        result = await make_orchestrator(store, registry).execute(run_id)
+    assert result.status == "completed", result
+    records = await run_events(store, run_id)
+    steps = step_events(records)
+    assert steps["s1"] == ["StepStarted", "StepCompleted", "StepStarted", "StepCompleted"]
+    assert steps["s2"] == ["StepStarted", "StepCompleted", "StepStarted", "StepCompleted"]
+    verdicts = [r.data for r in records if r.type == "VerificationCompleted"]
+    s1 = [v["passed"] for v in verdicts if v["step_id"] == "s1"]
+    assert s1 == [False, True]
+    attempts = [r.data["attempt"] for r in records if r.type == "StepStarted"]
+    assert sorted(attempts) == [1, 1, 2, 2]
+    assert "ReplanRequested" not in {r.type for r in records}
+    assert probe.effect_count("f1") == 2 and probe.effect_count("t2") == 2
+    assert "did not pass" not in (result.answer or "")
+    assert "ready after 2 calls" in (result.answer or "")
+
+
+async def test_a_failed_verdict_of_a_non_idempotent_step_replans_once_and_says_so(
+    store: EventStore, registry: AgentRegistry, probe: Probe
+) -> None:
+    goal = "zq xv wk"  # nothing the offline planner can plan: the replan fails
+    run_id = await submit_plan(store, [step("s1", "hollow", label="h1")], goal=goal)
+    with trio.fail_after(TIMEOUT_S):
+        result = await make_orchestrator(store, registry).execute(run_id)
+    records = await run_events(store, run_id)
+    replans = [r for r in records if r.type == "ReplanRequested"]
+    assert len(replans) == 1
+    assert "s1 (lab.hollow)" in replans[0].data["reason"]
+    assert probe.effect_count("h1") == 1  # never run twice: it is not idempotent
+    # No second plan: the answer says which part was not done, and why.
+    assert [r.type for r in records].count("PlanCreated") == 1
+    assert result.status == "completed", result
+    assert "did not pass verification" in (result.answer or "")
+
+
+async def test_a_replan_gets_fresh_step_ids_and_runs_once(
+    store: EventStore, registry: AgentRegistry, probe: Probe
+) -> None:
+    """The offline planner turns "run the lab plan" into a lab step: the new plan's ids
+    are prefixed, so the run's fold never takes them for the first plan's."""
+    run_id = await submit_plan(store, [step("s1", "hollow", label="h1")])
+    with trio.fail_after(TIMEOUT_S):
+        await make_orchestrator(store, registry).execute(run_id)
+    records = await run_events(store, run_id)
+    plans = [r.data["steps"] for r in records if r.type == "PlanCreated"]
+    assert len(plans) == 2
+    assert all(s["id"].startswith("r1-") for s in plans[1])
+    assert [r.type for r in records].count("ReplanRequested") == 1
+    assert records[-1].type == "RunCompleted"
+
+
+async def test_dependents_wait_for_the_verdict_and_never_build_on_a_bad_result(
+    store: EventStore, registry: AgentRegistry, probe: Probe
+) -> None:
+    plan = [
+        step("s1", "flaky", label="f1"),  # empty, then a value: passes on its second run
+        step("s2", "touch", ["s1"], label="t2"),
+        step("s3", "flaky", label="f3", empty_calls=5),  # empty twice: it counts as failed
+        step("s4", "touch", ["s3"], label="t4"),
+    ]
+    run_id = await submit_plan(store, plan)
+    orchestrator = make_orchestrator(store, registry, verify_before_dependents=True)
+    with trio.fail_after(TIMEOUT_S):
+        await orchestrator.execute(run_id)
+    records = await run_events(store, run_id)
+    steps = step_events(records)
+    positions = {
+        (r.type, r.data.get("step_id"), r.data.get("passed")): r.position for r in records
+    }
+    # s2 started only after s1's second, passing verdict.
+    assert positions[("StepStarted", "s2", None)] > positions[("VerificationCompleted", "s1", True)]
+    assert steps["s3"][-1] == "StepFailed"
+    failed = next(r for r in records if r.type == "StepFailed" and r.data["step_id"] == "s3")
+    assert failed.data["error_type"] == "VerificationFailed"
+    assert steps["s4"] == ["StepSkipped"]
+    assert probe.effect_count("t4") == 0 and probe.effect_count("t2") == 1
