@@ -9,7 +9,8 @@ no value rather than guess:
 - moments: ISO dates and date-times; today, tomorrow, yesterday; (on|this|next) <weekday>;
   in N minutes/hours/days/weeks; each optionally with a time of day: at 9am, 9:30 pm,
   14:00, noon, midnight.
-- ranges: today, tomorrow, yesterday, this/next/last week, this/next/last month,
+- ranges: ISO dates (one day, or "from A to B" with both days included); today,
+  tomorrow, yesterday, this/next/last week, this/next/last month,
   (last|past|previous) N days/weeks/hours, (next|coming) N days/weeks/hours.
 - offsets: N units after/later/from now/before/ago/earlier, plus/minus N units.
 - durations: for N minutes/hours, for an hour, for half an hour.
@@ -169,6 +170,9 @@ def _day(text: str, today: date) -> date | None:
 
 
 def _span(text: str, now: datetime) -> tuple[datetime, datetime] | None:
+    written = _written_days(text, now)
+    if written is not None:
+        return written
     match = _SPAN.search(text)
     if match is not None:
         amount = timedelta(minutes=_number(match.group(2)) * UNITS_MINUTES[_unit(match.group(3))])
@@ -183,6 +187,22 @@ def _span(text: str, now: datetime) -> tuple[datetime, datetime] | None:
         return None
     start = datetime.combine(day, time(0, 0), now.tzinfo)
     return start, start + timedelta(days=1)
+
+
+def _written_days(text: str, now: datetime) -> tuple[datetime, datetime] | None:
+    """The days from the first to the last ISO date written ("from 2026-12-01 to
+    2026-12-31": both included), the one day written, or from it to now ("since
+    2026-12-01"); None when a time of day is written with it (a moment, not a period)
+    or no date is."""
+    days = [_written_day(m.group(1)) for m in _ISO.finditer(text) if not m.group(2)]
+    found = [d for d in days if d is not None]
+    if not found or len(found) != len(_ISO.findall(text)) or time_of_day(text) is not None:
+        return None
+    start = datetime.combine(found[0], time(0, 0), now.tzinfo)
+    if len(found) == 1 and re.search(r"\b(since|after)\b", text, re.IGNORECASE):
+        return start, max(start, now)
+    end = datetime.combine(max(found[-1], found[0]) + timedelta(days=1), time(0, 0), now.tzinfo)
+    return start, end
 
 
 def _calendar_unit(which: str, unit: str, now: datetime) -> tuple[datetime, datetime]:

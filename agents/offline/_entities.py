@@ -179,7 +179,10 @@ def place_of(text: str, zone: str) -> str | None:
     return None
 
 
-_PLACE = re.compile(r"\b(?:in|at|for)\s+((?:[A-Z][\w'/-]*)(?:\s+[A-Z][\w'/-]*)*)")
+# A place: capitalised words, or a word in a script without capitals ("東京").
+_PLACE = re.compile(
+    r"\b(?:in|at|for)\s+((?:[A-Z][\w'/-]*)(?:\s+[A-Z][\w'/-]*)*|[^\W\d_\u0000-\u024f]\w*)"
+)
 _NOT_PLACES = frozenset(
     "january february march april may june july august september october november december "
     "monday tuesday wednesday thursday friday saturday sunday i".split()
@@ -187,8 +190,9 @@ _NOT_PLACES = frozenset(
 
 
 def unknown_places(text: str) -> list[str]:
-    """Capitalised places after "in" / "at" / "for" that name no zone this model knows
-    ("Atlantis"): a time asked for there has no answer, and UTC would be a guess."""
+    """Places after "in" / "at" / "for" (capitalised, or in another script) that name no
+    zone this model knows ("Atlantis", "東京"): a time asked for there has no answer
+    here, and UTC would be a guess."""
     unknown = []
     for match in _PLACE.finditer(text):
         place = match.group(1)

@@ -221,7 +221,8 @@ def _render_item(item: Mapping[str, Any], goal: str = "", said: _Said | None = N
         return f"{label} failed: {item['error']}"
     result = item.get("result")
     if label == "memory.remember" and isinstance(result, Mapping):
-        return _render_remembered((said or _Said(goal)).next())
+        content = (said or _Said(goal)).next()
+        return _render_remembered(content, known=bool(result.get("already_known")))
     render = _TOOL_RENDERS.get(label)
     line = render(result) if render is not None and isinstance(result, Mapping) else None
     if line is None and isinstance(result, Mapping):
@@ -270,7 +271,8 @@ def _render_time(result: Mapping[str, Any], goal: str = "") -> str | None:
     place = entities.place_of(goal, zone)
     where = f"{place} ({zone})" if place else zone
     day = f" on {result['weekday']}" if result.get("weekday") else ""
-    return f"The time in {where} is {when}{day}"
+    date = f", {result['date']}" if result.get("date") and day else ""
+    return f"The time in {where} is {when}{day}{date}"
 
 
 def _render_text(result: Mapping[str, Any]) -> str | None:
@@ -298,7 +300,8 @@ def _render_passages(result: Mapping[str, Any]) -> str | None:
     if not isinstance(passages, list) or "query" not in result:
         return None
     if not passages:
-        return f"No indexed document matches {result['query']!r}"
+        message = result.get("message")
+        return str(message) if message else f"No indexed document matches {result['query']!r}"
     found = "; ".join(_passage_line(p) for p in passages[:3] if isinstance(p, Mapping))
     return f"{len(passages)} passage(s) match {result['query']!r}: {found}"
 
@@ -323,7 +326,10 @@ _DOCUMENT_RENDERS = (_render_indexing, _render_passages, _render_listing)
 # --- plain renderings of the built-in tools' results ----------------------------------
 
 
-def _render_remembered(content: str | None) -> str:
+def _render_remembered(content: str | None, known: bool = False) -> str:
+    """ "Remembered: X." or, when memory already held X word for word, "Already known"."""
+    if known:
+        return f"Already known: {content.rstrip('.')}." if content else "That was already known."
     return f"Remembered: {content.rstrip('.')}." if content else "Remembered it."
 
 
@@ -409,6 +415,18 @@ def _render_emails(result: Mapping[str, Any]) -> str | None:
     return f"{len(emails)} email(s): {listed}"
 
 
+def _render_mailed(result: Mapping[str, Any]) -> str | None:
+    """A drafted or sent email: to whom, its subject, and where a draft lies."""
+    if "to" not in result or "subject" not in result:
+        return None
+    if result.get("status") == "drafted":
+        where = f" (in {result['outbox']})" if result.get("outbox") else ""
+        return f"Drafted an email to {result['to']}: {result['subject']!r}{where}."
+    refused = result.get("refused") or ()
+    unsent = f"; refused: {', '.join(map(str, refused))}" if refused else ""
+    return f"Sent an email to {result['to']}: {result['subject']!r}{unsent}."
+
+
 def _render_quotes(result: Mapping[str, Any]) -> str | None:
     quotes = [q for q in result.get("quotes") or () if isinstance(q, Mapping)]
     lines = [line for line in map(_render_price, quotes) if line]
@@ -422,6 +440,8 @@ _TOOL_RENDERS: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
     "clock.add": _render_added_time,
     "clock.difference": _render_span,
     "calendar.create_event": _render_event_created,
+    "email.draft": _render_mailed,
+    "email.send": _render_mailed,
 }
 # Recognised by their shape wherever they come from (a report's sources, say).
 _SHAPE_RENDERS = (

@@ -106,6 +106,7 @@ class _Draft:
     goal: str
     tools: Sequence[ToolSpec]
     history_tickers: list[str]
+    follows: str | None = None  # "prices" | "time": what the session last asked about
     steps: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -140,8 +141,10 @@ def plan(
     """
     if not goal.strip():
         return {"steps": [], "error": "the goal is empty; say what you want done"}
-    history_tickers = entities.tickers(" ".join(_history_texts(history)))
-    draft = _Draft(goal, tools, history_tickers, now=now or datetime.now(UTC))
+    texts = _history_texts(history)
+    history_tickers = entities.tickers(" ".join(texts))
+    follows = _follows(texts)
+    draft = _Draft(goal, tools, history_tickers, follows, now=now or datetime.now(UTC))
     before: list[str] = []
     previous: list[str] = []
     for clause in split_clauses(goal):
@@ -175,6 +178,17 @@ def _history_texts(history: Sequence[Any]) -> list[str]:
     return texts
 
 
+def _follows(texts: Sequence[str]) -> str | None:
+    """What the latest earlier goal of the session asked about, when it was prices or
+    the time: a follow-up ("and what about AAPL?", "and in London?") asks the same."""
+    for text in reversed(texts):
+        if entities.has_finance_context(text):
+            return "prices"
+        if entities.has_time_context(text):
+            return "time"
+    return None
+
+
 def _depend_on(draft: _Draft, step_ids: Sequence[str], previous: Sequence[str]) -> None:
     """Make the clause's steps that depend on nothing wait for the previous clause."""
     for step in draft.steps:
@@ -205,16 +219,28 @@ def _plan_clause(draft: _Draft, clause: Clause, before: Sequence[str]) -> list[s
         step_id = _add_keyword_step(draft, tool, clause.text)
         added.extend([step_id] if step_id else [])
     elif not added:
-        draft.problems.append(f"no available tool matches {_brief(clause.text, 60)!r}")
+        added = _follow_up_steps(draft, clause.text)
+        if not added:
+            draft.problems.append(f"no available tool matches {_brief(clause.text, 60)!r}")
     return added
+
+
+def _follow_up_steps(draft: _Draft, text: str) -> list[str]:
+    """A clause matching no tool that names a ticker or a place, read as the session's
+    last question asked again about it ("and what about AAPL?" after a price)."""
+    if draft.follows == "prices" and entities.tickers(text):
+        return _ticker_steps(draft, text, finance=True)
+    if draft.follows == "time" and entities.timezones(text):
+        return _time_steps(draft, text, asked=True)
+    return []
 
 
 def _entity_steps(draft: _Draft, text: str) -> list[str]:
     return _ticker_steps(draft, text) + _expression_steps(draft, text) + _time_steps(draft, text)
 
 
-def _ticker_steps(draft: _Draft, text: str) -> list[str]:
-    finance = entities.has_finance_context(text)
+def _ticker_steps(draft: _Draft, text: str, *, finance: bool = False) -> list[str]:
+    finance = finance or entities.has_finance_context(text)
     symbols = entities.tickers(text) or (draft.history_tickers if finance else [])
     tool, param = _tool_with_param(draft.tools, SYMBOL_PARAMS, text)
     if not symbols or tool is None or param is None:
@@ -253,8 +279,8 @@ def _expression_steps(draft: _Draft, text: str) -> list[str]:
     return [draft.add(tool, _fill(draft, tool, text, {param: expression}), [], why)]
 
 
-def _time_steps(draft: _Draft, text: str) -> list[str]:
-    if not entities.has_time_context(text) or _is_date_arithmetic(text):
+def _time_steps(draft: _Draft, text: str, *, asked: bool = False) -> list[str]:
+    if not (asked or entities.has_time_context(text)) or _is_date_arithmetic(text):
         return []
     tool, param = _tool_with_param(draft.tools, TIMEZONE_PARAMS, text)
     if tool is None or param is None:
@@ -406,12 +432,17 @@ def _value_for(draft: _Draft, tool: ToolSpec, name: str, text: str) -> Any:
     schema = schema if isinstance(schema, Mapping) else {}
     if isinstance(schema.get("enum"), list):
         return _enum_value(schema, text, name in tool.required)
+    about = _ABOUT.search(text) if name == "subject" else None
+    if about:
+        return _sentence_case(about.group(1))
+    if name == "title" and "start" in tool.properties:
+        return _event_title(draft, text)
     if name in ("title", "subject", "name"):
         return _title(draft, text)
     if name in ("start", "end", "since", "until", "duration_minutes", *OFFSET_PARAMS):
         return _date_value(draft, tool, name, text)
     if name in TEXT_PARAMS:
-        return _remainder(tool, _without_collection(tool, text))
+        return _text_value(tool, text)
     if name in ("city", "location"):
         return entities.city(text)
     return _pattern_value(name, text)
@@ -424,6 +455,7 @@ def _pattern_value(name: str, text: str) -> Any:
         ("path", "file", "filename"): r"[\w./-]+\.\w{1,5}\b",
         ("collection",): r"\bcollection\s+(?:named\s+|called\s+)?[\"']?([A-Za-z0-9][\w.-]*)",
         ("memory_id",): r"\b[0-9a-f]{32}\b",
+        ("glob", "pattern"): _GLOB.pattern,
         ("user",): r"\buser\s+[\"']?([\w.@-]+)",
         ("content",): r"^\s*(?:write|save|put|append)\s+(?:the\s+text\s+)?[\"']?(.+?)[\"']?"
         r"\s+(?:to|into|in)\s+(?:the\s+file\s+)?[\w./-]+\.\w{1,5}\b",
@@ -435,6 +467,23 @@ def _pattern_value(name: str, text: str) -> Any:
                 return match.group(match.lastindex or 0).rstrip(".,")
             return _folder(text) if name == "path" else None
     return None
+
+
+# A file name pattern: a word with a wildcard ("*.md", "report-??.txt").
+_GLOB = re.compile(r"(?<![\w*?])([\w.-]*[*?][\w.*?-]*)")
+# What names a pattern rather than text to look for: "files named *.md".
+_NAMING_WORDS = re.compile(r"\b(?:named|called|matching|like)\b", re.IGNORECASE)
+
+
+def _text_value(tool: ToolSpec, text: str) -> str | None:
+    """The clause's text for a query-like parameter; None when all it says is a file
+    name pattern that the tool takes apart ("find files named *.md": a glob, no text)."""
+    text = _without_collection(tool, text)
+    if "glob" in tool.properties and _GLOB.search(text):
+        rest = _NAMING_WORDS.sub(" ", _GLOB.sub(" ", text))
+        remainder = _remainder(tool, rest)
+        return None if not entities.content_words(remainder) or remainder == rest else remainder
+    return _remainder(tool, text)
 
 
 # Where a clause names a folder: "in docs", "from the reports folder", "the docs folder",
@@ -492,6 +541,36 @@ def _title(draft: _Draft, text: str) -> str:
         return "Report: " + ", ".join(symbols)
     cleaned = text.strip()
     return (cleaned[:1].upper() + cleaned[1:])[:80]
+
+
+# "an email to bob@example.com about lunch on Friday": what a message is about.
+_ABOUT = re.compile(r"\babout\s+(.+?)\s*$", re.IGNORECASE)
+
+
+def _sentence_case(text: str) -> str:
+    return (text[:1].upper() + text[1:])[:80]
+
+
+# The command and the when of "schedule a dentist appointment on 2026-12-07 at 10:00":
+# what is left ("dentist appointment") is the event's title.
+_EVENT_COMMAND = re.compile(
+    r"^\s*(?:please\s+)?(?:schedule|add|create|make|book|put|set\s+up|plan)\s+"
+    r"(?:(?:a|an|the|my|new)\s+)*",
+    re.IGNORECASE,
+)
+_EVENT_WHEN = re.compile(
+    r"\s+(?:(?:on|at|for|from|in|this|next|coming)\s+|tomorrow\b|today\b|tonight\b"
+    r"|\d{4}-\d{2}-\d{2}).*$",
+    re.IGNORECASE,
+)
+
+
+def _event_title(draft: _Draft, text: str) -> str:
+    """A named title ("called X"), else the clause without its command and its when."""
+    if _NAMED.search(text):
+        return _title(draft, text)
+    bare = _EVENT_WHEN.sub("", _EVENT_COMMAND.sub("", text)).strip(" ,.")
+    return _sentence_case(bare) if bare else _title(draft, text)
 
 
 _NAMED = re.compile(

@@ -41,5 +41,3 @@ class PriorState:
     attempts: dict[str, int] = field(default_factory=dict)  # started, not finished
     approvals_requested: set[str] = field(default_factory=set)
     decisions: dict[str, Decision] = field(default_factory=dict)
-
-

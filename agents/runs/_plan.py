@@ -1,10 +1,10 @@
 """Plans: steps with dependencies, their validation, and references between steps.
 
 A plan is valid when its step ids are unique, every tool is in the catalog, every
-dependency names a step of the plan, the dependencies form a DAG, parameters match each
-tool's schema, and every `${step}` / `${step.field}` reference names a step the
-referencing step depends on (a reference to a step not listed as a dependency is
-added as one: models often forget to list it).
+dependency names a step of the plan, the dependencies form a DAG (a cycle is named step
+by step, found with networkx), parameters match each tool's schema, and every `${step}`
+/ `${step.field}` reference names a step the referencing step depends on (a reference
+to a step not listed as a dependency is added as one: models often forget to list it).
 
 Reading a plan is total: whatever JSON a model answers, or a `PlanCreated` read back from
 the log holds (wrong types, nesting deep enough to exhaust recursion, thousands of
@@ -17,6 +17,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import networkx as nx
 
 from agents.errors import InvalidPlan, ToolError
 from agents.llm import ToolCatalog, nesting_depth
@@ -228,19 +230,24 @@ def _step_problems(step: PlanStep, ids: set[str], catalog: ToolCatalog) -> list[
 
 
 def _cycle_problems(steps: Sequence[PlanStep]) -> list[str]:
-    """Kahn's algorithm: whatever cannot be ordered sits on a cycle."""
-    remaining = {s.id: set(s.dependencies) for s in steps}
+    """Each dependency cycle, named step by step ("a -> b -> c -> a": a depends on b...).
+
+    `find_cycle` names one cycle; its first edge is then cut and the search repeated, so
+    a plan with several cycles lists each (at most one per step, as each cut removes an
+    edge). Steps are added in plan order, so the same plan names the same cycles.
+    """
+    graph: nx.DiGraph[str] = nx.DiGraph()
+    graph.add_nodes_from(s.id for s in steps)
+    graph.add_edges_from((s.id, d) for s in steps for d in s.dependencies)
+    problems: list[str] = []
     while True:
-        ready = [sid for sid, deps in remaining.items() if not deps]
-        if not ready:
-            break
-        for sid in ready:
-            del remaining[sid]
-        for deps in remaining.values():
-            deps.difference_update(ready)
-    if remaining:
-        return [f"dependency cycle among steps {', '.join(sorted(remaining))}"]
-    return []
+        try:
+            cycle = nx.find_cycle(graph)
+        except nx.NetworkXNoCycle:
+            return problems
+        names = [str(edge[0]) for edge in cycle] + [str(cycle[0][0])]
+        problems.append(f"dependency cycle: {' -> '.join(names)} (each step depends on the next)")
+        graph.remove_edge(cycle[0][0], cycle[0][1])
 
 
 def resolve(value: Any, results: Mapping[str, Any]) -> Any:

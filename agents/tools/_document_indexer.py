@@ -53,6 +53,10 @@ DEFAULT_COLLECTION = "default"
 DEFAULT_CHUNK_CHARS = 1200
 DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
 DEFAULT_EMBED_BATCH = 512
+# Cosine similarity below which a passage is not relevant to a query. With the default
+# local model (all-MiniLM-L6-v2) a passage on the query's subject scores 0.4 and more,
+# one about something else within about 0.15 of zero.
+DEFAULT_MIN_SCORE = 0.2
 MAX_FILES = 10_000
 MAX_LISTED = 100
 STREAM_PREFIX = "docs-"
@@ -67,10 +71,12 @@ def check_collection(name: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class IndexerOptions:
-    """`[agents]` documents_chunk_chars and documents_max_file_bytes, and batch sizes."""
+    """`[agents]` documents_chunk_chars, documents_max_file_bytes and
+    documents_min_score (what search drops), and batch sizes."""
 
     chunk_chars: int = DEFAULT_CHUNK_CHARS
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    min_score: float = DEFAULT_MIN_SCORE
     embed_batch: int = DEFAULT_EMBED_BATCH
     max_files: int = MAX_FILES
 

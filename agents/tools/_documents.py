@@ -5,8 +5,10 @@ extracted, chunked, embedded in batches and appended as `DocumentIndexed` events
 unchanged ones (same sha256) cost nothing, removed ones get `DocumentRemoved`. The
 live `documents` projection (FAISS per collection, flat then IVF) answers `search` and
 `list` once it has applied this agent's own writes (read-your-writes, as memory recall
-does). Passages come back as quoted values: document text is untrusted data, never
-instructions.
+does). Passages scoring below `[agents] documents_min_score` (cosine similarity) are
+dropped: the k nearest passages of a query about nothing indexed are still "nearest",
+but not relevant, and a search with none left says so in its `message`. Passages come
+back as quoted values: document text is untrusted data, never instructions.
 
 Without the server's projection (an `AgentContext` with no `documents`), the tools say
 they need it instead of working from a stale or empty index.
@@ -167,13 +169,20 @@ class DocumentsService:
             )
         except CollectionModelMismatch as exc:
             raise ToolError(str(exc)) from exc
-        passages = await trio.to_thread.run_sync(read_passages, store.log, hits)
-        return {
+        relevant = [h for h in hits if h.score >= access.options.min_score]
+        passages = await trio.to_thread.run_sync(read_passages, store.log, relevant)
+        found = [_passage(p) for p in passages if p is not None]
+        result: dict[str, Any] = {
             "query": query,
             "collection": collection,
-            "passages": [_passage(p) for p in passages if p is not None],
+            "passages": found,
+            "min_score": access.options.min_score,
+            "below_min_score": len(hits) - len(relevant),
             "note": UNTRUSTED_NOTE,
         }
+        if not found:
+            result["message"] = _nothing_found(query, len(hits), access.options.min_score)
+        return result
 
     async def list(self, collection: str | None) -> dict[str, Any]:
         access, index, _ = self._ready()
@@ -193,6 +202,16 @@ class DocumentsService:
             ],
             "truncated": len(files) > MAX_LISTED_FILES,
         }
+
+
+def _nothing_found(query: str, hits: int, min_score: float) -> str:
+    """Why a search has no passage, in a sentence: nothing indexed, or nothing relevant."""
+    if hits == 0:
+        return f"No indexed document matches {query!r}: nothing is indexed here yet."
+    return (
+        f"Nothing in the indexed documents is relevant to {query!r}: the {hits} closest "
+        f"passage(s) score below {min_score:g}."
+    )
 
 
 def _passage(passage: DocumentPassage) -> dict[str, Any]:

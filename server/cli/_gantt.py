@@ -1,14 +1,18 @@
 """`runs show ID --gantt out.svg`: a run's steps as a timeline.
 
 One bar per step (coloured by status), its verification as a thin bar beside it, and
-the critical path (the dependency chain that ended last) outlined, so a reader sees at
-a glance what ran in parallel and what waited. Plain SVG, no dependencies.
+the critical path (the dependency chain with the longest measured durations, found with
+networkx) outlined, so a reader sees at a glance what ran in parallel and what waited.
+Plain SVG.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 from xml.sax.saxutils import escape
+
+import networkx as nx
 
 COLOURS = {
     "completed": "#2e7d32",
@@ -21,18 +25,61 @@ ROW, LEFT, WIDTH, TOP = 28, 140, 640, 40
 
 
 def critical_path(run: dict[str, Any]) -> list[str]:
-    """Step ids of the chain ending with the last-ending step, following dependencies."""
-    steps = run["steps"]
-    ended = {sid: s["ended_ts"] for sid, s in steps.items() if s.get("ended_ts")}
-    if not ended:
-        return []
-    deps = {str(p.get("id")): list(p.get("dependencies") or []) for p in run.get("plan") or []}
-    path = [max(ended, key=lambda sid: ended[sid])]
-    while True:
-        previous = [d for d in deps.get(path[-1], []) if d in ended]
-        if not previous:
-            return list(reversed(path))
-        path.append(max(previous, key=lambda sid: ended[sid]))
+    """Step ids of the run's critical path: the dependency chain of steps that ran whose
+    measured durations add up to the most (what no amount of parallelism could shorten)."""
+    durations = {sid: d for sid, s in run["steps"].items() if (d := _measured(s)) is not None}
+    dependencies = {
+        str(p.get("id")): [str(d) for d in p.get("dependencies") or () if str(d) in durations]
+        for p in run.get("plan") or ()
+        if isinstance(p, dict) and str(p.get("id")) in durations
+    }
+    for sid in durations:
+        dependencies.setdefault(sid, [])
+    return longest_chain(dependencies, durations)[0]
+
+
+def longest_chain(
+    dependencies: Mapping[str, Sequence[str]], durations: Mapping[str, float]
+) -> tuple[list[str], float]:
+    """The chain through a DAG of steps (step -> the steps it depends on) with the
+    largest sum of durations (missing: 0), first step first, and that sum.
+
+    Step durations are node weights; `dag_longest_path` weighs edges, so each edge into a
+    step carries that step's duration, and a source before every step carries the first
+    one's. A graph with a cycle raises `networkx.NetworkXUnfeasible`.
+    """
+    graph: nx.DiGraph[object] = nx.DiGraph()
+    graph.add_node(_SOURCE)
+    for step in dependencies:
+        graph.add_edge(_SOURCE, step, weight=durations.get(step, 0.0))
+    for step, needs in dependencies.items():
+        for dependency in sorted(needs):  # equal chains: the first id wins (edge order)
+            graph.add_edge(dependency, step, weight=durations.get(step, 0.0))
+    path = nx.dag_longest_path(graph, weight="weight", topo_order=_ordered(graph))
+    chain = [str(node) for node in path if node is not _SOURCE]
+    return chain, float(sum(durations.get(step, 0.0) for step in chain))
+
+
+# The virtual first node of `longest_chain`'s graph; no step id is this object.
+_SOURCE = object()
+
+
+def _ordered(graph: nx.DiGraph[object]) -> list[object]:
+    """A topological order that breaks ties by step id (the source first), so equal
+    chains resolve the same way on every run."""
+    return list(
+        nx.lexicographical_topological_sort(graph, key=lambda n: "" if n is _SOURCE else str(n))
+    )
+
+
+def _measured(step: Mapping[str, Any]) -> float | None:
+    """How long a step that ran took, in seconds: its recorded duration, else the span
+    from start to end; None for a step that never ran (or has not ended)."""
+    if step.get("duration_s") is not None:
+        return float(step["duration_s"])
+    if step.get("started_ts") is None or step.get("ended_ts") is None:
+        return None
+    return max(0.0, float(step["ended_ts"] - step["started_ts"]) / 1e9)
 
 
 def render_gantt(run: dict[str, Any]) -> str:

@@ -101,8 +101,10 @@ async def test_search_and_list_print_what_was_indexed(
     assert out.startswith("collection 'trips', docs: 3 indexed, 0 unchanged, 0 removed")
     assert "(3 chunks, 1 embedding request, " in out
     assert progress.splitlines()[-1] == "indexing files: 3/3 (3 chunks embedded)"
+    # The second nearest passage (the recipe) is not about the flight: it is dropped.
     passages = json.loads(found)["passages"]
-    assert passages[0]["path"] == "docs/travel.html" and len(passages) == 2
+    assert [p["path"] for p in passages] == ["docs/travel.html"]
+    assert json.loads(found)["below_min_score"] == 1
     assert plain.startswith("1. trips:docs/travel.html @0 (score ")
     assert "> Trip Lisbon trip The flight to Lisbon leaves on Friday morning" in plain
     assert listing.splitlines()[2].split() == ["trips", "docs/recipe.txt", "1", str(len(RECIPE))]
@@ -140,7 +142,9 @@ async def test_errors_are_one_line_and_exit_2(
 
 
 async def test_a_run_indexes_then_searches_and_replay_verifies_the_index(sim: Simulator) -> None:
-    goal = "index the documents in docs and search the documents for revenue growth"
+    # The simulator's embeddings hash words, so the query shares words with the report
+    # ("revenue grew") to score above the relevance threshold.
+    goal = "index the documents in docs and search the documents for how revenue grew"
     with trio.fail_after(TIMEOUT_S):
         code, out = await cli("run", goal, "--json")
         assert code == 0, out
@@ -153,5 +157,5 @@ async def test_a_run_indexes_then_searches_and_replay_verifies_the_index(sim: Si
         ("documents", "search", ["s1"]),
     ]
     assert "Indexed 3 document(s) from docs into collection 'default'" in report["answer"]
-    assert "docs/report.md" in report["answer"].split("match 'revenue growth'")[1]
+    assert "docs/report.md" in report["answer"].split("match 'revenue grew'")[1]
     assert code == 0, verified

@@ -31,7 +31,7 @@ def test_valid_plan_passes_unchanged() -> None:
     [
         (
             [sleep_step("a", 1, ["b"]), sleep_step("b", 1, ["c"]), sleep_step("c", 1, ["a"])],
-            "dependency cycle among steps a, b, c",
+            "dependency cycle: a -> b -> c -> a (each step depends on the next)",
         ),
         ([sleep_step("a", 1, ["a"])], "step a depends on itself"),
         (
@@ -86,6 +86,33 @@ def test_valid_plan_passes_unchanged() -> None:
 )
 def test_invalid_plan_names_the_problem(steps: list[dict[str, Any]], problem: str) -> None:
     assert problem in problems_of(*steps)
+
+
+def test_a_cycle_of_three_is_named_step_by_step_in_order() -> None:
+    """The cycle is reported as the steps walk it, starting where the plan first enters
+    it, not as an unordered set: a reader can follow it and see which edge to cut."""
+    problems = problems_of(
+        sleep_step("start", 1),
+        sleep_step("fetch", 1, ["start", "report"]),
+        sleep_step("sum", 1, ["fetch"]),
+        sleep_step("report", 1, ["sum"]),
+    )
+    assert problems == [
+        "dependency cycle: fetch -> report -> sum -> fetch (each step depends on the next)"
+    ]
+
+
+def test_every_cycle_of_a_plan_is_named() -> None:
+    problems = problems_of(
+        sleep_step("a", 1, ["b"]),
+        sleep_step("b", 1, ["a"]),
+        sleep_step("c", 1, ["d"]),
+        sleep_step("d", 1, ["c"]),
+    )
+    assert problems == [
+        "dependency cycle: a -> b -> a (each step depends on the next)",
+        "dependency cycle: c -> d -> c (each step depends on the next)",
+    ]
 
 
 def test_every_problem_is_listed_not_just_the_first() -> None:

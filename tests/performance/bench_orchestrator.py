@@ -96,6 +96,7 @@ from events import (
 )
 from events._model import AppendResult, Expected, NewEvent
 from events._types import Event
+from server.cli._gantt import longest_chain
 
 from ._cli import finish, make_parser, result_header, scratch_dir
 from ._common import RESULTS_DIR, Table, percentile, timed
@@ -747,11 +748,9 @@ def plan_shape(steps: Sequence[Mapping[str, Any]]) -> PlanShape:
 
 
 def critical_path(steps: Sequence[Mapping[str, Any]], durations: Mapping[str, float]) -> float:
-    finish: dict[str, float] = {}
-    for step in steps:
-        start = max((finish[d] for d in step["dependencies"]), default=0.0)
-        finish[step["id"]] = start + durations.get(step["id"], 0.0)
-    return max(finish.values(), default=0.0)
+    """The bound no parallelism beats: the plan's longest chain of measured step
+    durations (networkx, the same computation `runs show --gantt` outlines)."""
+    return longest_chain({str(s["id"]): list(s["dependencies"]) for s in steps}, durations)[1]
 
 
 @dataclass

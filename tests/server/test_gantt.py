@@ -5,7 +5,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from server.cli._gantt import critical_path, render_gantt
+import pytest
+
+from server.cli._gantt import critical_path, longest_chain, render_gantt
 
 SVG = "{http://www.w3.org/2000/svg}"
 S = 1_000_000_000
@@ -66,6 +68,46 @@ def bars(svg: str, kind: str) -> dict[str, ET.Element]:
 
 def test_critical_path_follows_the_dependency_that_ended_last() -> None:
     assert critical_path(diamond()) == ["b", "c"]
+
+
+# A diamond: start fans out to a slow and a fast branch, which join in end.
+DIAMOND = {"start": [], "slow": ["start"], "fast": ["start"], "end": ["slow", "fast"]}
+
+
+@pytest.mark.parametrize(
+    ("durations", "chain", "total"),
+    [
+        ({"start": 1.0, "slow": 5.0, "fast": 2.0, "end": 0.5}, ["start", "slow", "end"], 6.5),
+        ({"start": 1.0, "slow": 0.5, "fast": 2.0, "end": 0.5}, ["start", "fast", "end"], 3.5),
+        ({"start": 0.1, "slow": 3.0, "fast": 3.0, "end": 0.1}, ["start", "fast", "end"], 3.2),
+    ],
+    ids=["slow-branch", "fast-branch-measured-slower", "tie-goes-to-first-id"],
+)
+def test_longest_chain_of_a_diamond_follows_the_measured_durations(
+    durations: dict[str, float], chain: list[str], total: float
+) -> None:
+    found, length = longest_chain(DIAMOND, durations)
+    assert found == chain
+    assert length == pytest.approx(total)
+
+
+def test_critical_path_weighs_recorded_durations_over_end_times() -> None:
+    """The recorded duration of a step is its weight, so a long step that ended early
+    (it started first) still lies on the critical path."""
+    run = diamond()
+    plan = [{"id": sid, "dependencies": deps} for sid, deps in DIAMOND.items()]
+    spans = {"start": (1.0, 1.1), "slow": (1.1, 1.9), "fast": (1.1, 1.3), "end": (2.5, 2.6)}
+    steps = {sid: step(sid, a, b) for sid, (a, b) in spans.items()}
+    steps["fast"]["duration_s"] = 0.2
+    steps["slow"]["duration_s"] = 0.8
+    assert critical_path({**run, "plan": plan, "steps": steps}) == ["start", "slow", "end"]
+
+
+def test_critical_path_leaves_out_steps_that_never_ran() -> None:
+    run = diamond()
+    run["steps"]["c"] = step("c", 1.4, None, status="skipped")
+    run["steps"]["c"]["started_ts"] = None
+    assert critical_path(run) == ["b"]
 
 
 def test_svg_has_one_bar_per_step_coloured_by_status() -> None:
