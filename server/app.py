@@ -128,6 +128,7 @@ def indexer_options(config: Config) -> IndexerOptions:
     return IndexerOptions(
         chunk_chars=config.agents.documents_chunk_chars,
         max_file_bytes=config.agents.documents_max_file_bytes,
+        min_score=config.agents.documents_min_score,
     )
 
 

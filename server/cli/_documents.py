@@ -153,7 +153,7 @@ def _write_index(result: dict[str, Any], out: TextIO) -> None:
 def _write_search(result: dict[str, Any], out: TextIO) -> None:
     passages = result["passages"]
     if not passages:
-        out.write(f"no passages found for {result['query']!r}\n")
+        out.write((result.get("message") or f"no passages found for {result['query']!r}") + "\n")
     for rank, passage in enumerate(passages, 1):
         where = f"{passage['collection']}:{passage['path']} @{passage['offset']}"
         out.write(f"{rank}. {where} (score {passage['score']:.3f})\n")

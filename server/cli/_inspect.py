@@ -21,7 +21,7 @@ from projections import (
 from server._render import dumps, iso_time, table
 from server._views import LiveView, open_live_view
 from server.cli._admin import opened
-from server.cli._gantt import render_gantt
+from server.cli._gantt import critical_path, render_gantt
 from server.config import Config
 from server.errors import InputError
 
@@ -147,6 +147,11 @@ def runs_show(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         "verified",
         "overlapped with",
     ]
+    path = critical_path(run)
+    if path:
+        durations = [_step_seconds(run["steps"][sid]) for sid in path]
+        total = sum(d for d in durations if d is not None)
+        out.write(f"critical path: {' -> '.join(path)} ({total:.3f} s)\n")
     out.write(table(headers, rows) + "\n")
     _write_step_details(run, out)
     return 0
@@ -259,3 +264,12 @@ def _verdict(step: dict[str, Any]) -> str:
 
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _step_seconds(step: dict[str, Any]) -> float | None:
+    """A step's recorded duration, else its span; None when it never ran."""
+    if step.get("duration_s") is not None:
+        return float(step["duration_s"])
+    if step.get("started_ts") is None or step.get("ended_ts") is None:
+        return None
+    return max(0.0, float(step["ended_ts"] - step["started_ts"]) / 1e9)

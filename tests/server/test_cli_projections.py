@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from projections import LmdbStateStore, MetricsProjection, StateCommit
+from projections import LmdbStateStore, MetricsProjection, RunsProjection, StateCommit
 from server.cli._main import main
 from tests.projections.helpers import (
     MARKER,
@@ -81,7 +81,8 @@ def tamper_run(data_dir: Path, run_id: str, **fields: object) -> None:
         key = b"r/" + run_id.encode()
         run = state.get("runs", key)
         position = state.checkpoint("runs").position
-        state.commit([StateCommit("runs", 1, position, position, {key: {**run, **fields}})])
+        version = RunsProjection.version
+        state.commit([StateCommit("runs", version, position, position, {key: {**run, **fields}})])
     finally:
         state.close()
 
@@ -226,8 +227,9 @@ async def test_runs_show_prints_a_timeline_table(data_dir: Path) -> None:
         lines = out.splitlines()
         assert lines[0] == "run ov  session s1  status completed"
         assert lines[1] == f"goal: {MARKER}" and lines[2] == "answer: all done"
-        assert lines[3].split()[:3] == ["step", "tool", "status"] and "overlapped with" in lines[3]
-        table_rows = lines[5 : lines.index("")]
+        assert lines[3] == "critical path: a (2.000 s)"  # b and c do not depend on a
+        assert lines[4].split()[:3] == ["step", "tool", "status"] and "overlapped with" in lines[4]
+        table_rows = lines[6 : lines.index("")]
         rows = {line.split()[0]: line.split() for line in table_rows}
         assert rows["a"] == [
             "a",
@@ -456,7 +458,7 @@ async def test_stats_json_shows_projections_and_metrics(data_dir: Path, demo: De
         assert stats["head_position"] == demo.head
         assert stats["projections"] == [
             {"name": "sessions", "version": 1, "persisted": demo.head},
-            {"name": "runs", "version": 1, "persisted": demo.head},
+            {"name": "runs", "version": RunsProjection.version, "persisted": demo.head},
             {"name": "metrics", "version": MetricsProjection.version, "persisted": demo.head},
             {"name": "memory", "version": 1, "persisted": demo.head},
             {"name": "documents", "version": 1, "persisted": demo.head},

@@ -185,7 +185,8 @@ def test_runs_show_gives_each_steps_tool_parameters_result_verdict_and_timing(
     code, out = run_cli("runs", "show", "r1", "--data-dir", str(data))
     assert code == 0
     summary, first, second = out.split("\n\n")
-    header, _rule, *rows = summary.splitlines()[3:]
+    path, header, _rule, *rows = summary.splitlines()[3:]
+    assert path.startswith("critical path: ")
     assert header.split() == [
         "step",
         "tool",
