@@ -132,7 +132,7 @@ async def _run_cpu(directory: Path, sealed: bool, runs: int, *, one_session: boo
 
 async def _measure(work: Path, quick: bool) -> dict[str, Any]:
     rounds = 2 if quick else 7
-    per_producer = 20 if quick else 300
+    per_producer = 20 if quick else 1000
     read_events = 2_000 if quick else 50_000
     runs = 5 if quick else 150
     rows: dict[str, dict[str, list[float]]] = {}
