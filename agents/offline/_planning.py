@@ -142,8 +142,11 @@ def plan(
     if not goal.strip():
         return {"steps": [], "error": "the goal is empty; say what you want done"}
     texts = _history_texts(history)
-    history_tickers = entities.tickers(" ".join(texts))
-    follows = _follows(texts)
+    context = _session_context(history)
+    history_tickers = entities.tickers(" ".join(texts)) or [
+        str(t) for t in context.get("tickers") or () if isinstance(t, str)
+    ]
+    follows = _follows(texts) or _follows_context(context)
     draft = _Draft(goal, tools, history_tickers, follows, now=now or datetime.now(UTC))
     before: list[str] = []
     previous: list[str] = []
@@ -176,6 +179,27 @@ def _history_texts(history: Sequence[Any]) -> list[str]:
         else:
             texts.append(str(item))
     return texts
+
+
+def _session_context(history: Sequence[Any]) -> Mapping[str, Any]:
+    """The session's context (`ContextUpdated`: the tools that answered its last goal,
+    the entities it named), which the orchestrator puts first in the history."""
+    for item in history:
+        if isinstance(item, Mapping) and item.get("role") == "context":
+            context = item.get("context")
+            if isinstance(context, Mapping):
+                return context
+    return {}
+
+
+def _follows_context(context: Mapping[str, Any]) -> str | None:
+    """What the session's last answered goal was about, from the tools that answered it."""
+    tools = [str(t) for t in context.get("tools") or ()]
+    if any(t.startswith("quotes.") for t in tools) or context.get("intent") == "quote":
+        return "prices"
+    if any(t.startswith("clock.") for t in tools) or context.get("intent") == "time":
+        return "time"
+    return None
 
 
 def _follows(texts: Sequence[str]) -> str | None:

@@ -33,8 +33,14 @@ from agents.errors import (
     RunNotFound,
     RunNotRetryable,
 )
-from agents.llm import LLMProvider, PromptRepository, ToolCatalog, answer_messages
-from agents.offline import offline_intent
+from agents.llm import (
+    LLMProvider,
+    PromptRepository,
+    ToolCatalog,
+    answer_messages,
+    intent_messages,
+)
+from agents.offline import OfflineProvider, offline_intent
 from agents.runs._approvals import ApprovalBook, record_decision
 from agents.runs._executor import Executor, ExecutorOptions
 from agents.runs._outcomes import Decision, PriorState, StepOutcome
@@ -53,10 +59,12 @@ from agents.runs._run_state import RunState, load_run
 from agents.runs._verifier import Verdict, Verifier
 from agents.tools import AgentRegistry
 from events import (
+    FORGOTTEN_KEY,
     LOCAL_PRINCIPAL,
     NO_STREAM,
     TERMINAL_RUN_TYPES,
     AssistantMessageSent,
+    ContextUpdated,
     Event,
     EventStore,
     IntentAnalyzed,
@@ -76,6 +84,9 @@ from events import (
 )
 
 History = Callable[[str], Awaitable[list[dict[str, Any]]]]
+# What a run's intent analysis found that a later goal of its session may lean on.
+CONTEXT_ENTITIES = ("intent", "tickers", "timezone", "city", "cities")
+CONTEXT_LOOKBACK = 8  # session records read beyond the message window, for the context
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +141,11 @@ class Orchestrator:
         self.prompts = prompts or PromptRepository()
         self.options = options
         self._history = history or self._history_from_log
+        # Per running run: the nursery of its background work (a model's intent
+        # analysis), and what that analysis found (for the session's context).
+        self._background: dict[str, trio.Nursery] = {}
+        self._intent_done: dict[str, trio.Event] = {}
+        self._intents: dict[str, dict[str, Any]] = {}
         self.approvals = ApprovalBook()
         self._scopes: dict[str, trio.CancelScope] = {}
         self._cancelled: set[str] = set()
@@ -299,6 +315,17 @@ class Orchestrator:
         return await load_run(self.store, state.run_id)
 
     async def _drive(self, state: RunState) -> RunResult:
+        """The run to its end; its background work (intent analysis) in a nursery of its own."""
+        async with trio.open_nursery() as background:
+            self._background[state.run_id] = background
+            try:
+                return await self._drive_plan(state)
+            finally:
+                del self._background[state.run_id]
+                self._intents.pop(state.run_id, None)
+                self._intent_done.pop(state.run_id, None)
+
+    async def _drive_plan(self, state: RunState) -> RunResult:
         calls_before = 0
         if state.plan is None and state.retry_of:
             state = await self._adopt_retried(state)
@@ -375,30 +402,51 @@ class Orchestrator:
         return await self._conclude(state, plan, outcomes, verifier, 1 + planner.calls)
 
     async def _prepare(self, state: RunState) -> ToolCatalog:
-        """Intent and catalog concurrently (when async planning is on); `IntentAnalyzed`."""
-        catalog: list[ToolCatalog] = []
-        intent: list[dict[str, Any]] = []
+        """The tool catalog, and the goal's intent (`IntentAnalyzed`).
 
-        async def prepare_catalog() -> None:
-            catalog.append(await trio.to_thread.run_sync(self.registry.catalog))
-
-        async def analyse_intent() -> None:
-            intent.append(offline_intent(state.goal))
-            await trio.lowlevel.checkpoint()
-
-        if self.options.async_planner:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(prepare_catalog)
-                nursery.start_soon(analyse_intent)
+        With the offline model, intent analysis is its regex reading of the goal: done
+        at once. With a real model it is a model call (`intent` prompt): with
+        `async_planner` it runs in the background, concurrently with the catalog, the
+        plan and the steps (nothing waits for it; the run's context records it when it
+        has come), without it the plan waits for it.
+        """
+        if isinstance(self.provider, OfflineProvider):
+            catalog = await trio.to_thread.run_sync(self.registry.catalog)
+            await self._record_intent(state, offline_intent(state.goal))
+            return catalog
+        background = self._background.get(state.run_id)
+        if self.options.async_planner and background is not None:
+            done = self._intent_done[state.run_id] = trio.Event()
+            background.start_soon(self._analyse_intent, state, done)
         else:
-            await prepare_catalog()
-            await analyse_intent()
-        found = intent[0]
-        event = IntentAnalyzed(
-            state.run_id, str(found.get("intent", "")), dict(found.get("entities", {}))
-        )
+            await self._analyse_intent(state)
+        return await trio.to_thread.run_sync(self.registry.catalog)
+
+    async def _analyse_intent(self, state: RunState, done: trio.Event | None = None) -> None:
+        """The model's reading of the goal; the offline one when the model fails.
+        `done` is set when `IntentAnalyzed` is in the log: the run's terminal event
+        waits for it, so nothing of a run comes after its end."""
+        try:
+            try:
+                reply = await self.provider.chat_json(
+                    intent_messages(self.prompts, state.goal),
+                    purpose="intent",
+                    run_id=state.run_id,
+                )
+                found = dict(reply.data)
+            except LLMError:
+                found = offline_intent(state.goal)
+            await self._record_intent(state, found)
+        finally:
+            if done is not None:
+                done.set()
+
+    async def _record_intent(self, state: RunState, found: Mapping[str, Any]) -> None:
+        entities = found.get("entities")
+        entities = dict(entities) if isinstance(entities, Mapping) else {}
+        self._intents[state.run_id] = {"intent": str(found.get("intent", "")), **entities}
+        event = IntentAnalyzed(state.run_id, str(found.get("intent", "")), entities)
         await self._append(state.run_id, [event])
-        return catalog[0]
 
     async def _make_plan(self, state: RunState) -> tuple[Plan, int]:
         catalog = await self._prepare(state)
@@ -512,7 +560,12 @@ class Orchestrator:
                 return await self._fail(state, f"could not compose the answer: {exc}")
             calls += 1
         answer = str(reply.get("answer", ""))
-        await self._finish(state, RunCompleted(state.run_id, answer), answer)
+        await self._finish(
+            state,
+            RunCompleted(state.run_id, answer),
+            answer,
+            lambda: self._context(state, plan, outcomes),
+        )
         calls += 1 + verifier.calls
         return RunResult(state.run_id, state.session_id, "completed", answer, llm_calls=calls)
 
@@ -608,18 +661,52 @@ class Orchestrator:
         )
         return RunResult(state.run_id, state.session_id, "failed", None, reason)
 
-    async def _finish(self, state: RunState, terminal: Event, reply: str) -> None:
-        """The terminal event and the session's reply, written whole: no cancel cuts them."""
+    async def _finish(
+        self,
+        state: RunState,
+        terminal: Event,
+        reply: str,
+        context: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
+        """The terminal event and the session's reply, written whole: no cancel cuts them.
+
+        A model's intent analysis still running in the background is waited for first
+        (its `IntentAnalyzed` belongs before the end; it also feeds the context)."""
+        intent_done = self._intent_done.get(state.run_id)
+        if intent_done is not None:
+            await intent_done.wait()
         self._finishing.add(state.run_id)
         if state.run_id in self._cancelled:
             return  # a cancel got in first; execute() appends RunCancelled
         with trio.CancelScope(shield=True):
             await self._append(state.run_id, [terminal])
-            await self._say(state, reply)
+            await self._say(state, reply, context() if context is not None else None)
 
-    async def _say(self, state: RunState, text: str) -> None:
-        event = AssistantMessageSent(state.session_id, text, state.run_id)
-        await self.store.append(f"session-{state.session_id}", [event], correlation=state.run_id)
+    async def _say(
+        self, state: RunState, text: str, context: Mapping[str, Any] | None = None
+    ) -> None:
+        """The reply, and (a completed run) what it established for the next plans."""
+        events: list[Event] = [AssistantMessageSent(state.session_id, text, state.run_id)]
+        if context:
+            events.append(ContextUpdated(state.session_id, dict(context)))
+        await self.store.append(f"session-{state.session_id}", events, correlation=state.run_id)
+
+    def _context(
+        self, state: RunState, plan: Plan, outcomes: Mapping[str, StepOutcome]
+    ) -> dict[str, Any]:
+        """What a completed run established for the session: the tools that answered,
+        and the entities its goal named (intent analysis), for follow-ups such as "and
+        what about AAPL?" - the next plan gets it (`_history_from_log`)."""
+        tools = sorted(
+            {
+                s.tool
+                for s in plan.steps
+                if outcomes.get(s.id, StepOutcome("failed")).status == "completed"
+            }
+        )
+        found = self._intents.get(state.run_id, {})
+        context = {k: v for k, v in found.items() if k in CONTEXT_ENTITIES and v}
+        return {"tools": tools, **context} if tools or context else {}
 
     async def _append(self, run_id: str, events: Sequence[Event]) -> None:
         await self.store.append(f"run-{run_id}", events, correlation=run_id)
@@ -628,9 +715,10 @@ class Orchestrator:
         """The session's last messages, read from its stream (used without projections)."""
         stream = f"session-{session_id}"
         version = await self.store.stream_version(stream)
-        records = await self.store.open(
-            await self.store.read_stream(stream, max(0, version - 2 * self.options.session_window))
-        )
+        # Each run adds up to four records (message, reply, context, forget): the
+        # window's messages and the latest context are among the last ones.
+        since = max(0, version - 2 * self.options.session_window - CONTEXT_LOOKBACK)
+        records = await self.store.open(await self.store.read_stream(stream, since))
         messages = [
             {
                 "role": "user" if r.type == "UserMessageReceived" else "assistant",
@@ -639,7 +727,18 @@ class Orchestrator:
             for r in records
             if r.type in ("UserMessageReceived", "AssistantMessageSent")
         ]
-        return messages[-self.options.session_window - 1 : -1]
+        window = (
+            messages[-self.options.session_window - 1 : -1] if self.options.session_window else []
+        )
+        contexts = [
+            r.data["values"]
+            for r in records
+            if r.type == "ContextUpdated" and FORGOTTEN_KEY not in r.data
+        ]
+        if contexts and isinstance(contexts[-1], dict) and contexts[-1]:
+            # The session's latest context first: it outlives the message window.
+            return [{"role": "context", "context": contexts[-1]}, *window]
+        return window
 
     # --- resume -----------------------------------------------------------------------------
 

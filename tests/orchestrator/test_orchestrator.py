@@ -137,7 +137,9 @@ async def test_session_stream_gets_the_question_and_the_answer(
         "SessionStarted",
         "UserMessageReceived",
         "AssistantMessageSent",
+        "ContextUpdated",  # what the run established, for the session's next plans
     ]
+    assert session[3].data["values"]["tools"] == ["math.calculate"]
     assert session[1].data["text"] == "what is 17 * 23 + 4"
     assert session[1].data["message_id"] == result.run_id
     assert session[2].data == {
@@ -302,7 +304,8 @@ async def test_cancel_arriving_as_the_run_completes_does_not_add_a_second_termin
         terminal = [r.type for r in records if r.type in ("RunCompleted", "RunCancelled")]
         assert terminal == ["RunCompleted"]
         session = await store.read_stream("session-lab-session")
-        assert session[-1].data["run_id"] == run_id  # the answer reached the session
+        replies = [r for r in session if r.type == "AssistantMessageSent"]
+        assert replies[-1].data["run_id"] == run_id  # the answer reached the session
 
 
 async def test_executing_a_run_already_executing_here_is_refused(
