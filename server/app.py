@@ -6,7 +6,7 @@ with its provider, embedder, HTTP client and agents, and hands them out together
 `agent_server` puts the WebSocket server on top. `serve`, `run`, `runs resume`,
 `documents` and the wiring tests call these instead of wiring parts by hand, so every
 command maps `[store]`, `[llm]`, `[embeddings]`, `[agents]`, `[performance]`,
-`[features]` and `[resume]` the same way.
+`[features]`, `[resume]` and `[telemetry]` the same way.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from server._render import Progress
 from server._views import memory_keys, memory_options, projections_path
 from server.config import Config, LLMConfig
 from server.errors import ConfigError
+from server.telemetry import TraceExport, open_trace_export
 from server.ws import AgentServer, ServerLimits
 
 HTTP_TIMEOUT_S = 30.0
@@ -332,6 +333,7 @@ class Application:
     runner: ProjectionRunner
     orchestrator: Orchestrator
     warmup: WarmUp = field(default_factory=WarmUp)
+    traces: TraceExport | None = None  # the live trace export, when configured
 
 
 def _embedder_is_used(config: Config) -> bool:
@@ -416,15 +418,22 @@ async def open_application(
                 # the log held at start as well as for its own writes.
                 await runner.wait_for(max(position, opened_at))
 
-            async with open_orchestrator(
-                config,
-                store,
-                memory_index=memory if isinstance(memory, MemoryProjection) else None,
-                documents_index=documents if isinstance(documents, DocumentsProjection) else None,
-                wait_for=wait_for,
-                embedder=embedder,
-            ) as orchestrator:
-                yield Application(config, store, runner, orchestrator, warmup)
+            async with (
+                # Only with `telemetry.otlp_endpoint` set; closed after the orchestrator,
+                # so the runs that ended are still exported.
+                open_trace_export(store, config.telemetry.otlp_endpoint) as traces,
+                open_orchestrator(
+                    config,
+                    store,
+                    memory_index=memory if isinstance(memory, MemoryProjection) else None,
+                    documents_index=(
+                        documents if isinstance(documents, DocumentsProjection) else None
+                    ),
+                    wait_for=wait_for,
+                    embedder=embedder,
+                ) as orchestrator,
+            ):
+                yield Application(config, store, runner, orchestrator, warmup, traces)
         background.cancel_scope.cancel()
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "ResumeConfig",
     "ServerConfig",
     "StoreConfig",
+    "TelemetryConfig",
     "config_as_dict",
     "load_config",
     "resolve_config_path",
@@ -192,6 +193,13 @@ class ResumeConfig:
 
 
 @dataclass(frozen=True)
+class TelemetryConfig:
+    """[telemetry]: where runs' traces go (OTLP/HTTP); empty: no export."""
+
+    otlp_endpoint: str = field(default="", metadata=_OPTIONAL_TEXT)
+
+
+@dataclass(frozen=True)
 class AgentsConfig:
     """[agents]: which agents run and where they may touch files."""
 
@@ -242,6 +250,7 @@ class Config:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
     agents: AgentsConfig = field(default_factory=AgentsConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
 
 # Section name -> section dataclass, read from Config's own fields so the two cannot drift.

@@ -113,6 +113,7 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "documents_chunk_chars": 1200,
         "documents_max_file_bytes": 20971520,
     },
+    "telemetry": {"otlp_endpoint": ""},
 }
 
 
