@@ -96,7 +96,13 @@ def _verify_batch_document(document: Mapping[str, Any]) -> dict[str, Any]:
 
 def _answer_document(document: Mapping[str, Any]) -> dict[str, Any]:
     results = document.get("results") or ()
-    reply = answer(str(document.get("goal", "")), results)
+    goal = str(document.get("goal", ""))
+    reply = answer(goal, results)
+    missing = missing_parts(goal, results)
+    if missing:
+        reply["missing"] = missing
+        said = "; ".join(f"{m['part']} ({m['why']})" for m in missing)
+        reply["answer"] = f"{reply['answer']}\nNot done: {said}."
     if document.get("verify"):
         by_id = {r.get("id"): r for r in results if isinstance(r, Mapping)}
         items = [by_id.get(v.get("id"), {}) for v in document["verify"] if isinstance(v, Mapping)]
@@ -181,6 +187,28 @@ def _substantial(result: Any) -> bool:
 def _brief(value: Any, limit: int = 120) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def missing_parts(goal: str, results: Any) -> list[dict[str, str]]:
+    """Parts of the goal no completed result covers: each ticker of a price question and
+    each place of a time question must appear in some step's result (the coverage
+    check; a plan that dropped "and in New York" leaves New York without a result)."""
+    covered = json.dumps(
+        [r.get("result") for r in _result_items(results) if "result" in r],
+        ensure_ascii=False,
+        default=str,
+    )
+    missing: list[dict[str, str]] = []
+    if entities.has_finance_context(goal):
+        for symbol in entities.tickers(goal):
+            if symbol not in covered:
+                missing.append({"part": f"the price of {symbol}", "why": "no step looked it up"})
+    if entities.has_time_context(goal):
+        for zone in entities.timezones(goal):
+            if zone not in covered:
+                place = entities.place_of(goal, zone) or zone
+                missing.append({"part": f"the time in {place}", "why": "no step looked it up"})
+    return missing
 
 
 def answer(goal: str, results: Any) -> dict[str, Any]:

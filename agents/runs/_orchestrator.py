@@ -48,6 +48,7 @@ from agents.runs._plan import MAX_STEPS, Plan, PlanStep
 from agents.runs._plan_stream import stream_plan
 from agents.runs._planner import Planner
 from agents.runs._repair import (
+    COVER_PREFIX,
     REPLAN_PREFIX,
     failed_steps,
     renamed,
@@ -559,6 +560,18 @@ class Orchestrator:
             except LLMError as exc:
                 return await self._fail(state, f"could not compose the answer: {exc}")
             calls += 1
+            state.replanned = True
+        missing = _missing(reply)
+        if missing and not state.replanned:
+            covered = await self._cover(state, plan, outcomes, verifier, missing)
+            if covered is not None:
+                plan, outcomes, cover_calls = covered
+                calls += cover_calls
+                try:
+                    reply = await self._answer(state, plan, outcomes, [], verifier.verdicts)
+                except LLMError as exc:
+                    return await self._fail(state, f"could not compose the answer: {exc}")
+                calls += 1
         answer = str(reply.get("answer", ""))
         await self._finish(
             state,
@@ -622,6 +635,34 @@ class Orchestrator:
         await self._append(state.run_id, events)
         executor = self._repair_executor(state, verifier, PriorState(outcomes=dict(reused)))
         return new_plan, dict(await executor.execute(new_plan)), planner.calls
+
+    async def _cover(
+        self,
+        state: RunState,
+        plan: Plan,
+        outcomes: dict[str, StepOutcome],
+        verifier: Verifier,
+        missing: list[str],
+    ) -> tuple[Plan, dict[str, StepOutcome], int] | None:
+        """Plan once more for the parts of the goal the answer found no result for
+        (`missing`): `ReplanRequested`, a plan of just those parts whose steps (ids
+        prefixed `c1-`) join the run's plan, run with the completed ones kept. None when
+        no plan comes of it: the answer then says which part was not done."""
+        note = "parts of the goal not done: " + "; ".join(missing)
+        await self._append(state.run_id, [ReplanRequested(state.run_id, note)])
+        state.replanned = True
+        catalog = await trio.to_thread.run_sync(self.registry.catalog)
+        told = {"role": "assistant", "text": f"(the goal was {state.goal!r}; {note})"}
+        history = [*await self._history(state.session_id), told]
+        planner = Planner(self.provider, self.prompts)
+        try:
+            extra = await planner.plan("; ".join(missing), catalog, history, state.run_id)
+        except (InvalidPlan, LLMError):
+            return None
+        merged = Plan((*plan.steps, *renamed(extra, COVER_PREFIX).steps))
+        await self._append(state.run_id, [PlanCreated(state.run_id, merged.to_data())])
+        executor = self._repair_executor(state, verifier, PriorState(outcomes=dict(outcomes)))
+        return merged, dict(await executor.execute(merged)), planner.calls
 
     def _repair_executor(self, state: RunState, verifier: Verifier, prior: PriorState) -> Executor:
         """An executor for a repair round: results judged inline, acted on at once."""
@@ -763,6 +804,19 @@ class Orchestrator:
             for run_id in await self.unfinished_runs():
                 nursery.start_soon(resume_one, run_id)
         return results
+
+
+def _missing(reply: Mapping[str, Any]) -> list[str]:
+    """The parts of the goal an answer says no result covers, as short texts."""
+    found = reply.get("missing")
+    if not isinstance(found, list):
+        return []
+    parts = []
+    for item in found[:MAX_STEPS]:
+        part = item.get("part") if isinstance(item, Mapping) else item
+        if isinstance(part, str) and part.strip():
+            parts.append(part.strip()[:500])
+    return parts
 
 
 def _result_entry(

@@ -10,6 +10,11 @@ wrong, the new plan's steps get fresh ids (`r1-<id>`, so the fold of the run nev
 mixes them with the first plan's), and a new step identical to a completed, passing one
 (same tool, same parameters) takes its result (`StepReused`) instead of running again.
 If that still leaves failures, the answer says which part was not done and why.
+
+Coverage: the answer call also lists the parts of the goal that no result covers
+(`missing`). When it names any, and the run has not replanned yet, the run plans once
+more for just those parts; their steps (`c1-<id>`) join the plan and run, and the
+answer is written again - saying plainly what still is not done.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from agents.runs._plan import REFERENCE, Plan, PlanStep
 from agents.runs._verifier import Verdict
 
 REPLAN_PREFIX = "r1-"
+COVER_PREFIX = "c1-"  # steps planned for parts of the goal the first answer found uncovered
 
 
 def failed_steps(

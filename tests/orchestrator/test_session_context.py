@@ -85,14 +85,16 @@ async def test_intent_is_a_model_call_in_the_background_with_a_real_model(
     async with trio.open_nursery() as nursery:
         _, url = await start_simulator(nursery)
         for async_planner in (True, False):
+            provider = sim_provider(url, store)
             orchestrator = Orchestrator(
                 store,
-                sim_provider(url, store),
+                provider,
                 entry_registry,
                 options=OrchestratorOptions(async_planner=async_planner),
             )
             with trio.fail_after(TIMEOUT_S):
                 result = await orchestrator.run_goal("what is the price of NVDA")
+            await provider.aclose()
             assert result.status == "completed", result
             records = await run_events(store, result.run_id)
             calls = [r.data["purpose"] for r in records if r.type == "LLMCallCompleted"]

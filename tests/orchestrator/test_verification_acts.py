@@ -7,12 +7,23 @@ fails empty results; the lab's probe counts each tool's real calls.
 
 from __future__ import annotations
 
+import json
+
 import trio
 
+from agents.offline._model import _answer_document as offline_answer_document
 from agents.tools._registry import AgentRegistry
 from events import EventStore
 
-from .conftest import TIMEOUT_S, make_orchestrator, run_events, step_events, submit_plan
+from .conftest import (
+    TIMEOUT_S,
+    QuoteEndpoint,
+    make_orchestrator,
+    price_of,
+    run_events,
+    step_events,
+    submit_plan,
+)
 from .lab import Probe, step
 
 
@@ -98,3 +109,49 @@ async def test_dependents_wait_for_the_verdict_and_never_build_on_a_bad_result(
     assert failed.data["error_type"] == "VerificationFailed"
     assert steps["s4"] == ["StepSkipped"]
     assert probe.effect_count("t4") == 0 and probe.effect_count("t2") == 1
+
+
+async def test_a_part_of_the_goal_without_a_result_is_planned_once_more(
+    store: EventStore, entry_registry: AgentRegistry, quote_endpoint: QuoteEndpoint
+) -> None:
+    """Coverage: the plan dropped AAPL (as a model did with "Tokyo and New York"); the
+    answer call finds no result for it, the run plans once more for that part alone,
+    and the answer covers both."""
+    plan = [
+        {
+            "id": "s1",
+            "agent": "quotes",
+            "action": "get_stock_price",
+            "parameters": {"symbol": "NVDA"},
+            "dependencies": [],
+            "reasoning": "the price of NVDA",
+        }
+    ]
+    run_id = await submit_plan(store, plan, goal="what are the prices of NVDA and AAPL")
+    with trio.fail_after(TIMEOUT_S):
+        result = await make_orchestrator(store, entry_registry).execute(run_id)
+    assert result.status == "completed", result
+    records = await run_events(store, run_id)
+    (replan,) = [r for r in records if r.type == "ReplanRequested"]
+    assert replan.data["reason"] == "parts of the goal not done: the price of AAPL"
+    plans = [r.data["steps"] for r in records if r.type == "PlanCreated"]
+    assert len(plans) == 2 and plans[1][0]["id"] == "s1"
+    added = plans[1][1:]
+    assert added and all(s["id"].startswith("c1-") for s in added)
+    assert "AAPL" in json.dumps([s["parameters"] for s in added])
+    answer = result.answer or ""
+    assert str(price_of("NVDA")) in answer and str(price_of("AAPL")) in answer
+    assert "Not done" not in answer
+    assert step_events(records)["s1"] == ["StepStarted", "StepCompleted"]  # not run again
+
+
+def test_the_offline_answer_says_which_part_was_not_done() -> None:
+    reply = offline_answer_document(
+        {
+            "task": "answer",
+            "goal": "what time is it in Tokyo and in New York",
+            "results": [{"id": "s1", "result": {"zone": "Asia/Tokyo", "time": "09:00"}}],
+        }
+    )
+    assert reply["missing"] == [{"part": "the time in New York", "why": "no step looked it up"}]
+    assert reply["answer"].endswith("Not done: the time in New York (no step looked it up).")
