@@ -310,9 +310,11 @@ class TooManyDocuments(ToolError):
 class NothingToIndex(ToolError):
     """The path does not exist and nothing was indexed under it."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, looked_in: str = "") -> None:
         self.path = path
-        super().__init__(f"nothing to index at {path!r}: no such file or folder")
+        self.looked_in = looked_in
+        where = f" (looked for {looked_in})" if looked_in else ""
+        super().__init__(f"nothing to index at {path!r}: no such file or folder{where}")
 
 
 class PlanRefused(InvalidPlan):

@@ -190,7 +190,8 @@ class DocumentIndexer:
         report = IndexReport(collection, target, skipped=found.skipped)
         known = await trio.to_thread.run_sync(self._known_under, collection, target)
         if not found.exists and not known:
-            raise NothingToIndex(path)
+            roots = ", ".join(str(root) for root in self.workspace.real_roots())
+            raise NothingToIndex(path, f"{real}; the workspace is {roots}")
         await self._index_files(found.files, report, progress)
         await self._remove([p for p in known if p not in found.seen], report)
         report.embedding_requests = self.embedder.statistics().requests - requests_before

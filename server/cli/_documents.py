@@ -98,8 +98,7 @@ async def _run(config: Config, args: argparse.Namespace) -> dict[str, Any]:
             try:
                 return await service.index(path, args.collection, _shown(line))
             except NothingToIndex as exc:
-                where = await trio.to_thread.run_sync(_looked_in, workspace, path)
-                raise InputError(f"{exc} ({where})") from exc
+                raise InputError(str(exc)) from exc
             finally:
                 if line is not None:
                     line.close()
@@ -112,12 +111,6 @@ def _cli_path(given: str) -> str:
     """A path that exists from the working directory as an absolute one; else as given."""
     path = Path(given).expanduser()
     return str(path.absolute()) if not path.is_absolute() and path.exists() else given
-
-
-def _looked_in(workspace: Workspace, path: str) -> str:
-    """Where a path that held nothing was looked for, and where the workspace is."""
-    roots = ", ".join(str(root) for root in workspace.real_roots())
-    return f"looked for {workspace.resolve(path)}; the workspace is {roots}"
 
 
 def _shown(line: ProgressLine | None) -> Callable[[IndexProgress], None] | None:

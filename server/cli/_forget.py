@@ -5,21 +5,18 @@ principal's sessions (or of the one session), and the principal's memories - no 
 opens anywhere: log, projections, indexes, exports. The envelope and hashes stay, so
 `audit` still passes.
 
-When a server holds the data dir, the request goes to it over the WebSocket API (the
-URL it recorded there; `--token` or AUTOAGENT_TOKEN when auth is on), so the server's
-own cache of the key is dropped at once. Otherwise the key is destroyed here and the
-event that records it appended to the log.
+When a server holds the data dir (or `--server` names one), the request goes to it
+over the WebSocket API (`server.cli._client`; `--token` or AUTOAGENT_TOKEN when auth is
+on), so the server's own cache of the key is dropped at once. Otherwise the key is
+destroyed here and the event that records it appended to the log.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from typing import Any, TextIO
 
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from events import (
     LOCAL_PRINCIPAL,
@@ -28,14 +25,12 @@ from events import (
     SessionForgotten,
     open_event_store,
 )
-from server._datadir import running_server
 from server._render import dumps
 from server._views import memory_keys
-from server.app import TOKEN_ENV, store_options
+from server.app import store_options
+from server.cli._client import add_server_flags, open_server_client, server_url, token_of
 from server.config import Config
 from server.errors import InputError
-
-SERVER_WAIT_S = 30.0
 
 
 def add_forget_parser(
@@ -49,16 +44,14 @@ def add_forget_parser(
     whom = forget.add_mutually_exclusive_group(required=True)
     whom.add_argument("--user", metavar="NAME", help="the principal whose content to forget")
     whom.add_argument("--session", metavar="ID", help="the session whose content to forget")
-    forget.add_argument(
-        "--token", help=f"token for a running server with auth on (default: ${TOKEN_ENV})"
-    )
+    add_server_flags(forget)
     forget.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
 
 def forget_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
-    record = running_server(config.store.data_path)
-    if record is not None and record.url:
-        outcome = trio.run(_through_server, record.url, args)
+    url = server_url(config, args)
+    if url is not None:
+        outcome = trio.run(_through_server, url, args)
     else:
         outcome = trio.run(_in_process, config, args)
     if args.json:
@@ -94,27 +87,9 @@ async def _in_process(config: Config, args: argparse.Namespace) -> dict[str, Any
 
 
 async def _through_server(url: str, args: argparse.Namespace) -> dict[str, Any]:
-    token = args.token or os.environ.get(TOKEN_ENV, "")
-    request: dict[str, Any] = {"type": "forget", "id": "forget"}
-    if args.session:
-        request |= {"scope": "session", "session_id": args.session}
-    else:
-        request |= {"scope": "me", "user": args.user}
-    try:
-        with trio.fail_after(SERVER_WAIT_S):
-            async with open_websocket_url(url) as ws:
-                if token:
-                    await ws.send_message(json.dumps({"type": "hello", "token": token}))
-                    _expect(json.loads(await ws.get_message()), "welcome")
-                await ws.send_message(json.dumps(request))
-                reply = _expect(json.loads(await ws.get_message()), "forgotten")
-    except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError) as exc:
-        raise InputError(f"the server at {url} did not answer: {exc}") from None
+    fields: dict[str, Any] = {"scope": "session", "session_id": args.session}
+    if not args.session:
+        fields = {"scope": "me", "user": args.user}
+    async with open_server_client(url, token_of(args)) as client:
+        reply = await client.request("forget", "forgotten", **fields)
     return {"via": url, "key_destroyed": bool(reply.get("key_destroyed"))}
-
-
-def _expect(frame: Any, kind: str) -> dict[str, Any]:
-    if not isinstance(frame, dict) or frame.get("type") != kind:
-        message = frame.get("message") if isinstance(frame, dict) else frame
-        raise InputError(f"the server refused: {message}")
-    return frame

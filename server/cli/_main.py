@@ -19,13 +19,15 @@ import trio
 from events import AutoagentError, StoreCorrupted
 from server.bench import add_bench_parser, bench_command
 from server.cli import _admin as admin
+from server.cli._client import add_server_flags, server_url
 from server.cli._documents import add_documents_parser, documents_command
 from server.cli._forget import add_forget_parser, forget_command
 from server.cli._inspect import runs_list, runs_show, sessions_list, sessions_show
 from server.cli._replay import replay
-from server.cli._run import resume_run, retry_run, run_goal
+from server.cli._run import approve_step, cancel_run, resume_run, retry_run, run_goal
 from server.cli._serve import serve
 from server.cli._sim import add_sim_parser, run_sim
+from server.cli._trace import add_trace_parser, runs_trace
 from server.cli._workspace import anchored_workspace, ensure_workspace
 from server.config import Config, load_config, resolve_config_path
 from server.errors import InputError
@@ -106,10 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument(
         "--port", type=int, help="port to listen on, 0 for any free one (server.port, 8765)"
     )
-    run = commands.add_parser("run", parents=[common], help="run one goal in this process")
+    run = commands.add_parser(
+        "run",
+        parents=[common],
+        help="run one goal: in the running server (steps shown as they happen), else here",
+    )
     run.add_argument("goal", help="what to do, in plain words")
     run.add_argument("--session", metavar="ID", help="continue this session (default: a new one)")
     _json_flag(run, "the outcome with the run's events")
+    add_server_flags(run, local=True)
     add_sim_parser(commands, common)
     add_bench_parser(commands, common)
     add_documents_parser(commands, common)
@@ -132,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", parents=[common], help="size and contents of the store")
     _json_flag(stats, "the statistics, the configuration included")
     add_forget_parser(commands, common)
+    _add_approve(commands, common)
     return parser
 
 
@@ -187,9 +195,11 @@ def _add_inspection(commands: SubParsers, common: argparse.ArgumentParser) -> No
     show.add_argument("id", help="the run's id")
     _json_flag(show, "the run with its timeline")
     show.add_argument("--gantt", metavar="OUT.svg", help="also draw the timeline as SVG")
+    add_trace_parser(sub, common)
     resume = sub.add_parser("resume", parents=[common], help="continue an unfinished run")
     resume.add_argument("id", help="the run's id")
     _json_flag(resume, "the outcome with the run's events")
+    add_server_flags(resume, local=True)
     retry = sub.add_parser(
         "retry",
         parents=[common],
@@ -197,6 +207,27 @@ def _add_inspection(commands: SubParsers, common: argparse.ArgumentParser) -> No
     )
     retry.add_argument("id", help="the failed or cancelled run's id")
     _json_flag(retry, "the new run's outcome with its events")
+    add_server_flags(retry, local=True)
+    cancel = sub.add_parser(
+        "cancel", parents=[common], help="stop a run the running server executes or holds"
+    )
+    cancel.add_argument("id", help="the run's id")
+    _json_flag(cancel, "the outcome")
+    add_server_flags(cancel)
+
+
+def _add_approve(commands: SubParsers, common: argparse.ArgumentParser) -> None:
+    approve = commands.add_parser(
+        "approve", parents=[common], help="decide on a step that waits for a human's approval"
+    )
+    approve.add_argument("run_id", metavar="RUN_ID", help="the run whose step waits")
+    approve.add_argument("step_id", metavar="STEP_ID", help="the step that waits (e.g. s2)")
+    approve.add_argument(
+        "decision", choices=("approve", "deny"), help="approve: the step runs; deny: it is skipped"
+    )
+    approve.add_argument("--note", metavar="TEXT", help="a note recorded with the decision")
+    _json_flag(approve, "the decision")
+    add_server_flags(approve)
 
 
 def _with_listen_flags(config: Config, args: argparse.Namespace) -> Config:
@@ -211,18 +242,19 @@ def _config(args: argparse.Namespace) -> Config:
     return anchored_workspace(config)
 
 
-def _uses_workspace(args: argparse.Namespace) -> bool:
-    """Whether the command runs tools that read or write the workspace."""
-    if args.command == "run":  # `serve` creates it itself, once its checks have passed
-        return True
-    if args.command == "runs":
-        return bool(args.runs_command in ("resume", "retry"))
+def _uses_workspace(config: Config, args: argparse.Namespace) -> bool:
+    """Whether the command runs tools that read or write the workspace here."""
+    runs_here = args.command == "run" or (
+        args.command == "runs" and args.runs_command in ("resume", "retry")
+    )
+    if runs_here:  # `serve` creates it itself, once its checks have passed
+        return server_url(config, args) is None  # else the server's tools run the steps
     return bool(args.command == "documents" and args.documents_command == "index")
 
 
 def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     config = _config(args)
-    if _uses_workspace(args):
+    if _uses_workspace(config, args):
         for root in ensure_workspace(config):
             print(f"autoagent: created the workspace folder {root}", file=sys.stderr)
     if args.command == "serve":
@@ -243,8 +275,17 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "run":
         return run_goal(config, args, out)
     if args.command == "runs":
-        handlers = {"show": runs_show, "list": runs_list, "resume": resume_run, "retry": retry_run}
+        handlers = {
+            "show": runs_show,
+            "list": runs_list,
+            "trace": runs_trace,
+            "resume": resume_run,
+            "retry": retry_run,
+            "cancel": cancel_run,
+        }
         return handlers[args.runs_command](config, args, out)
+    if args.command == "approve":
+        return approve_step(config, args, out)
     log = admin.open_readonly(config)
     try:
         if args.command == "audit":

@@ -252,10 +252,12 @@ async def server_goals(client: Client, session: str, count: int) -> list[str]:
 
 
 async def run_goal(data: Path, env: dict[str, str], session: str, n: int) -> dict[str, Any]:
-    """`autoagent run --json` of a memory goal in `session`, in its own process."""
+    """`autoagent run --json --in-process` of a memory goal in `session`, in its own
+    process: it appends to the log itself, beside the server (not through it)."""
     goal = f"remember that run fact {n} is true"
+    argv = ("run", goal, "--session", session, "--json", "--in-process", "--data-dir", str(data))
     done = await trio.run_process(
-        command("run", goal, "--session", session, "--json", "--data-dir", str(data)),
+        command(*argv),
         cwd=ROOT,
         env=env,
         capture_stdout=True,
