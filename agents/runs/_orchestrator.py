@@ -49,7 +49,6 @@ from agents.runs._plan_stream import stream_plan
 from agents.runs._planner import Planner
 from agents.runs._repair import (
     COVER_PREFIX,
-    REPLAN_PREFIX,
     failed_steps,
     renamed,
     replan_note,
@@ -624,8 +623,10 @@ class Orchestrator:
             fresh = await planner.plan(state.goal, catalog, history, state.run_id)
         except (InvalidPlan, LLMError):
             return plan, outcomes, planner.calls  # the answer says what failed
-        originals = {REPLAN_PREFIX + s.id: s.parameters for s in fresh.steps}
         new_plan = renamed(fresh)
+        originals = {
+            new.id: old.parameters for old, new in zip(fresh.steps, new_plan.steps, strict=True)
+        }
         reused = reusable(new_plan, plan, outcomes, verifier.verdicts, originals)
         events: list[Event] = [PlanCreated(state.run_id, new_plan.to_data())]
         events += [

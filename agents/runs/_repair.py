@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agents.runs._outcomes import StepOutcome
-from agents.runs._plan import REFERENCE, Plan, PlanStep
+from agents.runs._plan import MAX_ID_CHARS, REFERENCE, Plan, PlanStep
 from agents.runs._verifier import Verdict
 
 REPLAN_PREFIX = "r1-"
@@ -55,17 +55,19 @@ def with_dependents(plan: Plan, roots: Iterable[str]) -> list[str]:
 
 
 def renamed(plan: Plan, prefix: str = REPLAN_PREFIX) -> Plan:
-    """The plan with every step id prefixed, dependencies and `${id...}` references too."""
-    ids = {step.id for step in plan.steps}
+    """The plan with every step id prefixed, dependencies and `${id...}` references too
+    (an id that would grow past MAX_ID_CHARS becomes `<prefix><n>` instead)."""
+    names = {
+        step.id: prefix + step.id if len(prefix + step.id) <= MAX_ID_CHARS else f"{prefix}{n}"
+        for n, step in enumerate(plan.steps, 1)
+    }
 
     def rename(value: Any) -> Any:
         if isinstance(value, str):
             return REFERENCE.sub(
-                lambda m: (
-                    m.group(0).replace(m.group(1), prefix + m.group(1), 1)
-                    if m.group(1) in ids
-                    else m.group(0)
-                ),
+                lambda m: m.group(0).replace(m.group(1), names[m.group(1)], 1)
+                if m.group(1) in names
+                else m.group(0),
                 value,
             )
         if isinstance(value, Mapping):
@@ -77,11 +79,11 @@ def renamed(plan: Plan, prefix: str = REPLAN_PREFIX) -> Plan:
     return Plan(
         tuple(
             PlanStep(
-                id=prefix + step.id,
+                id=names[step.id],
                 agent=step.agent,
                 action=step.action,
                 parameters=rename(dict(step.parameters)),
-                dependencies=tuple(prefix + d for d in step.dependencies),
+                dependencies=tuple(names.get(d, d) for d in step.dependencies),
                 reasoning=step.reasoning,
             )
             for step in plan.steps

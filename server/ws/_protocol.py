@@ -4,8 +4,8 @@ JSON text frames, one object each, with a `type`. The client requests are declar
 in `REQUESTS`: each message type with its fields, what each field accepts and whether it
 is required. `parse_request` checks a frame against that table and nothing else, and
 `protocol_reference()` renders the same table for the docs, so the two cannot drift.
-Server frames: welcome, accepted, subscribed, cancelled, resumed, approved, forgotten, pong,
-event,
+Server frames: welcome, accepted, subscribed, cancelled, resumed, retried, approved, forgotten,
+pong, event,
 error {id?, code, message}.
 
 Validation is total: whatever a frame holds (any JSON value in any field, nesting deep
