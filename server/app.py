@@ -63,6 +63,7 @@ def store_options(config: Config) -> StoreOptions:
         map_size_mb=config.store.map_size_mb,
         compress_over_bytes=config.store.compress_over_bytes,
         max_event_bytes=config.store.max_event_bytes,
+        watch_interval_s=config.store.watch_interval_s,
     )
 
 
@@ -507,4 +508,5 @@ def agent_server(app: Application) -> AgentServer:
         allowed_origins=app.config.server.allowed_origins,
         metrics_public=app.config.server.metrics_public,
         principals=server_principals(app.config),
+        console=app.config.server.console,
     )

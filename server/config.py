@@ -103,6 +103,7 @@ class ServerConfig:
     tokens: tuple[str, ...] = field(default=(), metadata=_TOKENS)
     principals: tuple[PrincipalConfig, ...] = ()
     allowed_origins: tuple[str, ...] = field(default=(), metadata=_ORIGINS)
+    console: bool = True
     max_frame_bytes: int = field(default=1048576, metadata=_POSITIVE)
     requests_per_second: float = field(default=20.0, metadata=_POSITIVE)
     max_connections: int = field(default=100, metadata=_POSITIVE)
@@ -124,6 +125,7 @@ class StoreConfig:
     compress_over_bytes: int = field(default=4096, metadata=_NON_NEGATIVE)
     max_event_bytes: int = field(default=4194304, metadata=_POSITIVE)
     keys_dir: str = field(default="", metadata=_OPTIONAL_TEXT)
+    watch_interval_s: float = field(default=0.05, metadata=_POSITIVE)
 
     @property
     def data_path(self) -> Path:

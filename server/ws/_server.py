@@ -29,6 +29,7 @@ import functools
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -76,6 +77,24 @@ ORIGIN_REFUSED = (
 )
 
 
+# The web console: static files in server/console/, served at these paths. The page
+# holds no data (it speaks the WebSocket API, which wants the token), so it needs none.
+CONSOLE_DIR = Path(__file__).resolve().parents[1] / "console"
+CONSOLE_PATHS = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/console/console.js": ("console.js", "text/javascript; charset=utf-8"),
+    "/console/console.css": ("console.css", "text/css; charset=utf-8"),
+}
+
+
+def console_files() -> dict[str, tuple[str, bytes]]:
+    """URL path -> (content type, body) of the console's files, read once at start-up."""
+    return {
+        path: (content_type, (CONSOLE_DIR / name).read_bytes())
+        for path, (name, content_type) in CONSOLE_PATHS.items()
+    }
+
+
 def check_bind(host: str, tokens: Iterable[str]) -> None:
     """Refuse to expose an unauthenticated server beyond loopback."""
     if any(tokens):
@@ -111,11 +130,14 @@ class AgentServer:
         allowed_origins: Iterable[str] = (),
         metrics_public: bool = False,
         principals: Mapping[str, Principal] | None = None,
+        console: bool = False,
     ) -> None:
         """`warming` says which parts are still loading in the background (/healthz);
         `allowed_origins` the browser origins besides the server's own that may connect;
         `metrics_public` serves /healthz and /metrics without a token; `principals`
-        maps further tokens to the principals they stand for (`tokens` are admin's)."""
+        maps further tokens to the principals they stand for (`tokens` are admin's);
+        `console` serves the web console's static files at / (`server.console`)."""
+        self.console = console_files() if console else {}
         self.store = store
         self._warming = warming
         self.orchestrator = orchestrator
@@ -228,6 +250,9 @@ class AgentServer:
             return status, "application/json", body
         if head.path == "/metrics":
             return 200, "text/plain; version=0.0.4", render_metrics(self.snapshot())
+        page = self.console.get(head.path.partition("?")[0])
+        if page is not None:
+            return 200, *page
         return 404, "text/plain", b"not found: try /healthz or /metrics, or a WebSocket upgrade\n"
 
     def snapshot(self) -> ServerSnapshot:

@@ -41,6 +41,7 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_runs_per_session": 4,
         "slow_client_timeout_s": 10.0,
         "allowed_origins": [],
+        "console": True,
         "hello_timeout_s": 10.0,
         "idle_timeout_s": 300.0,
         "metrics_public": False,
@@ -52,6 +53,7 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "compress_over_bytes": 4096,
         "max_event_bytes": 4194304,
         "keys_dir": "",
+        "watch_interval_s": 0.05,
     },
     "llm": {
         "provider": "offline",
