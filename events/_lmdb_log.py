@@ -1,19 +1,11 @@
 """The LMDB backend of the event log.
 
-Tables of one environment:
+Sub-databases of one environment:
   events   position (8-byte big-endian) -> hash + body       (written with append=True)
   streams  stream + NUL + version (8-byte BE) -> position
   ids      event id (16 bytes) -> position + version + stream (idempotent appends)
   types    type + NUL + position -> empty                     (reads by type)
   meta     b"format", b"head" (position + hash of the last record)
-
-Format 2 (new stores) keeps `events` in a sub-database of its own and the four other
-tables in one `index` sub-database, each behind a one-byte key prefix: a commit then
-dirties two sub-databases instead of five, and each named sub-database touched costs
-its own pages and a write of the catalog at every synced commit (measured with raw
-py-lmdb, one 300-byte put per table: 0.31 ms per synced transaction with one table,
-0.51 ms with five). Format 1 stores (one sub-database per table) open and work as
-before; `_Tables` hides which one a store has.
 
 Threading: py-lmdb requires a write transaction to begin and commit on one thread, so
 `commit` opens and commits its transaction inside the single call the writer makes in
@@ -46,12 +38,10 @@ from events._log import AppendRequest, EventLog, LogStatistics, Outcome, Planned
 from events._model import RecordedEvent
 from events.errors import EventStoreError, NotAnEventStore, StoreClosed, StoreCorrupted
 
-FORMAT_1 = b"autoagent-eventlog/1"
-FORMAT = b"autoagent-eventlog/2"
+FORMAT = b"autoagent-eventlog/1"
 _U64 = struct.Struct(">Q")
 _U64x2 = struct.Struct(">QQ")
 _DB_NAMES = (b"events", b"streams", b"ids", b"types", b"meta")
-_TABLE_PREFIX = {b"streams": b"s", b"ids": b"i", b"types": b"t", b"meta": b"m"}
 _MAX_DBS = 16
 _MAX_READERS = 1024
 _VERSION_CACHE_SIZE = 100_000
@@ -127,38 +117,16 @@ class _VersionCache:
         self.at = head
 
 
-class _Tables:
-    """Where each table lives: its own sub-database (format 1), or the shared `index`
-    sub-database behind a one-byte key prefix (format 2, see the module docstring).
-
-    `db(name)` is the sub-database and `key(name, key)` the key in it; `prefix(name)`
-    is what every key of the table starts with (b"" in format 1).
-    """
-
-    def __init__(self, dbs: dict[bytes, Any], shared_index: bool) -> None:
-        self._dbs = dbs
-        self.shared_index = shared_index
-
-    def db(self, name: bytes) -> Any:
-        return self._dbs[name]
-
-    def prefix(self, name: bytes) -> bytes:
-        return _TABLE_PREFIX[name] if self.shared_index and name != b"events" else b""
-
-    def key(self, name: bytes, key: bytes) -> bytes:
-        return self.prefix(name) + key
-
-
 class LmdbEventLog(EventLog):
     """Event log in one LMDB environment (a directory)."""
 
     shared: ClassVar[bool] = True
 
     def __init__(
-        self, env: lmdb.Environment, tables: _Tables, compress_over: int, readonly: bool
+        self, env: lmdb.Environment, dbs: dict[bytes, Any], compress_over: int, readonly: bool
     ) -> None:
         self._env = env
-        self._dbs = tables
+        self._dbs = dbs
         self._compress_over = compress_over
         self._gate = _Gate()
         self._closed = False
@@ -198,8 +166,8 @@ class LmdbEventLog(EventLog):
         except lmdb.Error as exc:
             raise NotAnEventStore(f"{path}: cannot open as an event store ({exc})") from exc
         try:
-            tables = _open_tables(env, path, readonly)
-            _check_format(env, tables, path, readonly)
+            dbs = _open_dbs(env, path, readonly)
+            _check_format(env, dbs[b"meta"], path, readonly)
             if not readonly:
                 # Free the reader slots of processes that died (a killed `run`), so
                 # their old snapshots do not keep pages from being reused.
@@ -207,7 +175,7 @@ class LmdbEventLog(EventLog):
         except BaseException:
             env.close()
             raise
-        return cls(env, tables, compress_over, readonly)
+        return cls(env, dbs, compress_over, readonly)
 
     # --- transactions ------------------------------------------------------------
 
@@ -260,23 +228,21 @@ class LmdbEventLog(EventLog):
             for write in plan.writes:
                 self._put_record(txn, write)
             if plan.writes:
-                tables = self._dbs
-                head_value = _pos_key(plan.head_position) + plan.head_hash
-                txn.put(tables.key(b"meta", b"head"), head_value, db=tables.db(b"meta"))
+                txn.put(
+                    b"head", _pos_key(plan.head_position) + plan.head_hash, db=self._dbs[b"meta"]
+                )
         self._versions.committed(plan.writes, (plan.head_position, plan.head_hash))
         return plan.outcomes, plan.writes
 
     def _put_record(self, txn: lmdb.Transaction[bytes], write: PlannedWrite) -> None:
-        tables = self._dbs
         key = _pos_key(write.position)
-        if not txn.put(key, write.value, append=True, db=tables.db(b"events")):
+        if not txn.put(key, write.value, append=True, db=self._dbs[b"events"]):
             raise StoreCorrupted(write.position, "position is not after the last record")
         stream_key = _stream_prefix(write.stream) + _U64.pack(write.version)
-        txn.put(tables.key(b"streams", stream_key), key, db=tables.db(b"streams"))
+        txn.put(stream_key, key, db=self._dbs[b"streams"])
         id_value = _U64x2.pack(write.position, write.version) + write.stream.encode()
-        txn.put(tables.key(b"ids", write.id_bytes), id_value, db=tables.db(b"ids"))
-        type_key = write.type.encode() + b"\x00" + key
-        txn.put(tables.key(b"types", type_key), b"", db=tables.db(b"types"))
+        txn.put(write.id_bytes, id_value, db=self._dbs[b"ids"])
+        txn.put(write.type.encode() + b"\x00" + key, b"", db=self._dbs[b"types"])
 
     def _grow_map(self) -> None:
         with self._gate.exclusive():
@@ -290,7 +256,7 @@ class LmdbEventLog(EventLog):
 
     def read(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         def scan(txn: lmdb.Transaction[memoryview]) -> list[RecordedEvent]:
-            cursor = txn.cursor(self._dbs.db(b"events"))
+            cursor = txn.cursor(self._dbs[b"events"])
             out: list[RecordedEvent] = []
             if not cursor.set_range(_pos_key(after + 1)):
                 return out
@@ -304,7 +270,7 @@ class LmdbEventLog(EventLog):
 
     def read_raw(self, after: int = 0, limit: int = 1000) -> list[tuple[int, bytes]]:
         def scan(txn: lmdb.Transaction[memoryview]) -> list[tuple[int, bytes]]:
-            cursor = txn.cursor(self._dbs.db(b"events"))
+            cursor = txn.cursor(self._dbs[b"events"])
             out: list[tuple[int, bytes]] = []
             if not cursor.set_range(_pos_key(after + 1)):
                 return out
@@ -348,9 +314,8 @@ class LmdbEventLog(EventLog):
         key_pos: bool = False,
     ) -> list[RecordedEvent]:
         """Follow an index (streams or types) to records with position > after."""
-        prefix, start = self._dbs.key(db, prefix), self._dbs.key(db, start)
-        cursor = txn.cursor(self._dbs.db(db))
-        events = self._dbs.db(b"events")
+        cursor = txn.cursor(self._dbs[db])
+        events = self._dbs[b"events"]
         out: list[RecordedEvent] = []
         if not cursor.set_range(start):
             return out
@@ -377,15 +342,14 @@ class LmdbEventLog(EventLog):
     def streams(self, prefix: str = "") -> list[tuple[str, int]]:
         def scan(txn: lmdb.Transaction[memoryview]) -> list[tuple[str, int]]:
             view = _TxnView(txn, self._dbs)
-            table = self._dbs.prefix(b"streams")
-            cursor = txn.cursor(self._dbs.db(b"streams"))
+            cursor = txn.cursor(self._dbs[b"streams"])
             out: list[tuple[str, int]] = []
-            seek = table + prefix.encode()
+            seek = prefix.encode()
             while cursor.set_range(seek):
                 name_bytes = bytes(cursor.key())[:-9]
-                if not name_bytes.startswith(table + prefix.encode()):
+                if not name_bytes.startswith(prefix.encode()):
                     break
-                name = name_bytes[len(table) :].decode()
+                name = name_bytes.decode()
                 out.append((name, view.stream_version(name)))
                 seek = name_bytes + b"\x01"
             return out
@@ -395,14 +359,9 @@ class LmdbEventLog(EventLog):
     def type_counts(self) -> dict[str, int]:
         def scan(txn: lmdb.Transaction[memoryview]) -> dict[str, int]:
             counts: dict[str, int] = {}
-            table = self._dbs.prefix(b"types")
-            cursor = txn.cursor(self._dbs.db(b"types"))
-            if not cursor.set_range(table):
-                return counts
+            cursor = txn.cursor(self._dbs[b"types"])
             for key in cursor.iternext(values=False):
-                if not bytes(key[: len(table)]) == table:
-                    break
-                name = bytes(key[len(table) : -9]).decode()
+                name = bytes(key[:-9]).decode()
                 counts[name] = counts.get(name, 0) + 1
             return counts
 
@@ -432,7 +391,7 @@ class _TxnView:
     def __init__(
         self,
         txn: lmdb.Transaction[Any],
-        dbs: _Tables,
+        dbs: dict[bytes, Any],
         versions: dict[str, int] | None = None,
     ) -> None:
         self._txn = txn
@@ -440,7 +399,7 @@ class _TxnView:
         self.versions = versions if versions is not None else {}
 
     def head(self) -> tuple[int, bytes]:
-        raw = self._txn.get(self._dbs.key(b"meta", b"head"), db=self._dbs.db(b"meta"))
+        raw = self._txn.get(b"head", db=self._dbs[b"meta"])
         if raw is None:
             return 0, GENESIS_HASH
         raw = bytes(raw)
@@ -450,8 +409,8 @@ class _TxnView:
         cached = self.versions.get(stream)
         if cached is not None:
             return cached
-        prefix = self._dbs.key(b"streams", _stream_prefix(stream))
-        cursor = self._txn.cursor(self._dbs.db(b"streams"))
+        prefix = _stream_prefix(stream)
+        cursor = self._txn.cursor(self._dbs[b"streams"])
         if cursor.set_range(prefix + b"\xff" * 8):
             if not cursor.prev():
                 return 0
@@ -463,7 +422,7 @@ class _TxnView:
         return int(_U64.unpack(key[-8:])[0])
 
     def find_id(self, id_bytes: bytes) -> tuple[int, int, str] | None:
-        raw = self._txn.get(self._dbs.key(b"ids", id_bytes), db=self._dbs.db(b"ids"))
+        raw = self._txn.get(id_bytes, db=self._dbs[b"ids"])
         if raw is None:
             return None
         raw = bytes(raw)
@@ -488,35 +447,19 @@ def _require_store_dir(path: Path) -> None:
         raise NotAnEventStore(f"{path}: not an autoagent store (no data.mdb)")
 
 
-def _open_tables(env: lmdb.Environment, path: Path, readonly: bool) -> _Tables:
-    """The store's tables: format 1 (a sub-database each) when it has them, else
-    format 2 (`events` and `index`), created so when the store is new."""
+def _open_dbs(env: lmdb.Environment, path: Path, readonly: bool) -> dict[bytes, Any]:
     try:
         # No explicit transaction: py-lmdb drops handles opened in a read-only one.
-        if _has_db(env, b"meta"):
-            return _Tables({name: env.open_db(name, create=False) for name in _DB_NAMES}, False)
-        events = env.open_db(b"events", create=not readonly)
-        index = env.open_db(b"index", create=not readonly)
+        return {name: env.open_db(name, create=not readonly) for name in _DB_NAMES}
     except lmdb.Error as exc:
         raise NotAnEventStore(f"{path}: not an autoagent store ({exc})") from exc
-    return _Tables({b"events": events, **{name: index for name in _TABLE_PREFIX}}, True)
 
 
-def _has_db(env: lmdb.Environment, name: bytes) -> bool:
-    try:
-        env.open_db(name, create=False)
-    except lmdb.NotFoundError:
-        return False
-    return True
-
-
-def _check_format(env: lmdb.Environment, tables: _Tables, path: Path, readonly: bool) -> None:
-    expected = FORMAT if tables.shared_index else FORMAT_1
-    key = tables.key(b"meta", b"format")
+def _check_format(env: lmdb.Environment, meta: Any, path: Path, readonly: bool) -> None:
     with env.begin(write=not readonly) as txn:
-        found = txn.get(key, db=tables.db(b"meta"))
-        if found is None and not readonly and tables.shared_index:
-            txn.put(key, FORMAT, db=tables.db(b"meta"))
+        found = txn.get(b"format", db=meta)
+        if found is None and not readonly:
+            txn.put(b"format", FORMAT, db=meta)
             return
-    if found != expected:
+    if found != FORMAT:
         raise NotAnEventStore(f"{path}: not an autoagent store (format {found!r})")

@@ -28,13 +28,11 @@ from events import (
     MemoryAdded,
     NewEvent,
     NotAnEventStore,
-    RunCancelled,
     SessionStarted,
     StoreOptions,
     UserMessageReceived,
     audit_log,
     open_event_store,
-    prepare_append,
 )
 from events._codec import PreparedEvent, pack_data
 from events._log import AppendRequest
@@ -175,35 +173,10 @@ def test_readonly_open_of_an_environment_with_another_format_raises(tmp_path: Pa
     LmdbEventLog.open(path, map_size=1 << 20).close()
     env = lmdb.open(str(path), max_dbs=16)
     with env.begin(write=True) as txn:
-        # Format 2 keeps the meta table in the shared `index` sub-database, prefix "m".
-        txn.put(b"mformat", b"someone-else/9", db=env.open_db(b"index", txn=txn))
+        txn.put(b"format", b"someone-else/9", db=env.open_db(b"meta", txn=txn))
     env.close()
     with pytest.raises(NotAnEventStore, match="format b'someone-else/9'"):
         LmdbEventLog.open(path, readonly=True)
-
-
-def test_a_format_1_store_still_opens_reads_and_appends(tmp_path: Path) -> None:
-    """Stores written before format 2 (one sub-database per table) keep working."""
-    path = tmp_path / "format-1"
-    env = lmdb.open(str(path), max_dbs=16)
-    with env.begin(write=True) as txn:
-        for name in (b"events", b"streams", b"ids", b"types"):
-            env.open_db(name, txn=txn)
-        txn.put(b"format", b"autoagent-eventlog/1", db=env.open_db(b"meta", txn=txn))
-    env.close()
-    log = LmdbEventLog.open(path, map_size=1 << 20)
-    try:
-        request = prepare_append("run-a", [RunCancelled("a"), RunCancelled("a")], ANY, 1 << 20)
-        log.commit([request], 1)
-        assert [r.version for r in log.read_stream("run-a")] == [1, 2]
-        assert log.streams() == [("run-a", 2)] and log.type_counts() == {"RunCancelled": 2}
-    finally:
-        log.close()
-    reader = LmdbEventLog.open(path, readonly=True)
-    try:
-        assert reader.head()[0] == 2 and reader.stream_version("run-a") == 2
-    finally:
-        reader.close()
 
 
 def test_readonly_open_of_an_empty_store_reads_nothing(tmp_path: Path) -> None:
