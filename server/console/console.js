@@ -420,8 +420,11 @@ function renderEvents() {
   if ($("follow").checked) list.scrollTop = list.scrollHeight;
   const chosen = log.events.find((e) => e.position === ui.event);
   $("event-detail").textContent = chosen ? JSON.stringify({
-    position: chosen.position, stream: chosen.stream, type: chosen.event_type,
-    ts: new Date(ms(chosen.ts)).toISOString(), data: chosen.data }, null, 2) : "Click an event to see it.";
+    position: chosen.position, stream: chosen.stream, version: chosen.version,
+    type: chosen.event_type, ts: new Date(ms(chosen.ts)).toISOString(), id: chosen.id,
+    correlation: chosen.correlation, causation: chosen.causation,
+    prev_hash: chosen.prev_hash, hash: chosen.hash, data: chosen.data }, null, 2)
+    : "Click an event to see it.";
 }
 
 function fillSelect(select, values, label) {

@@ -405,6 +405,9 @@ def reply_frame(kind: str, request_id: Any, **fields: Any) -> str:
 
 
 def event_frame(record: RecordedEvent) -> str:
+    """An event as clients get it: the documented fields, then the record's envelope
+    (its version in the stream, id, correlation, causation and its place in the hash
+    chain), so a client can show and check what the log holds."""
     return dumps_frame(
         {
             "type": "event",
@@ -413,6 +416,12 @@ def event_frame(record: RecordedEvent) -> str:
             "event_type": record.type,
             "data": record.data,
             "ts": record.ts,
+            "version": record.version,
+            "id": str(record.id),
+            "correlation": record.correlation,
+            "causation": record.causation,
+            "prev_hash": record.prev_hash.hex(),
+            "hash": record.hash.hex(),
         }
     )
 

@@ -250,6 +250,9 @@ def test_a_goal_shows_its_steps_and_its_answer(serve: type[Served], page: Page) 
     assert detail["type"] == "StepCompleted" and detail["stream"].startswith("run-")
     assert detail["data"]["result"]["value"] == 395
     assert isinstance(detail["position"], int) and detail["ts"].endswith("Z")
+    # The event with its place in the hash chain, as the log holds it.
+    assert len(detail["hash"]) == 64 and len(detail["prev_hash"]) == 64
+    assert detail["version"] >= 1 and detail["id"]
     page.select_option("#filter-type", "StepStarted")
     expect(page.locator("#event-list tbody tr")).to_have_count(1)
     assert "StepStarted" in page.locator("#event-list tbody tr").inner_text()

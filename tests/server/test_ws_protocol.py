@@ -76,7 +76,24 @@ async def test_message_is_accepted_then_its_run_events_arrive_live_in_order(app:
     assert all(e["stream"] == stream for e in events)
     assert positions(events) == await stream_positions(app, stream, 0)
     completed = events[-1]
-    assert completed.keys() == {"type", "position", "stream", "event_type", "data", "ts"}
+    assert completed.keys() == {
+        "type",
+        "position",
+        "stream",
+        "event_type",
+        "data",
+        "ts",
+        "version",
+        "id",
+        "correlation",
+        "causation",
+        "prev_hash",
+        "hash",
+    }
+    (record,) = await app.store.read(completed["position"] - 1, 1)
+    assert completed["hash"] == record.hash.hex() and completed["id"] == str(record.id)
+    assert completed["prev_hash"] == record.prev_hash.hex()
+    assert completed["version"] == record.version and completed["correlation"] == run_id
     assert completed["data"]["run_id"] == run_id and "395" in completed["data"]["answer"]
     assert isinstance(completed["ts"], int) and completed["ts"] > 0
 
