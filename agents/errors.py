@@ -205,6 +205,14 @@ class RunNotRetryable(AgentError):
         super().__init__(f"run {run_id!r} cannot be retried: {reason}")
 
 
+class SessionNotYours(AgentError):
+    """A `user` principal posted into a session another principal started."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(f"session {session_id!r} is not yours")
+
+
 class RunAlreadyFinished(AgentError):
     """A resume or cancel of a run that already completed, failed or was cancelled."""
 

@@ -209,18 +209,14 @@ class KeyStore(abc.ABC):
         if cached is not None and now - cached[1] < self.revalidate_s:
             return cached[0]
         with self._lock:
-            if cached is not None and self._still_live(owner, cached[2]):
-                found: tuple[UserKey, str | None] | None = (cached[0], cached[2])
-            else:
-                found = self._open(owner)
+            # Read again: a forget (here or in another process) and a new key since
+            # the cached one was checked must not let the old key back in.
+            found: tuple[UserKey, str | None] | None = self._open(owner)
             if found is None:
                 self._cache.pop(owner, None)
                 return None
             self._cache[owner] = (found[0], now, found[1])
             return found[0]
-
-    def _still_live(self, owner: str, wrapped_by: str | None) -> bool:
-        return self._exists(owner) and (wrapped_by is None or self._exists(wrapped_by))
 
     def _open(self, owner: str) -> tuple[UserKey, str | None] | None:
         record = self._load(owner)

@@ -169,11 +169,14 @@ class Sealer:
 
     # --- sealing ---------------------------------------------------------------------
 
-    def observe(self, stream: str, events: Iterable[Event | NewEvent]) -> None:
-        """Learn run -> session and session -> principal from an append."""
+    def observe(self, stream: str, events: Iterable[Event | NewEvent], *, committed: bool) -> None:
+        """Learn run -> session (from an append about to be sealed: the run's own first
+        event says it) and session -> principal (only from a committed append: a
+        `SessionStarted` another principal's won the race to must not name the owner)."""
+        wanted = ("RunRequested", "SessionStarted") if committed else ("RunRequested",)
         for event in events:
             etype = event.type_name() if isinstance(event, Event) else event.type
-            if etype not in ("RunRequested", "SessionStarted"):
+            if etype not in wanted:
                 continue
             data = event.to_data() if isinstance(event, Event) else dict(event.data)
             if etype == "RunRequested" and stream.startswith(RUN_STREAM):

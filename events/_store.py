@@ -160,8 +160,9 @@ class EventStore:
         `correlation` / `causation` apply to typed `Event`s; a `NewEvent` carries its own.
         """
         key = None
-        if self.sealer is not None and stream.startswith(_SEALED_STREAMS):
-            self.sealer.observe(stream, events)
+        sealed_stream = self.sealer is not None and stream.startswith(_SEALED_STREAMS)
+        if self.sealer is not None and sealed_stream:
+            self.sealer.observe(stream, events, committed=False)
             if self.sealer.wants(stream, events):
                 key = await self.sealer.key_for(stream, self.log)
         request = prepare_append(
@@ -185,6 +186,10 @@ class EventStore:
         if isinstance(outcome, BaseException):
             raise outcome
         assert outcome is not None
+        if self.sealer is not None and sealed_stream:
+            # Learned only from what is in the log: a refused SessionStarted (another
+            # principal created the session first) must not name the session's owner.
+            self.sealer.observe(stream, events, committed=True)
         return outcome
 
     async def run_writer(

@@ -55,7 +55,10 @@ class ExecutorOptions:
 # Called with each completed step; a verdict returned (inline verification) is acted
 # on before the step counts as done: see `_settle`.
 OnCompleted = Callable[[PlanStep, Any], Awaitable[Verdict | None]]
-Decide = Callable[[PlanStep], str | None]  # resume policy: a reason to fail, or None
+Decide = Callable[[PlanStep], str | None]
+# More than sealing adds to an event (a 29-byte nonce and tag, the owner and key id, the
+# box's keys): checked against before the append, so an unstorable result fails its step.
+SEALING_OVERHEAD_BYTES = 512  # resume policy: a reason to fail, or None
 
 
 class Executor:
@@ -303,7 +306,7 @@ class Executor:
                         f"run-{self._run_id}",
                         [self._event(step, outcome)],
                         ANY,
-                        self._store.options.max_event_bytes,
+                        self._max_result_bytes(),
                     )
                 checked.append(outcome)
             except EventStoreError as exc:
@@ -322,6 +325,12 @@ class Executor:
                     )
                 )
         return checked if len(outcomes) == len(group) else outcomes
+
+    def _max_result_bytes(self) -> int:
+        """The size a completed step's event may have here: the store's cap, less what
+        sealing adds (the box's nonce, tag, owner and key id) when the store seals."""
+        cap = self._store.options.max_event_bytes
+        return cap - SEALING_OVERHEAD_BYTES if self._store.sealer is not None else cap
 
     def _event(self, step: PlanStep, outcome: StepOutcome) -> Event:
         if outcome.status == "completed":

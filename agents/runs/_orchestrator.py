@@ -16,6 +16,7 @@ appends `RunCancelled`; a shutdown leaves the run unfinished, for resume.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from agents.errors import (
     RunAlreadyRunning,
     RunNotFound,
     RunNotRetryable,
+    SessionNotYours,
 )
 from agents.llm import (
     LLMProvider,
@@ -80,6 +82,7 @@ from events import (
     SessionStarted,
     StepReused,
     UserMessageReceived,
+    WrongExpectedVersion,
     validate_stream,
 )
 
@@ -173,12 +176,14 @@ class Orchestrator:
         *,
         client: str = "",
         principal: str = LOCAL_PRINCIPAL,
+        only_own_session: bool = False,
     ) -> Submitted:
         """Record the user's message and the run request; the run itself starts later.
 
         `principal` is who asks: a new session belongs to it, the run records it, and
-        the memory tools act for it. Whether it may post into an existing session is
-        the caller's check (the server's).
+        the memory tools act for it. With `only_own_session` (a `user` principal), a
+        session that belongs to someone else - also one created by another principal
+        a moment ago - is refused (`SessionNotYours`) before anything is appended.
         """
         goal = self.check_goal(goal)
         session_id = session_id or uuid.uuid4().hex[:12]
@@ -189,11 +194,13 @@ class Orchestrator:
         run_id = uuid.uuid4().hex[:12]
         session_stream = f"session-{session_id}"
         if await self.store.stream_version(session_stream) == 0:
-            await self.store.append(
-                session_stream,
-                [SessionStarted(session_id, user=principal, client=client)],
-                NO_STREAM,
-            )
+            started = SessionStarted(session_id, user=principal, client=client)
+            with contextlib.suppress(WrongExpectedVersion):  # created meanwhile: checked below
+                await self.store.append(session_stream, [started], NO_STREAM)
+        if only_own_session:
+            first = await self.store.read_stream(session_stream, 0, 1)
+            if not first or first[0].data.get("user") != principal:
+                raise SessionNotYours(session_id)
         await self.store.append(session_stream, [UserMessageReceived(session_id, run_id, goal)])
         result = await self.store.append(
             f"run-{run_id}",
@@ -206,11 +213,11 @@ class Orchestrator:
     async def retry(self, run_id: str, *, principal: str = "", by: str = "") -> Submitted:
         """Ask for a failed or cancelled run again, as a new run linked to it.
 
-        The new run (`RunRequested.retry_of`) is appended first, so once this returns it
-        will run, also after a crash; then `RunRetried` on the old stream, at the version
-        just read, so two retries of one run cannot both be recorded (the loser's new
-        run stays in the log, as any requested run, and runs). When it executes, the new
-        run takes the old plan and reuses the results of its completed steps whose
+        `RunRetried` goes on the old stream first, at the version just read, so of two
+        retries of one run only one is recorded (the other is refused before it appends
+        anything); then the new run (`RunRequested.retry_of`). A retry interrupted
+        between the two is completed by the next one, with the recorded id. When it
+        executes, the new run takes the old plan and reuses the results of its completed steps whose
         tools are idempotent (`StepReused`); the others run again.
         """
         old = await load_run(self.store, run_id)
@@ -218,18 +225,27 @@ class Orchestrator:
             raise RunNotFound(run_id)
         if old.status not in ("failed", "cancelled"):
             raise RunNotRetryable(run_id, f"it is {old.status}; only failed or cancelled runs")
-        if old.retried_by:
-            raise RunNotRetryable(run_id, f"it was retried already, as run {old.retried_by}")
         if old.forgotten:
             raise RunNotRetryable(run_id, "its content was forgotten")
-        new_id = uuid.uuid4().hex[:12]
         who = principal or old.principal
+        if old.retried_by:
+            if await self.store.stream_version(f"run-{old.retried_by}") > 0:
+                raise RunNotRetryable(run_id, f"it was retried already, as run {old.retried_by}")
+            new_id = old.retried_by  # a retry interrupted between its two appends
+        else:
+            new_id = uuid.uuid4().hex[:12]
+            retried = RunRetried(run_id, new_id, by or who)
+            try:
+                await self.store.append(f"run-{run_id}", [retried], old.version, correlation=run_id)
+            except WrongExpectedVersion:
+                raise RunNotRetryable(run_id, "it is being retried already") from None
         requested = RunRequested(new_id, old.session_id, old.goal, who, retry_of=run_id)
-        result = await self.store.append(
-            f"run-{new_id}", [requested], NO_STREAM, correlation=new_id
-        )
-        retried = RunRetried(run_id, new_id, by or who)
-        await self.store.append(f"run-{run_id}", [retried], old.version, correlation=run_id)
+        try:
+            result = await self.store.append(
+                f"run-{new_id}", [requested], NO_STREAM, correlation=new_id
+            )
+        except WrongExpectedVersion:
+            raise RunNotRetryable(run_id, f"it was retried already, as run {new_id}") from None
         return Submitted(new_id, old.session_id, result.last_position)
 
     async def run_goal(self, goal: str, session_id: str | None = None) -> RunResult:
@@ -309,6 +325,9 @@ class Orchestrator:
         for step in old.plan.steps:
             outcome = old.prior.outcomes.get(step.id)
             spec = self.registry.spec(step.agent, step.action)
+            verdict = old.verdicts.get(step.id)
+            if verdict is not None and verdict.failed:
+                continue  # judged bad: run it again rather than answer from it
             if outcome is not None and outcome.status == "completed" and spec and spec.idempotent:
                 events.append(StepReused(state.run_id, step.id, old.run_id, outcome.result))
         await self._append(state.run_id, events)
@@ -469,6 +488,7 @@ class Orchestrator:
             state.run_id,
             state.goal,
             batching=self.options.step_batching,
+            prior=state.verdicts,
         )
         background = (
             self.options.background_verification and not self.options.verify_before_dependents
@@ -660,6 +680,8 @@ class Orchestrator:
             extra = await planner.plan("; ".join(missing), catalog, history, state.run_id)
         except (InvalidPlan, LLMError):
             return None
+        if len(plan.steps) + len(extra.steps) > MAX_STEPS:
+            return None  # a plan the log could not give back whole
         merged = Plan((*plan.steps, *renamed(extra, COVER_PREFIX).steps))
         await self._append(state.run_id, [PlanCreated(state.run_id, merged.to_data())])
         executor = self._repair_executor(state, verifier, PriorState(outcomes=dict(outcomes)))
@@ -768,6 +790,7 @@ class Orchestrator:
             }
             for r in records
             if r.type in ("UserMessageReceived", "AssistantMessageSent")
+            and FORGOTTEN_KEY not in r.data  # a forgotten message tells the planner nothing
         ]
         window = (
             messages[-self.options.session_window - 1 : -1] if self.options.session_window else []

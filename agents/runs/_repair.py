@@ -19,6 +19,7 @@ answer is written again - saying plainly what still is not done.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -57,17 +58,23 @@ def with_dependents(plan: Plan, roots: Iterable[str]) -> list[str]:
 def renamed(plan: Plan, prefix: str = REPLAN_PREFIX) -> Plan:
     """The plan with every step id prefixed, dependencies and `${id...}` references too
     (an id that would grow past MAX_ID_CHARS becomes `<prefix><n>` instead)."""
-    names = {
-        step.id: prefix + step.id if len(prefix + step.id) <= MAX_ID_CHARS else f"{prefix}{n}"
-        for n, step in enumerate(plan.steps, 1)
-    }
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for n, step in enumerate(plan.steps, 1):
+        name = prefix + step.id
+        if len(name) > MAX_ID_CHARS or name in taken:
+            name = next(f"{prefix}{m}" for m in itertools.count(n) if f"{prefix}{m}" not in taken)
+        names[step.id] = name
+        taken.add(name)
 
     def rename(value: Any) -> Any:
         if isinstance(value, str):
             return REFERENCE.sub(
-                lambda m: m.group(0).replace(m.group(1), names[m.group(1)], 1)
-                if m.group(1) in names
-                else m.group(0),
+                lambda m: (
+                    m.group(0).replace(m.group(1), names[m.group(1)], 1)
+                    if m.group(1) in names
+                    else m.group(0)
+                ),
                 value,
             )
         if isinstance(value, Mapping):
@@ -110,7 +117,9 @@ def reusable(
         and not (s.id in verdicts and verdicts[s.id].failed)
     }
     found: dict[str, StepOutcome] = {}
-    for step in new_plan.steps:
+    for step in new_plan.steps:  # dependencies come first in a plan
+        if any(d not in found for d in step.dependencies):
+            continue  # its inputs are new: the old result was built on other ones
         key = (step.agent, step.action, _key(new_parameters.get(step.id, step.parameters)))
         if key in passing:
             found[step.id] = passing[key]

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from agents.runs._outcomes import Decision, PriorState, StepOutcome
 from agents.runs._plan import Plan
+from agents.runs._verifier import Verdict, recorded_verdict
 from events import FORGOTTEN_KEY, TERMINAL_RUN_STATUS, EventStore, RecordedEvent
 
 READ_BATCH = 1000
@@ -30,6 +31,7 @@ class RunState:
     status: str = "missing"  # a RunStatus
     prior: PriorState = field(default_factory=PriorState)
     verified: set[str] = field(default_factory=set)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)  # the latest per step
     version: int = 0
     principal: str = ""
     retry_of: str = ""  # the run this one tries again
@@ -111,6 +113,7 @@ class RunState:
 
     def _on_VerificationCompleted(self, data: dict[str, Any]) -> None:
         self.verified.add(data["step_id"])
+        self.verdicts[str(data["step_id"])] = recorded_verdict(data)
 
 
 def _decision(granted: bool, data: dict[str, Any]) -> Decision:

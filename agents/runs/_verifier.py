@@ -29,6 +29,7 @@ from events import EventStore, VerificationCompleted
 
 DEFAULT_HOLD_S = 5.0
 MAX_NOTES_CHARS = 2000
+UNAVAILABLE = "verification unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,10 @@ class Verifier:
         *,
         batching: bool = True,
         hold_s: float = DEFAULT_HOLD_S,
+        prior: Mapping[str, Verdict] | None = None,
     ) -> None:
+        """`prior`: the verdicts the run's log already holds (a resumed run acts on
+        them as on its own)."""
         self._store = store
         self._provider = provider
         self._prompts = prompts
@@ -74,7 +78,7 @@ class Verifier:
         # A plan has at most MAX_STEPS steps and each completes once, so a full buffer
         # is never reached in practice; bounded all the same (backpressure, not growth).
         self._send, self._receive = trio.open_memory_channel[tuple[PlanStep, Any]](MAX_STEPS)
-        self.verdicts: dict[str, Verdict] = {}
+        self.verdicts: dict[str, Verdict] = dict(prior or {})
         self.calls = 0
 
     async def submit(self, step: PlanStep, result: Any) -> None:
@@ -160,12 +164,21 @@ class Verifier:
             answer = await self._chat("verify_batch", {"goal": self._goal, "items": items})
             return _batch_verdicts(answer.data, len(items))
         except LLMError as exc:
-            note = f"verification unavailable: {type(exc).__name__}: {exc}"
+            note = f"{UNAVAILABLE}: {type(exc).__name__}: {exc}"
             return [Verdict(False, 0.0, note, judged=False) for _ in items]
 
     async def _chat(self, task: str, payload: Mapping[str, Any]) -> Any:
         messages = task_messages(self._prompts, task, payload)
         return await self._provider.chat_json(messages, purpose="verify", run_id=self._run_id)
+
+
+def recorded_verdict(data: Mapping[str, Any]) -> Verdict:
+    """A `VerificationCompleted` payload as a verdict; one recorded when no verifier
+    could be asked (confidence 0, "verification unavailable") is not a judgement."""
+    notes = str(data.get("notes", ""))
+    confidence = float(data.get("confidence", 0.0))
+    unjudged = confidence == 0.0 and notes.startswith(UNAVAILABLE)
+    return Verdict(bool(data.get("passed")), confidence, notes, judged=not unjudged)
 
 
 def _verdict(data: Mapping[str, Any]) -> Verdict:

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from agents.errors import InvalidGoal
+from agents.errors import InvalidGoal, SessionNotYours
 from agents.runs import Orchestrator, Submitted
 from events import TERMINAL_RUN_TYPES, AutoagentError, EventStore
 from server._access import LOCAL, Principal, match_token
@@ -326,8 +326,14 @@ class Connection:
             )
         try:
             submitted = await self.app.orchestrator.submit(
-                request.fields["text"], session_id, client="ws", principal=principal.name
+                request.fields["text"],
+                session_id,
+                client="ws",
+                principal=principal.name,
+                only_own_session=not principal.is_admin,
             )
+        except SessionNotYours as exc:
+            raise BadFrame(str(exc), "forbidden", request.id) from None
         except InvalidGoal as exc:
             raise BadFrame(str(exc), "bad_request", request.id) from None
         self.sessions.add(submitted.session_id)

@@ -43,6 +43,7 @@ from events import (
     RunCancelled,
     RunFailed,
     SessionForgotten,
+    WrongExpectedVersion,
 )
 from projections import MetricsProjection, ProjectionRunner
 from server._access import (
@@ -152,6 +153,7 @@ class AgentServer:
         self._per_token: dict[str, int] = {}
         self._active_runs: dict[str, str] = {}  # run id -> session id
         self._run_principal: dict[str, str] = {}  # active run id -> who asked for it
+        self._run_ended: dict[str, trio.Event] = {}  # active run id -> set when it ends
         self._session_owners: dict[str, str] = {}  # owners never change: cached
         self._runs: trio.Nursery | None = None
         self.stats = {"connections_total": 0, "rejected_connections": 0, "runs_started": 0}
@@ -301,6 +303,7 @@ class AgentServer:
         assert self._runs is not None
         self._active_runs[run_id] = session_id
         self._run_principal[run_id] = principal
+        self._run_ended[run_id] = trio.Event()
         self.stats["runs_started"] += 1
         self._runs.start_soon(functools.partial(self._drive, run_id, resume))
 
@@ -316,6 +319,9 @@ class AgentServer:
         finally:
             self._active_runs.pop(run_id, None)
             self._run_principal.pop(run_id, None)
+            ended = self._run_ended.pop(run_id, None)
+            if ended is not None:
+                ended.set()
 
     async def _record_crash(self, run_id: str, failure: BaseExceptionGroup[Exception]) -> None:
         """`RunFailed` for a run a bug ended, so it does not look in progress forever.
@@ -349,14 +355,16 @@ class AgentServer:
 
     async def run_owner(self, run_id: str) -> str | None:
         """The principal that asked for a run (its session's, in logs written before
-        principals); None when there is no such run."""
+        principals; "" when neither is known); None when there is no such run."""
         first = await self.store.read_stream(f"run-{run_id}", 0, 1)
         if not first or first[0].type != "RunRequested":
             return None
         principal = first[0].data.get("principal")
         if principal:
             return str(principal)
-        return await self.session_owner(str(first[0].data.get("session_id")))
+        # A run from before principals: its session's owner, else nobody's ("", which
+        # only an admin owns) - it exists all the same.
+        return await self.session_owner(str(first[0].data.get("session_id"))) or ""
 
     async def stream_owner(self, stream: str) -> str | None:
         kind, _, name = stream.partition("-")
@@ -383,23 +391,37 @@ class AgentServer:
         if owner is not None and not principal.owns(owner):
             raise BadFrame(f"session {session_id!r} is not yours", "forbidden", request_id)
 
+    async def _check_run(self, connection: Connection, run_id: str, request_id: Any) -> None:
+        """`forbidden` for a run that is not the principal's (also one that does not
+        exist: a user learns nothing of others' run ids); `not_found` for an admin."""
+        principal = connection.principal
+        assert principal is not None
+        owner = await self.run_owner(run_id)
+        if not principal.owns(owner) or (owner is None and not principal.is_admin):
+            raise BadFrame(f"run {run_id!r} is not yours", "forbidden", request_id)
+        if owner is None:
+            raise BadFrame(f"no run {run_id!r}", "not_found", request_id)
+
     async def _owned(self, connection: Connection, run_id: str, request_id: Any) -> Any:
+        await self._check_run(connection, run_id, request_id)
         state = await load_run(self.store, run_id)
         if state.status == "missing":
             raise BadFrame(f"no run {run_id!r}", "not_found", request_id)
-        principal = connection.principal
-        assert principal is not None
-        if not principal.owns(await self.run_owner(run_id)):
-            raise BadFrame(f"run {run_id!r} is not yours", "forbidden", request_id)
         if state.finished:
             raise BadFrame(f"run {run_id!r} is already {state.status}", "conflict", request_id)
         return state
 
     async def cancel_run(self, connection: Connection, run_id: str, request_id: Any) -> None:
-        await self._owned(connection, run_id, request_id)
-        if not self.orchestrator.cancel(run_id):
-            event = RunCancelled(run_id, "cancelled by request while not running")
-            await self.store.append(f"run-{run_id}", [event], correlation=run_id)
+        state = await self._owned(connection, run_id, request_id)
+        if run_id in self._active_runs:
+            if not self.orchestrator.cancel(run_id):
+                raise BadFrame(f"run {run_id!r} is finishing", "conflict", request_id)
+            return
+        event = RunCancelled(run_id, "cancelled by request while not running")
+        try:  # at the version just read: never beside a terminal event written meanwhile
+            await self.store.append(f"run-{run_id}", [event], state.version, correlation=run_id)
+        except WrongExpectedVersion:
+            raise BadFrame(f"run {run_id!r} changed meanwhile", "conflict", request_id) from None
 
     async def decide(
         self,
@@ -435,10 +457,10 @@ class AgentServer:
         """A failed or cancelled run of the connection's principal, asked for again."""
         principal = connection.principal
         assert principal is not None
-        if await self.run_owner(run_id) is None:
-            raise BadFrame(f"no run {run_id!r}", "not_found", request_id)
-        if not principal.owns(await self.run_owner(run_id)):
-            raise BadFrame(f"run {run_id!r} is not yours", "forbidden", request_id)
+        await self._check_run(connection, run_id, request_id)
+        state = await load_run(self.store, run_id)
+        if not self.session_has_room(state.session_id):
+            raise BadFrame("the run's session has its runs in progress", "rate_limited", request_id)
         try:
             submitted = await self.orchestrator.retry(run_id, by=principal.name)
         except RunNotRetryable as exc:
@@ -478,7 +500,7 @@ class AgentServer:
                     raise BadFrame(f"session {session_id!r} is not yours", "forbidden", request_id)
                 raise BadFrame(f"no session {session_id!r}", "not_found", request_id)
             await self.check_session(connection, session_id, request_id)
-            self._cancel_runs(lambda run_id, session: session == session_id)
+            await self._end_runs({r for r, s in self._active_runs.items() if s == session_id})
             key_id = await trio.to_thread.run_sync(sealer.forget_session, session_id)
             if key_id is not None:
                 event = SessionForgotten(session_id, key_id, principal.name)
@@ -487,19 +509,30 @@ class AgentServer:
         name = user or principal.name
         if not principal.owns(name):
             raise BadFrame("only an admin may forget another principal", "forbidden", request_id)
-        self._cancel_runs(lambda run_id, session: self._run_principal.get(run_id) == name)
+        theirs = set()
+        for run_id, session in list(self._active_runs.items()):
+            if self._run_principal.get(run_id) == name or await self.session_owner(session) == name:
+                theirs.add(run_id)
+        await self._end_runs(theirs)
         key_id = await trio.to_thread.run_sync(sealer.forget_principal, name)
         if key_id is not None:
             await self.store.append(f"memory-{name}", [MemoryKeyDestroyed(name, key_id)])
         return name, key_id
 
-    def _cancel_runs(self, which: Callable[[str, str], bool]) -> None:
-        for run_id, session in list(self._active_runs.items()):
-            if which(run_id, session):
-                self.orchestrator.cancel(run_id)
+    async def _end_runs(self, run_ids: set[str]) -> None:
+        """Cancel these runs and wait (bounded) until they have ended: a run finishing
+        as the cancel arrives writes its last events under the key about to be
+        destroyed, not under a new one made after it."""
+        waiting = [self._run_ended[r] for r in run_ids if r in self._run_ended]
+        for run_id in run_ids:
+            self.orchestrator.cancel(run_id)
+        with trio.move_on_after(FORGET_WAIT_S):
+            for ended in waiting:
+                await ended.wait()
 
 
 OWNER_CACHE = 100_000
+FORGET_WAIT_S = 30.0  # how long a forget waits for the runs it cancels to end
 
 
 def _leaves(group: BaseExceptionGroup[Exception]) -> list[BaseException]:

@@ -19,6 +19,7 @@ from events import (
     StepCompleted,
     StepFailed,
     StepStarted,
+    VerificationCompleted,
 )
 
 from .conftest import TIMEOUT_S, make_orchestrator, run_events, step_events, submit_plan
@@ -98,3 +99,49 @@ async def test_only_failed_or_cancelled_runs_are_retried(
     assert completed.status == "completed"
     with pytest.raises(RunNotRetryable, match="it is completed"):
         await orchestrator.retry(submitted.run_id)
+
+
+async def test_a_retry_runs_again_a_step_whose_verdict_failed(
+    store: EventStore, registry: AgentRegistry, probe: Probe
+) -> None:
+    """A completed idempotent step judged bad in the first run is not reused."""
+    run_id = await submit_plan(store, [step("s1", "touch", label="v1")], goal="touch")
+    await store.append(
+        f"run-{run_id}",
+        [
+            StepStarted(run_id, "s1"),
+            StepCompleted(run_id, "s1", {"touched": "wrong"}, 0.01),
+            VerificationCompleted(run_id, "s1", False, 0.9, "it touched the wrong thing"),
+            RunCancelled(run_id, "by request"),
+        ],
+    )
+    orchestrator = make_orchestrator(store, registry)
+    with trio.fail_after(TIMEOUT_S):
+        submitted = await orchestrator.retry(run_id)
+        result = await orchestrator.execute(submitted.run_id)
+    assert result.status == "completed", result
+    steps = step_events(await run_events(store, submitted.run_id))
+    assert steps["s1"][0] == "StepStarted"  # run again, not StepReused
+    assert probe.effect_count("v1") == 1
+
+
+async def test_two_retries_of_one_run_record_one(
+    store: EventStore, registry: AgentRegistry
+) -> None:
+    orchestrator = make_orchestrator(store, registry)
+    old = await failed_run(store)
+    outcomes: list[object] = []
+
+    async def retry() -> None:
+        try:
+            outcomes.append(await orchestrator.retry(old))
+        except RunNotRetryable as exc:
+            outcomes.append(exc)
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(retry)
+            nursery.start_soon(retry)
+    assert sorted(type(o).__name__ for o in outcomes) == ["RunNotRetryable", "Submitted"]
+    streams = await trio.to_thread.run_sync(store.log.streams, "run-")
+    assert len(streams) == 2  # the old run and one new one: no orphan

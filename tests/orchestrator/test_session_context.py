@@ -10,8 +10,10 @@ intent analysis is a model call (`purpose="intent"`): in the background with
 
 from __future__ import annotations
 
+import pytest
 import trio
 
+from agents.errors import SessionNotYours
 from agents.llm import CallRecorder
 from agents.offline import OfflineProvider
 from agents.offline._planning import plan as offline_plan
@@ -105,3 +107,19 @@ async def test_intent_is_a_model_call_in_the_background_with_a_real_model(
             if not async_planner:  # the plan waited for the intent
                 assert types.index("IntentAnalyzed") < types.index("PlanCreated")
         nursery.cancel_scope.cancel()
+
+
+async def test_a_user_cannot_post_into_a_session_another_principal_started(
+    store: EventStore, entry_registry: AgentRegistry
+) -> None:
+    """Also when the other principal created it between the server's check and the
+    submit: `only_own_session` reads the owner from the log, and nothing is appended."""
+    provider = OfflineProvider(recorder=CallRecorder(store))
+    orchestrator = Orchestrator(store, provider, entry_registry)
+    await orchestrator.submit("what is 1 + 1", "shared", principal="ana", only_own_session=True)
+    head = store.head_position
+    with pytest.raises(SessionNotYours):
+        await orchestrator.submit("what is 2 + 2", "shared", principal="bob", only_own_session=True)
+    assert store.head_position == head
+    first = await store.read_stream("session-shared", 0, 1)
+    assert first[0].data["user"] == "ana"

@@ -12,6 +12,10 @@ import json
 import trio
 
 from agents.offline._model import _answer_document as offline_answer_document
+from agents.runs._outcomes import StepOutcome
+from agents.runs._plan import Plan
+from agents.runs._repair import renamed, reusable
+from agents.runs._verifier import Verdict
 from agents.tools._registry import AgentRegistry
 from events import EventStore
 
@@ -99,9 +103,7 @@ async def test_dependents_wait_for_the_verdict_and_never_build_on_a_bad_result(
         await orchestrator.execute(run_id)
     records = await run_events(store, run_id)
     steps = step_events(records)
-    positions = {
-        (r.type, r.data.get("step_id"), r.data.get("passed")): r.position for r in records
-    }
+    positions = {(r.type, r.data.get("step_id"), r.data.get("passed")): r.position for r in records}
     # s2 started only after s1's second, passing verdict.
     assert positions[("StepStarted", "s2", None)] > positions[("VerificationCompleted", "s1", True)]
     assert steps["s3"][-1] == "StepFailed"
@@ -155,3 +157,47 @@ def test_the_offline_answer_says_which_part_was_not_done() -> None:
     )
     assert reply["missing"] == [{"part": "the time in New York", "why": "no step looked it up"}]
     assert reply["answer"].endswith("Not done: the time in New York (no step looked it up).")
+
+
+def test_renamed_ids_stay_unique_and_within_the_limit() -> None:
+    long_id = "x" * 99
+    plan = Plan.from_data(
+        [
+            {"id": long_id, "agent": "lab", "action": "touch", "parameters": {"label": "a"}},
+            {
+                "id": "1",
+                "agent": "lab",
+                "action": "touch",
+                "parameters": {"label": "${" + long_id + "}"},
+                "dependencies": [long_id],
+            },
+        ]
+    )
+    new = renamed(plan)
+    ids = [s.id for s in new.steps]
+    assert len(set(ids)) == 2 and all(len(i) <= 100 for i in ids)
+    assert new.steps[1].dependencies == (ids[0],)
+    assert new.steps[1].parameters["label"] == "${" + ids[0] + "}"
+
+
+def test_a_step_built_on_new_inputs_is_not_reused() -> None:
+    old = Plan.from_data(
+        [
+            {"id": "s1", "agent": "lab", "action": "hollow", "parameters": {"label": "a"}},
+            {
+                "id": "s2",
+                "agent": "lab",
+                "action": "echo",
+                "parameters": {"value": "${s1}"},
+                "dependencies": ["s1"],
+            },
+        ]
+    )
+    outcomes = {
+        "s1": StepOutcome("completed", result=""),
+        "s2": StepOutcome("completed", result="x"),
+    }
+    fresh = renamed(old)
+    original = {n.id: o.parameters for o, n in zip(old.steps, fresh.steps, strict=True)}
+    found = reusable(fresh, old, outcomes, {"s1": Verdict(False, 0.9, "empty")}, original)
+    assert found == {}  # s1 failed its verdict; s2 was built on it
