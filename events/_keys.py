@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import abc
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -347,6 +348,11 @@ class FileKeyStore(KeyStore):
 
     def _erase(self, owner: str) -> bool:
         target = self._file(owner)
+        scratch = target.with_suffix(".tmp")  # a copy a crash in `_save` left behind
+        if scratch.exists():
+            with contextlib.suppress(OSError):
+                _overwrite(scratch)
+                scratch.unlink()
         try:
             _overwrite(target)
             target.unlink()
