@@ -143,3 +143,19 @@ def test_a_key_made_by_another_process_is_seen_by_a_reader(tmp_path: Path) -> No
     seen = reader.current("alice")
     assert seen is not None and seen.key_id == made.key_id
     assert len(os.listdir(tmp_path / "keys")) == 1
+
+
+def test_a_cached_session_key_is_dropped_when_another_process_forgot_its_principal(
+    tmp_path: Path,
+) -> None:
+    """Revalidation reads the key again and compares ids: a forget and a new key made
+    since (by another process) do not let the old session key back in."""
+    server = FileKeyStore(tmp_path / "keys", revalidate_s=0.0)
+    other = FileKeyStore(tmp_path / "keys", revalidate_s=0.0)
+    session = server.session_key("s1", "ana", create=True)
+    assert session is not None and server.session_key("s1", None) is not None
+    assert other.destroy("ana") is not None
+    other.current_or_create("ana")  # a new principal key, with another id
+    assert server.session_key("s1", None) is None
+    renewed = server.session_key("s1", "ana", create=True)
+    assert renewed is not None and renewed.key_id != session.key_id

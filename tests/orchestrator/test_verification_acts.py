@@ -17,7 +17,7 @@ from agents.runs._plan import Plan
 from agents.runs._repair import renamed, reusable
 from agents.runs._verifier import Verdict
 from agents.tools._registry import AgentRegistry
-from events import EventStore
+from events import EventStore, StepCompleted, StepStarted, VerificationCompleted
 
 from .conftest import (
     TIMEOUT_S,
@@ -201,3 +201,26 @@ def test_a_step_built_on_new_inputs_is_not_reused() -> None:
     original = {n.id: o.parameters for o, n in zip(old.steps, fresh.steps, strict=True)}
     found = reusable(fresh, old, outcomes, {"s1": Verdict(False, 0.9, "empty")}, original)
     assert found == {}  # s1 failed its verdict; s2 was built on it
+
+
+async def test_a_resumed_run_acts_on_a_failed_verdict_recorded_before_the_crash(
+    store: EventStore, registry: AgentRegistry, probe: Probe
+) -> None:
+    run_id = await submit_plan(store, [step("s1", "flaky", label="r1")])
+    await store.append(
+        f"run-{run_id}",
+        [
+            StepStarted(run_id, "s1"),
+            StepCompleted(run_id, "s1", "", 0.01),
+            VerificationCompleted(
+                run_id, "s1", False, 0.95, "lab.flaky: the step returned an empty result."
+            ),
+        ],
+    )
+    probe.effect("r1")  # the first, empty call happened before the crash
+    with trio.fail_after(TIMEOUT_S):
+        result = await make_orchestrator(store, registry).execute(run_id, resume=True)
+    assert result.status == "completed", result
+    steps = step_events(await run_events(store, run_id))
+    assert steps["s1"] == ["StepStarted", "StepCompleted", "StepStarted", "StepCompleted"]
+    assert "ready after 2 calls" in (result.answer or "")
