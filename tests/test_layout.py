@@ -186,9 +186,7 @@ PACKAGES = sorted(
     for path in (ROOT / layer / "__init__.py" for layer in LAYERS)
     if path.exists()
 ) + sorted(
-    _module_name(path.parent)
-    for layer in LAYERS
-    for path in (ROOT / layer).glob("*/__init__.py")
+    _module_name(path.parent) for layer in LAYERS for path in (ROOT / layer).glob("*/__init__.py")
 )
 
 

@@ -105,6 +105,7 @@ async def run_goals(port: int, goals: tuple[str, ...]) -> list[float]:
 async def plan_latencies(data: Path) -> list[float]:
     """The plan calls' latency as the server recorded it (LLMCallCompleted); the server
     has stopped, so its log is read directly."""
+
     def read() -> list[float]:
         log = LmdbEventLog.open(data, readonly=True)
         try:
@@ -180,9 +181,9 @@ async def measure(work: Path, time_scale: float) -> dict[str, Any]:
         finally:
             await zero.aclose()
         nursery.cancel_scope.cancel()
-    result["ratio_shipped_to_sequential"] = result["shipped"]["mean_s"] / result["sequential"][
-        "mean_s"
-    ]
+    result["ratio_shipped_to_sequential"] = (
+        result["shipped"]["mean_s"] / result["sequential"]["mean_s"]
+    )
     return result
 
 
@@ -198,8 +199,12 @@ def report(result: dict[str, Any]) -> list[Table]:
         f"{result['time_scale']}",
         ["phase", "mean s", "plan call mean s", "server CPU ms/run"],
         [
-            [name, f"{p['mean_s']:.3f}", f"{p['plan_call_mean_s']:.3f}",
-             f"{p['server_cpu_ms_per_run']:.1f}"]
+            [
+                name,
+                f"{p['mean_s']:.3f}",
+                f"{p['plan_call_mean_s']:.3f}",
+                f"{p['server_cpu_ms_per_run']:.1f}",
+            ]
             for name, p in (("sequential", seq), ("shipped", shipped), ("zero latency", zero))
         ],
     )
@@ -207,21 +212,33 @@ def report(result: dict[str, Any]) -> list[Table]:
         "Targets",
         ["target", "measured", "met"],
         [
-            ["shipped <= 0.60x sequential", f"{result['ratio_shipped_to_sequential']:.3f}",
-             "yes" if result["ratio_shipped_to_sequential"] <= 0.60 else "NO"],
-            ["plan call overhead at zero latency < 20 ms",
-             f"{zero['plan_call_mean_s'] * 1000:.1f} ms",
-             "yes" if zero["plan_call_mean_s"] < 0.020 else "NO"],
-            ["first memory goal once warm no slower than the second",
-             f"{warm['once_warm']['first_memory_goal_s']:.3f} s vs "
-             f"{warm['once_warm']['second_memory_goal_s']:.3f} s",
-             "yes" if warm["once_warm"]["first_over_second"] <= 1.0 else "NO"],
-            ["(diagnostic) first memory goal sent as the server listens",
-             f"{warm['at_once']['first_memory_goal_s']:.2f} s vs "
-             f"{warm['at_once']['second_memory_goal_s']:.2f} s", "-"],
-            ["server CPU per run <= 5 ms (zero latency)",
-             f"{zero['server_cpu_ms_per_run']:.1f} ms",
-             "yes" if zero["server_cpu_ms_per_run"] <= 5 else "NO"],
+            [
+                "shipped <= 0.60x sequential",
+                f"{result['ratio_shipped_to_sequential']:.3f}",
+                "yes" if result["ratio_shipped_to_sequential"] <= 0.60 else "NO",
+            ],
+            [
+                "plan call overhead at zero latency < 20 ms",
+                f"{zero['plan_call_mean_s'] * 1000:.1f} ms",
+                "yes" if zero["plan_call_mean_s"] < 0.020 else "NO",
+            ],
+            [
+                "first memory goal once warm no slower than the second",
+                f"{warm['once_warm']['first_memory_goal_s']:.3f} s vs "
+                f"{warm['once_warm']['second_memory_goal_s']:.3f} s",
+                "yes" if warm["once_warm"]["first_over_second"] <= 1.0 else "NO",
+            ],
+            [
+                "(diagnostic) first memory goal sent as the server listens",
+                f"{warm['at_once']['first_memory_goal_s']:.2f} s vs "
+                f"{warm['at_once']['second_memory_goal_s']:.2f} s",
+                "-",
+            ],
+            [
+                "server CPU per run <= 5 ms (zero latency)",
+                f"{zero['server_cpu_ms_per_run']:.1f} ms",
+                "yes" if zero["server_cpu_ms_per_run"] <= 5 else "NO",
+            ],
         ],
     )
     return [goals, targets]

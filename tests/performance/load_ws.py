@@ -109,18 +109,20 @@ RAISED_BUDGETS = {
 }
 
 
-def server_env(
-    work: Path, sim_url: str, clients: int, sync: bool, raised: bool
-) -> dict[str, str]:
+def server_env(work: Path, sim_url: str, clients: int, sync: bool, raised: bool) -> dict[str, str]:
     """The shipped configuration pointed at the simulator (budgets raised only if asked)."""
-    return base_env(work) | (RAISED_BUDGETS if raised else {}) | {
-        "AUTOAGENT_STORE__SYNC": "true" if sync else "false",
-        "AUTOAGENT_LLM__PROVIDER": "openai",
-        "AUTOAGENT_LLM__BASE_URL": sim_url,
-        "AUTOAGENT_LLM__API_KEY_ENV": "AUTOAGENT_LOAD_SIM_KEY",
-        "AUTOAGENT_LOAD_SIM_KEY": "sk-load-test",
-        "AUTOAGENT_SERVER__MAX_CONNECTIONS": str(clients + 100),
-    }
+    return (
+        base_env(work)
+        | (RAISED_BUDGETS if raised else {})
+        | {
+            "AUTOAGENT_STORE__SYNC": "true" if sync else "false",
+            "AUTOAGENT_LLM__PROVIDER": "openai",
+            "AUTOAGENT_LLM__BASE_URL": sim_url,
+            "AUTOAGENT_LLM__API_KEY_ENV": "AUTOAGENT_LOAD_SIM_KEY",
+            "AUTOAGENT_LOAD_SIM_KEY": "sk-load-test",
+            "AUTOAGENT_SERVER__MAX_CONNECTIONS": str(clients + 100),
+        }
+    )
 
 
 async def start_server(
@@ -355,9 +357,7 @@ async def measure(
     work: Path, sim: ServiceProcess, sim_url: str, clients: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     started = time.monotonic()
-    server, port = await start_server(
-        work, sim_url, clients, not args.no_sync, args.raised_budgets
-    )
+    server, port = await start_server(work, sim_url, clients, not args.no_sync, args.raised_budgets)
     server_start_s = time.monotonic() - started
     try:
         await trio.sleep(1.0)  # settle: projections caught up, nothing in flight
