@@ -25,7 +25,7 @@ backups of the keys directory: keep that directory off backups that outlive a fo
 
 Caching: a key read once is kept in memory. `destroy` through this object drops the
 cached copy at once; a key destroyed by *another process* is noticed the next time the
-cached copy is older than `revalidate_s` (the file is checked with one `stat`). Writes
+cached copy is older than `revalidate_s` (the key is then read again and compared). Writes
 that must reach a running server's cache (`autoagent forget`) go through that server.
 
 An owner has at most one live key; `destroy` removes it and the next create makes a
@@ -114,8 +114,8 @@ class KeyStore(abc.ABC):
 
     def __init__(self, *, revalidate_s: float = DEFAULT_REVALIDATE_S) -> None:
         self._lock = threading.RLock()
-        # owner -> (key, when last checked, the principal whose key wraps it)
-        self._cache: dict[str, tuple[UserKey, float, str | None]] = {}
+        # owner -> (key, when it was last read)
+        self._cache: dict[str, tuple[UserKey, float]] = {}
         self.revalidate_s = revalidate_s
 
     # --- backend ---------------------------------------------------------------------
@@ -131,10 +131,6 @@ class KeyStore(abc.ABC):
     @abc.abstractmethod
     def _erase(self, owner: str) -> bool:
         """Erase the record of `owner`; False when there was none."""
-
-    def _exists(self, owner: str) -> bool:
-        """Whether `owner`'s record is still stored (the cache's revalidation)."""
-        return self._load(owner) is not None
 
     # --- principals (and memory users) ------------------------------------------------
 
@@ -212,19 +208,19 @@ class KeyStore(abc.ABC):
         with self._lock:
             # Read again: a forget (here or in another process) and a new key since
             # the cached one was checked must not let the old key back in.
-            found: tuple[UserKey, str | None] | None = self._open(owner)
+            found = self._open(owner)
             if found is None:
                 self._cache.pop(owner, None)
                 return None
-            self._cache[owner] = (found[0], now, found[1])
-            return found[0]
+            self._cache[owner] = (found, now)
+            return found
 
-    def _open(self, owner: str) -> tuple[UserKey, str | None] | None:
+    def _open(self, owner: str) -> UserKey | None:
         record = self._load(owner)
         if record is None:
             return None
         if record.wrapped_by is None:
-            return UserKey(owner, record.key_id, record.secret), None
+            return UserKey(owner, record.key_id, record.secret)
         wrapper = self.current(record.wrapped_by)
         if wrapper is None or wrapper.key_id != record.wrapper_id:
             return None
@@ -232,7 +228,7 @@ class KeyStore(abc.ABC):
             secret = wrapper.open(record.secret, owner.encode())
         except SealBroken as exc:
             raise KeyStoreError(f"the key of {owner!r} does not unwrap: {exc.reason}") from exc
-        return UserKey(owner, record.key_id, secret), record.wrapped_by
+        return UserKey(owner, record.key_id, secret)
 
     def _create(self, owner: str, wrapper: UserKey | None) -> UserKey:
         key = UserKey(owner, uuid.uuid4().hex, AESGCM.generate_key(bit_length=KEY_BYTES * 8))
@@ -242,7 +238,7 @@ class KeyStore(abc.ABC):
             wrapped = wrapper.seal(key.secret, owner.encode())
             record = KeyRecord(owner, key.key_id, wrapped, wrapper.user, wrapper.key_id)
         self._save(record)
-        self._cache[owner] = (key, time.monotonic(), record.wrapped_by)
+        self._cache[owner] = (key, time.monotonic())
         return key
 
     def _destroy(self, owner: str) -> str | None:
@@ -295,9 +291,6 @@ class FileKeyStore(KeyStore):
 
     def _file(self, owner: str) -> Path:
         return self.path / (hashlib.sha256(owner.encode()).hexdigest() + KEY_SUFFIX)
-
-    def _exists(self, owner: str) -> bool:
-        return self._file(owner).exists()
 
     def _load(self, owner: str) -> KeyRecord | None:
         try:

@@ -13,7 +13,6 @@ import io
 import json
 from pathlib import Path
 
-import pytest
 import trio
 
 from events import FORGOTTEN_TEXT
@@ -23,7 +22,6 @@ from tests.security.principal_server import (
     ANA_TOKEN,
     BOB_TOKEN,
     TIMEOUT_S,
-    TOKEN_ENV,
     ask,
     every_file,
     principal_config,
@@ -32,12 +30,6 @@ from tests.security.principal_server import (
 
 SECRET = "zebra-4711-quartz"
 OTHER = "walrus-2288-ember"
-
-
-@pytest.fixture
-def token_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in TOKEN_ENV.items():
-        monkeypatch.setenv(name, value)
 
 
 def files_holding(config: Config, secret: str) -> list[Path]:

@@ -29,12 +29,6 @@ from tests.server.ws_helpers import Client
 GOAL = "what is 6 * 7"
 
 
-@pytest.fixture
-def token_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in TOKEN_ENV.items():
-        monkeypatch.setenv(name, value)
-
-
 async def expect_forbidden(client: Client, frame: dict[str, object]) -> None:
     reply = await client.request(frame)
     assert reply["type"] == "error" and reply["code"] == "forbidden", reply
