@@ -14,6 +14,12 @@ Three measurements, each over fresh stores in a temporary directory under `--wor
 3. session saves: a session rewritten whole (JSON or msgpack, fsync) on every save,
    against one append per interaction, at growing session sizes.
 
+Peer, in the same run right after 1 and 2 (`--peers`, the default; `--no-peers`; off
+with `--quick`): the `eventsourcing` library with its SQLite recorder (WAL,
+synchronous=FULL), in its own venv under the temp dir (`_peers.py`), running
+`peer_eventsourcing.py` with the same producers, window and replay size: one event
+per `Application.save` from producer threads, and a replay of every event back.
+
 Writes JSON (default `tests/performance/results/bench_eventlog.json`) and prints tables.
 """
 
@@ -45,6 +51,7 @@ from events import (
 from ._cli import finish, make_parser, result_header, scratch_dir
 from ._common import ASSISTANT_TEXT, RESULTS_DIR, USER_TEXT, Table, median, percentile, timed
 from ._logs import HASH_BYTES, U64, check_scan, open_timed_log, scan_log, scan_raw
+from ._peers import EVENTSOURCING, add_peers_flag, peers_wanted, run_peer
 
 DEFAULT_OUT = RESULTS_DIR / "bench_eventlog.json"
 PRODUCERS = (1, 16, 256)
@@ -52,6 +59,7 @@ RAW_VALUE_BYTES = 300
 TARGET_APPENDS_PER_S = 50_000
 TARGET_SCALING = 10.0
 TARGET_REPLAY_PER_S = 250_000
+PEER_TIMEOUT_S = 900.0
 
 # ~200 characters of text: a step result (a chat interaction is USER_TEXT + ASSISTANT_TEXT).
 STEP_RESULT = ("Fetched 12 rows from the orders table; 3 are overdue by more than 30 days. " * 3)[
@@ -482,6 +490,87 @@ def bench_session_saves(work: Path, sizes: Sizes) -> dict[str, Any]:
     }
 
 
+# --- peer: eventsourcing + SQLite, same sizes ----------------------------------------------
+
+
+def bench_peer(work: Path, sizes: Sizes) -> dict[str, Any]:
+    """`peer_eventsourcing.py` in its venv with this run's producers, window and replay."""
+    args = [
+        f"--seconds={sizes.append_seconds}",
+        f"--warmup={sizes.append_warmup_seconds}",
+        "--producers=" + ",".join(str(p) for p in PRODUCERS),
+        f"--replay-events={sizes.replay_events}",
+        f"--replay-runs={sizes.replay_runs}",
+    ]
+    return run_peer(EVENTSOURCING, work / "peer-eventsourcing", args, timeout=PEER_TIMEOUT_S)
+
+
+def peer_tables(result: dict[str, Any]) -> list[Table]:
+    """The peer beside the project's figures, or one line saying why it is missing."""
+    peer = result.get("peers", {}).get("eventsourcing")
+    if peer is None:
+        return []
+    if "error" in peer:
+        return [Table("Peer not measured", ["peer", "error"], [["eventsourcing", peer["error"]]])]
+    return [_peer_appends(result, peer), _peer_replay(result, peer)]
+
+
+def _peer_appends(result: dict[str, Any], peer: dict[str, Any]) -> Table:
+    ours = {c["producers"]: c for c in result["append"]["configs"]}
+    synchronous = peer["append"]["configs"][0]["sqlite"]["synchronous"]
+    rows = []
+    for theirs in peer["append"]["configs"]:
+        mine = ours[theirs["producers"]]
+        rows.append(
+            [
+                theirs["producers"],
+                mine["events_per_s"],
+                theirs["events_per_s"],
+                mine["events_per_s"] / theirs["events_per_s"],
+                mine["latency_ms"]["p50"],
+                theirs["latency_ms"]["p50"],
+                mine["latency_ms"]["p99"],
+                theirs["latency_ms"]["p99"],
+                f"{mine['record_bytes']} / {theirs['record_bytes']}",
+                theirs["errors"],
+            ]
+        )
+    return Table(
+        "Side by side, durable appends of one event per call: autoagent (LMDB sync, Trio tasks)"
+        f" vs eventsourcing {peer['versions']['eventsourcing']} (SQLite WAL,"
+        f" synchronous={synchronous}, threads)",
+        [
+            "producers",
+            "autoagent events/s",
+            "eventsourcing events/s",
+            "autoagent / eventsourcing",
+            "autoagent p50 ms",
+            "eventsourcing p50 ms",
+            "autoagent p99 ms",
+            "eventsourcing p99 ms",
+            "record bytes (ours / theirs)",
+            "eventsourcing errors",
+        ],
+        rows,
+    )
+
+
+def _peer_replay(result: dict[str, Any], peer: dict[str, Any]) -> Table:
+    replay, theirs = result["replay"], peer["replay"]
+    iterate = replay["store_iterate"]["events_per_s"]
+    readers = (
+        ("autoagent store.iterate() (decoded events)", replay["store_iterate"]),
+        ("autoagent log.read() batches", replay["log_read_batches"]),
+        ("eventsourcing: decoded domain events", theirs["decoded_domain_events"]),
+        ("eventsourcing: stored notifications (not decoded)", theirs["stored_notifications"]),
+    )
+    return Table(
+        f"Side by side, replay of {replay['events']:,} events (warm page cache)",
+        ["reader", "events/s", "x autoagent store.iterate()"],
+        [[name, r["events_per_s"], r["events_per_s"] / iterate] for name, r in readers],
+    )
+
+
 # --- report ------------------------------------------------------------------------------
 
 
@@ -548,6 +637,7 @@ def report_tables(result: dict[str, Any]) -> list[Table]:
                 for name in ("store_iterate", "log_read_batches", "raw_lmdb_msgpack")
             ],
         ),
+        *peer_tables(result),
         Table(
             "Cost of the Nth session save, median ms (rewrite = encode + write + fsync + rename)",
             [
@@ -593,7 +683,9 @@ def report_tables(result: dict[str, Any]) -> list[Table]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser(__doc__, DEFAULT_OUT, work_dir_help="where stores go").parse_args(argv)
+    parser = make_parser(__doc__, DEFAULT_OUT, work_dir_help="where stores go")
+    add_peers_flag(parser, EVENTSOURCING)
+    args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     result = result_header("bench_eventlog", args.quick, argv, args.work_dir) | {
         "versions": {
@@ -605,6 +697,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with timed() as total, scratch_dir(args.work_dir, "bench-eventlog-") as work:
         result["append"] = bench_appends(work, sizes)
         result["replay"] = bench_replay(work, sizes)
+        if peers_wanted(args.peers, args.quick):
+            result["peers"] = {"eventsourcing": bench_peer(work, sizes)}
         result["session_save"] = bench_session_saves(work, sizes)
     finish(result, args.out, report_tables, seconds=total.seconds, markdown=args.markdown)
     return 0

@@ -45,6 +45,14 @@ because every durable append pays it and other load on the machine changes it.
    chain of 10 x 0.1 s): wall / bound, the time steps spend in `store.append` per step,
    and the store's growth per step over 20 runs of a 50-step chain in one store.
 
+Peer, in the same run right after part 2 (`--peers`, the default; `--no-peers`; off with
+`--quick`): LangGraph 1.2 with `langgraph-checkpoint-sqlite`'s SqliteSaver (WAL,
+synchronous=FULL), durability "sync", in its own venv under the temp dir (`_peers.py`),
+running `peer_langgraph.py` on the same three DAGs, step times, scale and repetitions
+(nodes that sleep, `max_concurrency` 16 like `max_parallel_steps`), and the same growth
+runs. Its measured ratios replace the ones issue 5 quoted, which stay in the JSON as
+history (`peer_quoted_from_issue`) and in the tables when the peer did not run.
+
 Writes JSON (default `tests/performance/results/bench_orchestrator.json`) and prints tables.
 """
 
@@ -101,6 +109,7 @@ from server.cli._gantt import longest_chain
 from ._cli import finish, make_parser, result_header, scratch_dir
 from ._common import RESULTS_DIR, Table, percentile, timed
 from ._logs import TimedLog, open_timed_log
+from ._peers import LANGGRAPH, add_peers_flag, peers_wanted, run_peer
 
 DEFAULT_OUT = RESULTS_DIR / "bench_orchestrator.json"
 KEY_ENV = "AUTOAGENT_BENCH_KEY"
@@ -115,6 +124,7 @@ TARGET_LLM_CALLS = 3.0
 TARGET_OVERHEAD_MS = 5.0
 TARGET_DAG_RATIO = 1.02
 TARGET_APPEND_MS = 0.5
+PEER_TIMEOUT_S = 900.0
 
 MODES: Mapping[str, OrchestratorOptions] = {
     "baseline": OrchestratorOptions(
@@ -128,7 +138,8 @@ MODES: Mapping[str, OrchestratorOptions] = {
     "optimized_no_streaming": OrchestratorOptions(streaming_plan=False),
 }
 
-# Quoted from issue 5 (LangGraph 1.2 + SQLite checkpointer, durability "sync"); not measured here.
+# History: quoted from issue 5 (LangGraph 1.2 + SQLite checkpointer, durability "sync"), from
+# before the peer was measured here (`--peers`); shown only when it did not run.
 PEER: Mapping[str, Any] = {
     "name": "LangGraph 1.2 + SQLite checkpointer (durability sync), quoted from issue 5",
     "dag_ratio": {"diamond": 1.026, "fan10": 1.225, "chain10": 1.047},
@@ -1517,7 +1528,7 @@ def report_tables(result: dict[str, Any]) -> list[Table]:
                 "append wait ms/step",
                 "commit ms/step",
                 "fsyncs/step",
-                "LangGraph x bound (quoted)",
+                _langgraph_column(result),
             ],
             [
                 [
@@ -1532,7 +1543,7 @@ def report_tables(result: dict[str, Any]) -> list[Table]:
                     _n(d["append_wait_ms_per_step"]),
                     _n(d["commit_ms_per_step"]),
                     _n(d["commits_per_step"]),
-                    _n(PEER["dag_ratio"][d["dag"]], 3),
+                    _n(_langgraph_ratio(result, d["dag"]), 3),
                 ]
                 for d in dags["dags"]
             ],
@@ -1564,6 +1575,7 @@ def report_tables(result: dict[str, Any]) -> list[Table]:
                 for r in _growth_rows(dags["growth"]["per_run"])
             ],
         ),
+        *peer_tables(result),
         Table(
             "Targets",
             ["target", "measured", "goal", "met"],
@@ -1573,6 +1585,138 @@ def report_tables(result: dict[str, Any]) -> list[Table]:
             ],
         ),
     ]
+
+
+def _langgraph(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The measured LangGraph peer, or None when it did not run or failed."""
+    peer = result.get("peers", {}).get("langgraph")
+    return None if peer is None or "error" in peer else peer
+
+
+def _langgraph_column(result: dict[str, Any]) -> str:
+    return "LangGraph x bound" + (" (measured)" if _langgraph(result) else " (quoted, issue 5)")
+
+
+def _langgraph_ratio(result: dict[str, Any], dag: str) -> float:
+    peer = _langgraph(result)
+    if peer is None:
+        return float(PEER["dag_ratio"][dag])
+    ratios = {d["dag"]: d["ratio_to_bound"] for d in peer["executor"]["dags"]}
+    return float(ratios[dag])
+
+
+def peer_tables(result: dict[str, Any]) -> list[Table]:
+    """LangGraph beside the executor's figures, or one line saying why it is missing."""
+    peer = result.get("peers", {}).get("langgraph")
+    if peer is None:
+        return []
+    if "error" in peer:
+        return [Table("Peer not measured", ["peer", "error"], [["langgraph", peer["error"]]])]
+    return [_peer_dags(result, peer), _peer_growth(result, peer)]
+
+
+def _peer_dags(result: dict[str, Any], peer: dict[str, Any]) -> Table:
+    ours = {d["dag"]: d for d in result["executor"]["dags"]}
+    rows = []
+    for theirs in peer["executor"]["dags"]:
+        mine = ours[theirs["dag"]]
+        rows.append(
+            [
+                theirs["dag"],
+                _n(theirs["bound_s"], 3),
+                _n(mine["wall_s"]["mean"], 4),
+                _n(theirs["wall_s"]["mean"], 4),
+                _n(mine["ratio_to_bound"], 3),
+                _n(theirs["ratio_to_bound"], 3),
+                _n(theirs["ratio_to_bound_worst"], 3),
+                _n(theirs["ratio_to_bound_default_pool"], 3),
+                _n(mine["append_wait_ms_per_step"]),
+                _n(theirs["checkpointer_ms_per_step"]),
+                _n(theirs["puts_per_step"]),
+                _n(theirs["put_writes_per_step"]),
+                _n(PEER["dag_ratio"][theirs["dag"]], 3),
+            ]
+        )
+    versions = peer["versions"]
+    sqlite = peer["executor"]["sqlite"]
+    return Table(
+        "Side by side, executor-only DAGs: autoagent (LMDB sync) vs LangGraph "
+        f"{versions['langgraph']} + SqliteSaver {versions['langgraph-checkpoint-sqlite']} "
+        f"(journal {sqlite['journal_mode']}, synchronous={sqlite['synchronous']}, durability "
+        f"sync, max_concurrency {peer['executor']['max_concurrency']}; default pool: "
+        f"min(32, CPUs + 4) threads); runs per DAG: {peer['reps']}",
+        [
+            "DAG",
+            "bound s",
+            "autoagent mean s",
+            "LangGraph mean s",
+            "autoagent x bound",
+            "LangGraph x bound",
+            "LangGraph worst x bound",
+            "LangGraph x bound (default pool)",
+            "autoagent append wait ms/step",
+            "LangGraph checkpointer ms/step",
+            "LangGraph puts/step",
+            "LangGraph put_writes/step",
+            "LangGraph x bound (quoted, issue 5)",
+        ],
+        rows,
+    )
+
+
+def _peer_growth(result: dict[str, Any], peer: dict[str, Any]) -> Table:
+    ours = {r["run"]: r for r in result["executor"]["growth"]["per_run"]}
+    growth = peer["growth"]
+    one_thread = {r["run"]: r for r in peer.get("growth_one_thread", {}).get("per_run", [])}
+    rows = []
+    for theirs in _growth_rows(growth["per_run"]):
+        mine = ours.get(theirs["run"], {})
+        same = one_thread.get(theirs["run"], {})
+        rows.append(
+            [
+                theirs["run"],
+                _n(mine.get("store_used_bytes_per_step"), 0),
+                _n(theirs["database_bytes_per_step"], 0),
+                _n(mine.get("run_event_bytes_per_step"), 0),
+                _n(theirs["row_bytes_per_step"], 0),
+                theirs["first_checkpoint_bytes"],
+                theirs["last_checkpoint_bytes"],
+                _n(theirs["checkpointer_ms_per_step"]),
+                _n(same.get("database_bytes_per_step"), 0),
+                same.get("last_checkpoint_bytes", "-"),
+            ]
+        )
+    return Table(
+        f"Side by side, growth per step: {growth['runs']} runs of a {growth['steps_per_run']}-step"
+        f" chain in one store / one SQLite file (LangGraph: a thread per run, "
+        f"{growth['database_bytes_end'] / 2**20:.2f} MiB at the end; and all runs on one "
+        f"thread, whose state keeps every run's results)",
+        [
+            "run",
+            "autoagent store used B/step",
+            "LangGraph database B/step",
+            "autoagent event B/step (run)",
+            "LangGraph row B/step",
+            "LangGraph first checkpoint B",
+            "LangGraph last checkpoint B",
+            "LangGraph checkpointer ms/step",
+            "LangGraph one thread: database B/step",
+            "LangGraph one thread: last checkpoint B",
+        ],
+        rows,
+    )
+
+
+def bench_peer(work: Path, sizes: Sizes) -> dict[str, Any]:
+    """`peer_langgraph.py` in its venv with this run's DAG scale, repetitions and growth."""
+    args = [
+        f"--scale={sizes.dag_scale}",
+        f"--reps={sizes.dag_reps}",
+        "--max-concurrency=16",
+        f"--growth-runs={sizes.growth_runs}",
+        f"--growth-steps={sizes.growth_steps}",
+    ]
+    return run_peer(LANGGRAPH, work / "peer-langgraph", args, timeout=PEER_TIMEOUT_S)
 
 
 def _growth_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1588,6 +1732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="cProfile the zero-latency pass (top 25 in JSON)"
     )
+    add_peers_flag(parser, LANGGRAPH)
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     if args.reps is not None:
@@ -1602,6 +1747,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["calibration_start"] = calibrate(work, sizes.calibration_txns)
         result["goals"] = bench_goals(work, sizes, time_scale, args.profile)
         result["executor"] = trio.run(_dags, work, sizes)
+        if peers_wanted(args.peers, args.quick):
+            result["peers"] = {"langgraph": bench_peer(work, sizes)}
         result["calibration_end"] = calibrate(work, sizes.calibration_txns)
     result["targets"] = targets(result)
     finish(

@@ -27,6 +27,7 @@ def test_bench_orchestrator_quick_writes_all_sections(tmp_path: Path) -> None:
         "targets",
         "peer_quoted_from_issue",
     } <= result.keys()
+    assert "peers" not in result  # off with --quick unless asked for
     assert result["machine"]["loadavg_start"] and result["machine"]["loadavg_end"]
     for when in ("start", "end"):
         assert result[f"calibration_{when}"]["store_durable_append_p50_ms"] > 0

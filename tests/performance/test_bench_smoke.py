@@ -1,4 +1,5 @@
-"""Smoke run of the event log benchmark: it completes and writes every documented key."""
+"""Smoke run of the event log benchmark: it completes and writes every documented key; and
+the peer runner, offline, with a fake peer (no package registry needed)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.performance._peers import Peer, run_peer
 from tests.performance.bench_eventlog import main
 
 
@@ -16,6 +18,7 @@ def test_bench_eventlog_quick_writes_all_sections(tmp_path: Path) -> None:
     assert main(["--quick", "--out", str(out), "--work-dir", str(tmp_path)]) == 0
     result = json.loads(out.read_text())
     assert {"machine", "versions", "append", "replay", "session_save"} <= result.keys()
+    assert "peers" not in result  # off with --quick unless asked for
 
     appends = result["append"]
     assert [c["producers"] for c in appends["configs"]] == [1, 16, 256]
@@ -36,3 +39,32 @@ def test_bench_eventlog_quick_writes_all_sections(tmp_path: Path) -> None:
     for size in sessions:
         for approach in ("json_rewrite", "msgpack_rewrite", "event_append"):
             assert size[approach]["median_ms"] > 0
+
+
+def _fake_peer(tmp_path: Path, body: str) -> Peer:
+    script = tmp_path / "peer_fake.py"
+    script.write_text(body)
+    return Peer(name="fake", script=script, requirements=(), description="a fake peer")
+
+
+def test_run_peer_returns_what_the_script_printed(tmp_path: Path) -> None:
+    body = "import json, sys\nprint(json.dumps({'argv': sys.argv[1:]}))\n"
+    peer = _fake_peer(tmp_path, body)
+    result = run_peer(peer, tmp_path / "work", ["--quick"], timeout=60, root=tmp_path)
+    assert result["argv"] == [str(tmp_path / "work"), "--quick"]
+    assert result["venv"] == str(tmp_path / "autoagent-peer-fake")
+    assert "error" not in result
+
+
+def test_run_peer_reports_a_venv_that_cannot_be_made(tmp_path: Path) -> None:
+    peer = _fake_peer(tmp_path, "print('{}')\n")
+    missing = str(tmp_path / "no-such-python")
+    result = run_peer(peer, tmp_path, timeout=60, root=tmp_path, base_python=missing)
+    assert result["peer"] == "fake"
+    assert result["error"].startswith("python -m venv could not start:")
+
+
+def test_run_peer_reports_a_failing_script(tmp_path: Path) -> None:
+    peer = _fake_peer(tmp_path, "raise SystemExit('boom')\n")
+    result = run_peer(peer, tmp_path, timeout=60, root=tmp_path)
+    assert result == {"peer": "fake", "error": "peer_fake.py exited with 1: boom"}
