@@ -23,6 +23,7 @@ from events._model import (
 )
 from events._sealing import FORGOTTEN_TEXT, PERSONAL_FIELDS, OpenedReader, Sealer
 from events._store import (
+    AppendTicket,
     EventStore,
     StoreOptions,
     StoreStatistics,
@@ -102,6 +103,7 @@ __all__ = [
     "TERMINAL_RUN_STATUS",
     "TERMINAL_RUN_TYPES",
     "AppendResult",
+    "AppendTicket",
     "ApprovalDenied",
     "ApprovalGranted",
     "ApprovalRequested",

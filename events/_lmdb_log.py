@@ -5,7 +5,15 @@ Sub-databases of one environment:
   streams  stream + NUL + version (8-byte BE) -> position
   ids      event id (16 bytes) -> position + version + stream (idempotent appends)
   types    type + NUL + position -> empty                     (reads by type)
-  meta     b"format", b"head" (position + hash of the last record)
+  meta     b"format", b"indexed" (the last position the three indexes hold)
+
+The head (last position and its hash) is the last record of `events`. A commit writes
+its records to `events` only; the indexes are written behind it, in the commit that
+brings the unindexed tail to `index_every` records (see `events._tail`, which answers
+lookups for the tail meanwhile). One B-tree dirtied per durable append instead of four
+is what brings a commit close to a raw synced LMDB transaction. A log written before
+the indexes moved behind has `meta.head` instead of `meta.indexed`, and every record
+indexed: its `head` position is where the indexes reach until the first index write.
 
 Threading: py-lmdb requires a write transaction to begin and commit on one thread, so
 `commit` opens and commits its transaction inside the single call the writer makes in
@@ -15,9 +23,9 @@ resize takes it exclusively.
 
 Several processes may append to one environment (LMDB serialises their write
 transactions). Nothing cached is trusted inside a write transaction without a check
-against the log in that same transaction: the head and event ids are read there, and
-the cache of stream versions is used only while the head it was filled at is still
-the log's head (`_VersionCache`).
+against the log in that same transaction: the head and `indexed` are read there, and
+the tail is brought to cover exactly the records between them (another process's
+records are parsed from the log).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import lmdb
 from events._codec import GENESIS_HASH, HASH_SIZE, decode_record
 from events._log import AppendRequest, EventLog, LogStatistics, Outcome, PlannedWrite, plan_batch
 from events._model import RecordedEvent
+from events._tail import LogTail, TailEntry, TailWindow, position_of
 from events.errors import EventStoreError, NotAnEventStore, StoreClosed, StoreCorrupted
 
 FORMAT = b"autoagent-eventlog/1"
@@ -44,7 +53,10 @@ _U64x2 = struct.Struct(">QQ")
 _DB_NAMES = (b"events", b"streams", b"ids", b"types", b"meta")
 _MAX_DBS = 16
 _MAX_READERS = 1024
-_VERSION_CACHE_SIZE = 100_000
+# Records a commit leaves unindexed before one writes the indexes: large enough that
+# the index pages dirtied by many producers' streams are written once per thousands of
+# events, small enough that a new reader parses the tail in a few milliseconds.
+INDEX_EVERY = 2048
 T = TypeVar("T")
 
 
@@ -90,47 +102,26 @@ class _Gate:
                 self._cond.notify_all()
 
 
-class _VersionCache:
-    """Stream versions this process committed, valid only at the head they were taken at.
-
-    Another process that appends moves the head; the next write transaction then finds
-    the head it reads differ from `at` and drops every entry before using any.
-    """
-
-    def __init__(self) -> None:
-        self.at: tuple[int, bytes] | None = None
-        self.versions: dict[str, int] = {}
-
-    def checked(self, head: tuple[int, bytes]) -> dict[str, int]:
-        """The versions, emptied first unless `head` (read in the txn) is where they hold."""
-        if head != self.at:
-            self.versions.clear()
-            self.at = head
-        return self.versions
-
-    def committed(self, writes: list[PlannedWrite], head: tuple[int, bytes]) -> None:
-        """Remember a committed batch (bounded: cleared when it grows too big)."""
-        if len(self.versions) > _VERSION_CACHE_SIZE:
-            self.versions.clear()
-        for write in writes:
-            self.versions[write.stream] = write.version
-        self.at = head
-
-
 class LmdbEventLog(EventLog):
     """Event log in one LMDB environment (a directory)."""
 
     shared: ClassVar[bool] = True
 
     def __init__(
-        self, env: lmdb.Environment, dbs: dict[bytes, Any], compress_over: int, readonly: bool
+        self,
+        env: lmdb.Environment,
+        dbs: dict[bytes, Any],
+        compress_over: int,
+        readonly: bool,
+        index_every: int = INDEX_EVERY,
     ) -> None:
         self._env = env
         self._dbs = dbs
         self._compress_over = compress_over
         self._gate = _Gate()
         self._closed = False
-        self._versions = _VersionCache()
+        self._tail = LogTail()
+        self._index_every = max(1, index_every)
         self.readonly = readonly
         self.path = Path(env.path())
 
@@ -145,8 +136,12 @@ class LmdbEventLog(EventLog):
         sync: bool = True,
         map_size: int = 1 << 30,
         compress_over: int = 4096,
+        index_every: int = INDEX_EVERY,
     ) -> LmdbEventLog:
-        """Open (creating when writable) the store in directory `path`."""
+        """Open (creating when writable) the store in directory `path`.
+
+        `index_every`: unindexed records a commit may leave behind (see module docstring).
+        """
         path = Path(path)
         if readonly:
             _require_store_dir(path)
@@ -175,7 +170,7 @@ class LmdbEventLog(EventLog):
         except BaseException:
             env.close()
             raise
-        return cls(env, dbs, compress_over, readonly)
+        return cls(env, dbs, compress_over, readonly, index_every)
 
     # --- transactions ------------------------------------------------------------
 
@@ -218,31 +213,60 @@ class LmdbEventLog(EventLog):
         self, requests: Sequence[AppendRequest], ts: int
     ) -> tuple[list[Outcome], list[PlannedWrite]]:
         with self._env.begin(write=True) as txn:
-            # The head is read in this transaction, never cached: another process may
-            # have appended since this one last did, and the versions cached here are
-            # used only if it has not (LMDB serialises the two write transactions).
-            view = _TxnView(txn, self._dbs)
-            head = view.head()
-            view.versions = self._versions.checked(head)
-            plan = plan_batch(view, head, requests, ts, self._compress_over)
+            # The head and `indexed` are read in this transaction, never cached: another
+            # process may have appended since this one last did (LMDB serialises the
+            # two write transactions), and the tail is brought up to what it wrote.
+            view = self._view(txn)
+            window = view.window
+            plan = plan_batch(
+                view, (window.head, view.head_hash), requests, ts, self._compress_over
+            )
+            events = self._dbs[b"events"]
             for write in plan.writes:
-                self._put_record(txn, write)
-            if plan.writes:
-                txn.put(
-                    b"head", _pos_key(plan.head_position) + plan.head_hash, db=self._dbs[b"meta"]
-                )
-        self._versions.committed(plan.writes, (plan.head_position, plan.head_hash))
+                if not txn.put(_pos_key(write.position), write.value, append=True, db=events):
+                    raise StoreCorrupted(write.position, "position is not after the last record")
+            entries = [
+                TailEntry(w.position, w.stream, w.version, w.type, w.id_bytes) for w in plan.writes
+            ]
+            indexed = window.indexed
+            if plan.writes and len(window) + len(entries) >= self._index_every:
+                self._write_index(txn, [*window.all(), *entries])
+                indexed = plan.head_position
+        with self._tail.lock:
+            self._tail.committed(entries, indexed)
         return plan.outcomes, plan.writes
 
-    def _put_record(self, txn: lmdb.Transaction[bytes], write: PlannedWrite) -> None:
-        key = _pos_key(write.position)
-        if not txn.put(key, write.value, append=True, db=self._dbs[b"events"]):
-            raise StoreCorrupted(write.position, "position is not after the last record")
-        stream_key = _stream_prefix(write.stream) + _U64.pack(write.version)
-        txn.put(stream_key, key, db=self._dbs[b"streams"])
-        id_value = _U64x2.pack(write.position, write.version) + write.stream.encode()
-        txn.put(write.id_bytes, id_value, db=self._dbs[b"ids"])
-        txn.put(write.type.encode() + b"\x00" + key, b"", db=self._dbs[b"types"])
+    def _write_index(self, txn: lmdb.Transaction[Any], entries: list[TailEntry]) -> None:
+        """Index the tail in this transaction; `meta.indexed` moves to its last record."""
+        streams, ids, types = self._dbs[b"streams"], self._dbs[b"ids"], self._dbs[b"types"]
+        for entry in entries:
+            key = _pos_key(entry.position)
+            txn.put(_stream_prefix(entry.stream) + _U64.pack(entry.version), key, db=streams)
+            id_value = _U64x2.pack(entry.position, entry.version) + entry.stream.encode()
+            txn.put(entry.id_bytes, id_value, db=ids)
+            txn.put(entry.type.encode() + b"\x00" + key, b"", db=types)
+        meta = self._dbs[b"meta"]
+        txn.put(b"indexed", _pos_key(entries[-1].position), db=meta)
+        txn.delete(b"head", db=meta)  # a log of the earlier layout: no longer its mark
+
+    def _view(self, txn: lmdb.Transaction[Any]) -> _TxnView:
+        """The committed state one transaction sees, its tail parsed as far as its head."""
+        indexed, head, head_hash = _snapshot(txn, self._dbs)
+        events = self._dbs[b"events"]
+
+        def scan(after: int, upto: int) -> Iterator[tuple[int, Any]]:
+            cursor = txn.cursor(events)
+            if not cursor.set_range(_pos_key(after + 1)):
+                return
+            for key, value in cursor:
+                position = _U64.unpack(key)[0]
+                if position > upto:
+                    return
+                yield position, value
+
+        with self._tail.lock:
+            window = self._tail.window(indexed, head, scan)
+        return _TxnView(txn, self._dbs, window, head_hash)
 
     def _grow_map(self) -> None:
         with self._gate.exclusive():
@@ -252,7 +276,11 @@ class LmdbEventLog(EventLog):
     # --- reading -------------------------------------------------------------------
 
     def head(self) -> tuple[int, bytes]:
-        return self._read(lambda txn: _TxnView(txn, self._dbs).head())
+        def last(txn: lmdb.Transaction[memoryview]) -> tuple[int, bytes]:
+            _, head, head_hash = _snapshot(txn, self._dbs)
+            return head, head_hash
+
+        return self._read(last)
 
     def read(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         def scan(txn: lmdb.Transaction[memoryview]) -> list[RecordedEvent]:
@@ -285,23 +313,39 @@ class LmdbEventLog(EventLog):
     def read_stream(
         self, stream: str, after_version: int = 0, limit: int = 1000
     ) -> list[RecordedEvent]:
-        start = _stream_prefix(stream) + _U64.pack(after_version + 1)
-        return self._read(
-            lambda txn: self._scan_index(txn, b"streams", _stream_prefix(stream), start, 0, limit)
-        )
+        prefix = _stream_prefix(stream)
+        start = prefix + _U64.pack(after_version + 1)
+
+        def scan(txn: lmdb.Transaction[memoryview]) -> list[RecordedEvent]:
+            view = self._view(txn)
+            out = self._scan_index(txn, b"streams", prefix, start, 0, limit)
+            tail = (e for e in view.window.of_stream(stream) if e.version > after_version)
+            return _with_tail(view, out, tail, limit)
+
+        return self._read(scan)
 
     def read_stream_after(self, stream: str, after: int, limit: int = 1000) -> list[RecordedEvent]:
         prefix = _stream_prefix(stream)
-        return self._read(
-            lambda txn: self._scan_index(txn, b"streams", prefix, prefix, after, limit)
-        )
+
+        def scan(txn: lmdb.Transaction[memoryview]) -> list[RecordedEvent]:
+            view = self._view(txn)
+            out = self._scan_index(txn, b"streams", prefix, prefix, after, limit)
+            tail = (e for e in view.window.of_stream(stream) if e.position > after)
+            return _with_tail(view, out, tail, limit)
+
+        return self._read(scan)
 
     def read_type(self, event_type: str, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         prefix = event_type.encode() + b"\x00"
         start = prefix + _pos_key(after + 1)
-        return self._read(
-            lambda txn: self._scan_index(txn, b"types", prefix, start, after, limit, key_pos=True)
-        )
+
+        def scan(txn: lmdb.Transaction[memoryview]) -> list[RecordedEvent]:
+            view = self._view(txn)
+            out = self._scan_index(txn, b"types", prefix, start, after, limit, key_pos=True)
+            tail = (e for e in view.window.of_type(event_type) if e.position > after)
+            return _with_tail(view, out, tail, limit)
+
+        return self._read(scan)
 
     def _scan_index(
         self,
@@ -337,39 +381,48 @@ class LmdbEventLog(EventLog):
         return out
 
     def stream_version(self, stream: str) -> int:
-        return self._read(lambda txn: _TxnView(txn, self._dbs).stream_version(stream))
+        return self._read(lambda txn: self._view(txn).stream_version(stream))
+
+    def indexed_position(self) -> int:
+        """The last position the indexes hold (the records after it are the tail)."""
+        return self._read(lambda txn: _snapshot(txn, self._dbs)[0])
 
     def streams(self, prefix: str = "") -> list[tuple[str, int]]:
         def scan(txn: lmdb.Transaction[memoryview]) -> list[tuple[str, int]]:
-            view = _TxnView(txn, self._dbs)
+            view = self._view(txn)
             cursor = txn.cursor(self._dbs[b"streams"])
-            out: list[tuple[str, int]] = []
+            names: set[bytes] = set()
             seek = prefix.encode()
             while cursor.set_range(seek):
                 name_bytes = bytes(cursor.key())[:-9]
                 if not name_bytes.startswith(prefix.encode()):
                     break
-                name = name_bytes.decode()
-                out.append((name, view.stream_version(name)))
+                names.add(name_bytes)
                 seek = name_bytes + b"\x01"
-            return out
+            names.update(
+                e.stream.encode() for e in view.window.all() if e.stream.startswith(prefix)
+            )
+            return [(n.decode(), view.stream_version(n.decode())) for n in sorted(names)]
 
         return self._read(scan)
 
     def type_counts(self) -> dict[str, int]:
         def scan(txn: lmdb.Transaction[memoryview]) -> dict[str, int]:
+            view = self._view(txn)
             counts: dict[str, int] = {}
             cursor = txn.cursor(self._dbs[b"types"])
             for key in cursor.iternext(values=False):
                 name = bytes(key[:-9]).decode()
                 counts[name] = counts.get(name, 0) + 1
+            for entry in view.window.all():
+                counts[entry.type] = counts.get(entry.type, 0) + 1
             return counts
 
         return self._read(scan)
 
     def statistics(self) -> LogStatistics:
         def stats(txn: lmdb.Transaction[memoryview]) -> LogStatistics:
-            position, _ = _TxnView(txn, self._dbs).head()
+            _, position, _ = _snapshot(txn, self._dbs)
             info = self._env.info()
             stat = self._env.stat()
             used = (info["last_pgno"] + 1) * stat["psize"]
@@ -385,30 +438,43 @@ class LmdbEventLog(EventLog):
                 self._env.close()
 
 
+def _snapshot(txn: lmdb.Transaction[Any], dbs: dict[bytes, Any]) -> tuple[int, int, bytes]:
+    """(indexed, head position, head hash) as one transaction sees them."""
+    cursor = txn.cursor(dbs[b"events"])
+    if cursor.last():
+        head = position_of(cursor.key())
+        head_hash = bytes(cursor.value()[:HASH_SIZE])
+    else:
+        head, head_hash = 0, GENESIS_HASH
+    meta = dbs[b"meta"]
+    raw = txn.get(b"indexed", db=meta)
+    if raw is None:
+        raw = txn.get(b"head", db=meta)  # the earlier layout: indexed up to its head
+    indexed = position_of(bytes(raw)[:8]) if raw is not None else 0
+    return min(indexed, head), head, head_hash
+
+
 class _TxnView:
-    """Committed state seen through one transaction (the planner's `LogView`)."""
+    """Committed state seen through one transaction: the indexes up to `indexed`, the
+    tail after it (the planner's `LogView`)."""
 
     def __init__(
         self,
         txn: lmdb.Transaction[Any],
         dbs: dict[bytes, Any],
-        versions: dict[str, int] | None = None,
+        window: TailWindow,
+        head_hash: bytes,
     ) -> None:
         self._txn = txn
         self._dbs = dbs
-        self.versions = versions if versions is not None else {}
-
-    def head(self) -> tuple[int, bytes]:
-        raw = self._txn.get(b"head", db=self._dbs[b"meta"])
-        if raw is None:
-            return 0, GENESIS_HASH
-        raw = bytes(raw)
-        return _U64.unpack(raw[:8])[0], raw[8 : 8 + HASH_SIZE]
+        self.window = window
+        self.head_hash = head_hash
 
     def stream_version(self, stream: str) -> int:
-        cached = self.versions.get(stream)
-        if cached is not None:
-            return cached
+        in_tail = self.window.stream_version(stream)
+        return in_tail if in_tail is not None else self.indexed_version(stream)
+
+    def indexed_version(self, stream: str) -> int:
         prefix = _stream_prefix(stream)
         cursor = self._txn.cursor(self._dbs[b"streams"])
         if cursor.set_range(prefix + b"\xff" * 8):
@@ -422,12 +488,34 @@ class _TxnView:
         return int(_U64.unpack(key[-8:])[0])
 
     def find_id(self, id_bytes: bytes) -> tuple[int, int, str] | None:
+        in_tail = self.window.find_id(id_bytes)
+        if in_tail is not None:
+            return in_tail
         raw = self._txn.get(id_bytes, db=self._dbs[b"ids"])
         if raw is None:
             return None
         raw = bytes(raw)
         position, version = _U64x2.unpack(raw[:16])
         return int(position), int(version), raw[16:].decode()
+
+    def record(self, position: int) -> RecordedEvent:
+        key = _pos_key(position)
+        value = self._txn.get(key, db=self._dbs[b"events"])
+        if value is None:
+            raise StoreCorrupted(position, "the tail names a missing record")
+        return _decode_at(key, value)
+
+
+def _with_tail(
+    view: _TxnView, out: list[RecordedEvent], tail: Iterator[TailEntry], limit: int
+) -> list[RecordedEvent]:
+    """An index scan's records followed by the tail's (every tail position is after
+    every indexed one), up to `limit`."""
+    for entry in tail:
+        if len(out) >= limit:
+            break
+        out.append(view.record(entry.position))
+    return out
 
 
 def _decode_at(key: bytes | memoryview, value: bytes | memoryview) -> RecordedEvent:

@@ -2,9 +2,11 @@
 
 One writer task owns the write path. Producers validate and encode their events, send
 the request over a bounded memory channel and wait; the writer takes everything
-pending, commits it in one transaction in a worker thread (group commit: one fsync for
-many appends), then acknowledges each producer and wakes subscribers. An acknowledged
-append is on disk when `sync` is on.
+pending, commits it in one transaction on its commit thread (group commit: one fsync
+for many appends), then acknowledges each producer and wakes subscribers. An
+acknowledged append is on disk when `sync` is on. `submit` queues an append without
+waiting (pipelined): commits are in queue order, so the next awaited append makes it
+durable too; subscribers only ever see committed records.
 
 Other processes may append to the same log (an LMDB data dir shared by `serve` and
 `autoagent run`). For such a log a watcher task reads the log's head every
@@ -12,8 +14,9 @@ Other processes may append to the same log (an LMDB data dir shared by `serve` a
 `head_position`, `wait_for_position` and live subscribers follow every process's
 appends, not only this one's.
 
-Cancellation: a commit in progress is not abandoned (`to_thread.run_sync` without
-abandon), so a batch is written whole or not at all. A producer cancelled while
+Commits run on the writer's own long-lived thread (`events._committer`).
+Cancellation: a commit in progress is not abandoned (its waiter is shielded), so a
+batch is written whole or not at all. A producer cancelled while
 waiting for its acknowledgement may or may not have been written; retrying it with
 the same event ids is safe (idempotent append).
 """
@@ -31,6 +34,7 @@ from pathlib import Path
 import trio
 
 from events._codec import PreparedEvent, decode_record, pack_data
+from events._committer import Committer
 from events._keys import UserKey
 from events._lmdb_log import LmdbEventLog
 from events._log import AppendRequest, EventLog, LogStatistics, Outcome
@@ -73,6 +77,8 @@ class StoreOptions:
     read_batch: int = 1000
     # How often a log that other processes append to is checked for their records.
     watch_interval_s: float = 0.05
+    # LMDB: records a commit may leave out of the indexes (written behind the log).
+    index_every: int = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,15 +114,41 @@ class _Recent:
         return self._record
 
 
-class _PendingAppend:
-    """A producer's request and the slot where the writer puts its outcome."""
+class AppendTicket:
+    """A queued append; the writer puts its outcome here when the batch is on disk.
 
-    __slots__ = ("done", "outcome", "request")
+    `durable()` waits for that. Commits are in queue order, so a ticket that is durable
+    makes every append queued before it durable too.
+    """
 
-    def __init__(self, request: AppendRequest) -> None:
+    __slots__ = ("_done", "_outcome", "request", "sealed_events")
+
+    def __init__(
+        self, request: AppendRequest, sealed_events: Sequence[Event | NewEvent] | None
+    ) -> None:
         self.request = request
-        self.done = trio.Event()
-        self.outcome: Outcome | BaseException | None = None
+        # Events of a sealed stream, for the sealer to learn owners from once committed.
+        self.sealed_events = sealed_events
+        self._done = trio.Event()
+        self._outcome: Outcome | BaseException | None = None
+
+    def settle(self, outcome: Outcome | BaseException) -> None:
+        self._outcome = outcome
+        self._done.set()
+
+    @property
+    def settled(self) -> bool:
+        """Whether the writer has put the outcome here (the append is durable or refused)."""
+        return self._done.is_set()
+
+    async def durable(self) -> AppendResult:
+        """Wait until the append is on disk (with `sync`); raise what refused it."""
+        await self._done.wait()
+        outcome = self._outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert outcome is not None
+        return outcome
 
 
 class EventStore:
@@ -130,7 +162,7 @@ class EventStore:
         # With a sealer, personal content of session and run streams is sealed on
         # append (see `events._sealing`); readers that show content call `open`.
         self.sealer = sealer
-        self._send, self._receive = trio.open_memory_channel[_PendingAppend](options.queue_size)
+        self._send, self._receive = trio.open_memory_channel[AppendTicket](options.queue_size)
         self._head, _ = log.head()
         self._changed = trio.Event()
         # Subscribers of one stream wait here: an append wakes only its own stream's
@@ -138,9 +170,6 @@ class EventStore:
         self._stream_changed: dict[str, trio.Event] = {}
         self._recent: collections.deque[_Recent] = collections.deque(maxlen=options.recent_events)
         self._closed = False
-        # The writer's own thread slot: commits never queue behind reads for one of
-        # Trio's shared worker threads.
-        self._commit_limiter = trio.CapacityLimiter(1)
         self._watch_scope = trio.CancelScope()
         self._appends = self._commits = self._events_written = 0
 
@@ -159,6 +188,39 @@ class EventStore:
 
         `correlation` / `causation` apply to typed `Event`s; a `NewEvent` carries its own.
         """
+        ticket = await self._enqueue(stream, events, expected_version, correlation, causation)
+        return await ticket.durable()
+
+    async def submit(
+        self,
+        stream: str,
+        events: Sequence[Event],
+        *,
+        correlation: str | None = None,
+        causation: str | None = None,
+    ) -> AppendTicket:
+        """Queue an append without waiting for the disk (a pipelined append).
+
+        The append is committed in order with every other one: a later append that is
+        awaited (`append`, or `durable()` of a later ticket) makes it durable too, and
+        appends queued together without a checkpoint between them go into one commit.
+        Until then a crash may lose it. Only typed events (fresh ids) at `ANY` version
+        are taken, so nothing can refuse the append: an outcome nobody awaits is never
+        an error that goes unseen (a failed commit stops the writer, and with it every
+        later append).
+        """
+        if isinstance(events, Event) or not all(isinstance(e, Event) for e in events):
+            raise InvalidAppend("submit takes a sequence of typed events")
+        return await self._enqueue(stream, events, ANY, correlation, causation)
+
+    async def _enqueue(
+        self,
+        stream: str,
+        events: Sequence[Event | NewEvent],
+        expected_version: Expected,
+        correlation: str | None,
+        causation: str | None,
+    ) -> AppendTicket:
         key = None
         sealed_stream = self.sealer is not None and stream.startswith(_SEALED_STREAMS)
         if self.sealer is not None and sealed_stream:
@@ -176,28 +238,26 @@ class EventStore:
         )
         if self._closed:
             raise StoreClosed("the event store is closed")
-        pending = _PendingAppend(request)
+        ticket = AppendTicket(request, events if sealed_stream else None)
         try:
-            await self._send.send(pending)
+            # No checkpoint while there is room: appends queued one after another by one
+            # task reach the writer together (one commit).
+            self._send.send_nowait(ticket)
+        except trio.WouldBlock:
+            try:
+                await self._send.send(ticket)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                raise StoreClosed("the event store is closed") from None
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise StoreClosed("the event store is closed") from None
-        await pending.done.wait()
-        outcome = pending.outcome
-        if isinstance(outcome, BaseException):
-            raise outcome
-        assert outcome is not None
-        if self.sealer is not None and sealed_stream:
-            # Learned only from what is in the log: a refused SessionStarted (another
-            # principal created the session first) must not name the session's owner.
-            self.sealer.observe(stream, events, committed=True)
-        return outcome
+        return ticket
 
     async def run_writer(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """The single writer task; returns when the store is closed and drained."""
-        task_status.started()
-        async with self._receive:
+        async with Committer(self.log).running() as committer, self._receive:
+            task_status.started()
             async for first in self._receive:
                 batch = [first]
                 while len(batch) < self.options.max_batch_requests:
@@ -205,26 +265,28 @@ class EventStore:
                         batch.append(self._receive.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                await self._commit(batch)
+                await self._commit(committer, batch)
 
-    async def _commit(self, batch: list[_PendingAppend]) -> None:
+    async def _commit(self, committer: Committer, batch: list[AppendTicket]) -> None:
         requests = [p.request for p in batch]
         try:
-            outcomes, writes = await trio.to_thread.run_sync(
-                self.log.commit, requests, time.time_ns(), limiter=self._commit_limiter
-            )
+            outcomes, writes = await committer.commit(requests, time.time_ns())
         except BaseException as exc:
-            for pending in batch:
-                pending.outcome = EventStoreError(f"commit failed: {exc!r}")
-                pending.done.set()
+            for ticket in batch:
+                ticket.settle(EventStoreError(f"commit failed: {exc!r}"))
             raise
         self._publish([_Recent(w.position, w.stream, w.value) for w in writes])
         self._events_written += len(writes)
         self._commits += 1
         self._appends += len(batch)
-        for pending, outcome in zip(batch, outcomes, strict=True):
-            pending.outcome = outcome
-            pending.done.set()
+        for ticket, outcome in zip(batch, outcomes, strict=True):
+            if ticket.sealed_events is not None and self.sealer is not None:
+                if not isinstance(outcome, BaseException):
+                    # Learned only from what is in the log: a refused SessionStarted
+                    # (another principal created the session first) must not name the
+                    # session's owner.
+                    self.sealer.observe(ticket.request.stream, ticket.sealed_events, committed=True)
+            ticket.settle(outcome)
 
     def _publish(self, entries: list[_Recent]) -> None:
         """Make committed records (contiguous positions) visible to subscribers.
@@ -598,4 +660,5 @@ def _open_lmdb(path: Path, options: StoreOptions) -> LmdbEventLog:
         sync=options.sync,
         map_size=max(1, options.map_size_mb) * 1024 * 1024,
         compress_over=options.compress_over_bytes,
+        index_every=options.index_every,
     )

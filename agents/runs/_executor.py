@@ -10,6 +10,24 @@ per step. A failed step skips its dependents; other branches go on.
 Each transition is appended as it happens (`StepStarted`, `StepCompleted`,
 `StepFailed`, `StepSkipped`); `on_completed` hands finished steps to background
 verification.
+
+Durability is awaited only where something depends on it (pipelined appends,
+`EventStore.submit`; the writer commits in queue order, so whatever is awaited later
+makes every earlier transition durable with it):
+- `StepStarted` of a step whose tool is not idempotent is awaited before the tool is
+  called: after a crash, resume must find that it may have acted and fail it clearly
+  instead of calling it a second time. For an idempotent tool it is not awaited: if a
+  crash loses it, resume runs the step again, which is what it would do anyway.
+- `StepCompleted` / `StepFailed` / `StepSkipped` of an idempotent step are not awaited.
+  A dependent may read a result before it is on disk, but nothing the dependent writes
+  can be durable without it (commit order), and a dependent with effects awaits its own
+  `StepStarted`, which makes its inputs durable first. A completion a crash loses is a
+  step resume runs again, as it is idempotent.
+- The end of a step that is not idempotent is awaited: its effect happened, and a
+  crash must not leave it looking interrupted (resume would report it as such).
+- `ApprovalRequested` is awaited: a person is asked to act on it.
+- The run's terminal event and the reply are awaited by the orchestrator before the
+  answer is sent, which makes every transition of the run durable.
 """
 
 from __future__ import annotations
@@ -29,6 +47,7 @@ from agents.runs._verifier import Verdict
 from agents.tools import AgentRegistry
 from events import (
     ANY,
+    AppendTicket,
     ApprovalRequested,
     Event,
     EventEncodingError,
@@ -90,6 +109,7 @@ class Executor:
         self.outcomes: dict[str, StepOutcome] = {}
         self.started: set[str] = set()
         self._done: dict[str, trio.Event] = {}
+        self._last: AppendTicket | None = None
 
     async def execute(self, plan: Plan) -> dict[str, StepOutcome]:
         self._done = {s.id: trio.Event() for s in plan.steps}
@@ -209,12 +229,14 @@ class Executor:
                 for r in refusals
             ]
         attempts = [self._prior.attempts.get(s.id, 0) + 1 for s in group]
-        await self._append(
+        started = await self._submit(
             [StepStarted(self._run_id, s.id, a) for s, a in zip(group, attempts, strict=True)]
         )
-        started = time.perf_counter()
+        if not self._idempotent(group[0]):
+            await started.durable()  # see the module docstring
+        started_at = time.perf_counter()
         outcomes = await self._call(group)
-        duration = time.perf_counter() - started
+        duration = time.perf_counter() - started_at
         for outcome, attempt in zip(outcomes, attempts, strict=True):
             outcome.duration_s, outcome.attempt = duration, attempt
         return outcomes
@@ -259,7 +281,11 @@ class Executor:
                 StepOutcome(**{f: getattr(outcomes[0], f) for f in StepOutcome.__slots__})
                 for _ in group
             ]
-        await self._append([self._event(s, o) for s, o in zip(group, outcomes, strict=True)])
+        ended = await self._submit(
+            [self._event(s, o) for s, o in zip(group, outcomes, strict=True)]
+        )
+        if not self._idempotent(group[0]) and outcomes[0].status != "skipped":
+            await ended.durable()  # see the module docstring
         for step, outcome in zip(group, outcomes, strict=True):
             self.outcomes[step.id] = outcome
         for step, outcome in zip(group, outcomes, strict=True):
@@ -273,12 +299,11 @@ class Executor:
         """A step verified inline failed its verdict, and its dependents wait: run it
         once more when its tool is idempotent (the new result verified again); when it
         is not, or fails again, it counts as failed, so nothing builds on a bad result."""
-        spec = self._registry.spec(step.agent, step.action)
-        if spec is not None and spec.idempotent and outcome.attempt <= 1:
+        if self._idempotent(step) and outcome.attempt <= 1:
             self._prior.attempts[step.id] = outcome.attempt
             (again,) = await self._attempt([step])
             (again,) = self._storable([step], [again])
-            await self._append([self._event(step, again)])
+            await self._submit([self._event(step, again)])
             self.outcomes[step.id] = again
             if again.status != "completed" or self._on_completed is None:
                 return
@@ -292,7 +317,7 @@ class Executor:
             message=f"its result did not pass verification: {verdict.notes}",
             attempt=self.outcomes[step.id].attempt,
         )
-        await self._append([self._event(step, failed)])
+        await self._submit([self._event(step, failed)])
         self.outcomes[step.id] = failed
 
     def _storable(self, group: list[PlanStep], outcomes: list[StepOutcome]) -> list[StepOutcome]:
@@ -347,8 +372,24 @@ class Executor:
             outcome.retryable,
         )
 
+    def _idempotent(self, step: PlanStep) -> bool:
+        spec = self._registry.spec(step.agent, step.action)
+        return spec is not None and spec.idempotent
+
     async def _append(self, events: Sequence[Event]) -> None:
         await self._store.append(f"run-{self._run_id}", events, correlation=self._run_id)
+
+    async def _submit(self, events: Sequence[Event]) -> AppendTicket:
+        """Queue the run's events without waiting for the disk (module docstring)."""
+        ticket = await self._store.submit(f"run-{self._run_id}", events, correlation=self._run_id)
+        self._last = ticket
+        return ticket
+
+    async def durable(self) -> None:
+        """Wait until every transition this executor queued is on disk (the last one
+        is committed after all the others)."""
+        if self._last is not None:
+            await self._last.durable()
 
 
 def _failure(exc: BaseException) -> StepOutcome:

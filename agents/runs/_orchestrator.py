@@ -201,7 +201,9 @@ class Orchestrator:
             first = await self.store.read_stream(session_stream, 0, 1)
             if not first or first[0].data.get("user") != principal:
                 raise SessionNotYours(session_id)
-        await self.store.append(session_stream, [UserMessageReceived(session_id, run_id, goal)])
+        # Queued, not awaited: the awaited RunRequested right after makes it durable,
+        # in the same commit.
+        await self.store.submit(session_stream, [UserMessageReceived(session_id, run_id, goal)])
         result = await self.store.append(
             f"run-{run_id}",
             [RunRequested(run_id, session_id, goal, principal)],
@@ -743,7 +745,9 @@ class Orchestrator:
         if state.run_id in self._cancelled:
             return  # a cancel got in first; execute() appends RunCancelled
         with trio.CancelScope(shield=True):
-            await self._append(state.run_id, [terminal])
+            # One commit for both: the reply's append is awaited, the terminal event
+            # queued just before it is durable with it.
+            await self.store.submit(f"run-{state.run_id}", [terminal], correlation=state.run_id)
             await self._say(state, reply, context() if context is not None else None)
 
     async def _say(

@@ -1,15 +1,18 @@
 """Fixtures of the event log tests: one store per backend, so every test runs on both.
 
 `store` is the conformance fixture: an `EventStore` over LMDB (a real environment in
-`tmp_path`) and over `MemoryEventLog`. Tests that need other options use `open_store`,
-the same factory with explicit `StoreOptions`. Durability is not under test here, so the
-LMDB environment runs with `sync=False` and a small map.
+`tmp_path`; "lmdb-tail" writes its indexes every 3 records, so reads and checks meet
+records both in the indexes and in the unindexed tail) and over `MemoryEventLog`. Tests
+that need other options use `open_store`, the same factory with explicit `StoreOptions`.
+Durability is not under test here, so the LMDB environment runs with `sync=False` and a
+small map.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,7 @@ TEST_OPTIONS = StoreOptions(sync=False, map_size_mb=16)
 OpenStore = Callable[..., AbstractAsyncContextManager[EventStore]]
 
 
-@pytest.fixture(params=["lmdb", "memory"])
+@pytest.fixture(params=["lmdb", "lmdb-tail", "memory"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -38,6 +41,8 @@ def open_store(backend: str, tmp_path: Path) -> OpenStore:
     ) -> AbstractAsyncContextManager[EventStore]:
         if backend == "lmdb":
             return open_event_store(path or tmp_path / "store", options)
+        if backend == "lmdb-tail":
+            return open_event_store(path or tmp_path / "store", replace(options, index_every=3))
         log = MemoryEventLog(compress_over=options.compress_over_bytes)
         return open_event_store(options=options, log=log)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -188,6 +188,14 @@ async def exercise_lmdb(rounds: list[list[Op]]) -> None:
             await exercise(store, rounds)
 
 
+async def exercise_lmdb_tail(rounds: list[list[Op]]) -> None:
+    """LMDB writing its indexes every 2 records: checks meet the index and the tail."""
+    with tempfile.TemporaryDirectory() as tmp:
+        options = replace(OPTIONS, index_every=2)
+        async with open_event_store(Path(tmp) / "store", options) as store:
+            await exercise(store, rounds)
+
+
 async def exercise_memory(rounds: list[list[Op]]) -> None:
     log = MemoryEventLog(compress_over=OPTIONS.compress_over_bytes)
     async with open_event_store(options=OPTIONS, log=log) as store:
@@ -196,7 +204,11 @@ async def exercise_memory(rounds: list[list[Op]]) -> None:
 
 @pytest.mark.parametrize(
     "exercise_backend",
-    [pytest.param(exercise_lmdb, id="lmdb"), pytest.param(exercise_memory, id="memory")],
+    [
+        pytest.param(exercise_lmdb, id="lmdb"),
+        pytest.param(exercise_lmdb_tail, id="lmdb-tail"),
+        pytest.param(exercise_memory, id="memory"),
+    ],
 )
 @settings(max_examples=50, deadline=None)
 @given(rounds=rounds_strategy)

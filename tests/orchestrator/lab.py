@@ -28,10 +28,13 @@ HUGE_RESULT_CHARS = 200_000
 class Probe:
     """What the lab tools did: a timeline, call counts, side effects in a file."""
 
-    def __init__(self, effects: Path) -> None:
+    def __init__(self, effects: Path, head: Callable[[], int] | None = None) -> None:
         self.effects = effects
         self.timeline: list[tuple[str, str, float]] = []  # (label, "start" | "end", time)
         self.calls: collections.Counter[str] = collections.Counter()
+        # With `head` (a store's durable head position): the head when each effect ran.
+        self._head = head
+        self.head_at_effect: dict[str, int] = {}
 
     def mark(self, label: str, what: str) -> None:
         self.timeline.append((label, what, trio.current_time()))
@@ -50,6 +53,8 @@ class Probe:
 
     def effect(self, label: str) -> int:
         """Record one side effect of `label`; the number of its effects so far."""
+        if self._head is not None:
+            self.head_at_effect[label] = self._head()
         with self.effects.open("a") as file:
             file.write(label + "\n")
         return self.effect_count(label)

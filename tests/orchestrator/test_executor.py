@@ -7,6 +7,7 @@ of each step and the total are exact, and the tests take milliseconds.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from agents.runs._plan import Plan, validate_plan
 from agents.tools._registry import AgentRegistry
 from events import EventStore, MemoryEventLog, StoreOptions, open_event_store
 
-from .conftest import TIMEOUT_S, first, run_events, step_events
+from .conftest import TIMEOUT_S, first, lab_registry, run_events, step_events
 from .lab import Probe, sleep_step, step
 
 DIAMOND = [
@@ -51,7 +52,9 @@ async def execute(
     with trio.fail_after(TIMEOUT_S * 10):
         started = trio.current_time()
         outcomes = await executor.execute(plan)
-        return outcomes, trio.current_time() - started
+        elapsed = trio.current_time() - started
+        await executor.durable()  # its events are queued, not awaited, as it runs
+        return outcomes, elapsed
 
 
 def relative(times: dict[str, float], origin: float = 0.0) -> dict[str, float]:
@@ -129,6 +132,25 @@ async def test_failed_step_skips_its_dependents_while_an_independent_branch_comp
     assert outcomes["grandchild"].message == "dependency child did not complete"
     assert "child" not in probe.times("start")
     assert elapsed == pytest.approx(3.0)
+
+
+async def test_a_tool_with_effects_starts_only_once_its_start_is_on_disk(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """Pipelined appends: an idempotent step's events are queued without waiting, but a
+    step whose tool is not idempotent acts only after its `StepStarted` (and everything
+    queued before it) is durable, and its end is durable before its dependents start."""
+    probe = Probe(tmp_path / "effects.log", head=lambda: store.head_position)
+    steps = [
+        step("t1", "touch", label="t1"),
+        step("a1", "append", ["t1"], label="a1"),
+        step("t2", "touch", ["a1"], label="t2"),
+    ]
+    await execute(store, lab_registry(probe), steps, run_id="fx")
+    records = await run_events(store, "fx")
+    started_a1 = first(records, "StepStarted", "a1")
+    assert probe.head_at_effect["a1"] >= started_a1
+    assert probe.head_at_effect["t2"] >= first(records, "StepCompleted", "a1")
 
 
 async def test_step_events_are_appended_in_order_per_step(
@@ -273,6 +295,7 @@ async def execute_streamed(
             async with send:
                 for planned in plan.steps:
                     await send.send(planned)
+        await executor.durable()
     return executor.outcomes
 
 

@@ -38,6 +38,7 @@ from events import (
     StoreOptions,
     VerificationCompleted,
     open_event_store,
+    typed_event,
 )
 
 from .conftest import (
@@ -320,3 +321,59 @@ async def test_resume_after_every_step_was_done_only_composes_the_answer(
         "LLMCallCompleted",
         "RunCompleted",
     ]
+
+
+# --- pipelined appends: what a crash can lose is harmless -----------------------------
+
+PIPELINE_PLAN = [
+    step("p1", "touch", label="p1"),  # idempotent: its events are queued, not awaited
+    step("p2", "touch", label="p2"),
+    step("p3", "append", ["p1"], label="p3"),  # not idempotent: start and end awaited
+    step("p4", "echo", ["p2", "p3"], value="after ${p3.label}"),
+]
+
+
+async def test_every_prefix_a_crash_can_leave_of_a_pipelined_run_resumes(
+    tmp_path: Path, probe: Probe
+) -> None:
+    """The executor awaits the disk only before and after a tool with effects; any
+    other transition may be lost by a crash, which leaves a prefix of the run's stream
+    (commits are in order). Every such prefix resumes: the run ends, a step completed in
+    the prefix never runs again, and the non-idempotent step acts at most once."""
+    async with lmdb_store(tmp_path / "full") as store:
+        run_id = await submit_plan(store, PIPELINE_PLAN)
+        orchestrator = make_orchestrator(store, resume_registry(probe))
+        with trio.fail_after(TIMEOUT_S):
+            assert (await orchestrator.execute(run_id)).status == "completed"
+        full = await run_events(store, run_id)
+    planned = next(i for i, r in enumerate(full) if r.type == "PlanCreated")
+    finished = next(i for i, r in enumerate(full) if r.type == "RunCompleted")
+    assert finished > planned + 8  # four steps started and ended in between
+    for cut in range(planned + 1, finished + 1):
+        prefix = full[:cut]
+        path = tmp_path / f"cut-{cut}"
+        await write(path, {f"run-{run_id}": [typed_event(r) for r in prefix]})
+        effects = Probe(tmp_path / f"effects-{cut}.log")
+        started = {r.data["step_id"] for r in prefix if r.type == "StepStarted"}
+        for label in sorted(started & {"p1", "p2", "p3"}):
+            effects.effect(label)  # a started tool may have acted before the crash
+        async with lmdb_store(path) as store:
+            orchestrator = make_orchestrator(store, resume_registry(effects))
+            with trio.fail_after(TIMEOUT_S):
+                result = await orchestrator.execute(run_id, resume=True)
+            records = await run_events(store, run_id)
+        assert result.status in ("completed", "failed"), cut
+        assert records[-1].type in ("RunCompleted", "RunFailed"), cut
+        done_before = {r.data["step_id"] for r in prefix if r.type == "StepCompleted"}
+        resumed = records[len(prefix) :]  # what the resuming process wrote
+        assert resumed[0].type == "RunResumed", cut
+        restarted = {r.data["step_id"] for r in resumed if r.type == "StepStarted"}
+        assert not done_before & restarted, cut
+        assert effects.effect_count("p3") == 1, cut
+        p3_ended = any(r.type == "StepCompleted" and r.data["step_id"] == "p3" for r in prefix)
+        if "p3" in started and not p3_ended:
+            # A crash while its tool ran (its start was awaited): reported, not repeated.
+            (failed,) = [r for r in after_resume(records) if r.type == "StepFailed"]
+            assert failed.data["error_type"] == "NotRetried", cut
+        else:
+            assert result.status == "completed", cut

@@ -1,0 +1,70 @@
+"""Pipelined appends (`EventStore.submit`): queued without waiting, committed in order.
+
+Runs on every backend of the conformance fixture.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from events import (
+    NO_STREAM,
+    EventStore,
+    InvalidAppend,
+    RunCompleted,
+    StepCompleted,
+    StepStarted,
+    UserMessageReceived,
+)
+
+from .conftest import TIMEOUT_S
+
+
+async def test_submitted_appends_and_an_awaited_one_go_into_one_commit(store: EventStore) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        await store.append("run-0", [StepStarted("0", "warm", 1)])
+        before = store.statistics()
+        first = await store.submit("run-1", [StepStarted("1", "a", 1)], correlation="1")
+        second = await store.submit("session-1", [UserMessageReceived("1", "1", "hi")])
+        third = await store.append("run-1", [RunCompleted("1", "done")], correlation="1")
+        after = store.statistics()
+        assert after.commits - before.commits == 1
+        assert after.appends - before.appends == 3
+        one, two = await first.durable(), await second.durable()
+        assert one.positions[0] < two.positions[0] < third.positions[0]
+        records = await store.read_stream("run-1")
+        assert [r.type for r in records] == ["StepStarted", "RunCompleted"]
+        assert records[0].correlation == "1"
+
+
+async def test_a_submitted_append_is_written_without_anyone_awaiting_it(store: EventStore) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        ticket = await store.submit("run-1", [StepCompleted("1", "a", {"n": 1}, 0.1)])
+        await store.wait_for_position(1)  # the writer commits it on its own
+        assert (await ticket.durable()).positions == (1,)
+        assert [r.data["result"] for r in await store.read_stream("run-1")] == [{"n": 1}]
+
+
+async def test_a_later_durable_append_means_every_earlier_submit_is_durable(
+    store: EventStore,
+) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        tickets = [await store.submit(f"run-{i}", [StepStarted(str(i), "a", 1)]) for i in range(50)]
+        last = await store.append("run-last", [StepStarted("last", "a", 1)])
+        # Commits are in queue order: when the last one is acknowledged, every earlier
+        # one is settled already.
+        assert all(ticket.settled for ticket in tickets)
+        for ticket in tickets:
+            assert (await ticket.durable()).positions[0] < last.positions[0]
+        assert store.head_position == 51
+
+
+async def test_submit_takes_only_typed_events_at_any_version(store: EventStore) -> None:
+    with pytest.raises(InvalidAppend):
+        await store.submit("run-1", StepStarted("1", "a", 1))  # type: ignore[arg-type]
+    with pytest.raises(InvalidAppend):  # a NewEvent may carry an id seen before
+        await store.submit("run-1", [StepStarted("1", "a", 1).new()])  # type: ignore[list-item]
+    with pytest.raises(TypeError):  # no expected version: nothing can refuse it
+        await store.submit("run-1", [StepStarted("1", "a", 1)], NO_STREAM)  # type: ignore[misc]
+    assert store.head_position == 0
