@@ -141,6 +141,11 @@ class AppendTicket:
         """Whether the writer has put the outcome here (the append is durable or refused)."""
         return self._done.is_set()
 
+    @property
+    def settled_event(self) -> trio.Event:
+        """Set once `settled`."""
+        return self._done
+
     async def durable(self) -> AppendResult:
         """Wait until the append is on disk (with `sync`); raise what refused it."""
         await self._done.wait()
@@ -172,6 +177,7 @@ class EventStore:
         self._closed = False
         self._watch_scope = trio.CancelScope()
         self._appends = self._commits = self._events_written = 0
+        self._last_ticket: AppendTicket | None = None
 
     # --- writing -------------------------------------------------------------------
 
@@ -213,6 +219,13 @@ class EventStore:
             raise InvalidAppend("submit takes a sequence of typed events")
         return await self._enqueue(stream, events, ANY, correlation, causation)
 
+    async def flush(self) -> None:
+        """Wait until every append queued so far (`submit` included) is committed,
+        whatever its outcome: the last one queued is committed after all the others."""
+        ticket = self._last_ticket
+        if ticket is not None:
+            await ticket.settled_event.wait()
+
     async def _enqueue(
         self,
         stream: str,
@@ -238,7 +251,7 @@ class EventStore:
         )
         if self._closed:
             raise StoreClosed("the event store is closed")
-        ticket = AppendTicket(request, events if sealed_stream else None)
+        ticket = self._last_ticket = AppendTicket(request, events if sealed_stream else None)
         try:
             # No checkpoint while there is room: appends queued one after another by one
             # task reach the writer together (one commit).

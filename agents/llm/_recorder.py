@@ -42,7 +42,9 @@ class CallRecorder:
         if self._store is None:
             await trio.lowlevel.checkpoint()
             return
-        await self._store.append(self.stream_for(call.run_id), [call], correlation=call.run_id)
+        # Queued, not awaited (a pipelined append): nothing acts on the record, and the
+        # run's own awaited events after it make it durable with them.
+        await self._store.submit(self.stream_for(call.run_id), [call], correlation=call.run_id)
 
     def _count(self, call: LLMCallCompleted) -> None:
         self._calls += 1

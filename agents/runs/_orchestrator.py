@@ -278,7 +278,7 @@ class Orchestrator:
                 if state.forgotten:  # its goal and plan no longer open: nothing to run
                     return await self._fail(state, "its content was forgotten")
                 if state.version > 1 or resume:
-                    await self._append(run_id, [RunResumed(run_id, "resumed from the log")])
+                    await self._queue(run_id, [RunResumed(run_id, "resumed from the log")])
                 return await self._drive(state)
             finally:
                 del self._scopes[run_id]
@@ -389,7 +389,7 @@ class Orchestrator:
                             state.run_id,
                             on_step,
                         )
-                    await self._append(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
+                    await self._queue(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
                 except InvalidPlan as exc:
                     if isinstance(exc, PlanRefused) or executor.started:
                         failure.append(f"no usable plan: {exc}")
@@ -418,7 +418,7 @@ class Orchestrator:
             )
         except (InvalidPlan, LLMError) as exc:
             return await self._fail(state, f"no usable plan: {exc}")
-        await self._append(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
+        await self._queue(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
         outcomes, verifier = await self._run_plan(state, plan)
         return await self._conclude(state, plan, outcomes, verifier, 1 + planner.calls)
 
@@ -467,7 +467,7 @@ class Orchestrator:
         entities = dict(entities) if isinstance(entities, Mapping) else {}
         self._intents[state.run_id] = {"intent": str(found.get("intent", "")), **entities}
         event = IntentAnalyzed(state.run_id, str(found.get("intent", "")), entities)
-        await self._append(state.run_id, [event])
+        await self._queue(state.run_id, [event])
 
     async def _make_plan(self, state: RunState) -> tuple[Plan, int]:
         catalog = await self._prepare(state)
@@ -478,7 +478,7 @@ class Orchestrator:
             )
         finally:
             calls = planner.calls
-        await self._append(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
+        await self._queue(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
         return plan, calls
 
     def _workers(self, state: RunState) -> tuple[Verifier, Executor, bool]:
@@ -636,7 +636,7 @@ class Orchestrator:
         if not still:
             return plan, outcomes, 0
         note = replan_note(still, verifier.verdicts)
-        await self._append(state.run_id, [ReplanRequested(state.run_id, note)])
+        await self._queue(state.run_id, [ReplanRequested(state.run_id, note)])
         catalog = await trio.to_thread.run_sync(self.registry.catalog)
         told = {"role": "assistant", "text": f"(an earlier plan for this goal ran; {note})"}
         history = [*await self._history(state.session_id), told]
@@ -655,7 +655,7 @@ class Orchestrator:
             StepReused(state.run_id, sid, state.run_id, outcome.result)
             for sid, outcome in reused.items()
         ]
-        await self._append(state.run_id, events)
+        await self._queue(state.run_id, events)
         executor = self._repair_executor(state, verifier, PriorState(outcomes=dict(reused)))
         return new_plan, dict(await executor.execute(new_plan)), planner.calls
 
@@ -672,7 +672,7 @@ class Orchestrator:
         prefixed `c1-`) join the run's plan, run with the completed ones kept. None when
         no plan comes of it: the answer then says which part was not done."""
         note = "parts of the goal not done: " + "; ".join(missing)
-        await self._append(state.run_id, [ReplanRequested(state.run_id, note)])
+        await self._queue(state.run_id, [ReplanRequested(state.run_id, note)])
         state.replanned = True
         catalog = await trio.to_thread.run_sync(self.registry.catalog)
         told = {"role": "assistant", "text": f"(the goal was {state.goal!r}; {note})"}
@@ -685,7 +685,7 @@ class Orchestrator:
         if len(plan.steps) + len(extra.steps) > MAX_STEPS:
             return None  # a plan the log could not give back whole
         merged = Plan((*plan.steps, *renamed(extra, COVER_PREFIX).steps))
-        await self._append(state.run_id, [PlanCreated(state.run_id, merged.to_data())])
+        await self._queue(state.run_id, [PlanCreated(state.run_id, merged.to_data())])
         executor = self._repair_executor(state, verifier, PriorState(outcomes=dict(outcomes)))
         return merged, dict(await executor.execute(merged)), planner.calls
 
@@ -778,6 +778,13 @@ class Orchestrator:
 
     async def _append(self, run_id: str, events: Sequence[Event]) -> None:
         await self.store.append(f"run-{run_id}", events, correlation=run_id)
+
+    async def _queue(self, run_id: str, events: Sequence[Event]) -> None:
+        """Append without waiting for the disk: nothing outside the log acts on these
+        events, and a crash that loses them loses everything after them too (commits
+        are in order), which resume redoes. What is awaited, and why: the executor's
+        module docstring."""
+        await self.store.submit(f"run-{run_id}", events, correlation=run_id)
 
     async def _history_from_log(self, session_id: str) -> list[dict[str, Any]]:
         """The session's last messages, read from its stream (used without projections)."""

@@ -151,7 +151,8 @@ class Verifier:
         ]
         for (step, _), verdict in zip(batch, verdicts, strict=True):
             self.verdicts[step.id] = verdict
-        await self._store.append(f"run-{self._run_id}", events, correlation=self._run_id)
+        # Queued, not awaited: a verdict a crash loses is asked for again on resume.
+        await self._store.submit(f"run-{self._run_id}", events, correlation=self._run_id)
 
     async def _ask(self, batch: Sequence[tuple[PlanStep, Any]]) -> list[Verdict]:
         self.calls += 1

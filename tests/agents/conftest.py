@@ -134,6 +134,7 @@ async def provider(
 
 async def llm_events(store: EventStore) -> list[tuple[str, LLMCallCompleted]]:
     """Every LLMCallCompleted in the store, with the stream it was appended to."""
+    await store.flush()  # the recorder queues its events without waiting for the disk
     records = await store.read_type("LLMCallCompleted", 0, 100_000)
     return [(r.stream, LLMCallCompleted.from_data(r.data)) for r in records]
 

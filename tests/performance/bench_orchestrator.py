@@ -94,6 +94,7 @@ from agents.tools._math import evaluate
 from agents.tools._registry import AgentRegistry
 from events import (
     ANY,
+    AppendTicket,
     EventStore,
     PlanCreated,
     RecordedEvent,
@@ -650,6 +651,43 @@ class TimedStore(EventStore):
         finally:
             self.append_seconds += time.perf_counter() - start
             self.append_calls += 1
+
+    async def submit(
+        self,
+        stream: str,
+        events: Sequence[Event],
+        *,
+        correlation: str | None = None,
+        causation: str | None = None,
+    ) -> AppendTicket:
+        """A pipelined append: the wait to queue it, and later any wait for its ticket."""
+        start = time.perf_counter()
+        try:
+            ticket = await super().submit(
+                stream, events, correlation=correlation, causation=causation
+            )
+        finally:
+            self.append_seconds += time.perf_counter() - start
+        return _TimedTicket(ticket, self)
+
+
+class _TimedTicket(AppendTicket):
+    """A ticket whose `durable()` waits count as append wait of its store."""
+
+    __slots__ = ("_inner", "_store")
+
+    def __init__(self, inner: AppendTicket, store: TimedStore) -> None:
+        super().__init__(inner.request, None)
+        self._inner = inner
+        self._store = store
+
+    async def durable(self) -> AppendResult:
+        start = time.perf_counter()
+        try:
+            return await self._inner.durable()
+        finally:
+            self._store.append_seconds += time.perf_counter() - start
+            self._store.append_calls += 1
 
 
 @asynccontextmanager
