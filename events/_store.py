@@ -202,6 +202,7 @@ class EventStore:
         stream: str,
         events: Sequence[Event],
         *,
+        expected_version: Expected = ANY,
         correlation: str | None = None,
         causation: str | None = None,
     ) -> AppendTicket:
@@ -210,14 +211,15 @@ class EventStore:
         The append is committed in order with every other one: a later append that is
         awaited (`append`, or `durable()` of a later ticket) makes it durable too, and
         appends queued together without a checkpoint between them go into one commit.
-        Until then a crash may lose it. Only typed events (fresh ids) at `ANY` version
-        are taken, so nothing can refuse the append: an outcome nobody awaits is never
-        an error that goes unseen (a failed commit stops the writer, and with it every
-        later append).
+        Until then a crash may lose it. Only typed events (fresh ids) are taken, so at
+        `ANY` version nothing can refuse the append and an outcome nobody awaits is
+        never an error that goes unseen (a failed commit stops the writer, and with it
+        every later append). With another `expected_version` the ticket says whether it
+        was refused: await it.
         """
         if isinstance(events, Event) or not all(isinstance(e, Event) for e in events):
             raise InvalidAppend("submit takes a sequence of typed events")
-        return await self._enqueue(stream, events, ANY, correlation, causation)
+        return await self._enqueue(stream, events, expected_version, correlation, causation)
 
     async def flush(self) -> None:
         """Wait until every append queued so far (`submit` included) is committed,

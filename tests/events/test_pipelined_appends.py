@@ -16,6 +16,7 @@ from events import (
     StepCompleted,
     StepStarted,
     UserMessageReceived,
+    WrongExpectedVersion,
 )
 
 from .conftest import TIMEOUT_S
@@ -60,11 +61,22 @@ async def test_a_later_durable_append_means_every_earlier_submit_is_durable(
         assert store.head_position == 51
 
 
-async def test_submit_takes_only_typed_events_at_any_version(store: EventStore) -> None:
+async def test_submit_takes_only_typed_events(store: EventStore) -> None:
     with pytest.raises(InvalidAppend):
         await store.submit("run-1", StepStarted("1", "a", 1))  # type: ignore[arg-type]
     with pytest.raises(InvalidAppend):  # a NewEvent may carry an id seen before
         await store.submit("run-1", [StepStarted("1", "a", 1).new()])  # type: ignore[list-item]
-    with pytest.raises(TypeError):  # no expected version: nothing can refuse it
-        await store.submit("run-1", [StepStarted("1", "a", 1)], NO_STREAM)  # type: ignore[misc]
     assert store.head_position == 0
+
+
+async def test_a_submitted_append_refused_says_so_through_its_ticket(store: EventStore) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        await store.append("session-1", [UserMessageReceived("1", "m", "hi")])
+        refused = await store.submit(
+            "session-1", [UserMessageReceived("1", "n", "again")], expected_version=NO_STREAM
+        )
+        taken = await store.append("session-2", [UserMessageReceived("2", "m", "hi")])
+        with pytest.raises(WrongExpectedVersion):
+            await refused.durable()
+        assert taken.positions == (2,)
+        assert [r.data["message_id"] for r in await store.read_stream("session-1")] == ["m"]
