@@ -23,6 +23,7 @@ from functools import partial
 import trio
 
 from events._log import AppendRequest, EventLog, Outcome, PlannedWrite
+from events.errors import EventStoreError
 
 CommitResult = tuple[list[Outcome], list[PlannedWrite]]
 # What the thread reports: the commit's result, or what it raised.
@@ -38,16 +39,28 @@ class Committer:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
 
     def _loop(self, token: trio.lowlevel.TrioToken) -> None:
+        failure: BaseException | None = None
         while (job := self._jobs.get()) is not None:
             requests, ts, deliver = job
             result: _Reported
-            try:
-                result = self._log.commit(requests, ts)
-            except BaseException as exc:  # handed to the waiting writer, raised there
-                result = exc
+            if failure is not None:  # nothing is committed after a failed commit
+                result = EventStoreError(f"an earlier commit failed: {failure!r}")
+            else:
+                try:
+                    result = self._log.commit(requests, ts)
+                except BaseException as exc:  # handed to the writer, raised there
+                    result = failure = exc
             token.run_sync_soon(deliver, result)
 
+    def start(
+        self, requests: Sequence[AppendRequest], ts: int, deliver: Callable[[_Reported], None]
+    ) -> None:
+        """Queue a commit; `deliver` gets its result (or what it raised) in the Trio
+        thread, after every commit queued before it."""
+        self._jobs.put((requests, ts, deliver))
+
     async def commit(self, requests: Sequence[AppendRequest], ts: int) -> CommitResult:
+        """Commit and wait for it (shielded: a commit in progress is never abandoned)."""
         done = trio.Event()
         box: list[_Reported] = []
 
@@ -55,7 +68,7 @@ class Committer:
             box.append(result)
             done.set()
 
-        self._jobs.put((requests, ts, deliver))
+        self.start(requests, ts, deliver)
         with trio.CancelScope(shield=True):
             await done.wait()
         if isinstance(box[0], BaseException):

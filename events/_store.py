@@ -29,12 +29,13 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from events._codec import PreparedEvent, decode_record, pack_data
-from events._committer import Committer
+from events._committer import CommitResult, Committer
 from events._keys import UserKey
 from events._lmdb_log import LmdbEventLog
 from events._log import AppendRequest, EventLog, LogStatistics, Outcome
@@ -60,6 +61,8 @@ from events.errors import (
 )
 
 MAX_STREAM_NAME_BYTES = 256
+# Batches the writer may have queued on its commit thread at once (see `run_writer`).
+_COMMITS_IN_FLIGHT = 2
 _SEALED_STREAMS = ("session-", "run-")
 
 
@@ -270,26 +273,51 @@ class EventStore:
     async def run_writer(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """The single writer task; returns when the store is closed and drained."""
+        """The single writer task; returns when the store is closed and drained.
+
+        It does not wait for a commit before gathering the next batch: up to
+        `_COMMITS_IN_FLIGHT` batches are queued on the commit thread, which commits them
+        one after the other, so the thread never idles while producers' next appends
+        are gathered. Outcomes come back in commit order (`_committed`).
+        """
+        slots = trio.Semaphore(_COMMITS_IN_FLIGHT)
+        failures: list[BaseException] = []
         async with Committer(self.log).running() as committer, self._receive:
             task_status.started()
-            async for first in self._receive:
-                batch = [first]
-                while len(batch) < self.options.max_batch_requests:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                await self._commit(committer, batch)
+            with trio.CancelScope() as gathering:
+                async for first in self._receive:
+                    batch = [first]
+                    while len(batch) < self.options.max_batch_requests:
+                        try:
+                            batch.append(self._receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    await slots.acquire()
+                    done = partial(self._committed, batch, slots, failures, gathering)
+                    committer.start([t.request for t in batch], time.time_ns(), done)
+            with trio.CancelScope(shield=True):  # every batch in flight is answered
+                for _ in range(_COMMITS_IN_FLIGHT):
+                    await slots.acquire()
+        if failures:
+            raise failures[0]
 
-    async def _commit(self, committer: Committer, batch: list[AppendTicket]) -> None:
-        requests = [p.request for p in batch]
-        try:
-            outcomes, writes = await committer.commit(requests, time.time_ns())
-        except BaseException as exc:
+    def _committed(
+        self,
+        batch: list[AppendTicket],
+        slots: trio.Semaphore,
+        failures: list[BaseException],
+        gathering: trio.CancelScope,
+        result: CommitResult | BaseException,
+    ) -> None:
+        """A batch's commit is done (called in the Trio thread, in commit order)."""
+        slots.release()
+        if isinstance(result, BaseException):
             for ticket in batch:
-                ticket.settle(EventStoreError(f"commit failed: {exc!r}"))
-            raise
+                ticket.settle(EventStoreError(f"commit failed: {result!r}"))
+            failures.append(result)
+            gathering.cancel()  # the writer stops and raises it
+            return
+        outcomes, writes = result
         self._publish([_Recent(w.position, w.stream, w.value) for w in writes])
         self._events_written += len(writes)
         self._commits += 1

@@ -526,6 +526,53 @@ async def test_aclose_drains_queued_appends_then_refuses_new_ones(
     assert store.head_position == 10
 
 
+async def test_a_failed_commit_fails_its_batch_and_nothing_queued_after_it_is_written(
+    open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer queues the next batch while one commits; when that commit fails, its
+    appends and the next batch's get the error, nothing after it reaches the log, and
+    the writer stops with the failure."""
+    outcomes: dict[int, AppendResult | Exception] = {}
+
+    async def produce(i: int) -> None:
+        try:
+            outcomes[i] = await store.append(f"s-{i}", [started(i)])
+        except EventStoreError as exc:
+            outcomes[i] = exc
+
+    with pytest.RaisesGroup(OSError, flatten_subgroups=True):
+        async with open_store() as store:
+            await store.append("first", [started(0)])
+            gate = GatedCommit(store)
+            inner = gate.inner
+
+            def failing(requests: Sequence[AppendRequest], ts: int) -> Any:
+                gate.inner = failing_inner
+                return gate(requests, ts)
+
+            def failing_inner(requests: Sequence[AppendRequest], ts: int) -> Any:
+                if len(gate.batches) == 1:
+                    raise OSError("the disk went away")
+                return inner(requests, ts)
+
+            monkeypatch.setattr(store.log, "commit", failing)
+            with trio.fail_after(TIMEOUT_S):
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(produce, 1)
+                        await gate.entered.wait()  # batch 1 is committing, held
+                        for i in (2, 3):
+                            nursery.start_soon(produce, i)
+                        await trio.testing.wait_all_tasks_blocked()
+                        gate.release.set()
+                finally:
+                    gate.release.set()
+    assert all(isinstance(outcomes[i], EventStoreError) for i in (1, 2, 3)), outcomes
+    assert "disk went away" in str(outcomes[1])
+    assert gate.batches == [["s-1"]]  # the queued batch was never committed
+    assert store.head_position == 1
+
+
 # --- validation before anything is queued ---------------------------------------------
 
 
