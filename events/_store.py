@@ -284,20 +284,24 @@ class EventStore:
         failures: list[BaseException] = []
         async with Committer(self.log).running() as committer, self._receive:
             task_status.started()
-            with trio.CancelScope() as gathering:
-                async for first in self._receive:
-                    batch = [first]
-                    while len(batch) < self.options.max_batch_requests:
-                        try:
-                            batch.append(self._receive.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    await slots.acquire()
-                    done = partial(self._committed, batch, slots, failures, gathering)
-                    committer.start([t.request for t in batch], time.time_ns(), done)
-            with trio.CancelScope(shield=True):  # every batch in flight is answered
-                for _ in range(_COMMITS_IN_FLIGHT):
-                    await slots.acquire()
+            try:
+                with trio.CancelScope() as gathering:
+                    async for first in self._receive:
+                        batch = [first]
+                        while len(batch) < self.options.max_batch_requests:
+                            try:
+                                batch.append(self._receive.receive_nowait())
+                            except (trio.WouldBlock, trio.EndOfChannel):
+                                break
+                        await slots.acquire()
+                        done = partial(self._committed, batch, slots, failures, gathering)
+                        committer.start([t.request for t in batch], time.time_ns(), done)
+            finally:
+                # Every batch in flight is answered, also when the writer is cancelled:
+                # a commit in progress is never abandoned.
+                with trio.CancelScope(shield=True):
+                    for _ in range(_COMMITS_IN_FLIGHT):
+                        await slots.acquire()
         if failures:
             raise failures[0]
 
