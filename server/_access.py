@@ -36,7 +36,9 @@ class Principal:
     """Who a connection acts for: a name (recorded in events) and a role.
 
     `admin` may follow every stream and act on every run; `user` only on the sessions
-    and runs it created and its own memory.
+    and runs it created and its own memory. The documents collections are shared: any
+    principal may index into them (`index_documents`), as any principal's runs may
+    (`documents.index`); the workspace roots confine what is read, whoever asks.
     """
 
     name: str

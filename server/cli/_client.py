@@ -1,18 +1,20 @@
 """A small WebSocket client of a running `autoagent serve`, for the commands that write.
 
-`run`, `runs resume|retry|cancel`, `approve` and `forget` go through the server that
-holds the data dir (the URL it recorded there, `server._datadir`) or the one
-`--server ws://...` names, so the run executes in the server and every client sees it
-live. `server_url` picks that server (None: work in this process);
-`open_server_client` connects and says hello with the token (`--token`, else
-AUTOAGENT_TOKEN) when there is one.
+`run`, `runs resume|retry|cancel`, `approve`, `forget` and `documents index` go
+through the server that holds the data dir (the URL it recorded there,
+`server._datadir`) or the one `--server ws://...` names, so the run (or the indexing)
+executes in the server and every client sees it live. `server_url` picks that server
+(None: work in this process); `open_server_client` connects and says hello with the
+token (`--token`, else AUTOAGENT_TOKEN) when there is one.
 
 `ServerClient.request` sends one request under a fresh id and waits for the reply with
 that id; event frames that arrive meanwhile are kept for `follow_run`, which yields a
 run's event frames until its terminal event. Whatever goes wrong - nothing listening,
 a refused handshake, a wrong token, an `error` frame, the server gone mid-run - becomes
 one `InputError` line; a run may wait for a human for as long as it takes, so only
-connecting and replies are bounded in time.
+connecting and replies are bounded in time. `request_with_progress` serves requests the
+server reports on as it works (`index_documents`): its bound is on the silence between
+frames, not on the whole.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import json
 import os
 import urllib.parse
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -136,6 +138,39 @@ class ServerClient:
                     return frame
         assert waited.cancelled_caught
         raise InputError(f"the server at {self.url} did not answer {kind} in {SERVER_WAIT_S:g} s")
+
+    async def request_with_progress(
+        self,
+        kind: str,
+        reply: str,
+        progress: str,
+        on_progress: Callable[[dict[str, Any]], None],
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Like `request`, for work that takes as long as it takes: each `progress` frame
+        of this request goes to `on_progress` until the `reply` frame arrives. The server
+        sends progress at least every few seconds, so only the silence between frames is
+        bounded (by `SERVER_WAIT_S`)."""
+        self._requests += 1
+        request_id = f"cli-{self._requests}"
+        await self._send({"type": kind, "id": request_id, **fields})
+        while True:
+            frame = await self._receive_within(kind)
+            if frame.get("type") == "event":
+                self._events.append(frame)
+            elif frame.get("type") == "error" and frame.get("id") in (request_id, None):
+                raise self._refusal(frame)
+            elif frame.get("id") == request_id and frame.get("type") == progress:
+                on_progress(frame)
+            elif frame.get("id") == request_id and frame.get("type") == reply:
+                return frame
+
+    async def _receive_within(self, kind: str) -> dict[str, Any]:
+        with trio.move_on_after(SERVER_WAIT_S):
+            return await self._receive()
+        raise InputError(
+            f"the server at {self.url} sent nothing about {kind} for {SERVER_WAIT_S:g} s"
+        )
 
     async def follow_run(self, run_id: str) -> AsyncIterator[dict[str, Any]]:
         """The event frames of `run_id` that arrive on this connection, up to and with

@@ -1,14 +1,21 @@
 """`autoagent documents index|search|list`: the documents agent from the command line.
 
-Like `autoagent run`, the commands work on the data dir in this process: the event
-store is opened for writing, the `documents` projection is restored from its saved
-snapshot, caught up with the log and followed live while the command runs, and saved
-again (snapshot with checkpoint) on exit, so the next start only reads the tail.
+Like `autoagent run`, `index` goes through the running server when one holds the data
+dir or `--server` names one (`server.cli._client`): it sends `index_documents`, the
+server's documents agent indexes (its index, embedder and workspace, the ones its runs
+use) and reports progress, and the report printed is the one it returns.
+
+Otherwise, and for `search` and `list`, the commands work on the data dir in this
+process: the event store is opened for writing, the `documents` projection is restored
+from its saved snapshot, caught up with the log and followed live while the command
+runs, and saved again (snapshot with checkpoint) on exit, so the next start only reads
+the tail.
 
 `index` shows its progress on stderr: a bar on a terminal, a plain line every few
 seconds otherwise, nothing with --json. A PATH that exists relative to the working
-directory is taken from there; otherwise it is relative to the first workspace root,
-as in a plan. It must lie inside a workspace root either way.
+directory is taken from there (made absolute before it is sent to a server);
+otherwise it is relative to the first workspace root, as in a plan. It must lie inside
+a workspace root either way (the server's, through a server).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from events import open_event_store
 from server._progress import ProgressLine
 from server._render import dumps, table
 from server.app import indexer_options, open_configured_embedder, open_live_indexes, store_options
+from server.cli._client import add_server_flags, open_server_client, server_url, token_of
 from server.config import Config
 from server.errors import InputError
 
@@ -48,9 +56,13 @@ def add_documents_parser(commands: SubParsers, common: argparse.ArgumentParser) 
     documents = commands.add_parser("documents", help="index and search documents")
     sub = documents.add_subparsers(dest="documents_command", required=True, metavar="SUBCOMMAND")
     index = sub.add_parser(
-        "index", parents=[common], help="index a folder or file of the workspace"
+        "index",
+        parents=[common],
+        help="index a folder or file of the workspace: in the running server, else here",
     )
-    index.add_argument("path", help="inside a workspace root (agents.workspace_roots)")
+    index.add_argument(
+        "path", help="inside a workspace root (agents.workspace_roots; the server's, through one)"
+    )
     index.add_argument(
         "--collection",
         default=DEFAULT_COLLECTION,
@@ -58,6 +70,7 @@ def add_documents_parser(commands: SubParsers, common: argparse.ArgumentParser) 
         help=f"collection to index into (default {DEFAULT_COLLECTION!r})",
     )
     index.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_server_flags(index, local=True)
     search = sub.add_parser("search", parents=[common], help="passages closest to a query")
     search.add_argument("query", help="what to look for, in plain words")
     search.add_argument(
@@ -74,7 +87,11 @@ def documents_command(config: Config, args: argparse.Namespace, out: TextIO) -> 
     """Run one `documents` subcommand; errors propagate to the CLI's error boundary."""
     if args.documents_command == "search" and not 1 <= args.k <= MAX_K:
         raise InputError(f"--k {args.k} is not between 1 and {MAX_K}")
-    result: dict[str, Any] = trio.run(_run, config, args)
+    url = server_url(config, args) if args.documents_command == "index" else None
+    if url is not None:
+        result: dict[str, Any] = trio.run(_index_through_server, url, args)
+    else:
+        result = trio.run(_run, config, args)
     if args.json:
         out.write(dumps(result, indent=2) + "\n")
     else:
@@ -105,6 +122,38 @@ async def _run(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         if command == "search":
             return await service.search(args.query, args.k, args.collection)
         return await service.list(args.collection)
+
+
+async def _index_through_server(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """`index_documents` in the server at `url`: its progress drawn here, its report."""
+    line = None if args.json else ProgressLine("indexing files", sys.stderr)
+    fields = {"path": _cli_path(args.path), "collection": args.collection}
+    try:
+        async with open_server_client(url, token_of(args)) as client:
+            reply = await client.request_with_progress(
+                "index_documents", "documents_indexed", "index_progress", _drawn(line), **fields
+            )
+    finally:
+        if line is not None:
+            line.close()
+    report = reply.get("report")
+    if not isinstance(report, dict):
+        raise InputError(f"the server at {url} answered index_documents without a report")
+    return report
+
+
+def _drawn(line: ProgressLine | None) -> Callable[[dict[str, Any]], None]:
+    """An `index_progress` frame drawn on `line` as the in-process progress is; frames
+    sent before the files are counted (`files_total` 0) draw nothing."""
+    shown = _shown(line)
+
+    def draw(frame: dict[str, Any]) -> None:
+        counts = [frame.get(k) for k in ("files_done", "files_total", "chunks_embedded")]
+        done, total, chunks = [c if type(c) is int else 0 for c in counts]
+        if shown is not None and total:
+            shown(IndexProgress(done, total, chunks))
+
+    return draw
 
 
 def _cli_path(given: str) -> str:

@@ -244,12 +244,14 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _uses_workspace(config: Config, args: argparse.Namespace) -> bool:
     """Whether the command runs tools that read or write the workspace here."""
-    runs_here = args.command == "run" or (
-        args.command == "runs" and args.runs_command in ("resume", "retry")
+    runs_here = (
+        args.command == "run"
+        or (args.command == "runs" and args.runs_command in ("resume", "retry"))
+        or (args.command == "documents" and args.documents_command == "index")
     )
     if runs_here:  # `serve` creates it itself, once its checks have passed
-        return server_url(config, args) is None  # else the server's tools run the steps
-    return bool(args.command == "documents" and args.documents_command == "index")
+        return server_url(config, args) is None  # else the server's tools do the work
+    return False
 
 
 def _dispatch(args: argparse.Namespace, out: TextIO) -> int:

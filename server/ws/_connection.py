@@ -5,12 +5,17 @@ records from the store and block when that channel is full, so a slow client is
 served from the log at its own pace and never makes the server buffer without bound;
 a client that cannot take a frame within `slow_client_timeout_s` is closed with a
 clear reason. Runs started here live in the server's run nursery, not this
-connection's: a client that disconnects does not stop its runs.
+connection's: a client that disconnects does not stop its runs. An `index_documents`
+pass is this connection's work (`_indexing.py`), in its nursery beside the
+subscriptions, so the connection goes on serving requests meanwhile; at most
+`max_index_jobs` at once, and a client that leaves stops it, as Ctrl-C stops an
+in-process `documents index` (what was appended stays; the next pass skips it).
 
 Every frame counts against the request rate before it is looked at (binary, oversize
 and malformed ones too). With auth on, a connection that has not sent a valid hello
 `hello_timeout_s` after the handshake is closed with 1008; one that sends nothing for
-`idle_timeout_s` while following no stream or run is closed with 1001.
+`idle_timeout_s` while following no stream or run and indexing nothing is closed with
+1001.
 
 `serve` is the failure boundary of one connection: a bug anywhere in it (a request
 handler, a subscription, the sender) is logged with its traceback, answered with an
@@ -29,8 +34,10 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from agents.errors import InvalidGoal, SessionNotYours
 from agents.runs import Orchestrator, Submitted
+from agents.tools import DEFAULT_COLLECTION, DocumentsService
 from events import TERMINAL_RUN_TYPES, AutoagentError, EventStore
 from server._access import LOCAL, Principal, match_token
+from server.ws._indexing import index_for_client
 from server.ws._limits import RequestBucket, ServerLimits
 from server.ws._protocol import (
     BadFrame,
@@ -109,6 +116,8 @@ class ConnectionHost(Protocol):
 
     async def resume_run(self, connection: Connection, run_id: str, request_id: Any) -> int: ...
 
+    async def documents_service(self, request_id: Any) -> DocumentsService: ...
+
 
 class Connection:
     def __init__(self, app: ConnectionHost, ws: WebSocketConnection) -> None:
@@ -120,6 +129,7 @@ class Connection:
         self.principal: Principal | None = None if app.tokens else LOCAL
         self.sessions: set[str] = set()
         self.subscriptions = 0
+        self.indexing = 0  # index_documents passes in progress
         self._bucket = RequestBucket(app.limits.requests_per_second)
         self._out_send, self._out_receive = trio.open_memory_channel[str](
             app.limits.send_queue_frames
@@ -220,7 +230,7 @@ class Connection:
             if not self.authenticated and trio.current_time() >= hello_by:
                 await self.close(CLOSE_POLICY, f"no hello within {limits.hello_timeout_s:g} s")
                 return None
-            if self.subscriptions == 0:
+            if self.subscriptions == 0 and self.indexing == 0:
                 await self.close(CLOSE_GOING_AWAY, f"idle for {limits.idle_timeout_s:g} s")
                 return None
 
@@ -413,6 +423,30 @@ class Connection:
         position = await self.app.resume_run(self, run_id, request.id)
         await self.send(reply_frame("resumed", request.id, run_id=run_id))
         self._follow(f"run-{run_id}", position, until_run_ends=True)
+
+    async def _on_index_documents(self, request: Request) -> None:
+        if self.indexing >= self.app.limits.max_index_jobs:
+            raise BadFrame(
+                "an index_documents request is already in progress on this connection",
+                "rate_limited",
+                request.id,
+            )
+        service = await self.app.documents_service(request.id)
+        assert self._nursery is not None
+        self.indexing += 1
+        self._nursery.start_soon(self._index, service, request)
+
+    async def _index(self, service: DocumentsService, request: Request) -> None:
+        """One pass; the frames it sends follow on this connection as it works."""
+        fields = request.fields
+        try:
+            collection = fields["collection"] or DEFAULT_COLLECTION
+            await index_for_client(service, fields["path"], collection, self.send, request.id)
+        except Exception:
+            self._failed_request = request.id  # a bug: for the `internal` error frame
+            raise
+        finally:
+            self.indexing -= 1
 
     # --- subscriptions --------------------------------------------------------------------
 

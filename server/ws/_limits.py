@@ -17,6 +17,8 @@ class ServerLimits:
     max_connections_per_token: int = 50
     max_runs_per_session: int = 4
     max_subscriptions: int = 32
+    # `index_documents` passes one connection may have in progress at once.
+    max_index_jobs: int = 1
     send_queue_frames: int = 256
     slow_client_timeout_s: float = 10.0
     # With auth on, a connection without a valid hello this long after the handshake

@@ -5,7 +5,7 @@ in `REQUESTS`: each message type with its fields, what each field accepts and wh
 is required. `parse_request` checks a frame against that table and nothing else, and
 `protocol_reference()` renders the same table for the docs, so the two cannot drift.
 Server frames: welcome, accepted, subscribed, cancelled, resumed, retried, approved, forgotten,
-pong, event,
+index_progress, documents_indexed, pong, event,
 error {id?, code, message}.
 
 Validation is total: whatever a frame holds (any JSON value in any field, nesting deep
@@ -28,6 +28,7 @@ from server._render import json_default
 ERROR_CODES = (
     "bad_request",
     "unauthorized",
+    "forbidden",
     "not_found",
     "conflict",
     "rate_limited",
@@ -38,6 +39,10 @@ ERROR_CODES = (
 MAX_ID_CHARS = 128
 MAX_NAME_CHARS = 128
 MAX_NOTE_CHARS = 4000
+# As long as a path the file system takes (Linux PATH_MAX, in bytes, caps it there too).
+MAX_PATH_CHARS = 4096
+# The indexer checks the name's form itself (1-64 letters, digits, '.', '_', '-').
+MAX_COLLECTION_CHARS = 64
 # Integers a JavaScript client holds exactly; ids and positions stay within them.
 MAX_SAFE_INTEGER = 2**53 - 1
 # How deep a value in an outgoing frame may nest before the rest is elided.
@@ -301,6 +306,26 @@ REQUESTS: Mapping[str, MessageType] = {
             ),
             "forgotten {id, scope, session_id, user, key_destroyed}",
             "Destroy a key: what it sealed (goals, answers, results, memories) is gone.",
+        ),
+        MessageType(
+            "index_documents",
+            (
+                ID,
+                Field(
+                    "path",
+                    Text(1, MAX_PATH_CHARS),
+                    doc="a folder or file in the workspace (relative: to the first root)",
+                ),
+                Field(
+                    "collection",
+                    Text(1, MAX_COLLECTION_CHARS, printable=True),
+                    required=False,
+                    doc="collection to index into ('default')",
+                ),
+            ),
+            "documents_indexed {id, report}",
+            "Index a workspace folder or file as the documents agent does; "
+            "`index_progress {id, files_done, files_total, chunks_embedded}` frames come first.",
         ),
         MessageType("ping", (ID,), "pong {id}", "Liveness check."),
     )

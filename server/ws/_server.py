@@ -20,7 +20,9 @@ asked for it (`RunRequested.principal`), `memory-<name>` to `name`; the owner is
 from the log (the stream's first record), never from a connection's memory, so it
 holds across reconnects, restarts and processes. A `user` principal acting on anything
 else gets `forbidden`, for streams that do not exist as well (so a refusal says nothing
-about what exists); an `admin` may act on everything.
+about what exists); an `admin` may act on everything. Documents are shared: any
+principal may `index_documents`, as any principal's runs may call `documents.index`
+(the workspace confines the paths, not the principal).
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, wrap_server_stream
 
-from agents.errors import AgentError, RunNotRetryable
+from agents.errors import AgentError, RunNotRetryable, UnknownAgent
 from agents.runs import ApprovalNotPending, Orchestrator, Submitted, load_run
+from agents.tools import DocumentsAgent, DocumentsService
 from events import (
     EventStore,
     MemoryKeyDestroyed,
@@ -467,6 +470,23 @@ class AgentServer:
             raise BadFrame(str(exc), "conflict", request_id) from None
         self.start_run(submitted.run_id, submitted.session_id, await self.run_owner(run_id) or "")
         return submitted
+
+    # --- documents -------------------------------------------------------------------------
+
+    async def documents_service(self, request_id: Any) -> DocumentsService:
+        """The documents agent's service, the one this server's runs use (one index, one
+        embedder, one workspace); `not_found` when the agent is not enabled here."""
+        try:
+            agent = await self.orchestrator.registry.agent("documents")
+        except UnknownAgent:
+            agent = None
+        if not isinstance(agent, DocumentsAgent):
+            raise BadFrame(
+                "the documents agent is not enabled on this server (agents.enabled)",
+                "not_found",
+                request_id,
+            )
+        return agent.service
 
     # --- forgetting ------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from .ws_helpers import GOAL, TIMEOUT_S, TOKEN, Client, Harness, serving
 ISSUE_FRAME = {"type": "ping", "id": "x", "session_id": True}
 LIMITS = ServerLimits(requests_per_second=10_000, max_runs_per_session=1000)
 # What a request may answer with besides an error (each appends at most through a run).
-APPENDING_REPLIES = {"accepted", "cancelled", "resumed", "approved"}
+APPENDING_REPLIES = {"accepted", "cancelled", "resumed", "approved", "documents_indexed"}
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -118,6 +118,8 @@ def valid_frame(kind: str) -> dict[str, Any]:
         "scope": "me",
         "user": "ana",
         "note": "ok",
+        "path": "docs",
+        "collection": "default",
     }
     return {"type": kind} | {f.name: values[f.name] for f in REQUESTS[kind].fields}
 
