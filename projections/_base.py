@@ -9,20 +9,31 @@ Two kinds of state:
   applies only the tail of the log after it.
 
 Handlers are methods named `_on_<EventType>`, so a reader sees at once what a
-projection reacts to.
+projection reacts to; they are also what it declares it reads (`reads`): the runner
+hands it records of those types only and decodes no payload that no projection reads.
+
+A keyed projection's cache stays warm across batches: the values it saved are kept
+once committed (the runner drops them all when a commit fails), the most recently
+saved `COMMITTED_KEYS` of them, so a key written batch after batch is read from the
+store and unpacked once. A value loaded and not saved again is not kept (a handler
+may have changed it in place). A saved value belongs to the state from then on:
+change it only through `load` and `save`, under one key.
 """
 
 from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from events import RecordedEvent
 from projections._state_store import StateStore, pack, unpack
 
 Handler = Callable[[RecordedEvent], None]
+
+COMMITTED_KEYS = 4096  # committed values a keyed projection keeps in memory, at most
 
 
 class Projection(abc.ABC):
@@ -35,16 +46,33 @@ class Projection(abc.ABC):
         self._handlers: dict[str, Handler] = {
             attr[4:]: getattr(self, attr) for attr in dir(type(self)) if attr.startswith("_on_")
         }
+        self._reads = frozenset(self._handlers)
         self._state_store: StateStore | None = None
-        self._cache: dict[bytes, Any] = {}
+        self._cache: dict[bytes, Any] = {}  # this batch: loaded and saved values
         self._dirty: set[bytes] = set()
+        # Values as committed, equal to the store's; oldest saved first.
+        self._committed: OrderedDict[bytes, Any] = OrderedDict()
         # Held while a batch is applied and committed, so in-process readers of
         # in-memory state never see half a batch.
         self.lock = threading.RLock()
 
     @property
     def handled_types(self) -> frozenset[str]:
-        return frozenset(self._handlers)
+        return self._reads
+
+    @property
+    def reads(self) -> frozenset[str] | None:
+        """The event types `apply` needs to see; None: every type.
+
+        By default the types of the `_on_<EventType>` handlers; a projection that
+        overrides `apply` sees every type unless it overrides this too.
+        """
+        return None if self.handlers is None else self._reads
+
+    @property
+    def handlers(self) -> Mapping[str, Handler] | None:
+        """`apply` as a table, event type -> handler; None when `apply` is overridden."""
+        return None if type(self).apply is not Projection.apply else self._handlers
 
     def attach(self, store: StateStore) -> None:
         self._state_store = store
@@ -61,8 +89,11 @@ class Projection(abc.ABC):
         """The current value of `key` (this batch's writes included), or None."""
         if key in self._cache:
             return self._cache[key]
-        assert self._state_store is not None, "projection used before attach()"
-        value = self._state_store.get(self.name, key)
+        if key in self._committed:
+            value = self._committed[key]
+        else:
+            assert self._state_store is not None, "projection used before attach()"
+            value = self._state_store.get(self.name, key)
         self._cache[key] = value
         return value
 
@@ -76,14 +107,26 @@ class Projection(abc.ABC):
     # --- for the runner -------------------------------------------------------------
 
     def take_changes(self) -> dict[bytes, Any]:
-        """The dirty keys of this batch; the cache is emptied (the store has them now)."""
-        changes = {key: self._cache[key] for key in self._dirty}
-        self.discard_changes()
+        """The dirty keys of this batch, for the runner to commit; they stay cached as
+        committed values (`discard_changes` when the commit fails)."""
+        committed = self._committed
+        for key in self._cache.keys() - self._dirty:
+            committed.pop(key, None)
+        changes: dict[bytes, Any] = {}
+        for key in self._dirty:
+            committed[key] = changes[key] = self._cache[key]
+            committed.move_to_end(key)  # saved last: evicted last
+        while len(committed) > COMMITTED_KEYS:
+            committed.popitem(last=False)
+        self._cache = {}
+        self._dirty = set()
         return changes
 
     def discard_changes(self) -> None:
+        """Forget every cached value: the next batch reads its keys from the store."""
         self._cache.clear()
         self._dirty.clear()
+        self._committed.clear()
 
 
 class SnapshottingProjection(Projection):

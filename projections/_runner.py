@@ -2,10 +2,13 @@
 
 Each step reads one batch of records, applies it to every projection that has not
 seen it, and commits each projection's changes together with its new checkpoint in
-one transaction: every event is applied exactly once, across crashes too. A
-projection whose version changed is reset and rebuilt from position 1. The blocking
-work (reading, applying, committing) runs in a worker thread; the Trio side only
-waits for new events and wakes readers waiting for a position (read-your-writes).
+one transaction: every event is applied exactly once, across crashes too. A projection
+is handed only the records of the types it reads (`Projection.reads`); the others
+advance its checkpoint all the same, and their payloads are decoded only when some
+other projection reads them (`BatchReader`). A projection whose version changed is
+reset and rebuilt from position 1. The blocking work (reading, applying, committing)
+runs in a worker thread; the Trio side only waits for new events and wakes readers
+waiting for a position (read-your-writes).
 
 Failure boundary: while the runner follows the log (`run`), a projection whose `apply`,
 snapshot or commit raises is stopped alone, at its last checkpoint, with the error kept
@@ -28,15 +31,20 @@ import trio
 
 from events import EventLog, EventStore, RecordedEvent
 from projections._base import Projection, SnapshottingProjection
+from projections._batches import Batch, BatchReader, Reader
 from projections._state_store import StateCommit, StateStore
 from projections.errors import CheckpointMoved, UnknownProjection
 
 LONG_CATCH_UP = 20_000
+# Records per commit while catching up a long way (a rebuild, a start far behind): each
+# commit is an fsync of the state store and repacks every value the batch changed, so
+# fewer, larger batches are what a rebuild's speed is made of; a crash redoes at most
+# one batch.
+CATCH_UP_BATCH = 10_000
 MAX_ERROR_CHARS = 500
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
-Reader = Callable[[int, int], list[RecordedEvent]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +75,10 @@ class ProjectionRunner:
         reader: Reader | None = None,
     ) -> None:
         self.log = log
-        self.read = reader or log.read
         self.state = state
         self.projections = {p.name: p for p in projections}
+        self._reads = {p.name: p.reads for p in projections}
+        self._batches = BatchReader(log, reader)
         self.batch_size = batch_size
         self.snapshot_every = snapshot_every
         self._applied: dict[str, int] = {}
@@ -136,56 +145,82 @@ class ProjectionRunner:
             exc_info=exc,
         )
 
-    def step(self, until: int | None = None, *, isolate: bool = False) -> int:
+    def step(
+        self, until: int | None = None, *, isolate: bool = False, batch_size: int | None = None
+    ) -> int:
         """Apply and commit one batch; returns how many records were read.
 
         `isolate`: a projection that fails is stopped (see module docstring) instead of
-        the error propagating.
+        the error propagating. `batch_size`: this batch's size (default `batch_size`).
         """
         start = self.position
-        limit = self.batch_size if until is None else min(self.batch_size, until - start)
+        size = batch_size or self.batch_size
+        limit = size if until is None else min(size, until - start)
         if limit <= 0:
             return 0
-        batch = self.read(start, limit)
-        if not batch:
+        batch = self._batches.read(start, limit, self._wanted())
+        if not batch.count:
             return 0
         try:
             self._apply_and_commit(batch, isolate)
         except CheckpointMoved:
+            self.prepare(isolate=isolate)
+        self._read_to = max(self._read_to, batch.last)
+        return batch.count
+
+    def _wanted(self) -> frozenset[str] | None:
+        """Every event type a running projection reads; None: every type."""
+        wanted: set[str] = set()
+        for projection in self._running():
+            reads = self._reads[projection.name]
+            if reads is None:
+                return None
+            wanted |= reads
+        return frozenset(wanted)
+
+    def _apply_and_commit(self, batch: Batch, isolate: bool = False) -> None:
+        last = batch.last
+        commits: list[StateCommit] = []
+        try:
+            for projection in self._running():
+                with projection.lock:
+                    try:
+                        commit = self._apply_batch(projection, batch.records, last)
+                    except Exception as exc:
+                        if not isolate:
+                            raise
+                        self._stop(projection, exc, self._applying)
+                        continue
+                if commit is not None:
+                    commits.append(commit)
+            self._commit(commits, isolate)
+        except BaseException:
+            # No checkpoint moved: the batch is read again, so no cache may keep values
+            # of it (taken changes that were never committed, or half-applied ones).
             for projection in self.projections.values():
                 projection.discard_changes()
-            self.prepare(isolate=isolate)
-        self._read_to = max(self._read_to, batch[-1].position)
-        return len(batch)
-
-    def _apply_and_commit(self, batch: list[RecordedEvent], isolate: bool = False) -> None:
-        last = batch[-1].position
-        commits: list[StateCommit] = []
-        for projection in self._running():
-            with projection.lock:
-                try:
-                    commit = self._apply_batch(projection, batch, last)
-                except Exception as exc:
-                    if not isolate:
-                        raise
-                    self._stop(projection, exc, self._applying)
-                    continue
-            if commit is not None:
-                commits.append(commit)
-        self._commit(commits, isolate)
+            raise
         for projection in self._running():
             self._applied[projection.name] = max(self._applied[projection.name], last)
 
     def _apply_batch(
-        self, projection: Projection, batch: list[RecordedEvent], last: int
+        self, projection: Projection, records: list[RecordedEvent], last: int
     ) -> StateCommit | None:
         applied = self._applied[projection.name]
+        handlers = projection.handlers
         at = last
         try:
-            for record in batch:
-                if record.position > applied:
-                    at = record.position  # a local: the hot loop stays cheap
-                    projection.apply(record)
+            if handlers is None:
+                for record in records:
+                    if record.position > applied:
+                        at = record.position  # a local: the hot loop stays cheap
+                        projection.apply(record)
+            else:  # straight to the handler, as `apply` would
+                for record in records:
+                    handler = handlers.get(record.type)
+                    if handler is not None and record.position > applied:
+                        at = record.position
+                        handler(record)
             at = last
             return self._commit_for(projection, last) if applied < last else None
         finally:
@@ -233,9 +268,11 @@ class ProjectionRunner:
         """Step until `until` (default: the log head now); returns records applied."""
         target = self.log.head()[0] if until is None else until
         total = 0
-        with gc_paused(target - self.position > LONG_CATCH_UP):
+        far = target - self.position > LONG_CATCH_UP
+        size = max(self.batch_size, CATCH_UP_BATCH) if far else None
+        with gc_paused(far):
             while self.position < target:
-                read = self.step(target)
+                read = self.step(target, batch_size=size)
                 if not read:
                     break
                 total += read

@@ -33,6 +33,7 @@ from events import (
     EventLog,
     LLMCallCompleted,
     LmdbEventLog,
+    NewEvent,
     PlanCreated,
     RecordedEvent,
     RunCancelled,
@@ -72,7 +73,7 @@ class EventWriter:
         self.log = log
         self.ts = T0
 
-    def add(self, stream: str, *events: Event, at: float | None = None) -> int:
+    def add(self, stream: str, *events: Event | NewEvent, at: float | None = None) -> int:
         """Append `events` at T0 + `at` seconds (default: 1 ms after the previous
         append); returns the position of the last one."""
         self.ts = T0 + round(at * SECOND) if at is not None else self.ts + SECOND // 1000
