@@ -8,9 +8,10 @@ single-producer append waits for one round trip per event). The thread is starte
 joined by the writer task that owns it (`running`, a nursery), so it never outlives
 the store.
 
-A commit in progress is never abandoned: a cancelled waiter still waits for its
-batch's outcome (shielded), so a batch is written whole or not at all and the writer
-knows which.
+A commit in progress is never abandoned: the writer waits (shielded) for the outcome
+of every batch it queued, so a batch is written whole or not at all and the writer
+knows which. After a failed commit the thread commits nothing more; later batches are
+answered with an error.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ _Job = tuple[Sequence[AppendRequest], int, Callable[[_Reported], None]]
 
 
 class Committer:
-    """Runs `log.commit` on the thread of `running`; one batch at a time, in order."""
+    """Runs `log.commit` on the thread of `running`; one batch at a time, in order.
+
+    `start` queues a batch; its result reaches the writer through `run_sync_soon`.
+    """
 
     def __init__(self, log: EventLog) -> None:
         self._log = log
@@ -59,25 +63,9 @@ class Committer:
         thread, after every commit queued before it."""
         self._jobs.put((requests, ts, deliver))
 
-    async def commit(self, requests: Sequence[AppendRequest], ts: int) -> CommitResult:
-        """Commit and wait for it (shielded: a commit in progress is never abandoned)."""
-        done = trio.Event()
-        box: list[_Reported] = []
-
-        def deliver(result: _Reported) -> None:
-            box.append(result)
-            done.set()
-
-        self.start(requests, ts, deliver)
-        with trio.CancelScope(shield=True):
-            await done.wait()
-        if isinstance(box[0], BaseException):
-            raise box[0]
-        return box[0]
-
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Committer]:
-        """The thread, from entry to exit (it finishes the batch it has, then stops).
+        """The thread, from entry to exit (it finishes every commit queued, then stops).
 
         A Trio worker thread with a limiter of its own, so it never takes one of the
         shared slots and code running in it may call `trio.from_thread`.

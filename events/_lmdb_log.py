@@ -47,7 +47,11 @@ from events._model import RecordedEvent
 from events._tail import LogTail, TailEntry, TailWindow, position_of
 from events.errors import EventStoreError, NotAnEventStore, StoreClosed, StoreCorrupted
 
-FORMAT = b"autoagent-eventlog/1"
+FORMAT = b"autoagent-eventlog/2"
+# The layout before the indexes moved behind the log: opened and upgraded (its
+# `meta.head` marks how far the indexes reach); a binary that knows only it refuses
+# the new format instead of misreading it.
+_FORMAT_1 = b"autoagent-eventlog/1"
 _U64 = struct.Struct(">Q")
 _U64x2 = struct.Struct(">QQ")
 _DB_NAMES = (b"events", b"streams", b"ids", b"types", b"meta")
@@ -546,8 +550,8 @@ def _open_dbs(env: lmdb.Environment, path: Path, readonly: bool) -> dict[bytes, 
 def _check_format(env: lmdb.Environment, meta: Any, path: Path, readonly: bool) -> None:
     with env.begin(write=not readonly) as txn:
         found = txn.get(b"format", db=meta)
-        if found is None and not readonly:
+        if not readonly and found in (None, _FORMAT_1):
             txn.put(b"format", FORMAT, db=meta)
             return
-    if found != FORMAT:
+    if found not in (FORMAT, _FORMAT_1):
         raise NotAnEventStore(f"{path}: not an autoagent store (format {found!r})")

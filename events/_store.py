@@ -38,7 +38,7 @@ from events._codec import PreparedEvent, decode_record, pack_data
 from events._committer import CommitResult, Committer
 from events._keys import UserKey
 from events._lmdb_log import LmdbEventLog
-from events._log import AppendRequest, EventLog, LogStatistics, Outcome
+from events._log import AppendRequest, EventLog, LogStatistics, Outcome, PlannedWrite
 from events._model import (
     ANY,
     AppendResult,
@@ -144,11 +144,6 @@ class AppendTicket:
         """Whether the writer has put the outcome here (the append is durable or refused)."""
         return self._done.is_set()
 
-    @property
-    def settled_event(self) -> trio.Event:
-        """Set once `settled`."""
-        return self._done
-
     async def durable(self) -> AppendResult:
         """Wait until the append is on disk (with `sync`); raise what refused it."""
         await self._done.wait()
@@ -180,7 +175,9 @@ class EventStore:
         self._closed = False
         self._watch_scope = trio.CancelScope()
         self._appends = self._commits = self._events_written = 0
-        self._last_ticket: AppendTicket | None = None
+        # Appends queued, and answered by the writer (in queue order): for `flush`.
+        self._queued = self._answered = 0
+        self._answered_changed = trio.Event()
 
     # --- writing -------------------------------------------------------------------
 
@@ -225,11 +222,12 @@ class EventStore:
         return await self._enqueue(stream, events, expected_version, correlation, causation)
 
     async def flush(self) -> None:
-        """Wait until every append queued so far (`submit` included) is committed,
-        whatever its outcome: the last one queued is committed after all the others."""
-        ticket = self._last_ticket
-        if ticket is not None:
-            await ticket.settled_event.wait()
+        """Wait until every append queued so far (`submit` included) is answered,
+        whatever its outcome. Appends are answered in queue order, so counting them is
+        enough."""
+        target = self._queued
+        while self._answered < target:
+            await self._answered_changed.wait()
 
     async def _enqueue(
         self,
@@ -256,7 +254,7 @@ class EventStore:
         )
         if self._closed:
             raise StoreClosed("the event store is closed")
-        ticket = self._last_ticket = AppendTicket(request, events if sealed_stream else None)
+        ticket = AppendTicket(request, events if sealed_stream else None)
         try:
             # No checkpoint while there is room: appends queued one after another by one
             # task reach the writer together (one commit).
@@ -268,6 +266,7 @@ class EventStore:
                 raise StoreClosed("the event store is closed") from None
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise StoreClosed("the event store is closed") from None
+        self._queued += 1
         return ticket
 
     async def run_writer(
@@ -278,22 +277,26 @@ class EventStore:
         It does not wait for a commit before gathering the next batch: up to
         `_COMMITS_IN_FLIGHT` batches are queued on the commit thread, which commits them
         one after the other, so the thread never idles while producers' next appends
-        are gathered. Outcomes come back in commit order (`_committed`).
+        are gathered. Outcomes come back in commit order (`_committed`). When the
+        writer stops early (a failed commit, cancellation), every append it has not
+        handed to the thread is answered with `StoreClosed`: no waiter is left hanging.
         """
         slots = trio.Semaphore(_COMMITS_IN_FLIGHT)
         failures: list[BaseException] = []
+        held: list[AppendTicket] = []  # taken from the channel, not yet on the thread
         async with Committer(self.log).running() as committer, self._receive:
             task_status.started()
             try:
                 with trio.CancelScope() as gathering:
                     async for first in self._receive:
-                        batch = [first]
-                        while len(batch) < self.options.max_batch_requests:
+                        held = [first]
+                        while len(held) < self.options.max_batch_requests:
                             try:
-                                batch.append(self._receive.receive_nowait())
+                                held.append(self._receive.receive_nowait())
                             except (trio.WouldBlock, trio.EndOfChannel):
                                 break
                         await slots.acquire()
+                        batch, held = held, []
                         done = partial(self._committed, batch, slots, failures, gathering)
                         committer.start([t.request for t in batch], time.time_ns(), done)
             finally:
@@ -302,8 +305,23 @@ class EventStore:
                 with trio.CancelScope(shield=True):
                     for _ in range(_COMMITS_IN_FLIGHT):
                         await slots.acquire()
+                self._closed = True
+                self._refuse_unwritten(held)
         if failures:
             raise failures[0]
+
+    def _refuse_unwritten(self, held: list[AppendTicket]) -> None:
+        """Answer what the stopped writer never handed to the commit thread."""
+        refusal = StoreClosed("the event store stopped before this append was written")
+        unwritten = list(held)
+        while True:
+            try:
+                unwritten.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        for ticket in unwritten:
+            ticket.settle(refusal)
+        self._count_answered(len(unwritten))
 
     def _committed(
         self,
@@ -313,15 +331,27 @@ class EventStore:
         gathering: trio.CancelScope,
         result: CommitResult | BaseException,
     ) -> None:
-        """A batch's commit is done (called in the Trio thread, in commit order)."""
+        """A batch's commit is done (called in the Trio thread, in commit order).
+
+        It runs outside any task (`run_sync_soon`): whatever goes wrong here is handed
+        to the writer task, which stops and raises it, never to Trio itself.
+        """
         slots.release()
-        if isinstance(result, BaseException):
+        try:
+            if isinstance(result, BaseException):
+                raise result
+            self._answer(batch, *result)
+        except BaseException as exc:
             for ticket in batch:
-                ticket.settle(EventStoreError(f"commit failed: {result!r}"))
-            failures.append(result)
+                if not ticket.settled:
+                    ticket.settle(EventStoreError(f"commit failed: {exc!r}"))
+            self._count_answered(len(batch))
+            failures.append(exc)
             gathering.cancel()  # the writer stops and raises it
-            return
-        outcomes, writes = result
+
+    def _answer(
+        self, batch: list[AppendTicket], outcomes: list[Outcome], writes: list[PlannedWrite]
+    ) -> None:
         self._publish([_Recent(w.position, w.stream, w.value) for w in writes])
         self._events_written += len(writes)
         self._commits += 1
@@ -334,6 +364,12 @@ class EventStore:
                     # session's owner.
                     self.sealer.observe(ticket.request.stream, ticket.sealed_events, committed=True)
             ticket.settle(outcome)
+        self._count_answered(len(batch))
+
+    def _count_answered(self, count: int) -> None:
+        self._answered += count
+        self._answered_changed.set()
+        self._answered_changed = trio.Event()
 
     def _publish(self, entries: list[_Recent]) -> None:
         """Make committed records (contiguous positions) visible to subscribers.

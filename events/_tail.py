@@ -9,15 +9,15 @@ is the tail: the records are on disk, and every lookup the indexes would answer
 tail from this structure. So an expected-version check stays exact: it sees the index
 up to `indexed` and every record after it.
 
-The tail is derived from the log alone, never from what this process remembers of its
-own appends, so it is right whatever other processes appended: a transaction reads
-`indexed` and the last position, and the tail is brought to cover exactly that range
-(records another process wrote are read from the log and parsed). One `LogTail` is
-shared by the threads of a process: `window` and `committed` hold its lock; lookups
-through a window do not (they only read lists and dicts that other threads may append
-to, which CPython's GIL makes safe; a pruned window is a new object). A read transaction
-older than the tail's window (the indexes moved on since it began) gets a private
-tail parsed from its own snapshot.
+The tail is checked against the log in every transaction, so it is right whatever other
+processes appended: a transaction reads `indexed` and the last position, and the tail
+is brought to cover exactly that range (records another process wrote are read from
+the log and parsed; this process's own commits add their records as they commit them).
+One `LogTail` is shared by the threads of a process: `window` and `committed` hold its
+lock; lookups through a window do not (they only read lists and dicts that other
+threads may append to, which CPython's GIL makes safe; a pruned window is a new
+object). A read transaction older than the tail's window (the indexes moved on since
+it began) gets a private tail parsed from its own snapshot.
 """
 
 from __future__ import annotations
@@ -187,12 +187,6 @@ class LogTail:
             if entry.position != current.end + 1:
                 break  # the window moved on; later readers parse these from the log
             current.add(entry)
-
-    def forget(self) -> None:
-        """Drop everything (a failed commit may have left a half-updated window)."""
-        with self.lock:
-            self._entries = _Entries(0)
-            self._known = False
 
 
 def position_of(key: bytes | memoryview) -> int:

@@ -65,7 +65,6 @@ from events import (
     LOCAL_PRINCIPAL,
     NO_STREAM,
     TERMINAL_RUN_TYPES,
-    AppendTicket,
     AssistantMessageSent,
     ContextUpdated,
     Event,
@@ -194,19 +193,18 @@ class Orchestrator:
             raise InvalidGoal(f"unusable session id: {exc}") from None
         run_id = uuid.uuid4().hex[:12]
         session_stream = f"session-{session_id}"
-        opened: AppendTicket | None = None
         if await self.store.stream_version(session_stream) == 0:
             started = SessionStarted(session_id, user=principal, client=client)
-            opened = await self.store.submit(session_stream, [started], expected_version=NO_STREAM)
+            # Awaited, not queued: the message below is sealed with the session's key,
+            # made on first use for the owner the log names, so the owner must be there.
+            with contextlib.suppress(WrongExpectedVersion):  # created meanwhile: checked below
+                await self.store.append(session_stream, [started], NO_STREAM)
         if only_own_session:
-            if opened is not None:
-                with contextlib.suppress(WrongExpectedVersion):  # created meanwhile
-                    await opened.durable()
             first = await self.store.read_stream(session_stream, 0, 1)
             if not first or first[0].data.get("user") != principal:
                 raise SessionNotYours(session_id)
-        # Queued, not awaited: the awaited RunRequested right after makes the session's
-        # start and the message durable, in the same commit.
+        # Queued, not awaited: the awaited RunRequested right after makes it durable,
+        # in the same commit.
         await self.store.submit(session_stream, [UserMessageReceived(session_id, run_id, goal)])
         result = await self.store.append(
             f"run-{run_id}",
@@ -214,9 +212,6 @@ class Orchestrator:
             NO_STREAM,
             correlation=run_id,
         )
-        if opened is not None:
-            with contextlib.suppress(WrongExpectedVersion):  # another request created it
-                await opened.durable()
         return Submitted(run_id, session_id, result.last_position)
 
     async def retry(self, run_id: str, *, principal: str = "", by: str = "") -> Submitted:

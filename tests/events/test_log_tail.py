@@ -58,6 +58,15 @@ def test_a_commit_leaves_records_unindexed_until_the_tail_is_full(tmp_path: Path
         log.close()
 
 
+def _format(path: Path) -> bytes:
+    env = lmdb.open(str(path), max_dbs=16, readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            return bytes(txn.get(b"format", db=env.open_db(b"meta", txn=txn, create=False)))
+    finally:
+        env.close()
+
+
 def test_a_log_of_the_earlier_layout_reads_its_head_mark_as_indexed(tmp_path: Path) -> None:
     """Before the indexes moved behind, `meta.head` (position + hash) was written on
     every commit and everything was indexed: such a log opens and continues."""
@@ -68,10 +77,16 @@ def test_a_log_of_the_earlier_layout_reads_its_head_mark_as_indexed(tmp_path: Pa
     log.close()
     env = lmdb.open(str(path), max_dbs=16)
     meta = env.open_db(b"meta")
-    with env.begin(write=True) as txn:  # rewrite the mark as the earlier layout had it
+    with env.begin(write=True) as txn:  # rewrite the marks as the earlier layout had them
         txn.delete(b"indexed", db=meta)
         txn.put(b"head", _U64.pack(head[0]) + head[1], db=meta)
+        txn.put(b"format", b"autoagent-eventlog/1", db=meta)
     env.close()
+    readonly = LmdbEventLog.open(path, readonly=True)
+    try:
+        assert readonly.stream_version("session-a") == 2
+    finally:
+        readonly.close()
     log = LmdbEventLog.open(path, sync=False, index_every=3)
     try:
         assert log.head() == head and log.stream_version("session-a") == 2
@@ -84,6 +99,7 @@ def test_a_log_of_the_earlier_layout_reads_its_head_mark_as_indexed(tmp_path: Pa
         assert audit_log(log).ok
     finally:
         log.close()
+    assert _format(path) == b"autoagent-eventlog/2"  # upgraded: older binaries refuse it
 
 
 def _records(last: int) -> dict[int, bytes]:

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -49,7 +50,7 @@ from events import (
 )
 from events._log import AppendRequest, Outcome, PlannedWrite
 
-from .conftest import TIMEOUT_S, OpenStore
+from .conftest import TEST_OPTIONS, TIMEOUT_S, OpenStore
 
 GENESIS = bytes(32)
 
@@ -526,6 +527,31 @@ async def test_aclose_drains_queued_appends_then_refuses_new_ones(
     assert store.head_position == 10
 
 
+async def test_a_flush_after_a_cancelled_send_returns(open_store: OpenStore) -> None:
+    """An append cancelled while it waited for room in the queue was never queued: a
+    flush does not wait for it."""
+    options = replace(TEST_OPTIONS, queue_size=1)
+    async with open_store(options) as store:
+        gate = GatedCommit(store)
+        store.log.commit = gate  # type: ignore[method-assign]
+        with trio.fail_after(TIMEOUT_S):
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(store.append, "s-1", [started(1)])
+                    await gate.entered.wait()  # the writer is busy
+                    for i in (2, 3):  # one more on the thread, one held by the writer
+                        nursery.start_soon(store.append, f"s-{i}", [started(i)])
+                        await trio.testing.wait_all_tasks_blocked()
+                    await store.submit("s-4", [started(4)])  # fills the queue
+                    with trio.move_on_after(0.05):
+                        await store.submit("s-5", [started(5)])  # no room: cancelled
+                    gate.release.set()
+                    await store.flush()
+            finally:
+                gate.release.set()
+        assert store.head_position == 4
+
+
 async def test_a_failed_commit_fails_its_batch_and_nothing_queued_after_it_is_written(
     open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -563,11 +589,15 @@ async def test_a_failed_commit_fails_its_batch_and_nothing_queued_after_it_is_wr
                         await gate.entered.wait()  # batch 1 is committing, held
                         for i in (2, 3):
                             nursery.start_soon(produce, i)
-                        await trio.testing.wait_all_tasks_blocked()
+                        await trio.testing.wait_all_tasks_blocked()  # batch 2: queued
+                        for i in (4, 5):
+                            nursery.start_soon(produce, i)
+                        await trio.testing.wait_all_tasks_blocked()  # the writer holds 4, 5
                         gate.release.set()
+                        await store.flush()  # every append is answered: no waiter hangs
                 finally:
                     gate.release.set()
-    assert all(isinstance(outcomes[i], EventStoreError) for i in (1, 2, 3)), outcomes
+    assert all(isinstance(outcomes[i], EventStoreError) for i in range(1, 6)), outcomes
     assert "disk went away" in str(outcomes[1])
     assert gate.batches == [["s-1"]]  # the queued batch was never committed
     assert store.head_position == 1

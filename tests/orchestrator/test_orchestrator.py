@@ -16,7 +16,14 @@ import trio
 from agents.errors import AgentError, InvalidGoal
 from agents.runs._orchestrator import Orchestrator, RunResult
 from agents.tools._registry import AgentRegistry
-from events import EventStore, RecordedEvent
+from events import (
+    EventStore,
+    MemoryEventLog,
+    MemoryKeyStore,
+    RecordedEvent,
+    Sealer,
+    open_event_store,
+)
 
 from .conftest import (
     TIMEOUT_S,
@@ -353,3 +360,23 @@ async def test_answer_says_plainly_which_steps_failed(
     assert result.status == "completed"
     assert result.answer is not None
     assert "lab.fail failed: failed: the disk is on fire" in result.answer
+
+
+async def test_a_new_session_s_first_message_is_sealed_under_its_owner(
+    registry: AgentRegistry,
+) -> None:
+    """The message is sealed with the session's key, which is made for the owner the
+    log names: so `SessionStarted` is on disk before the message is sealed, and
+    forgetting the owner forgets the message (a queued `SessionStarted` once let the key
+    be made for no one)."""
+    keys = MemoryKeyStore()
+    sealer = Sealer(keys)
+    with trio.fail_after(TIMEOUT_S):
+        async with open_event_store(log=MemoryEventLog(), sealer=sealer) as sealed:
+            orchestrator = make_orchestrator(sealed, registry)
+            submitted = await orchestrator.submit("tell me about my secret plan", principal="ana")
+            assert sealer.forget_principal("ana") is not None
+            records = await sealed.read_stream(f"session-{submitted.session_id}")
+            (message,) = [r for r in await sealed.open(records) if r.type == "UserMessageReceived"]
+    assert message.data.get("forgotten") is True
+    assert "secret plan" not in str(message.data)
