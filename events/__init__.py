@@ -1,4 +1,4 @@
-"""The event log: event types, the msgpack codec, and the LMDB event store.
+"""The event log: event types, the msgpack codec, and the LMDB and PostgreSQL event stores.
 
 Public API; everything else in this package is private.
 """
@@ -21,6 +21,7 @@ from events._model import (
     NewEvent,
     RecordedEvent,
 )
+from events._postgres_log import PostgresEventLog
 from events._sealing import FORGOTTEN_TEXT, PERSONAL_FIELDS, OpenedReader, Sealer
 from events._store import (
     AppendTicket,
@@ -87,6 +88,7 @@ from events.errors import (
     SealBroken,
     StoreClosed,
     StoreCorrupted,
+    StoreUnreachable,
     UnknownEventType,
     WrongExpectedVersion,
 )
@@ -141,6 +143,7 @@ __all__ = [
     "NotAnEventStore",
     "OpenedReader",
     "PlanCreated",
+    "PostgresEventLog",
     "RecordedEvent",
     "ReplanRequested",
     "RunCancelled",
@@ -163,6 +166,7 @@ __all__ = [
     "StoreCorrupted",
     "StoreOptions",
     "StoreStatistics",
+    "StoreUnreachable",
     "Subscription",
     "UnknownEventType",
     "UserKey",

@@ -73,6 +73,13 @@ class EventLog(abc.ABC):
     # Whether other processes may append to this log too: the store then watches its
     # head for records it did not write itself.
     shared: ClassVar[bool] = False
+    # Whether `wait_for_append` can block until another process appends (PostgreSQL's
+    # LISTEN/NOTIFY); otherwise the store's watcher polls every `watch_interval_s`.
+    announces_appends: ClassVar[bool] = False
+
+    def wait_for_append(self, timeout: float) -> bool:
+        """Block until some process appends, at most `timeout` s (worker thread)."""
+        raise NotImplementedError(f"{type(self).__name__} does not announce appends")
 
     @abc.abstractmethod
     def commit(

@@ -9,8 +9,10 @@ waiting (pipelined): commits are in queue order, so the next awaited append make
 durable too; subscribers only ever see committed records.
 
 Other processes may append to the same log (an LMDB data dir shared by `serve` and
-`autoagent run`). For such a log a watcher task reads the log's head every
-`watch_interval_s` and publishes the records it finds beyond the store's own head, so
+`autoagent run`, a PostgreSQL log shared by several nodes). For such a log a watcher
+task reads the log's head every `watch_interval_s` (or as soon as a log that announces
+appends, PostgreSQL's NOTIFY, says one was made) and publishes the records it finds
+beyond the store's own head, so
 `head_position`, `wait_for_position` and live subscribers follow every process's
 appends, not only this one's.
 
@@ -421,8 +423,12 @@ class EventStore:
             task_status.started()
             if not self.log.shared:
                 return
+            interval = self.options.watch_interval_s
             while True:
-                await trio.sleep(self.options.watch_interval_s)
+                if self.log.announces_appends:  # woken by another node's commit
+                    await trio.to_thread.run_sync(self.log.wait_for_append, interval)
+                else:
+                    await trio.sleep(interval)
                 await self._publish_external()
 
     async def _publish_external(self) -> None:
@@ -617,7 +623,7 @@ def _records_after(log: EventLog, known: int, most: int) -> tuple[int, list[Reco
         return head, []
     try:
         return head, log.read(known, head - known)
-    except StoreCorrupted:  # a subscriber meets it when it reads the record from disk
+    except (StoreCorrupted, UnknownEventType):  # a subscriber meets it reading from disk
         return head, []
 
 

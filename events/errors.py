@@ -13,6 +13,7 @@ AutoagentError                      root of everything the project raises on pur
  |    +-- NotAnEventStore           a directory that is not (or not yet) an autoagent store
  |    +-- StoreClosed               the store was used after it closed
  |    +-- InvalidAppend             malformed append arguments (no events, bad expected version)
+ |    +-- StoreUnreachable          the PostgreSQL server of `store.url` cannot be reached
  +-- KeyStoreError                  a sealing key could not be read, stored or destroyed
  |    +-- KeyStoreReadOnly          a write to a key store opened read-only
  +-- SealBroken                     a sealed value does not open with its key (altered, or
@@ -108,6 +109,18 @@ class StoreClosed(EventStoreError):
 
 class InvalidAppend(EventStoreError):
     """An append whose arguments are malformed (no events, bad expected version...)."""
+
+
+class StoreUnreachable(EventStoreError):
+    """The database server of a PostgreSQL event log cannot be reached (or refuses us).
+
+    `target` names where the URL points without its password; `reason` is the driver's.
+    """
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"cannot open the event log at {target} (store.url): {reason}")
 
 
 class KeyStoreError(AutoagentError):

@@ -32,7 +32,7 @@ from agents.tools import (
     IndexerOptions,
     MemoryAccess,
 )
-from events import EventStore, Sealer, StoreOptions, open_event_store
+from events import EventStore, PostgresEventLog, Sealer, StoreOptions, open_event_store
 from projections import (
     DocumentsProjection,
     LmdbStateStore,
@@ -65,6 +65,25 @@ def store_options(config: Config) -> StoreOptions:
         max_event_bytes=config.store.max_event_bytes,
         watch_interval_s=config.store.watch_interval_s,
     )
+
+
+@asynccontextmanager
+async def open_configured_store(
+    config: Config, sealer: Sealer | None = None
+) -> AsyncIterator[EventStore]:
+    """The event store of `[store]`: LMDB in the data dir, or the PostgreSQL log at
+    `store.url` (`store.backend`), with its writer running; closed on exit."""
+    options = store_options(config)
+    if config.store.backend == "lmdb":
+        async with open_event_store(config.store.data_path, options, sealer=sealer) as store:
+            yield store
+        return
+    url, compress_over = config.store.url, options.compress_over_bytes
+    log = await trio.to_thread.run_sync(
+        lambda: PostgresEventLog.open(url, compress_over=compress_over)
+    )
+    async with open_event_store(options=options, log=log, sealer=sealer) as store:
+        yield store
 
 
 def llm_options(config: LLMConfig) -> LLMOptions:
@@ -398,9 +417,7 @@ async def open_application(
             warmup.start("embedder")
             background.start_soon(_warm_embedder, embedder, warmup)
         async with (
-            open_event_store(
-                config.store.data_path, store_options(config), sealer=Sealer(memory_keys(config))
-            ) as store,
+            open_configured_store(config, Sealer(memory_keys(config))) as store,
             _running_projections(
                 config,
                 store,

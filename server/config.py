@@ -40,6 +40,7 @@ __all__ = [
     "PrincipalConfig",
     "ResumeConfig",
     "ServerConfig",
+    "StoreBackendName",
     "StoreConfig",
     "TelemetryConfig",
     "config_as_dict",
@@ -52,6 +53,7 @@ CONFIG_ENV = "AUTOAGENT_CONFIG"
 DATA_DIR_ENV = "AUTOAGENT_DATA_DIR"
 DATA_DIR_FLAG = "--data-dir"
 
+StoreBackendName = Literal["lmdb", "postgres"]
 LLMProviderName = Literal["offline", "openai"]
 EmbeddingsProviderName = Literal["local", "openai"]
 
@@ -65,6 +67,8 @@ _OPTIONAL_TEXT = MappingProxyType({"allow_empty": True})
 _CHUNK_CHARS = MappingProxyType({"ge": 100})
 _COSINE = MappingProxyType({"ge": -1, "le": 1})
 _REDACTED = "<redacted>"
+# A URL may carry a password: optional, and redacted in `config_as_dict`.
+_SECRET_OPTIONAL_TEXT = MappingProxyType({"allow_empty": True, "secret": True})
 
 
 def _origin_problem(origin: str) -> str | None:
@@ -117,8 +121,11 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """[store]: the event log on disk."""
+    """[store]: the event log (LMDB in the data dir, or a PostgreSQL database) and the
+    data dir (projections, keys)."""
 
+    backend: StoreBackendName = "lmdb"
+    url: str = field(default="", metadata=_SECRET_OPTIONAL_TEXT)
     data_dir: str = "./data"
     sync: bool = True
     map_size_mb: int = field(default=1024, metadata=_POSITIVE)
@@ -279,7 +286,7 @@ def load_config(
         *_env_settings(environ),
         *_data_dir_settings(environ, data_dir),
     ]
-    return _apply(Config(), settings)
+    return _check_store(_apply(Config(), settings), settings)
 
 
 def resolve_config_path(
@@ -395,6 +402,18 @@ def _data_dir_settings(env: Mapping[str, str], flag: Path | str | None) -> list[
     if flag is not None:
         settings.append(_Setting("store", "data_dir", str(flag), DATA_DIR_FLAG))
     return settings
+
+
+def _check_store(config: Config, settings: list[_Setting]) -> Config:
+    """Checks across keys, once every layer is applied: postgres needs a URL."""
+    if config.store.backend == "postgres" and not config.store.url:
+        sources = [s.source for s in settings if s.dotted in ("store.url", "store.backend")]
+        raise ConfigError(
+            'store.backend = "postgres" needs a PostgreSQL URL',
+            source=sources[-1] if sources else "defaults",
+            key="store.url",
+        )
+    return config
 
 
 # -- the field-walker: check each setting against its dataclass field ------------------

@@ -657,6 +657,7 @@ class TimedStore(EventStore):
         stream: str,
         events: Sequence[Event],
         *,
+        expected_version: Expected = ANY,
         correlation: str | None = None,
         causation: str | None = None,
     ) -> AppendTicket:
@@ -664,7 +665,11 @@ class TimedStore(EventStore):
         start = time.perf_counter()
         try:
             ticket = await super().submit(
-                stream, events, correlation=correlation, causation=causation
+                stream,
+                events,
+                expected_version=expected_version,
+                correlation=correlation,
+                causation=causation,
             )
         finally:
             self.append_seconds += time.perf_counter() - start

@@ -47,6 +47,8 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "metrics_public": False,
     },
     "store": {
+        "backend": "lmdb",
+        "url": "",
         "data_dir": "./data",
         "sync": True,
         "map_size_mb": 1024,
@@ -307,6 +309,24 @@ FILE_ERRORS = [
     ),
     pytest.param(
         "[server]\nport = 1.0\n", "server.port", "expected an integer, got a float", id="float-int"
+    ),
+    pytest.param(
+        "[store]\nbackend = 'sqlite'\n",
+        "store.backend",
+        "expected one of 'lmdb', 'postgres', got 'sqlite'",
+        id="unknown-backend",
+    ),
+    pytest.param(
+        "[store]\nbackend = 'postgres'\n",
+        "store.url",
+        'store.backend = "postgres" needs a PostgreSQL URL',
+        id="postgres-without-url",
+    ),
+    pytest.param(
+        "[store]\nbackend = 'postgres'\nurl = ''\n",
+        "store.url",
+        'store.backend = "postgres" needs a PostgreSQL URL',
+        id="postgres-with-empty-url",
     ),
     pytest.param(
         "[store]\nsync = 1\n",
@@ -579,3 +599,25 @@ def test_optional_text_key_accepts_empty_string_from_file(tmp_path: Path) -> Non
 def test_optional_text_key_takes_a_url_from_env() -> None:
     env = {"AUTOAGENT_AGENTS__QUOTE_ENDPOINT": "http://127.0.0.1:9/quotes"}
     assert load_config(env=env).agents.quote_endpoint == "http://127.0.0.1:9/quotes"
+
+
+def test_postgres_backend_takes_its_url_from_the_environment(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "[store]\nbackend = 'postgres'\n")
+    env = {"AUTOAGENT_STORE__URL": "postgresql://autoagent@db/autoagent"}
+    store = load_config(path, env=env).store
+    assert (store.backend, store.url) == ("postgres", "postgresql://autoagent@db/autoagent")
+
+
+def test_postgres_backend_set_from_the_environment_without_url_names_the_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"AUTOAGENT_STORE__BACKEND": "postgres"})
+    assert str(info.value) == (
+        'AUTOAGENT_STORE__BACKEND: store.url: store.backend = "postgres" needs a PostgreSQL URL'
+    )
+
+
+def test_config_as_dict_redacts_the_store_url() -> None:
+    env = {"AUTOAGENT_STORE__BACKEND": "postgres", "AUTOAGENT_STORE__URL": "postgresql://u:pw@h/db"}
+    config = load_config(env=env)
+    assert config_as_dict(config)["store"]["url"] == "<redacted>"
+    assert config_as_dict(config, redact=False)["store"]["url"] == "postgresql://u:pw@h/db"
