@@ -297,7 +297,10 @@ class EventStore:
                                 held.append(self._receive.receive_nowait())
                             except (trio.WouldBlock, trio.EndOfChannel):
                                 break
-                        await slots.acquire()
+                        try:  # no checkpoint when a slot is free: one scheduling pass less
+                            slots.acquire_nowait()
+                        except trio.WouldBlock:
+                            await slots.acquire()
                         batch, held = held, []
                         done = partial(self._committed, batch, slots, failures, gathering)
                         committer.start([t.request for t in batch], time.time_ns(), done)
