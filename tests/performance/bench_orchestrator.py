@@ -1193,6 +1193,9 @@ async def execute_plan(
     )
     start = trio.current_time()
     outcomes = await executor.execute(plan)
+    # Pipelined appends: the run is done when its last transition is on disk (counted
+    # as append wait), as a LangGraph run with durability "sync" is.
+    await executor.durable()
     wall = trio.current_time() - start
     appends, append_s, commits, commit_s = (
         store.append_calls - appends0,
