@@ -68,3 +68,17 @@ def test_run_peer_reports_a_failing_script(tmp_path: Path) -> None:
     peer = _fake_peer(tmp_path, "raise SystemExit('boom')\n")
     result = run_peer(peer, tmp_path, timeout=60, root=tmp_path)
     assert result == {"peer": "fake", "error": "peer_fake.py exited with 1: boom"}
+
+
+def test_bench_append_path_quick_times_every_part(tmp_path: Path) -> None:
+    from tests.performance.bench_append_path import PARTS
+    from tests.performance.bench_append_path import main as append_path_main
+
+    out = tmp_path / "a.json"
+    assert append_path_main(["--quick", "--out", str(out), "--work-dir", str(tmp_path)]) == 0
+    result = json.loads(out.read_text())
+    parts = result["parts"]
+    assert set(parts) == {*PARTS, "total"}
+    assert all(parts[name]["p50_us"] > 0 for name in PARTS)
+    assert result["raw_synced_txn"]["p50_us"] > 0
+    assert result["ratio"] > 0
