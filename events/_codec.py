@@ -32,6 +32,7 @@ COMPRESSED = 1
 _ARRAY_12 = b"\x9c"  # msgpack fixarray header for 12 elements
 
 _packer = msgpack.Packer(use_bin_type=True)
+_unpackb = msgpack.unpackb
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,26 +127,34 @@ def unpack_body(position: int, body: bytes | memoryview) -> list[Any]:
 def decode_record(value: bytes | memoryview, expected_position: int | None = None) -> RecordedEvent:
     """Decode one stored value, upcasting its payload to the current schema.
 
-    The hot path of every read and replay: kept to one unpack and one tuple build. Total:
-    bytes that are no record of ours (a damaged disk, a foreign value) raise
-    `StoreCorrupted`, never a `TypeError` from deep inside a reader.
+    The hot path of every read and replay: kept to one unpack and one tuple build, with
+    no call that is not needed (`unpack_body`'s checks inlined). Total: bytes that are
+    no record of ours (a damaged disk, a foreign value) raise `StoreCorrupted`, never a
+    `TypeError` from deep inside a reader.
     """
-    digest = bytes(value[:HASH_SIZE])
-    pos = expected_position if expected_position is not None else -1
-    fields = unpack_body(pos, memoryview(value)[HASH_SIZE:])
+    view = value if type(value) is memoryview else memoryview(value)
+    try:
+        fields = _unpackb(view[HASH_SIZE:], raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        pos = expected_position if expected_position is not None else -1
+        raise StoreCorrupted(pos, f"undecodable record ({exc})") from exc
+    if type(fields) is not list or len(fields) != 12:
+        pos = expected_position if expected_position is not None else -1
+        raise StoreCorrupted(pos, "record is not a 12-field envelope")
     etype, schema = fields[3], fields[4]
     if type(etype) is not str or type(fields[9]) is not int:
+        pos = expected_position if expected_position is not None else -1
         raise StoreCorrupted(pos, "record envelope has fields of the wrong type")
     if fields[9] & COMPRESSED:
         fields[11] = _decompress(fields[0], fields[11])
     if _CURRENT_SCHEMA.get(etype) != schema:
         fields[4], fields[11] = _upcast(fields[0], etype, schema, fields[11])
     if type(fields[11]) is not dict:
+        pos = expected_position if expected_position is not None else -1
         raise StoreCorrupted(pos, f"payload of {etype} is not a map")
-    return tuple.__new__(
-        RecordedEvent,
-        (*fields[:9], fields[11], fields[10], digest),
-    )
+    fields[9] = fields[11]  # the tuple's order: ..., data, prev_hash, hash
+    fields[11] = view[:HASH_SIZE].tobytes()
+    return tuple.__new__(RecordedEvent, fields)
 
 
 def _upcast(position: int, etype: str, schema: int, data: Any) -> tuple[int, Any]:

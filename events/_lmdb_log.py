@@ -292,8 +292,14 @@ class LmdbEventLog(EventLog):
             out: list[RecordedEvent] = []
             if not cursor.set_range(_pos_key(after + 1)):
                 return out
-            for key, value in cursor:
-                out.append(_decode_at(key, value))
+            # Values only (the position is in the record): the replay's hot loop.
+            for value in cursor.iternext(keys=False, values=True):
+                try:
+                    out.append(decode_record(value))
+                except StoreCorrupted as exc:
+                    if exc.position >= 0:
+                        raise
+                    raise _at_key(exc, cursor.key()) from exc
                 if len(out) >= limit:
                     break
             return out
@@ -529,7 +535,12 @@ def _decode_at(key: bytes | memoryview, value: bytes | memoryview) -> RecordedEv
     except StoreCorrupted as exc:
         if exc.position >= 0:
             raise
-        raise StoreCorrupted(_U64.unpack(bytes(key))[0], exc.reason) from exc
+        raise _at_key(exc, key) from exc
+
+
+def _at_key(exc: StoreCorrupted, key: bytes | memoryview) -> StoreCorrupted:
+    """`exc` again, naming the position of the record's key (the record could not)."""
+    return StoreCorrupted(_U64.unpack(bytes(key))[0], exc.reason)
 
 
 def _require_store_dir(path: Path) -> None:
