@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from events import LmdbEventLog
+from events import EventLog, LmdbEventLog, PostgresEventLog
 from projections import (
     FileKeyStore,
     IndexOptions,
@@ -61,7 +61,7 @@ def memory_options(config: Config) -> IndexOptions:
 
 @dataclass
 class LiveView:
-    log: LmdbEventLog
+    log: EventLog
     state: StateStore
     runner: ProjectionRunner
 
@@ -73,9 +73,17 @@ def open_base_state(config: Config) -> LmdbStateStore | None:
         return None
 
 
+def open_configured_log(config: Config) -> EventLog:
+    """The event log of `[store]` for a reader (blocking: a synchronous command or a
+    worker thread): LMDB opened read-only, or the PostgreSQL log at `store.url`."""
+    if config.store.backend == "lmdb":
+        return LmdbEventLog.open(config.store.data_path, readonly=True)
+    return PostgresEventLog.open(config.store.url, compress_over=config.store.compress_over_bytes)
+
+
 @contextlib.contextmanager
 def open_live_view(
-    config: Config, names: list[str] | None = None, log: LmdbEventLog | None = None
+    config: Config, names: list[str] | None = None, log: EventLog | None = None
 ) -> Iterator[LiveView]:
     """Read-only log + projection state brought up to the head in memory.
 
@@ -83,7 +91,7 @@ def open_live_view(
     environment per path and process).
     """
     owned = log is None
-    log = log or LmdbEventLog.open(config.store.data_path, readonly=True)
+    log = log or open_configured_log(config)
     base = None
     try:
         base = open_base_state(config)
@@ -100,7 +108,7 @@ def open_live_view(
 
 
 def _caught_up(
-    config: Config, log: LmdbEventLog, overlay: MemoryStateStore, names: list[str] | None
+    config: Config, log: EventLog, overlay: MemoryStateStore, names: list[str] | None
 ) -> LiveView:
     runner = ProjectionRunner(
         log,

@@ -16,11 +16,11 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from events import AuditReport, LmdbEventLog, OpenedReader, RecordedEvent, Sealer, audit_log
+from events import AuditReport, EventLog, OpenedReader, RecordedEvent, Sealer, audit_log
 from projections import Checkpoint, MetricsProjection, projection_factories
 from server._datadir import running_server
 from server._render import Progress, dumps, iso_time, record_as_dict, summary, table
-from server._views import memory_keys, open_base_state, open_live_view
+from server._views import memory_keys, open_base_state, open_configured_log, open_live_view
 from server.app import server_tokens
 from server.config import Config, config_as_dict
 from server.errors import ConfigError, InputError
@@ -30,11 +30,11 @@ FOLLOW_POLL_S = 0.2
 HEALTH_TIMEOUT_S = 2.0  # `stats` asks a running server for /healthz
 
 
-def open_readonly(config: Config) -> LmdbEventLog:
-    return LmdbEventLog.open(config.store.data_path, readonly=True)
+def open_readonly(config: Config) -> EventLog:
+    return open_configured_log(config)
 
 
-def opened(config: Config, log: LmdbEventLog) -> OpenedReader:
+def opened(config: Config, log: EventLog) -> OpenedReader:
     """`log` with personal content opened by the data dir's keys (forgotten: marked so)."""
     return Sealer(memory_keys(config, readonly=True)).reader(log)
 
@@ -136,7 +136,7 @@ def events_export(log: OpenedReader, args: argparse.Namespace, out: TextIO) -> i
     return 0
 
 
-def audit(log: LmdbEventLog, args: argparse.Namespace, out: TextIO) -> int:
+def audit(log: EventLog, args: argparse.Namespace, out: TextIO) -> int:
     """Walk the chain; exit 1 naming the first bad position."""
     progress = Progress("audit")
     report = audit_log(log, progress=progress.update)
@@ -163,7 +163,7 @@ def _audit_dict(report: AuditReport) -> dict[str, object]:
     }
 
 
-def stats(log: LmdbEventLog, config: Config, args: argparse.Namespace, out: TextIO) -> int:
+def stats(log: EventLog, config: Config, args: argparse.Namespace, out: TextIO) -> int:
     info = log.statistics()
     counts = log.type_counts()
     result: dict[str, Any] = {
@@ -257,9 +257,7 @@ def _server_line(server: dict[str, Any] | None) -> str:
     return line + "\n\n"
 
 
-def _projection_stats(
-    config: Config, log: LmdbEventLog
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _projection_stats(config: Config, log: EventLog) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Checkpoints as persisted (the lag a server has) and metrics up to the head."""
     base = open_base_state(config)
     try:
@@ -294,4 +292,4 @@ def _write_metrics(metrics: dict[str, Any], out: TextIO) -> None:
     )
 
 
-Command = Callable[[LmdbEventLog, argparse.Namespace, TextIO], int]
+Command = Callable[[EventLog, argparse.Namespace, TextIO], int]

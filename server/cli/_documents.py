@@ -38,10 +38,14 @@ from agents.tools import (
     IndexProgress,
     Workspace,
 )
-from events import open_event_store
 from server._progress import ProgressLine
 from server._render import dumps, table
-from server.app import indexer_options, open_configured_embedder, open_live_indexes, store_options
+from server.app import (
+    indexer_options,
+    open_configured_embedder,
+    open_configured_store,
+    open_live_indexes,
+)
 from server.cli._client import add_server_flags, open_server_client, server_url, token_of
 from server.config import Config
 from server.errors import InputError
@@ -101,7 +105,7 @@ def documents_command(config: Config, args: argparse.Namespace, out: TextIO) -> 
 
 async def _run(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     async with (
-        open_event_store(config.store.data_path, store_options(config)) as store,
+        open_configured_store(config) as store,
         open_live_indexes(config, store, memory=False) as live,
         open_configured_embedder(config) as embedder,
     ):

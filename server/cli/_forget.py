@@ -23,11 +23,10 @@ from events import (
     MemoryKeyDestroyed,
     Sealer,
     SessionForgotten,
-    open_event_store,
 )
 from server._render import dumps
 from server._views import memory_keys
-from server.app import store_options
+from server.app import open_configured_store
 from server.cli._client import add_server_flags, open_server_client, server_url, token_of
 from server.config import Config
 from server.errors import InputError
@@ -69,9 +68,7 @@ def _whom(args: argparse.Namespace) -> str:
 
 async def _in_process(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     sealer = Sealer(memory_keys(config))
-    async with open_event_store(
-        config.store.data_path, store_options(config), sealer=sealer
-    ) as store:
+    async with open_configured_store(config, sealer) as store:
         if args.session:
             if await store.stream_version(f"session-{args.session}") == 0:
                 raise InputError(f"no session {args.session!r}")

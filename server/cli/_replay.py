@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Callable
 from typing import TextIO
 
-from events import LmdbEventLog
+from events import EventLog
 from projections import (
     Difference,
     LmdbStateStore,
@@ -23,7 +23,13 @@ from projections import (
     verify,
 )
 from server._render import Progress, dumps
-from server._views import memory_keys, memory_options, open_base_state, projections_path
+from server._views import (
+    memory_keys,
+    memory_options,
+    open_base_state,
+    open_configured_log,
+    projections_path,
+)
 from server.config import Config
 from server.errors import InputError
 
@@ -39,7 +45,7 @@ def replay(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     if args.projection is not None and args.projection not in factories:
         raise InputError(f"unknown projection {args.projection!r}; known: {', '.join(factories)}")
     selected = {n: f for n, f in factories.items() if args.projection in (None, n)}
-    log = LmdbEventLog.open(config.store.data_path, readonly=True)
+    log = open_configured_log(config)
     try:
         if args.verify:
             return _verify(config, log, selected, args, out)
@@ -49,7 +55,7 @@ def replay(config: Config, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _verify(
-    config: Config, log: LmdbEventLog, selected: Factories, args: argparse.Namespace, out: TextIO
+    config: Config, log: EventLog, selected: Factories, args: argparse.Namespace, out: TextIO
 ) -> int:
     live = open_base_state(config)
     if live is None:
@@ -75,7 +81,7 @@ def _diff(d: Difference) -> dict[str, object]:
     return {"projection": d.projection, "key": d.key, "live": d.live, "rebuilt": d.rebuilt}
 
 
-def _rebuild(config: Config, log: LmdbEventLog, selected: Factories, out: TextIO) -> int:
+def _rebuild(config: Config, log: EventLog, selected: Factories, out: TextIO) -> int:
     head, _ = log.head()
     state = LmdbStateStore.open(projections_path(config), sync=config.store.sync)
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, TextIO
 
-from events import LmdbEventLog, RecordedEvent
+from events import EventLog, RecordedEvent
 from server.cli._admin import open_readonly
 from server.config import Config
 from server.errors import InputError
@@ -51,7 +51,7 @@ def runs_trace(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _run_records(log: LmdbEventLog, run_id: str) -> list[RecordedEvent]:
+def _run_records(log: EventLog, run_id: str) -> list[RecordedEvent]:
     """Every record of `run-<id>` (the stream's sealed stubs: spans need no content)."""
     records: list[RecordedEvent] = []
     stream = f"run-{run_id}"
