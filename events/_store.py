@@ -195,7 +195,9 @@ class EventStore:
         """Append `events` to `stream` atomically; returns once durable.
 
         `correlation` / `causation` apply to typed `Event`s; a `NewEvent` carries its own.
+        A caller already cancelled queues nothing.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         ticket = await self._enqueue(stream, events, expected_version, correlation, causation)
         return await ticket.durable()
 

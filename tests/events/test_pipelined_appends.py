@@ -80,3 +80,12 @@ async def test_a_submitted_append_refused_says_so_through_its_ticket(store: Even
             await refused.durable()
         assert taken.positions == (2,)
         assert [r.data["message_id"] for r in await store.read_stream("session-1")] == ["m"]
+
+
+async def test_an_append_by_a_caller_already_cancelled_queues_nothing(store: EventStore) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await store.append("run-1", [StepStarted("1", "a", 1)])
+        await store.append("run-2", [StepStarted("2", "a", 1)])
+        assert [r.stream for r in await store.read()] == ["run-2"]
