@@ -42,7 +42,16 @@ from typing import Any, ClassVar, TypeVar
 import lmdb
 
 from events._codec import GENESIS_HASH, HASH_SIZE, decode_record
-from events._log import AppendRequest, EventLog, LogStatistics, Outcome, PlannedWrite, plan_batch
+from events._log import (
+    AppendRequest,
+    EventLog,
+    LogStatistics,
+    Outcome,
+    PlannedWrite,
+    parse_import,
+    plan_batch,
+    plan_import,
+)
 from events._model import RecordedEvent
 from events._tail import LogTail, TailEntry, TailWindow, position_of
 from events.errors import EventStoreError, NotAnEventStore, StoreClosed, StoreCorrupted
@@ -239,6 +248,40 @@ class LmdbEventLog(EventLog):
         with self._tail.lock:
             self._tail.committed(entries, indexed)
         return plan.outcomes, plan.writes
+
+    def import_records(self, records: Sequence[tuple[int, bytes]]) -> None:
+        if self._closed:
+            raise StoreClosed("the event log is closed")
+        if self.readonly:
+            raise EventStoreError(f"{self.path}: the event log is open read-only")
+        writes = parse_import(records)
+        while writes:
+            try:
+                self._import_once(writes)
+                return
+            except lmdb.MapFullError:
+                self._grow_map()
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
+
+    def _import_once(self, writes: list[PlannedWrite]) -> None:
+        with self._env.begin(write=True) as txn:
+            view = self._view(txn)
+            window = view.window
+            plan_import(view, (window.head, view.head_hash), writes)
+            events = self._dbs[b"events"]
+            for write in writes:
+                if not txn.put(_pos_key(write.position), write.value, append=True, db=events):
+                    raise StoreCorrupted(write.position, "position is not after the last record")
+            entries = [
+                TailEntry(w.position, w.stream, w.version, w.type, w.id_bytes) for w in writes
+            ]
+            # An import indexes its records at once, with the tail before them: the
+            # indexes then reach the head, so no tail of thousands of records is left
+            # for every reader to parse.
+            self._write_index(txn, [*window.all(), *entries])
+        with self._tail.lock:
+            self._tail.committed(entries, writes[-1].position)
 
     def _write_index(self, txn: lmdb.Transaction[Any], entries: list[TailEntry]) -> None:
         """Index the tail in this transaction; `meta.indexed` moves to its last record."""

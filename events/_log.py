@@ -14,9 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from events._codec import PreparedEvent, encode_record
+from events._codec import PreparedEvent, encode_record, record_hash, split_value, unpack_body
 from events._model import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Expected, RecordedEvent
-from events.errors import DuplicateEventConflict, EventStoreError, WrongExpectedVersion
+from events.errors import (
+    DuplicateEventConflict,
+    EventStoreError,
+    ImportRefused,
+    StoreCorrupted,
+    WrongExpectedVersion,
+)
 
 Outcome = AppendResult | EventStoreError
 
@@ -86,6 +92,18 @@ class EventLog(abc.ABC):
         self, requests: Sequence[AppendRequest], ts: int
     ) -> tuple[list[Outcome], list[PlannedWrite]]:
         """Write the accepted appends in one transaction; an outcome per request."""
+
+    @abc.abstractmethod
+    def import_records(self, records: Sequence[tuple[int, bytes]]) -> None:
+        """Append already-encoded records as they are, in one transaction (for copies).
+
+        `records` are (position, stored value) pairs, as `read_raw` returns them from
+        another log. They must continue this log exactly: the first position is
+        head + 1, positions are contiguous, each value's hash and prev_hash chain on
+        from the record before it, each stream's versions follow on, and no event id is
+        in the log yet (checked by `plan_import`, never trusted). Otherwise nothing is
+        written and `ImportRefused` names the first record that does not fit.
+        """
 
     @abc.abstractmethod
     def head(self) -> tuple[int, bytes]:
@@ -209,3 +227,61 @@ def plan_batch(
         except EventStoreError as exc:
             outcomes.append(exc)
     return BatchPlan(planner.writes, outcomes, planner.position, planner.prev_hash)
+
+
+def parse_import(records: Sequence[tuple[int, bytes]]) -> list[PlannedWrite]:
+    """The index fields of records to import, read from their envelopes (no log needed)."""
+    return [_parse_record(position, bytes(value)) for position, value in records]
+
+
+def _parse_record(position: int, value: bytes) -> PlannedWrite:
+    try:
+        fields = unpack_body(position, split_value(value)[1])
+    except StoreCorrupted as exc:
+        raise ImportRefused(position, exc.reason) from exc
+    stream, version, etype, id_bytes = fields[1], fields[2], fields[3], fields[5]
+    if fields[0] != position:
+        raise ImportRefused(position, f"the record says position {fields[0]!r}")
+    if (
+        type(stream) is not str
+        or type(version) is not int
+        or type(etype) is not str
+        or type(id_bytes) is not bytes
+    ):
+        raise ImportRefused(position, "record envelope has fields of the wrong type")
+    return PlannedWrite(position, stream, version, etype, id_bytes, value)
+
+
+def plan_import(
+    view: LogView, head: tuple[int, bytes], writes: Sequence[PlannedWrite]
+) -> list[PlannedWrite]:
+    """Check that parsed records continue the log at `head` exactly (see
+    `EventLog.import_records`); returns them, or raises `ImportRefused`."""
+    position, prev_hash = head
+    versions: dict[str, int] = {}
+    ids: set[bytes] = set()
+    for write in writes:
+        position += 1
+        if write.position != position:
+            raise ImportRefused(
+                write.position, f"the log continues at position {position} (head {head[0]})"
+            )
+        digest, body = split_value(write.value)
+        if unpack_body(write.position, body)[10] != prev_hash:
+            raise ImportRefused(position, "its prev_hash is not the hash of the record before it")
+        if record_hash(prev_hash, body) != digest:
+            raise ImportRefused(position, "hash does not match its bytes (record altered)")
+        if write.stream not in versions:
+            versions[write.stream] = view.stream_version(write.stream)
+        if write.version != versions[write.stream] + 1:
+            raise ImportRefused(
+                position,
+                f"stream {write.stream!r} is at version {versions[write.stream]}, "
+                f"the record has version {write.version}",
+            )
+        if write.id_bytes in ids or view.find_id(write.id_bytes) is not None:
+            raise ImportRefused(position, "its event id is already in the log")
+        versions[write.stream] = write.version
+        ids.add(write.id_bytes)
+        prev_hash = digest
+    return list(writes)

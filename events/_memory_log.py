@@ -10,8 +10,17 @@ import bisect
 import threading
 from collections.abc import Sequence
 
-from events._codec import GENESIS_HASH, decode_record
-from events._log import AppendRequest, EventLog, LogStatistics, Outcome, PlannedWrite, plan_batch
+from events._codec import GENESIS_HASH, HASH_SIZE, decode_record
+from events._log import (
+    AppendRequest,
+    EventLog,
+    LogStatistics,
+    Outcome,
+    PlannedWrite,
+    parse_import,
+    plan_batch,
+    plan_import,
+)
 from events._model import RecordedEvent
 from events.errors import StoreClosed
 
@@ -48,13 +57,25 @@ class MemoryEventLog(EventLog):
             plan = plan_batch(
                 self, (len(self._values), self._head_hash), requests, ts, self._compress_over
             )
-            for write in plan.writes:
-                self._values.append(write.value)
-                self._streams.setdefault(write.stream, []).append(write.position)
-                self._types.setdefault(write.type, []).append(write.position)
-                self._ids[write.id_bytes] = (write.position, write.version, write.stream)
+            self._store(plan.writes)
             self._head_hash = plan.head_hash
         return plan.outcomes, plan.writes
+
+    def import_records(self, records: Sequence[tuple[int, bytes]]) -> None:
+        writes = parse_import(records)
+        with self._lock:
+            self._check_open()
+            plan_import(self, (len(self._values), self._head_hash), writes)
+            self._store(writes)
+            if writes:
+                self._head_hash = writes[-1].value[:HASH_SIZE]
+
+    def _store(self, writes: Sequence[PlannedWrite]) -> None:
+        for write in writes:
+            self._values.append(write.value)
+            self._streams.setdefault(write.stream, []).append(write.position)
+            self._types.setdefault(write.type, []).append(write.position)
+            self._ids[write.id_bytes] = (write.position, write.version, write.stream)
 
     def head(self) -> tuple[int, bytes]:
         with self._lock:

@@ -48,7 +48,16 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from events._codec import GENESIS_HASH, HASH_SIZE, decode_record
-from events._log import AppendRequest, EventLog, LogStatistics, Outcome, PlannedWrite, plan_batch
+from events._log import (
+    AppendRequest,
+    EventLog,
+    LogStatistics,
+    Outcome,
+    PlannedWrite,
+    parse_import,
+    plan_batch,
+    plan_import,
+)
 from events._model import RecordedEvent
 from events.errors import EventStoreError, StoreClosed, StoreUnreachable
 
@@ -98,6 +107,10 @@ class _BatchView:
     def read(cls, conn: psycopg.Connection[Any], requests: Sequence[AppendRequest]) -> _BatchView:
         streams = sorted({r.stream for r in requests})
         ids = [e.id_bytes for r in requests for e in r.events]
+        return cls.of(conn, streams, ids)
+
+    @classmethod
+    def of(cls, conn: psycopg.Connection[Any], streams: list[str], ids: list[bytes]) -> _BatchView:
         versions = {s: v or 0 for s, v in conn.execute(_VERSIONS, (streams,)).fetchall()}
         found = {
             bytes(i): (int(p), int(v), s) for i, p, v, s in conn.execute(_IDS, (ids,)).fetchall()
@@ -189,6 +202,24 @@ class PostgresEventLog(EventLog):
         except psycopg.Error as exc:
             raise EventStoreError(f"commit to {describe_url(self.url)} failed: {exc}") from exc
         return plan.outcomes, plan.writes
+
+    def import_records(self, records: Sequence[tuple[int, bytes]]) -> None:
+        """Insert copied records in one transaction, under the commit's advisory lock
+        (the head they must continue is read after it, like a commit's)."""
+        self._check_open()
+        writes = parse_import(records)
+        if not writes:
+            return
+        streams, ids = sorted({w.stream for w in writes}), [w.id_bytes for w in writes]
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+                view = _BatchView.of(conn, streams, ids)
+                plan_import(view, _head(conn), writes)
+                _insert(conn, writes)
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(writes[-1].position)))
+        except psycopg.Error as exc:
+            raise EventStoreError(f"import to {describe_url(self.url)} failed: {exc}") from exc
 
     # --- wake-ups ------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ AutoagentError                      root of everything the project raises on pur
  |    +-- StoreClosed               the store was used after it closed
  |    +-- InvalidAppend             malformed append arguments (no events, bad expected version)
  |    +-- StoreUnreachable          the PostgreSQL server of `store.url` cannot be reached
+ |    +-- ImportRefused             copied records that do not continue the log exactly
+ |                                  (position, reason)
  +-- KeyStoreError                  a sealing key could not be read, stored or destroyed
  |    +-- KeyStoreReadOnly          a write to a key store opened read-only
  +-- SealBroken                     a sealed value does not open with its key (altered, or
@@ -121,6 +123,17 @@ class StoreUnreachable(EventStoreError):
         self.target = target
         self.reason = reason
         super().__init__(f"cannot open the event log at {target} (store.url): {reason}")
+
+
+class ImportRefused(EventStoreError):
+    """Records handed to `EventLog.import_records` that do not continue the log exactly:
+    a position that is not the next one, a broken hash chain, a stream version out of
+    order, an event id already in the log, or bytes that are no record."""
+
+    def __init__(self, position: int, reason: str) -> None:
+        self.position = position
+        self.reason = reason
+        super().__init__(f"cannot import the record at position {position}: {reason}")
 
 
 class KeyStoreError(AutoagentError):

@@ -23,6 +23,7 @@ from server.cli._client import add_server_flags, server_url
 from server.cli._documents import add_documents_parser, documents_command
 from server.cli._forget import add_forget_parser, forget_command
 from server.cli._inspect import runs_list, runs_show, sessions_list, sessions_show
+from server.cli._migrate import add_migrate_parser, migrate_command
 from server.cli._replay import replay
 from server.cli._run import approve_step, cancel_run, resume_run, retry_run, run_goal
 from server.cli._serve import serve
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", parents=[common], help="size and contents of the store")
     _json_flag(stats, "the statistics, the configuration included")
     add_forget_parser(commands, common)
+    add_migrate_parser(commands)
     _add_approve(commands, common)
     return parser
 
@@ -255,6 +257,8 @@ def _uses_workspace(config: Config, args: argparse.Namespace) -> bool:
 
 
 def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
+    if args.command == "migrate":  # its logs are named by its flags, not by a config
+        return migrate_command(args, out)
     config = _config(args)
     if _uses_workspace(config, args):
         for root in ensure_workspace(config):
