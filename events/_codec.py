@@ -142,7 +142,7 @@ def decode_record(value: bytes | memoryview, expected_position: int | None = Non
         pos = expected_position if expected_position is not None else -1
         raise StoreCorrupted(pos, "record is not a 12-field envelope")
     etype, schema = fields[3], fields[4]
-    if type(etype) is not str or type(fields[9]) is not int:
+    if type(etype) is not str or type(fields[9]) is not int or type(fields[0]) is not int:
         pos = expected_position if expected_position is not None else -1
         raise StoreCorrupted(pos, "record envelope has fields of the wrong type")
     if fields[9] & COMPRESSED:

@@ -14,13 +14,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from events._codec import PreparedEvent, encode_record, record_hash, split_value, unpack_body
+from events._codec import (
+    PreparedEvent,
+    decode_record,
+    encode_record,
+    record_hash,
+    split_value,
+    unpack_body,
+)
 from events._model import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Expected, RecordedEvent
 from events.errors import (
     DuplicateEventConflict,
     EventStoreError,
     ImportRefused,
     StoreCorrupted,
+    UnknownEventType,
     WrongExpectedVersion,
 )
 
@@ -237,10 +245,12 @@ def parse_import(records: Sequence[tuple[int, bytes]]) -> list[PlannedWrite]:
 def _parse_record(position: int, value: bytes) -> PlannedWrite:
     try:
         fields = unpack_body(position, split_value(value)[1])
-    except StoreCorrupted as exc:
-        raise ImportRefused(position, exc.reason) from exc
+        decode_record(value, position)  # what the log takes it must give back
+    except (StoreCorrupted, UnknownEventType) as exc:
+        reason = exc.reason if isinstance(exc, StoreCorrupted) else str(exc)
+        raise ImportRefused(position, reason) from exc
     stream, version, etype, id_bytes = fields[1], fields[2], fields[3], fields[5]
-    if fields[0] != position:
+    if type(fields[0]) is not int or fields[0] != position:
         raise ImportRefused(position, f"the record says position {fields[0]!r}")
     if (
         type(stream) is not str

@@ -30,9 +30,14 @@ commit sends `NOTIFY autoagent_events, '<head>'`, and the watcher blocks in
 from the table.
 
 Threading: methods are called from worker threads. Each borrows its own connection
-from a pool (a psycopg connection is never used by two threads at once); `commit` too,
-so a connection broken by a server restart is replaced instead of failing every later
-commit.
+from a pool (a psycopg connection is never used by two threads at once); the pool
+checks a connection before lending it, so one the server closed (a restart, an idle
+timeout) is replaced rather than failing the call. A commit that fails still stops the
+store's writer, as on LMDB.
+
+`open(readonly=True)` (the CLI's readers, `migrate`'s source) runs no DDL and takes no
+lock: a role allowed only to SELECT can read, and a URL naming a database without the
+table is refused instead of getting an empty one.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ from events._log import (
     plan_import,
 )
 from events._model import RecordedEvent
-from events.errors import EventStoreError, StoreClosed, StoreUnreachable
+from events.errors import EventStoreError, NotAnEventStore, StoreClosed, StoreUnreachable
 
 TABLE = "autoagent_events"
 CHANNEL = "autoagent_events"
@@ -149,8 +154,10 @@ class PostgresEventLog(EventLog):
         compress_over: int = 4096,
         pool_size: int = 4,
         connect_timeout_s: float = 10.0,
+        readonly: bool = False,
     ) -> PostgresEventLog:
-        """Connect to `url` (a libpq URL or conninfo) and create the table if missing.
+        """Connect to `url` (a libpq URL or conninfo) and create the table if missing
+        (with `readonly`: require it, create nothing; see module docstring).
 
         A server that cannot be reached raises `StoreUnreachable` here, at start-up,
         rather than at the first append.
@@ -159,9 +166,16 @@ class PostgresEventLog(EventLog):
             with psycopg.connect(
                 url, autocommit=True, connect_timeout=max(1, round(connect_timeout_s))
             ) as conn:
-                _create_schema(conn)
+                if not readonly:
+                    _create_schema(conn)
+                    found = True
+                else:
+                    row = conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()
+                    found = row is not None and row[0] is not None
         except psycopg.Error as exc:
             raise StoreUnreachable(describe_url(url), _one_line(exc)) from exc
+        if not found:
+            raise NotAnEventStore(f"{describe_url(url)}: no event log there (no table {TABLE})")
         pool: ConnectionPool[Any] = ConnectionPool(
             url,
             min_size=1,
@@ -170,6 +184,7 @@ class PostgresEventLog(EventLog):
             open=False,
             name="autoagent-events",
             timeout=connect_timeout_s,
+            check=ConnectionPool.check_connection,
         )
         try:
             pool.open(wait=True, timeout=connect_timeout_s)

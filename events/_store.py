@@ -26,6 +26,7 @@ the same event ids is safe (idempotent append).
 from __future__ import annotations
 
 import collections
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -61,6 +62,8 @@ from events.errors import (
     StoreCorrupted,
     UnknownEventType,
 )
+
+_log = logging.getLogger(__name__)
 
 MAX_STREAM_NAME_BYTES = 256
 # Batches the writer may have queued on its commit thread at once (see `run_writer`).
@@ -177,8 +180,8 @@ class EventStore:
         self._closed = False
         self._watch_scope = trio.CancelScope()
         self._appends = self._commits = self._events_written = 0
-        # Appends queued, and answered by the writer (in queue order): for `flush`.
-        self._queued = self._answered = 0
+        # Appends the writer took from the queue, and answered (in that order): `flush`.
+        self._taken = self._answered = 0
         self._answered_changed = trio.Event()
 
     # --- writing -------------------------------------------------------------------
@@ -227,9 +230,11 @@ class EventStore:
 
     async def flush(self) -> None:
         """Wait until every append queued so far (`submit` included) is answered,
-        whatever its outcome. Appends are answered in queue order, so counting them is
-        enough."""
-        target = self._queued
+        whatever its outcome. Appends are answered in the order the writer takes them
+        from the queue, so counting is enough: those taken so far plus those waiting in
+        the queue (counted in the queue's own order, which a sender blocked on a full
+        queue does not change)."""
+        target = self._taken + self._send.statistics().current_buffer_used
         while self._answered < target:
             await self._answered_changed.wait()
 
@@ -270,7 +275,6 @@ class EventStore:
                 raise StoreClosed("the event store is closed") from None
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise StoreClosed("the event store is closed") from None
-        self._queued += 1
         return ticket
 
     async def run_writer(
@@ -299,6 +303,7 @@ class EventStore:
                                 held.append(self._receive.receive_nowait())
                             except (trio.WouldBlock, trio.EndOfChannel):
                                 break
+                        self._taken += len(held)
                         try:  # no checkpoint when a slot is free: one scheduling pass less
                             slots.acquire_nowait()
                         except trio.WouldBlock:
@@ -326,6 +331,7 @@ class EventStore:
                 unwritten.append(self._receive.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
+            self._taken += 1
         for ticket in unwritten:
             ticket.settle(refusal)
         self._count_answered(len(unwritten))
@@ -430,11 +436,19 @@ class EventStore:
                 return
             interval = self.options.watch_interval_s
             while True:
-                if self.log.announces_appends:  # woken by another node's commit
-                    await trio.to_thread.run_sync(self.log.wait_for_append, interval)
-                else:
+                try:
+                    if self.log.announces_appends:  # woken by another node's commit
+                        await trio.to_thread.run_sync(self.log.wait_for_append, interval)
+                    else:
+                        await trio.sleep(interval)
+                    await self._publish_external()
+                except StoreClosed:
+                    return
+                except EventStoreError as exc:
+                    # A dropped connection (PostgreSQL): the log reconnects on the next
+                    # call; the watcher tries again after a pause, the writer goes on.
+                    _log.warning("watching the log for other writers failed: %s", exc)
                     await trio.sleep(interval)
-                await self._publish_external()
 
     async def _publish_external(self) -> None:
         head, records = await trio.to_thread.run_sync(

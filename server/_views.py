@@ -78,7 +78,9 @@ def open_configured_log(config: Config) -> EventLog:
     worker thread): LMDB opened read-only, or the PostgreSQL log at `store.url`."""
     if config.store.backend == "lmdb":
         return LmdbEventLog.open(config.store.data_path, readonly=True)
-    return PostgresEventLog.open(config.store.url, compress_over=config.store.compress_over_bytes)
+    return PostgresEventLog.open(
+        config.store.url, compress_over=config.store.compress_over_bytes, readonly=True
+    )
 
 
 @contextlib.contextmanager

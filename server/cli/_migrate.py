@@ -103,7 +103,7 @@ def open_log(spec: LogSpec, *, writable: bool) -> Iterator[EventLog]:
     written into (its server would not see the copied records' index)."""
     log: EventLog
     if spec.backend == "postgres":
-        log = PostgresEventLog.open(spec.target)
+        log = PostgresEventLog.open(spec.target, readonly=not writable)
     elif writable:
         holder = running_server(Path(spec.target))
         if holder is not None:

@@ -194,3 +194,22 @@ def test_import_with_a_known_event_id_or_a_version_gap_is_refused(open_log: Open
     copy.import_records([(4, _forged(4, head, "run-0", 2, 99))])
     assert copy.stream_version("run-0") == 2
     assert audit_log(copy).ok
+
+
+def test_import_of_a_record_no_reader_could_decode_is_refused(open_log: OpenLog) -> None:
+    """The log takes only what it can give back: a chain-valid record whose payload is
+    not a map, or whose type no one registered, is refused before anything is written."""
+    import msgpack
+
+    copy = open_log()
+    not_a_map = PreparedEvent(
+        "StepStarted", 1, uuid.UUID(int=7).bytes, None, None, msgpack.packb([1])
+    )
+    value, _ = encode_record(1, "run-0", 1, TS, not_a_map, GENESIS_HASH, 0)
+    with pytest.raises(ImportRefused, match="position 1: payload of StepStarted is not a map"):
+        copy.import_records([(1, value)])
+    unknown = PreparedEvent("NoSuchType", 1, uuid.UUID(int=8).bytes, None, None, msgpack.packb({}))
+    value, _ = encode_record(1, "run-0", 1, TS, unknown, GENESIS_HASH, 0)
+    with pytest.raises(ImportRefused, match=r"position 1: .*NoSuchType"):
+        copy.import_records([(1, value)])
+    assert copy.head()[0] == 0

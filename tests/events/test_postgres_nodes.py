@@ -172,3 +172,47 @@ def test_a_url_that_does_not_connect_raises_store_unreachable_without_its_passwo
         f"cannot open the event log at postgresql host={tmp_path} dbname=nowhere user=someone "
         "(store.url): "
     )
+
+
+async def test_a_dropped_connection_does_not_stop_the_other_node(postgres_url: str) -> None:
+    """The server closes node B's connections (a restart, an admin): B's watcher logs it
+    and reconnects, its writer goes on, and it still sees node A's appends."""
+    import psycopg
+
+    with trio.fail_after(TIMEOUT_S):
+        async with (
+            open_postgres_store(postgres_url, OPTIONS) as node_a,
+            open_postgres_store(postgres_url, OPTIONS) as node_b,
+        ):
+            await node_a.append("a", steps("a", 0, 1))
+            await node_b.wait_for_position(1)
+
+            def drop_b() -> None:
+                with psycopg.connect(postgres_url, autocommit=True) as admin:
+                    admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+
+            await trio.to_thread.run_sync(drop_b)  # every connection of both nodes
+            await trio.sleep(0.2)  # the watchers meet the closed connections
+            appended = await node_a.append("a", steps("a", 1, 2))
+            await node_b.wait_for_position(appended.last_position)
+            done = await node_b.append("b", steps("b", 0, 1))
+            assert done.last_position == appended.last_position + 1
+
+
+def test_a_reader_on_a_database_without_the_log_creates_nothing(
+    postgres_cluster: object, postgres_url: str
+) -> None:
+    import psycopg
+
+    from events import NotAnEventStore
+
+    with pytest.raises(NotAnEventStore, match="no event log there"):
+        PostgresEventLog.open(postgres_url, readonly=True)
+    with psycopg.connect(postgres_url) as conn:
+        row = conn.execute("SELECT to_regclass('autoagent_events')").fetchone()
+    assert row is not None and row[0] is None
+    PostgresEventLog.open(postgres_url).close()  # a writer creates it
+    PostgresEventLog.open(postgres_url, readonly=True).close()
