@@ -67,6 +67,9 @@ from events._model import RecordedEvent
 from events.errors import EventStoreError, NotAnEventStore, StoreClosed, StoreUnreachable
 
 TABLE = "autoagent_events"
+# Bound on opening the LISTEN connection: the watcher's thread must not hang on a server
+# that stopped answering (the store's shutdown waits for that thread).
+LISTEN_CONNECT_TIMEOUT_S = 5
 CHANNEL = "autoagent_events"
 # The advisory lock every commit (and the schema creation) of a database holds: the
 # bytes "autoagnt" as a bigint. Advisory locks are per database.
@@ -260,7 +263,9 @@ class PostgresEventLog(EventLog):
 
     def _listening(self) -> psycopg.Connection[Any]:
         if self._listener is None or self._listener.closed:
-            self._listener = psycopg.connect(self.url, autocommit=True)
+            self._listener = psycopg.connect(
+                self.url, autocommit=True, connect_timeout=LISTEN_CONNECT_TIMEOUT_S
+            )
             self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
         return self._listener
 
