@@ -149,6 +149,11 @@ class AppendTicket:
         """Whether the writer has put the outcome here (the append is durable or refused)."""
         return self._done.is_set()
 
+    @property
+    def settled_event(self) -> trio.Event:
+        """Set once `settled`."""
+        return self._done
+
     async def durable(self) -> AppendResult:
         """Wait until the append is on disk (with `sync`); raise what refused it."""
         await self._done.wait()
@@ -180,9 +185,8 @@ class EventStore:
         self._closed = False
         self._watch_scope = trio.CancelScope()
         self._appends = self._commits = self._events_written = 0
-        # Appends the writer took from the queue, and answered (in that order): `flush`.
-        self._taken = self._answered = 0
-        self._answered_changed = trio.Event()
+        # Appends queued and not answered yet, for `flush`.
+        self._unanswered: set[AppendTicket] = set()
 
     # --- writing -------------------------------------------------------------------
 
@@ -229,14 +233,10 @@ class EventStore:
         return await self._enqueue(stream, events, expected_version, correlation, causation)
 
     async def flush(self) -> None:
-        """Wait until every append queued so far (`submit` included) is answered,
-        whatever its outcome. Appends are answered in the order the writer takes them
-        from the queue, so counting is enough: those taken so far plus those waiting in
-        the queue (counted in the queue's own order, which a sender blocked on a full
-        queue does not change)."""
-        target = self._taken + self._send.statistics().current_buffer_used
-        while self._answered < target:
-            await self._answered_changed.wait()
+        """Wait until every append queued so far (`submit` included; one whose `submit`
+        has returned) is answered, whatever its outcome."""
+        for ticket in list(self._unanswered):
+            await ticket.settled_event.wait()
 
     async def _enqueue(
         self,
@@ -275,6 +275,8 @@ class EventStore:
                 raise StoreClosed("the event store is closed") from None
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise StoreClosed("the event store is closed") from None
+        if not ticket.settled:  # a sender that waited for room may be answered already
+            self._unanswered.add(ticket)
         return ticket
 
     async def run_writer(
@@ -303,7 +305,6 @@ class EventStore:
                                 held.append(self._receive.receive_nowait())
                             except (trio.WouldBlock, trio.EndOfChannel):
                                 break
-                        self._taken += len(held)
                         try:  # no checkpoint when a slot is free: one scheduling pass less
                             slots.acquire_nowait()
                         except trio.WouldBlock:
@@ -331,10 +332,9 @@ class EventStore:
                 unwritten.append(self._receive.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
-            self._taken += 1
         for ticket in unwritten:
             ticket.settle(refusal)
-        self._count_answered(len(unwritten))
+        self._unanswered.difference_update(unwritten)
 
     def _committed(
         self,
@@ -358,7 +358,7 @@ class EventStore:
             for ticket in batch:
                 if not ticket.settled:
                     ticket.settle(EventStoreError(f"commit failed: {exc!r}"))
-            self._count_answered(len(batch))
+            self._unanswered.difference_update(batch)
             failures.append(exc)
             gathering.cancel()  # the writer stops and raises it
 
@@ -377,12 +377,7 @@ class EventStore:
                     # session's owner.
                     self.sealer.observe(ticket.request.stream, ticket.sealed_events, committed=True)
             ticket.settle(outcome)
-        self._count_answered(len(batch))
-
-    def _count_answered(self, count: int) -> None:
-        self._answered += count
-        self._answered_changed.set()
-        self._answered_changed = trio.Event()
+        self._unanswered.difference_update(batch)
 
     def _publish(self, entries: list[_Recent]) -> None:
         """Make committed records (contiguous positions) visible to subscribers.

@@ -92,7 +92,15 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
             result = _copy_with_progress(source, destination, args.batch)
             if result is None:
                 return 1  # interrupted: a prefix is copied, the next run continues it
-            audit = _audit_with_progress(destination)
+            try:
+                audit = _audit_with_progress(destination)
+            except KeyboardInterrupt:
+                print(
+                    "autoagent migrate: stopped during the audit; the copy is complete "
+                    "(run the command again to audit it)",
+                    file=sys.stderr,
+                )
+                return 1
     _report(result, audit, args.json, out)
     return 0 if audit.ok else 1
 
@@ -153,7 +161,8 @@ def check_prefix(source: EventLog, destination: EventLog) -> int:
             f"the destination holds {position} records, the source only {source_head}: "
             "it is not a copy of this log"
         )
-    if position and source.read_raw(position - 1, 1)[0][1][: len(digest)] != digest:
+    at = source.read_raw(position - 1, 1) if position else []
+    if position and (not at or at[0][0] != position or at[0][1][: len(digest)] != digest):
         raise InputError(
             f"the destination's record {position} differs from the source's: "
             "it is not a copy of this log (refusing to write into it)"
