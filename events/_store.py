@@ -754,7 +754,9 @@ async def open_event_store(
                 with trio.CancelScope(shield=True):
                     await store.aclose()
     finally:
-        log.close()
+        # Closing is I/O too (a PostgreSQL pool's connections): not on the Trio thread.
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(log.close)
 
 
 def _open_lmdb(path: Path, options: StoreOptions) -> LmdbEventLog:

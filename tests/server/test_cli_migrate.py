@@ -4,7 +4,6 @@ that is no prefix of the source, and report errors as one line."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -23,8 +22,9 @@ from events import (
 )
 from server._datadir import open_data_dir_lock
 from server.cli import _migrate
-from server.cli._main import main
 from server.cli._migrate import CopyResult, copy_log
+
+from .test_cli import run_cli
 
 RUNS = 5  # 3 events each
 
@@ -36,12 +36,6 @@ async def _fill(path: Path, runs: int = RUNS, goal: str = "g") -> None:
             await store.append(stream, [RunRequested(run_id=str(i), session_id="s", goal=goal)])
             await store.append(stream, [PlanCreated(run_id=str(i), steps=[])])
             await store.append(stream, [StepStarted(run_id=str(i), step_id="a")])
-
-
-def run_cli(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(list(argv), out=out)
-    return code, out.getvalue()
 
 
 def _raw(path: Path) -> list[tuple[int, bytes]]:

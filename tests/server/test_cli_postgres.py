@@ -3,7 +3,6 @@ read the log, and `forget`, work on the configured backend, not on an LMDB data 
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -12,16 +11,11 @@ import trio
 
 from events import PlanCreated, RunRequested, StepStarted
 from server.app import open_configured_store
-from server.cli._main import main
 from server.config import load_config
 
+from .test_cli import run_cli
+
 TIMEOUT_S = 30
-
-
-def run_cli(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(list(argv), out=out)
-    return code, out.getvalue()
 
 
 @pytest.fixture
