@@ -5,7 +5,14 @@ Public API; everything else in this package is private.
 
 from events._audit import AuditReport, VerifiedReader, audit_log
 from events._codec import decode_record
-from events._keys import FileKeyStore, KeyStore, MemoryKeyStore, UserKey, session_owner
+from events._keys import (
+    FileKeyStore,
+    KeyRecord,
+    KeyStore,
+    MemoryKeyStore,
+    UserKey,
+    session_owner,
+)
 from events._lmdb_log import LmdbEventLog
 from events._log import EventLog, LogStatistics
 from events._memory_log import MemoryEventLog
@@ -21,6 +28,7 @@ from events._model import (
     NewEvent,
     RecordedEvent,
 )
+from events._postgres_keys import PostgresKeyStore
 from events._postgres_log import PostgresEventLog
 from events._sealing import FORGOTTEN_TEXT, PERSONAL_FIELDS, OpenedReader, Sealer
 from events._store import (
@@ -53,6 +61,7 @@ from events._types import (
     PlanCreated,
     ReplanRequested,
     RunCancelled,
+    RunCancelRequested,
     RunCompleted,
     RunFailed,
     RunRequested,
@@ -83,8 +92,11 @@ from events.errors import (
     ImportRefused,
     InvalidAppend,
     InvalidStreamName,
+    KeyConflict,
     KeyStoreError,
+    KeyStoreMissing,
     KeyStoreReadOnly,
+    KeyStoreUnreachable,
     NotAnEventStore,
     SealBroken,
     StoreClosed,
@@ -130,9 +142,13 @@ __all__ = [
     "IntentAnalyzed",
     "InvalidAppend",
     "InvalidStreamName",
+    "KeyConflict",
+    "KeyRecord",
     "KeyStore",
     "KeyStoreError",
+    "KeyStoreMissing",
     "KeyStoreReadOnly",
+    "KeyStoreUnreachable",
     "LLMCallCompleted",
     "LmdbEventLog",
     "LogStatistics",
@@ -146,8 +162,10 @@ __all__ = [
     "OpenedReader",
     "PlanCreated",
     "PostgresEventLog",
+    "PostgresKeyStore",
     "RecordedEvent",
     "ReplanRequested",
+    "RunCancelRequested",
     "RunCancelled",
     "RunCompleted",
     "RunFailed",

@@ -14,8 +14,9 @@ Two kinds of owner hold keys:
   sessions to walk, nothing half-forgotten if the process dies in the middle.
   `destroy_session(session_id)` forgets one session alone.
 
-One interface, two backends: `FileKeyStore` (the server's, one small file per owner in
-a directory of its own, `store.keys_dir`) and `MemoryKeyStore` (tests).
+One interface, three backends: `FileKeyStore` (the server's, one small file per owner in
+a directory of its own, `store.keys_dir`), `PostgresKeyStore` (`events._postgres_keys`,
+shared by the nodes of one PostgreSQL event log) and `MemoryKeyStore` (tests).
 
 Why files and not LMDB: LMDB is copy-on-write, so a deleted value survives in a freed
 page until that page is reused; a key file is overwritten with zeros, synced and then
@@ -30,6 +31,12 @@ that must reach a running server's cache (`autoagent forget`) go through that se
 
 An owner has at most one live key; `destroy` removes it and the next create makes a
 new one with a new `key_id`, so content sealed before a forget stays dead.
+
+Copying keys between stores (`autoagent migrate`): `records()` lists what a store holds,
+as stored (session keys stay wrapped), `import_record` adds one to a store that holds
+no key for its owner (never replacing another), and `erase_record` applies a forget
+copied from another store. A destroyed key is absent from `records()`, so a copy never
+brings it back.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from events.errors import KeyStoreError, KeyStoreReadOnly, SealBroken
+from events.errors import KeyConflict, KeyStoreError, KeyStoreReadOnly, SealBroken
 
 SEAL_VERSION = 1
 NONCE_BYTES = 12
@@ -132,6 +139,23 @@ class KeyStore(abc.ABC):
     def _erase(self, owner: str) -> bool:
         """Erase the record of `owner`; False when there was none."""
 
+    @abc.abstractmethod
+    def _records(self) -> list[KeyRecord]:
+        """Every stored record, in any order."""
+
+    def _save_new(self, record: KeyRecord, replacing: str | None = None) -> KeyRecord:
+        """Store a freshly made `record` unless the owner already has one (other than
+        the dead key `replacing`, which it replaces); return the record now stored.
+
+        A backend several processes write at once overrides this so that two of them
+        creating the same owner's key end up with one winner, returned to both. This
+        default, for backends one writer owns, erases the replaced record and saves.
+        """
+        if replacing is not None:
+            self._erase(record.owner)
+        self._save(record)
+        return record
+
     # --- principals (and memory users) ------------------------------------------------
 
     def current(self, user: str) -> UserKey | None:
@@ -171,19 +195,54 @@ class KeyStore(abc.ABC):
             return found
         self._check_writable()
         with self._lock:
-            found = self._get(owner)
+            # One read decides: a record made by another process since `_get` opens
+            # here and is used, never replaced.
+            record = self._load(owner)
+            found = self._unwrap(record) if record is not None else None
             if found is not None:
+                self._cache[owner] = (found, time.monotonic())
                 return found
-            if self._load(owner) is not None:
-                # It exists but does not open: its principal was forgotten. What the
-                # session says from now on is sealed with a new key.
-                self._erase(owner)
+            # None, or a record that does not open: its principal was forgotten. What
+            # the session says from now on is sealed with a new key.
             wrapper = self.current_or_create(principal) if principal else None
-            return self._create(owner, wrapper)
+            return self._create(owner, wrapper, record.key_id if record else None)
 
     def destroy_session(self, session_id: str) -> str | None:
         """Erase one session's key; returns its id (None: there was no key)."""
         return self._destroy(session_owner(session_id))
+
+    # --- copying between stores ------------------------------------------------------
+
+    def records(self) -> list[KeyRecord]:
+        """Every live key as stored (session keys still wrapped), ordered by owner."""
+        return sorted(self._records(), key=lambda record: record.owner)
+
+    def import_record(self, record: KeyRecord) -> bool:
+        """Store `record`, copied from another store, for an owner that holds no key;
+        False when it holds this very record already (a copy run again). An owner
+        holding another key raises `KeyConflict`: that key is never replaced."""
+        self._check_writable()
+        with self._lock:
+            held = self._load(record.owner)
+            if held is None:
+                # `_save_new` returns the record of another process that won a race.
+                held = self._save_new(record)
+                if held == record:
+                    return True
+            if held != record:
+                raise KeyConflict(record.owner, held.key_id, record.key_id)
+            return False
+
+    def erase_record(self, owner: str, key_id: str) -> bool:
+        """Erase the owner's key if it is `key_id` (a forget copied from another
+        store); False when the owner holds no key or another one."""
+        self._check_writable()
+        with self._lock:
+            held = self._load(owner)
+            if held is None or held.key_id != key_id:
+                return False
+            self._cache.clear()  # the key, and any session key it wraps
+            return self._erase(owner)
 
     # --- shared ----------------------------------------------------------------------
 
@@ -217,8 +276,10 @@ class KeyStore(abc.ABC):
 
     def _open(self, owner: str) -> UserKey | None:
         record = self._load(owner)
-        if record is None:
-            return None
+        return None if record is None else self._unwrap(record)
+
+    def _unwrap(self, record: KeyRecord) -> UserKey | None:
+        owner = record.owner
         if record.wrapped_by is None:
             return UserKey(owner, record.key_id, record.secret)
         wrapper = self.current(record.wrapped_by)
@@ -230,14 +291,23 @@ class KeyStore(abc.ABC):
             raise KeyStoreError(f"the key of {owner!r} does not unwrap: {exc.reason}") from exc
         return UserKey(owner, record.key_id, secret)
 
-    def _create(self, owner: str, wrapper: UserKey | None) -> UserKey:
+    def _create(self, owner: str, wrapper: UserKey | None, replacing: str | None = None) -> UserKey:
+        key: UserKey | None
         key = UserKey(owner, uuid.uuid4().hex, AESGCM.generate_key(bit_length=KEY_BYTES * 8))
         if wrapper is None:
             record = KeyRecord(owner, key.key_id, key.secret)
         else:
             wrapped = wrapper.seal(key.secret, owner.encode())
             record = KeyRecord(owner, key.key_id, wrapped, wrapper.user, wrapper.key_id)
-        self._save(record)
+        stored = self._save_new(record, replacing)
+        if stored.key_id != record.key_id:
+            # Another process made the owner's key first: everyone uses that one.
+            key = self._unwrap(stored)
+            if key is None:
+                raise KeyStoreError(
+                    f"the key of {owner!r} was just made by another process and does not "
+                    "open here (its principal's key changed meanwhile); try again"
+                )
         self._cache[owner] = (key, time.monotonic())
         return key
 
@@ -263,16 +333,19 @@ class MemoryKeyStore(KeyStore):
 
     def __init__(self) -> None:
         super().__init__(revalidate_s=float("inf"))  # no other process can change it
-        self._records: dict[str, KeyRecord] = {}
+        self._stored: dict[str, KeyRecord] = {}
 
     def _load(self, owner: str) -> KeyRecord | None:
-        return self._records.get(owner)
+        return self._stored.get(owner)
 
     def _save(self, record: KeyRecord) -> None:
-        self._records[record.owner] = record
+        self._stored[record.owner] = record
 
     def _erase(self, owner: str) -> bool:
-        return self._records.pop(owner, None) is not None
+        return self._stored.pop(owner, None) is not None
+
+    def _records(self) -> list[KeyRecord]:
+        return list(self._stored.values())
 
 
 class FileKeyStore(KeyStore):
@@ -299,21 +372,30 @@ class FileKeyStore(KeyStore):
             return None
         except OSError as exc:
             raise KeyStoreError(f"cannot read the key of {owner!r}: {exc}") from exc
-        try:
-            data = json.loads(raw)
-            secret = base64.b64decode(data["key"], validate=True)
-            record = KeyRecord(
-                str(data["user"]),
-                str(data["key_id"]),
-                secret,
-                data.get("wrapped_by"),
-                data.get("wrapper_id"),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise KeyStoreError(f"the key file of {owner!r} is damaged: {exc}") from exc
-        if record.owner != owner or (record.wrapped_by is None and len(secret) != KEY_BYTES):
+        record = _parse(raw, f"the key file of {owner!r}")
+        if record.owner != owner:
             raise KeyStoreError(f"the key file of {owner!r} is damaged")
         return record
+
+    def _records(self) -> list[KeyRecord]:
+        try:
+            files = sorted(self.path.glob("*" + KEY_SUFFIX))
+        except OSError as exc:
+            raise KeyStoreError(f"cannot list the keys in {self.path}: {exc}") from exc
+        records = []
+        for path in files:
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                continue  # destroyed since it was listed
+            except OSError as exc:
+                raise KeyStoreError(f"cannot read the key file {path}: {exc}") from exc
+            record = _parse(raw, f"the key file {path}")
+            # A file not named after its owner is one `_load` never finds: no live key.
+            if self._file(record.owner) != path:
+                raise KeyStoreError(f"the key file {path} is damaged")
+            records.append(record)
+        return records
 
     def _save(self, record: KeyRecord) -> None:
         fields: dict[str, str] = {
@@ -355,6 +437,25 @@ class FileKeyStore(KeyStore):
         except OSError as exc:
             raise KeyStoreError(f"cannot destroy the key of {owner!r}: {exc}") from exc
         return True
+
+
+def _parse(raw: bytes, what: str) -> KeyRecord:
+    """The record of a key file's bytes; `what` names the file when they are not one."""
+    try:
+        data = json.loads(raw)
+        secret = base64.b64decode(data["key"], validate=True)
+        record = KeyRecord(
+            str(data["user"]),
+            str(data["key_id"]),
+            secret,
+            data.get("wrapped_by"),
+            data.get("wrapper_id"),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KeyStoreError(f"{what} is damaged: {exc}") from exc
+    if record.wrapped_by is None and len(secret) != KEY_BYTES:
+        raise KeyStoreError(f"{what} is damaged")
+    return record
 
 
 def _overwrite(path: Path) -> None:

@@ -345,6 +345,17 @@ class RunCancelled(Event):
     reason: str = ""
 
 
+@register_event
+@dataclass(frozen=True, slots=True)
+class RunCancelRequested(Event):
+    """A client asked to cancel a run another server node executes: that node cancels
+    it (`RunCancelled`); a node that resumes the run later finds the request and
+    cancels it at once. Not terminal: the run ends only with `RunCancelled`."""
+
+    run_id: str
+    by: str = ""
+
+
 # A run ends with exactly one of these; each names the run status it leaves behind.
 TERMINAL_RUN_STATUS: Mapping[str, str] = {
     "RunCompleted": "completed",

@@ -18,6 +18,10 @@ AutoagentError                      root of everything the project raises on pur
  |                                  (position, reason)
  +-- KeyStoreError                  a sealing key could not be read, stored or destroyed
  |    +-- KeyStoreReadOnly          a write to a key store opened read-only
+ |    +-- KeyStoreUnreachable       the PostgreSQL server of a key store cannot be reached
+ |    +-- KeyStoreMissing           a key store opened read-only where there is none
+ |    +-- KeyConflict               an imported key for an owner that holds another one
+ |                                  (owner, held, offered)
  +-- SealBroken                     a sealed value does not open with its key (altered, or
  |                                  sealed for another owner, event or field)
  +-- (other packages add their own subtrees)
@@ -142,6 +146,36 @@ class KeyStoreError(AutoagentError):
 
 class KeyStoreReadOnly(KeyStoreError):
     """A write to a key store opened read-only (the admin CLI's)."""
+
+
+class KeyStoreUnreachable(KeyStoreError):
+    """The database server of a PostgreSQL key store cannot be reached (or refuses us).
+
+    `target` names where the URL points without its password; `reason` is the driver's.
+    """
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"cannot open the key store at {target}: {reason}")
+
+
+class KeyStoreMissing(KeyStoreError):
+    """A key store opened read-only where none was ever made (no keys table)."""
+
+
+class KeyConflict(KeyStoreError):
+    """`import_record` of a key for an owner that already holds another one: the key
+    store is someone else's, and replacing its key would shred what it sealed."""
+
+    def __init__(self, owner: str, held: str, offered: str) -> None:
+        self.owner = owner
+        self.held = held
+        self.offered = offered
+        super().__init__(
+            f"the key store holds another key for {owner!r} (key {held}, not {offered}); "
+            "refusing to replace it"
+        )
 
 
 class SealBroken(AutoagentError):

@@ -33,6 +33,7 @@ from projections._memory import (
     seal_memory,
 )
 from projections._metrics import MetricsProjection
+from projections._postgres_state import PostgresStateStore
 from projections._replay import Difference, compare, rebuild, verify
 from projections._runner import ProjectionRunner, ProjectionStatus
 from projections._runs import RunsProjection
@@ -53,7 +54,9 @@ from projections.errors import (
     KeyStoreReadOnly,
     ProjectionError,
     ProjectionMismatch,
+    ProjectionStoreFailed,
     ProjectionStoreMissing,
+    ProjectionStoreUnreachable,
     SealBroken,
     UnknownProjection,
 )
@@ -82,12 +85,15 @@ __all__ = [
     "MemoryStateStore",
     "MemoryStatistics",
     "MetricsProjection",
+    "PostgresStateStore",
     "Projection",
     "ProjectionError",
     "ProjectionMismatch",
     "ProjectionRunner",
     "ProjectionStatus",
+    "ProjectionStoreFailed",
     "ProjectionStoreMissing",
+    "ProjectionStoreUnreachable",
     "RunsProjection",
     "SealBroken",
     "SessionsProjection",

@@ -5,7 +5,9 @@ AutoagentError (events.errors)
       +-- UnknownProjection         a name no projection is registered under
       +-- CheckpointMoved           someone else advanced a checkpoint under us (replay
       |                             beside a running server); the runner reloads
-      +-- ProjectionStoreMissing    no projection state in this data dir yet
+      +-- ProjectionStoreMissing    no projection state in this data dir (or database) yet
+      +-- ProjectionStoreUnreachable  the PostgreSQL server of the state cannot be reached
+      +-- ProjectionStoreFailed     the PostgreSQL state store failed a read or a write
       +-- ProjectionMismatch        `replay --verify` found live state differing from a rebuild
       +-- EmbeddingModelMismatch    a query embedded with another model than the memories
       +-- CollectionModelMismatch   a query or document embedded with another model than
@@ -26,7 +28,9 @@ __all__ = [
     "KeyStoreReadOnly",
     "ProjectionError",
     "ProjectionMismatch",
+    "ProjectionStoreFailed",
     "ProjectionStoreMissing",
+    "ProjectionStoreUnreachable",
     "SealBroken",
     "UnknownProjection",
 ]
@@ -54,6 +58,23 @@ class CheckpointMoved(ProjectionError):
 
 class ProjectionStoreMissing(ProjectionError):
     """No projection state has been written in this data dir yet."""
+
+
+class ProjectionStoreUnreachable(ProjectionError):
+    """The PostgreSQL server holding projection state cannot be reached (or refuses us).
+
+    `target` names where the URL points without its password; `reason` is the driver's.
+    """
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"cannot open the projection state at {target}: {reason}")
+
+
+class ProjectionStoreFailed(ProjectionError):
+    """A read or write of the PostgreSQL projection state failed (a dropped connection,
+    a server error), or the store was used after `close()`."""
 
 
 class ProjectionMismatch(ProjectionError):

@@ -9,16 +9,28 @@ written beside a running server.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from events import EventLog, LmdbEventLog, PostgresEventLog
-from projections import (
+import trio
+
+from events import (
+    EventLog,
     FileKeyStore,
+    KeyStore,
+    KeyStoreMissing,
+    LmdbEventLog,
+    MemoryKeyStore,
+    PostgresEventLog,
+    PostgresKeyStore,
+)
+from projections import (
     IndexOptions,
     LmdbStateStore,
     MemoryStateStore,
+    PostgresStateStore,
     ProjectionRunner,
     ProjectionStoreMissing,
     StateStore,
@@ -35,21 +47,45 @@ def projections_path(config: Config) -> Path:
     return config.store.data_path / PROJECTIONS_DIR
 
 
-_KEY_STORES: dict[tuple[Path, bool], FileKeyStore] = {}
+_KEY_STORES: dict[tuple[str, bool], KeyStore] = {}
 
 
-def memory_keys(config: Config, *, readonly: bool = False) -> FileKeyStore:
-    """The key store outside the log (`store.keys_dir`, default `<data_dir>/keys/`):
-    memory keys, principal keys and session keys (crypto-shredding).
+def memory_keys(config: Config, *, readonly: bool = False) -> KeyStore:
+    """The key store outside the log: memory keys, principal keys and session keys
+    (crypto-shredding). With LMDB a directory (`store.keys_dir`, default
+    `<data_dir>/keys/`); with `store.backend = "postgres"` a table in the log's database,
+    so every node seals and opens with the same keys and a forget on one node reaches
+    all (each node's cached copy is checked again after at most a second).
 
-    One instance per directory and process: a `forget` through it drops the key from
-    the one cache every part of the process (sealer, memory agent, projections) reads.
+    One instance per place and process: a `forget` through it drops the key from the one
+    cache every part of the process (sealer, memory agent, projections) reads. The first
+    call for a PostgreSQL store connects: async callers make it in a worker thread
+    (`open_configured_keys`).
     """
-    path = config.store.keys_path.resolve()
-    store = _KEY_STORES.get((path, readonly))
+    if config.store.backend == "postgres":
+        where = "postgres:" + config.store.url
+    else:
+        where = str(config.store.keys_path.resolve())
+    store = _KEY_STORES.get((where, readonly))
     if store is None:
-        store = _KEY_STORES[(path, readonly)] = FileKeyStore(path, readonly=readonly)
+        if config.store.backend == "postgres":
+            try:
+                store = PostgresKeyStore.open(config.store.url, readonly=readonly)
+            except KeyStoreMissing:
+                # A reader of a database no server has sealed anything in: no key, so
+                # nothing to open (not kept: a server may create the table later).
+                return MemoryKeyStore()
+        else:
+            store = FileKeyStore(config.store.keys_path.resolve(), readonly=readonly)
+        _KEY_STORES[(where, readonly)] = store
     return store
+
+
+async def open_configured_keys(config: Config, *, readonly: bool = False) -> KeyStore:
+    """`memory_keys`, its first connection made in a worker thread."""
+    return await trio.to_thread.run_sync(
+        functools.partial(memory_keys, config, readonly=readonly)
+    )
 
 
 def memory_options(config: Config) -> IndexOptions:
@@ -66,9 +102,27 @@ class LiveView:
     runner: ProjectionRunner
 
 
-def open_base_state(config: Config) -> LmdbStateStore | None:
+def open_configured_state(config: Config, *, readonly: bool = False) -> StateStore:
+    """This node's projection state (blocking): LMDB in `<data_dir>/projections`, or
+    this node's rows in the PostgreSQL database of `store.url` (`store.backend`).
+    `ProjectionStoreMissing` for a read-only open of a state never written."""
+    if config.store.backend == "lmdb":
+        path, sync = projections_path(config), config.store.sync
+        return LmdbStateStore.open(path, readonly=readonly, sync=sync)
+    node = config.server.node_name(config.store.data_path)
+    return PostgresStateStore.open(config.store.url, node, readonly=readonly)
+
+
+def state_location(config: Config) -> str:
+    """Where `open_configured_state` looks, for messages."""
+    if config.store.backend == "lmdb":
+        return str(projections_path(config))
+    return f"node {config.server.node_name(config.store.data_path)!r} in the PostgreSQL database"
+
+
+def open_base_state(config: Config) -> StateStore | None:
     try:
-        return LmdbStateStore.open(projections_path(config), readonly=True)
+        return open_configured_state(config, readonly=True)
     except ProjectionStoreMissing:
         return None
 

@@ -35,7 +35,6 @@ from agents.tools import (
 from events import EventStore, PostgresEventLog, Sealer, StoreOptions, open_event_store
 from projections import (
     DocumentsProjection,
-    LmdbStateStore,
     MemoryProjection,
     Projection,
     ProjectionRunner,
@@ -44,9 +43,15 @@ from projections import (
 )
 from server._access import ADMIN, Principal, token_problem
 from server._render import Progress
-from server._views import memory_keys, memory_options, projections_path
+from server._views import (
+    memory_keys,
+    memory_options,
+    open_configured_keys,
+    open_configured_state,
+)
 from server.config import Config, LLMConfig
 from server.errors import ConfigError
+from server.leases import MemoryRunLeases, PostgresRunLeases, RunLeases
 from server.telemetry import TraceExport, open_trace_export
 from server.ws import AgentServer, ServerLimits
 
@@ -84,6 +89,23 @@ async def open_configured_store(
     )
     async with open_event_store(options=options, log=log, sealer=sealer) as store:
         yield store
+
+
+@asynccontextmanager
+async def open_run_leases(config: Config) -> AsyncIterator[RunLeases]:
+    """This node's run leases: in this process with LMDB (one server per data dir), in
+    the log's PostgreSQL database with `store.backend = "postgres"` (several nodes)."""
+    node = config.server.node_name(config.store.data_path)
+    ttl = config.resume.lease_ttl_s
+    if config.store.backend != "postgres":
+        yield MemoryRunLeases(node, ttl)
+        return
+    url = config.store.url
+    leases = await trio.to_thread.run_sync(lambda: PostgresRunLeases.open(url, node, ttl))
+    try:
+        yield leases
+    finally:
+        await trio.to_thread.run_sync(leases.close)
 
 
 def llm_options(config: LLMConfig) -> LLMOptions:
@@ -247,7 +269,8 @@ async def open_live_indexes(
     and reloads.
     """
     options = memory_options(config)
-    memories = MemoryProjection(memory_keys(config), options) if memory else None
+    keys = await open_configured_keys(config)
+    memories = MemoryProjection(keys, options) if memory else None
     docs = DocumentsProjection(options) if documents else None
     chosen: list[Projection] = [p for p in (memories, docs) if p is not None]
     async with _running_projections(config, store, chosen, None, "catching up") as runner:
@@ -275,11 +298,7 @@ async def _running_projections(
     try:
         owned = state is None
         if state is None:
-            state = await trio.to_thread.run_sync(
-                functools.partial(
-                    LmdbStateStore.open, projections_path(config), sync=config.store.sync
-                )
-            )
+            state = await trio.to_thread.run_sync(open_configured_state, config)
         try:
             runner = ProjectionRunner(
                 store.log, state, chosen, snapshot_every=config.performance.snapshot_every
@@ -354,6 +373,7 @@ class Application:
     orchestrator: Orchestrator
     warmup: WarmUp = field(default_factory=WarmUp)
     traces: TraceExport | None = None  # the live trace export, when configured
+    leases: RunLeases | None = None  # this node's run leases (None: this process alone)
 
 
 def _embedder_is_used(config: Config) -> bool:
@@ -409,6 +429,7 @@ async def open_application(
     remembers or searches no longer pays for the model load on its own path.
     """
     warmup = WarmUp()
+    await open_configured_keys(config)  # connects (PostgreSQL) in a worker thread, once
     async with (
         (embedder_factory or open_configured_embedder)(config) as embedder,
         trio.open_nursery() as background,
@@ -417,6 +438,7 @@ async def open_application(
             warmup.start("embedder")
             background.start_soon(_warm_embedder, embedder, warmup)
         async with (
+            open_run_leases(config) as leases,
             open_configured_store(config, Sealer(memory_keys(config))) as store,
             _running_projections(
                 config,
@@ -451,7 +473,7 @@ async def open_application(
                     embedder=embedder,
                 ) as orchestrator,
             ):
-                yield Application(config, store, runner, orchestrator, warmup, traces)
+                yield Application(config, store, runner, orchestrator, warmup, traces, leases)
         background.cancel_scope.cancel()
 
 
@@ -526,4 +548,5 @@ def agent_server(app: Application) -> AgentServer:
         metrics_public=app.config.server.metrics_public,
         principals=server_principals(app.config),
         console=app.config.server.console,
+        leases=app.leases,
     )

@@ -15,6 +15,7 @@ import functools
 import math
 import operator
 import os
+import socket
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import Field, dataclass, field, fields, replace
@@ -117,6 +118,15 @@ class ServerConfig:
     hello_timeout_s: float = field(default=10.0, metadata=_POSITIVE)
     idle_timeout_s: float = field(default=300.0, metadata=_POSITIVE)
     metrics_public: bool = False
+    node_id: str = field(default="", metadata=_OPTIONAL_TEXT)
+
+    def node_name(self, data_dir: Path) -> str:
+        """This node's id for run leases: `node_id`, or `<host name>:<data dir>` (unique
+        among running nodes, since one data dir holds one server; the same after a
+        restart, so a restarted node takes its own runs back at once)."""
+        if self.node_id:
+            return self.node_id
+        return f"{socket.gethostname()}:{data_dir.expanduser().resolve()}"
 
 
 @dataclass(frozen=True)
@@ -199,6 +209,7 @@ class ResumeConfig:
     """[resume]: what happens to interrupted work after a restart."""
 
     retry_non_idempotent: bool = False
+    lease_ttl_s: float = field(default=15.0, metadata=_POSITIVE)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ AutoagentError                      root of everything the project raises on pur
       |                             (data_dir, pid, url of the running one)
       +-- BadHttpRequest            bytes on the server's port that are not a request head
       |                             it can serve (status: the HTTP status to answer with)
+      +-- LeaseStoreError           the run leases table cannot be reached or written
       +-- bench: BenchAborted, UnknownScenario, ServiceFailed, InvalidBenchOption,
                  GoalRejected (the bench's server refused a goal)
 """
@@ -136,3 +137,11 @@ class BadHttpRequest(ServerError):
         self.status = status
         self.reason = " ".join(reason.splitlines())
         super().__init__(self.reason)
+
+
+class LeaseStoreError(ServerError):
+    """The run leases table (several nodes on PostgreSQL) cannot be reached or written.
+
+    A node that cannot renew its leases stops executing the runs they cover before the
+    leases can expire, so another node can take them over; it does not crash.
+    """

@@ -279,6 +279,11 @@ class Orchestrator:
                     return RunResult(run_id, state.session_id, state.status, None)
                 if state.forgotten:  # its goal and plan no longer open: nothing to run
                     return await self._fail(state, "its content was forgotten")
+                if state.cancel_requested:  # asked while no node executed it
+                    self._cancelled.add(run_id)
+                    return RunResult(
+                        run_id, state.session_id, "cancelled", None, "cancelled by request"
+                    )
                 if state.version > 1 or resume:
                     await self._queue(run_id, [RunResumed(run_id, "resumed from the log")])
                 return await self._drive(state)

@@ -40,6 +40,9 @@ class RunState:
     # Some record's personal content no longer opens (its session or principal was
     # forgotten): the fields hold stubs, so the run cannot go on.
     forgotten: bool = False
+    # A client asked a node to cancel it (`RunCancelRequested`): whoever executes or
+    # resumes it cancels it.
+    cancel_requested: bool = False
 
     @property
     def approvals_requested(self) -> set[str]:
@@ -78,6 +81,9 @@ class RunState:
         attempt = self.prior.attempts.pop(str(data["step_id"]), 1)
         outcome = StepOutcome("completed", result=data["result"], attempt=attempt)
         self.prior.outcomes[str(data["step_id"])] = outcome
+
+    def _on_RunCancelRequested(self, data: dict[str, Any]) -> None:
+        self.cancel_requested = True
 
     def _on_ReplanRequested(self, data: dict[str, Any]) -> None:
         self.replanned = True

@@ -15,7 +15,6 @@ from typing import TextIO
 from events import EventLog
 from projections import (
     Difference,
-    LmdbStateStore,
     Projection,
     SnapshottingProjection,
     projection_factories,
@@ -28,7 +27,8 @@ from server._views import (
     memory_options,
     open_base_state,
     open_configured_log,
-    projections_path,
+    open_configured_state,
+    state_location,
 )
 from server.config import Config
 from server.errors import InputError
@@ -59,7 +59,7 @@ def _verify(
 ) -> int:
     live = open_base_state(config)
     if live is None:
-        raise InputError(f"{projections_path(config)}: no projection state yet, nothing to verify")
+        raise InputError(f"{state_location(config)}: no projection state yet, nothing to verify")
     try:
         differences = verify(log, live, selected, progress=lambda n: Progress(f"verify {n}").update)
     finally:
@@ -83,7 +83,7 @@ def _diff(d: Difference) -> dict[str, object]:
 
 def _rebuild(config: Config, log: EventLog, selected: Factories, out: TextIO) -> int:
     head, _ = log.head()
-    state = LmdbStateStore.open(projections_path(config), sync=config.store.sync)
+    state = open_configured_state(config)
     try:
         for name, factory in selected.items():
             projection = factory()

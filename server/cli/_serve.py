@@ -80,6 +80,14 @@ async def _serve_application(
         out.flush()
         nursery.start_soon(_report_caught_up, app, out)
         unfinished = await app.orchestrator.unfinished_runs()
+        if server.keeper.shared:  # several nodes: not the runs another node executes
+            leases = server.keeper.leases
+            holders = [await trio.to_thread.run_sync(leases.holder, r) for r in unfinished]
+            unfinished = [
+                r
+                for r, holder in zip(unfinished, holders, strict=True)
+                if holder in (None, leases.node_id)
+            ]
         for run_id in unfinished:
             state_of_run = await load_run(store, run_id)
             server.start_run(run_id, state_of_run.session_id, state_of_run.principal, resume=True)

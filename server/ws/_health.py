@@ -34,6 +34,10 @@ class ServerSnapshot:
     metrics: MetricsProjection | None
     stopped_projections: dict[str, str] = field(default_factory=dict)  # name -> error
     warming: list[str] = field(default_factory=list)  # parts still loading after start
+    node_id: str = ""  # this node's id in the run leases
+    runs_leased: int = 0  # runs this node holds the lease of now
+    runs_taken_over: int = 0  # runs it took over after their node's lease expired
+    leases_lost: int = 0  # runs it stopped because it could not keep their lease
 
 
 def render_health(app: ServerSnapshot) -> tuple[int, bytes]:
@@ -48,6 +52,12 @@ def render_health(app: ServerSnapshot) -> tuple[int, bytes]:
         "stopped_projections": app.stopped_projections,
         "warming": app.warming,
         "connections": app.connections,
+        "node": {
+            "id": app.node_id,
+            "runs_leased": app.runs_leased,
+            "runs_taken_over": app.runs_taken_over,
+            "leases_lost": app.leases_lost,
+        },
     }
     return (503 if status == "lagging" else 200), json.dumps(body).encode()
 
@@ -91,6 +101,19 @@ def render_metrics(app: ServerSnapshot) -> bytes:
         app.appends,
     )
     counter(lines, "autoagent_event_commits_total", "Group commits by the writer.", app.commits)
+    gauge(lines, "autoagent_runs_leased", "Runs this node holds the lease of.", app.runs_leased)
+    counter(
+        lines,
+        "autoagent_runs_taken_over_total",
+        "Runs taken over from a node whose lease expired.",
+        app.runs_taken_over,
+    )
+    counter(
+        lines,
+        "autoagent_run_leases_lost_total",
+        "Runs stopped here because their lease could not be kept.",
+        app.leases_lost,
+    )
     if app.metrics is not None:
         _projection_metrics(lines, app.metrics)
     return ("\n".join(lines) + "\n").encode()

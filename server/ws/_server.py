@@ -41,9 +41,12 @@ from agents.errors import AgentError, RunNotRetryable, UnknownAgent
 from agents.runs import ApprovalNotPending, Orchestrator, Submitted, load_run
 from agents.tools import DocumentsAgent, DocumentsService
 from events import (
+    TERMINAL_RUN_TYPES,
     EventStore,
+    EventStoreError,
     MemoryKeyDestroyed,
     RunCancelled,
+    RunCancelRequested,
     RunFailed,
     SessionForgotten,
     WrongExpectedVersion,
@@ -57,7 +60,8 @@ from server._access import (
     match_token,
     origin_allowed,
 )
-from server.errors import BadHttpRequest, UnsafeBind, WeakToken
+from server.errors import BadHttpRequest, LeaseStoreError, UnsafeBind, WeakToken
+from server.leases import LeaseKeeper, MemoryRunLeases, RunLeases
 from server.ws._connection import CLOSE_GOING_AWAY, CLOSE_POLICY, Connection
 from server.ws._health import ServerSnapshot, render_health, render_metrics
 from server.ws._http_front import (
@@ -135,12 +139,15 @@ class AgentServer:
         metrics_public: bool = False,
         principals: Mapping[str, Principal] | None = None,
         console: bool = False,
+        leases: RunLeases | None = None,
     ) -> None:
         """`warming` says which parts are still loading in the background (/healthz);
         `allowed_origins` the browser origins besides the server's own that may connect;
         `metrics_public` serves /healthz and /metrics without a token; `principals`
         maps further tokens to the principals they stand for (`tokens` are admin's);
-        `console` serves the web console's static files at / (`server.console`)."""
+        `console` serves the web console's static files at / (`server.console`);
+        `leases` the run leases this node takes (several nodes on one log; default:
+        this process alone)."""
         self.console = console_files() if console else {}
         self.store = store
         self._warming = warming
@@ -159,7 +166,13 @@ class AgentServer:
         self._run_ended: dict[str, trio.Event] = {}  # active run id -> set when it ends
         self._session_owners: dict[str, str] = {}  # owners never change: cached
         self._runs: trio.Nursery | None = None
-        self.stats = {"connections_total": 0, "rejected_connections": 0, "runs_started": 0}
+        self.keeper = LeaseKeeper(leases or MemoryRunLeases(LOCAL_NODE, LOCAL_TTL_S))
+        self.stats = {
+            "connections_total": 0,
+            "rejected_connections": 0,
+            "runs_started": 0,
+            "runs_taken_over": 0,
+        }
 
     # --- serving ------------------------------------------------------------------------------
 
@@ -172,6 +185,10 @@ class AgentServer:
         listeners = await trio.open_tcp_listeners(port, host=host)
         async with trio.open_nursery() as nursery:
             self._runs = nursery
+            await nursery.start(self.keeper.keep)
+            if self.keeper.shared:
+                nursery.start_soon(self._take_over_runs)
+                nursery.start_soon(self._follow_requests)
             task_status.started(listeners[0].socket.getsockname()[1])
             try:
                 await trio.serve_listeners(self._handle_stream, listeners)
@@ -278,6 +295,10 @@ class AgentServer:
             metrics=metrics if isinstance(metrics, MetricsProjection) else None,
             stopped_projections={s.name: s.error for s in statuses if s.error is not None},
             warming=self._warming() if self._warming else [],
+            node_id=self.keeper.leases.node_id,
+            runs_leased=len(self.keeper.held()),
+            runs_taken_over=self.stats["runs_taken_over"],
+            leases_lost=self.keeper.lost,
         )
 
     # --- bookkeeping for connections ------------------------------------------------------------
@@ -311,9 +332,23 @@ class AgentServer:
         self._runs.start_soon(functools.partial(self._drive, run_id, resume))
 
     async def _drive(self, run_id: str, resume: bool) -> None:
-        """One run, and its failure boundary: whatever it raises stays here."""
+        """One run, and its failure boundary: whatever it raises stays here.
+
+        The run executes only under this node's lease on it; losing the lease stops it
+        (unfinished, for the new holder). Its end gives the lease back.
+        """
         try:
-            await self.orchestrator.execute(run_id, resume=resume)
+            with trio.CancelScope() as scope:
+                try:
+                    if not await self.keeper.hold(run_id, scope):
+                        return  # another node executes it
+                except LeaseStoreError as exc:  # unfinished: a node that can reach it resumes it
+                    log.warning("run %s not started: %s", run_id, exc)
+                    return
+                try:
+                    await self.orchestrator.execute(run_id, resume=resume)
+                finally:
+                    await self.keeper.let_go(run_id)
         except* AgentError:
             pass  # refused or failed on purpose: the reason is in the log; the server goes on
         except* Exception as failure:
@@ -340,6 +375,101 @@ class AgentServer:
                 await self.store.append(f"run-{run_id}", [event], correlation=run_id)
         except Exception:
             log.error("could not record the failure of run %s", run_id, exc_info=True)
+
+    # --- several nodes -------------------------------------------------------------------------
+
+    async def _take_over_runs(self) -> None:
+        """Every half TTL, start the runs whose lease expired (their node died or lost
+        touch); every `FULL_SCAN_EVERY` rounds also any unfinished run nobody holds (a
+        node that died between recording a goal and taking its lease)."""
+        leases = self.keeper.leases
+        rounds = 0
+        while True:
+            await trio.sleep(leases.ttl_s / 2)
+            rounds += 1
+            try:
+                candidates = await trio.to_thread.run_sync(leases.expired)
+                if rounds % FULL_SCAN_EVERY == 0:
+                    live = await trio.to_thread.run_sync(leases.leases)
+                    held = {lease.run_id for lease in live if not lease.expired}
+                    candidates += [
+                        r for r in await self.orchestrator.unfinished_runs() if r not in held
+                    ]
+                for run_id in dict.fromkeys(candidates):
+                    if run_id not in self._active_runs:
+                        await self._take_over(run_id)
+            except (LeaseStoreError, EventStoreError) as exc:
+                log.warning("looking for runs to take over failed: %s", exc)
+            except Exception:  # a bug here must not end the server: the next round retries
+                log.error("looking for runs to take over failed", exc_info=True)
+
+    async def _take_over(self, run_id: str) -> None:
+        state = await load_run(self.store, run_id)
+        if state.status == "missing" or state.finished:
+            # Its node ended it but died before giving the lease back: drop the row.
+            if await trio.to_thread.run_sync(self.keeper.leases.acquire, run_id):
+                await trio.to_thread.run_sync(self.keeper.leases.release, run_id)
+            return
+        log.info("taking over run %s (its lease expired)", run_id)
+        self.stats["runs_taken_over"] += 1
+        self.start_run(run_id, state.session_id, state.principal, resume=True)
+
+    async def _follow_requests(self) -> None:
+        """Act on what clients connected to other nodes asked of the runs this node
+        executes: a decided approval wakes its step, a cancel request cancels, a
+        forgotten key or session cancels the runs sealing with it."""
+        async for record in self.store.subscribe(after=self.store.head_position):
+            if record.type in REQUEST_TYPES:
+                try:
+                    await self._apply_request(record.type, record.data)
+                except Exception:  # one request that cannot be applied: logged, the rest go on
+                    log.error(
+                        "acting on %s at %d failed", record.type, record.position, exc_info=True
+                    )
+
+    async def _apply_request(self, event_type: str, data: Mapping[str, Any]) -> None:
+        if event_type in ("ApprovalGranted", "ApprovalDenied"):
+            run_id, step_id = str(data.get("run_id")), str(data.get("step_id"))
+            if (run_id, step_id) in self.orchestrator.approvals.pending():
+                state = await load_run(self.store, run_id)
+                decision = state.decisions.get(step_id)
+                if decision is not None:
+                    self.orchestrator.approvals.resolve(run_id, step_id, decision)
+        elif event_type == "RunCancelRequested":
+            self.orchestrator.cancel(str(data.get("run_id")))
+        elif event_type == "SessionForgotten":
+            session_id = data.get("session_id")
+            for run_id in [r for r, s in self._active_runs.items() if s == session_id]:
+                self.orchestrator.cancel(run_id)
+        elif event_type == "MemoryKeyDestroyed":
+            for run_id in await self._runs_of(str(data.get("user")), self._active_runs):
+                self.orchestrator.cancel(run_id)
+
+    async def _runs_of(self, name: str, runs: Mapping[str, str]) -> set[str]:
+        """The runs among `runs` (run id -> session id) that `name` asked for or whose
+        session is `name`'s."""
+        theirs = set()
+        for run_id, session in list(runs.items()):
+            asked_by = self._run_principal.get(run_id) or await self.run_owner(run_id)
+            if asked_by == name or await self.session_owner(session) == name:
+                theirs.add(run_id)
+        return theirs
+
+    async def _runs_elsewhere(self) -> dict[str, str]:
+        """Run id -> session id of the runs other nodes hold live leases on."""
+        leases = await trio.to_thread.run_sync(self.keeper.leases.leases)
+        node = self.keeper.leases.node_id
+        elsewhere = {}
+        for lease in leases:
+            if lease.node_id != node and not lease.expired:
+                state = await load_run(self.store, lease.run_id)
+                if state.status != "missing" and not state.finished:
+                    elsewhere[lease.run_id] = state.session_id
+        return elsewhere
+
+    async def _request_cancel(self, run_id: str, by: str) -> None:
+        event = RunCancelRequested(run_id, by)
+        await self.store.append(f"run-{run_id}", [event], correlation=run_id)
 
     # --- ownership ---------------------------------------------------------------------------
 
@@ -415,16 +545,40 @@ class AgentServer:
         return state
 
     async def cancel_run(self, connection: Connection, run_id: str, request_id: Any) -> None:
+        """Cancel a run: here, through its node (a `RunCancelRequested` that node acts
+        on), or, when no node executes it, by recording `RunCancelled` under its lease
+        (so no node resumes it meanwhile)."""
         state = await self._owned(connection, run_id, request_id)
         if run_id in self._active_runs:
             if not self.orchestrator.cancel(run_id):
                 raise BadFrame(f"run {run_id!r} is finishing", "conflict", request_id)
             return
-        event = RunCancelled(run_id, "cancelled by request while not running")
-        try:  # at the version just read: never beside a terminal event written meanwhile
-            await self.store.append(f"run-{run_id}", [event], state.version, correlation=run_id)
-        except WrongExpectedVersion:
-            raise BadFrame(f"run {run_id!r} changed meanwhile", "conflict", request_id) from None
+        principal = connection.principal
+        by = principal.name if principal is not None else ""
+        try:
+            holder = await trio.to_thread.run_sync(self.keeper.leases.holder, run_id)
+            if holder is not None and holder != self.keeper.leases.node_id:
+                await self._request_cancel(run_id, by)
+                return
+            scope = trio.CancelScope()
+            held = await self.keeper.hold(run_id, scope)
+        except LeaseStoreError as exc:
+            raise BadFrame(f"{exc}; try again", "conflict", request_id) from None
+        if not held:
+            raise BadFrame(f"run {run_id!r} was just taken up", "conflict", request_id)
+        with scope:
+            try:
+                event = RunCancelled(run_id, "cancelled by request while not running")
+                try:  # at the version just read: never beside a terminal event written meanwhile
+                    await self.store.append(
+                        f"run-{run_id}", [event], state.version, correlation=run_id
+                    )
+                except WrongExpectedVersion:
+                    raise BadFrame(
+                        f"run {run_id!r} changed meanwhile", "conflict", request_id
+                    ) from None
+            finally:
+                await self.keeper.let_go(run_id)
 
     async def decide(
         self,
@@ -521,6 +675,9 @@ class AgentServer:
                 raise BadFrame(f"no session {session_id!r}", "not_found", request_id)
             await self.check_session(connection, session_id, request_id)
             await self._end_runs({r for r, s in self._active_runs.items() if s == session_id})
+            if self.keeper.shared:
+                elsewhere = await self._runs_elsewhere()
+                await self._end_runs_elsewhere({r for r, s in elsewhere.items() if s == session_id})
             key_id = await trio.to_thread.run_sync(sealer.forget_session, session_id)
             if key_id is not None:
                 event = SessionForgotten(session_id, key_id, principal.name)
@@ -529,11 +686,9 @@ class AgentServer:
         name = user or principal.name
         if not principal.owns(name):
             raise BadFrame("only an admin may forget another principal", "forbidden", request_id)
-        theirs = set()
-        for run_id, session in list(self._active_runs.items()):
-            if self._run_principal.get(run_id) == name or await self.session_owner(session) == name:
-                theirs.add(run_id)
-        await self._end_runs(theirs)
+        await self._end_runs(await self._runs_of(name, self._active_runs))
+        if self.keeper.shared:
+            await self._end_runs_elsewhere(await self._runs_of(name, await self._runs_elsewhere()))
         key_id = await trio.to_thread.run_sync(sealer.forget_principal, name)
         if key_id is not None:
             await self.store.append(f"memory-{name}", [MemoryKeyDestroyed(name, key_id)])
@@ -550,8 +705,32 @@ class AgentServer:
             for ended in waiting:
                 await ended.wait()
 
+    async def _end_runs_elsewhere(self, run_ids: set[str]) -> None:
+        """`_end_runs` for runs other nodes execute: ask each node to cancel, and wait
+        (bounded) until their streams say they ended."""
+        for run_id in run_ids:
+            await self._request_cancel(run_id, "forget")
+        with trio.move_on_after(FORGET_WAIT_S):
+            for run_id in run_ids:
+                async for record in self.store.subscribe(stream=f"run-{run_id}"):
+                    if record.type in TERMINAL_RUN_TYPES:
+                        break
+
 
 OWNER_CACHE = 100_000
+FULL_SCAN_EVERY = 20  # takeover rounds between scans for unfinished runs nobody leased
+LOCAL_NODE = "local"  # the node id of a server alone on its log (LMDB)
+LOCAL_TTL_S = 30.0
+# Events a node acts on when another node's client appended them (`_follow_requests`).
+REQUEST_TYPES = frozenset(
+    {
+        "ApprovalGranted",
+        "ApprovalDenied",
+        "RunCancelRequested",
+        "SessionForgotten",
+        "MemoryKeyDestroyed",
+    }
+)
 FORGET_WAIT_S = 30.0  # how long a forget waits for the runs it cancels to end
 
 

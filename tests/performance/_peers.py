@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,18 @@ EVENTSOURCING = Peer(
     requirements=("eventsourcing==9.5.6",),
     description="eventsourcing 9.5 with its SQLite recorder (WAL, synchronous=FULL)",
 )
+# The same library and script, run with `--postgres` against a server the benchmark
+# started; psycopg as the project pins it (binary build, pool), in a venv of its own.
+EVENTSOURCING_POSTGRES = Peer(
+    name="eventsourcing-postgres",
+    script=HERE / "peer_eventsourcing.py",
+    requirements=(
+        "eventsourcing[postgres]==9.5.6",
+        "psycopg[binary,pool]==3.3.9",
+        "psycopg-pool==3.3.3",
+    ),
+    description="eventsourcing 9.5 with its PostgreSQL recorder (psycopg 3), same server",
+)
 LANGGRAPH = Peer(
     name="langgraph",
     script=HERE / "peer_langgraph.py",
@@ -56,10 +69,18 @@ def venv_dir(peer: Peer, root: Path | None = None) -> Path:
     return (root or Path(tempfile.gettempdir())) / f"autoagent-peer-{peer.name}"
 
 
-def _run(command: Sequence[str], timeout: float, what: str) -> subprocess.CompletedProcess[str]:
+def _run(
+    command: Sequence[str], timeout: float, what: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`command`'s output; `env`: variables added to this process's environment."""
     try:
         done = subprocess.run(
-            list(command), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            list(command),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            env=None if env is None else {**os.environ, **env},
         )
     except subprocess.TimeoutExpired as exc:
         raise PeerUnavailable(f"{what} timed out after {timeout:g} s") from exc
@@ -102,16 +123,18 @@ def run_peer(
     timeout: float,
     root: Path | None = None,
     base_python: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The peer's JSON result with `venv`, `requirements` and `seconds` added, or
-    `{"peer", "error"}` when its venv or its run failed."""
+    `{"peer", "error"}` when its venv or its run failed. `env`: variables added to the
+    script's environment (e.g. the connection of a server), never to pip's."""
     started = time.perf_counter()
     try:
         python = ensure_venv(peer, root, base_python)
         setup_s = time.perf_counter() - started
         # -I: no PYTHONPATH, no user site, no script dir on sys.path: only the venv.
         command = [str(python), "-I", str(peer.script), str(work_dir), *args]
-        done = _run(command, timeout, f"{peer.script.name}")
+        done = _run(command, timeout, f"{peer.script.name}", env)
         result = _parse(done.stdout, peer)
     except PeerUnavailable as exc:
         return {"peer": peer.name, "error": str(exc)}

@@ -1,10 +1,13 @@
-"""Peer for bench_eventlog: the `eventsourcing` library's SQLite recorder, measured alike.
+"""Peer for bench_eventlog and bench_postgres: the `eventsourcing` library's recorders, alike.
 
 Runs inside its own venv (see `_peers.py`), never the project's: it imports nothing from
 the project. Usage:
 
     python peer_eventsourcing.py WORK_DIR [--quick] [--seconds S] [--warmup S]
         [--producers 1,16,256] [--replay-events N] [--replay-runs N]
+    POSTGRES_DBNAME=... POSTGRES_HOST=... POSTGRES_PORT=... POSTGRES_USER=...
+        POSTGRES_PASSWORD=... python peer_eventsourcing.py WORK_DIR --postgres
+        --producers N [--seconds S] [--warmup S]
 
 1. appends: N producer threads, each saving one `StepCompleted` (a ~200-character
    result, like the project's STEP_RESULT) of its own aggregate per `Application.save`;
@@ -13,6 +16,12 @@ the project. Usage:
 2. replay: a database of N events (32 aggregates, 100 events per save), read back
    whole in pages of 1,000 notifications, as stored records and decoded to domain events.
 
+With `--postgres`, appends only (1.), through `eventsourcing.postgres` (its application
+recorder: each save one transaction that locks the table and inserts, committed with
+the server's own durability settings, read back into the result) to the database the
+POSTGRES_* variables name, as the library reads them. One `--producers` value per run:
+the rows stored are checked against the saves, so each row needs a fresh database.
+
 Prints one JSON object to stdout.
 """
 
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sqlite3
 import statistics
@@ -45,6 +55,15 @@ FILL_PER_SAVE = 100
 # The pool's default 5 s wait for the writer lock is shorter than 256 threads queueing
 # for one fsynced commit each on a slow disk; a timeout would drop saves, not measure them.
 POOL_TIMEOUT_S = 600.0
+# What makes a commit durable on PostgreSQL, as `SHOW` reports it in the recorder's session.
+POSTGRES_SETTINGS = (
+    "fsync",
+    "synchronous_commit",
+    "wal_sync_method",
+    "full_page_writes",
+    "commit_delay",
+    "server_version",
+)
 FULL = {"seconds": 4.0, "warmup": 0.5, "replay_events": 200_000, "replay_runs": 3}
 QUICK = {"seconds": 1.0, "warmup": 0.5, "replay_events": 10_000, "replay_runs": 1}
 
@@ -86,6 +105,29 @@ def open_app(path: Path) -> Application[UUID]:
     app: Application[UUID] = Application(env=env)
     app.factory.datastore.pool.pool_timeout = POOL_TIMEOUT_S  # type: ignore[attr-defined]
     return app
+
+
+def open_postgres_app() -> Application[UUID]:
+    """The PostgreSQL recorder, connected as the POSTGRES_* variables say; the wait for a
+    pooled connection raised like the SQLite pool's timeout, unless the variables set it."""
+    env = {"PERSISTENCE_MODULE": "eventsourcing.postgres"}
+    if not os.environ.get("POSTGRES_CONNECT_TIMEOUT"):
+        env["POSTGRES_CONNECT_TIMEOUT"] = str(int(POOL_TIMEOUT_S))
+    app: Application[UUID] = Application(env=env)
+    return app
+
+
+def postgres_settings(app: Application[UUID]) -> dict[str, Any]:
+    """The server's durability settings as the recorder's connections see them, and its pool."""
+    datastore = app.factory.datastore  # type: ignore[attr-defined]
+    query = "SELECT name, current_setting(name) AS value FROM unnest(%s::text[]) AS name"
+    with datastore.get_connection() as conn:
+        rows = conn.execute(query, (list(POSTGRES_SETTINGS),)).fetchall()
+    pool = datastore.pool
+    return {
+        "settings": {row["name"]: row["value"] for row in rows},
+        "pool": {"min_size": pool.min_size, "max_size": pool.max_size, "timeout_s": pool.timeout},
+    }
 
 
 def pragmas(path: Path) -> dict[str, Any]:
@@ -142,9 +184,11 @@ def _producer(app: Application[UUID], run: Run, window: _Window) -> None:
         window.completed += completed
 
 
-def append_config(work: Path, producers: int, seconds: float, warmup: float) -> dict[str, Any]:
+def append_config(
+    work: Path, producers: int, seconds: float, warmup: float, postgres: bool = False
+) -> dict[str, Any]:
     path = work / f"append-{producers}.sqlite"
-    app = open_app(path)
+    app = open_postgres_app() if postgres else open_app(path)
     runs = [Run(name=f"run-{i}") for i in range(producers)]
     app.save(*runs)  # the creation events, before the clock starts
     window = _Window(warmup, seconds)
@@ -155,6 +199,7 @@ def append_config(work: Path, producers: int, seconds: float, warmup: float) -> 
         thread.join()
     stored = app.recorder.max_notification_id() or 0
     sample = app.recorder.select_notifications(producers + 1, 1)
+    storage = {"postgres": postgres_settings(app)} if postgres else {}
     app.close()
     if not window.errors and stored != producers + window.completed:
         raise AssertionError(f"{window.completed} saves acknowledged but {stored} rows stored")
@@ -173,7 +218,7 @@ def append_config(work: Path, producers: int, seconds: float, warmup: float) -> 
         "record_bytes": len(sample[0].state) + len(sample[0].topic) if sample else 0,
         "errors": len(window.errors),
         "first_error": window.errors[0] if window.errors else None,
-        "sqlite": pragmas(path),
+        **(storage or {"sqlite": pragmas(path)}),
     }
 
 
@@ -247,10 +292,37 @@ def replay(work: Path, total: int, runs: int) -> dict[str, Any]:
     }
 
 
+def postgres_result(work: Path, producers: int, seconds: float, warmup: float) -> dict[str, Any]:
+    """`--postgres`: one row of appends, on the database the POSTGRES_* variables name."""
+    from psycopg import __version__ as psycopg_version
+
+    config = append_config(work, producers, seconds, warmup, postgres=True)
+    settings = config["postgres"]["settings"]
+    return {
+        "peer": "eventsourcing-postgres",
+        "description": "eventsourcing Application + PostgreSQL recorder (psycopg 3, "
+        f"synchronous_commit={settings.get('synchronous_commit')}, "
+        f"fsync={settings.get('fsync')}), one event per Application.save, producer threads",
+        "versions": {
+            "python": platform.python_version(),
+            "eventsourcing": version("eventsourcing"),
+            "psycopg": psycopg_version,
+            "postgres": settings.get("server_version"),
+        },
+        "settings": {"pool": config["postgres"]["pool"], "seconds": seconds, "warmup_s": warmup},
+        "append": {"configs": [config]},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("work_dir", type=Path)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="appends only, to the PostgreSQL database of the POSTGRES_* variables",
+    )
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--warmup", type=float)
     parser.add_argument("--producers", default="1,16,256")
@@ -264,6 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     replay_runs = args.replay_runs or int(sizes["replay_runs"])
     work: Path = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
+    if args.postgres:
+        producers = [int(p) for p in args.producers.split(",") if p]
+        if len(producers) != 1:
+            parser.error("--postgres takes one --producers value (a fresh database per row)")
+        json.dump(postgres_result(work, producers[0], seconds, warmup), sys.stdout)
+        sys.stdout.write("\n")
+        return 0
     _full_sync_connections()
     configs = [append_config(work, int(p), seconds, warmup) for p in args.producers.split(",") if p]
     for config in configs:

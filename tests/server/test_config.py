@@ -45,6 +45,7 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "hello_timeout_s": 10.0,
         "idle_timeout_s": 300.0,
         "metrics_public": False,
+        "node_id": "",
     },
     "store": {
         "backend": "lmdb",
@@ -86,7 +87,7 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "streaming_plan": True,
         "batch_embeddings": True,
     },
-    "resume": {"retry_non_idempotent": False},
+    "resume": {"retry_non_idempotent": False, "lease_ttl_s": 15.0},
     "agents": {
         "workspace_roots": ["./workspace"],
         "enabled": [

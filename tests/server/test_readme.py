@@ -49,3 +49,15 @@ def test_readme_points_only_at_files_in_the_repository() -> None:
     assert [name for name in paths if not (ROOT / name).exists()] == []
     assert "DESIGN.md" not in readme
     assert ".venv/bin/python" in readme
+
+
+def test_readme_two_node_config_is_a_valid_config(tmp_path: Path) -> None:
+    from server.config import load_config
+
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    [example] = [block for block in blocks if "# node-a.toml" in block]
+    path = tmp_path / "node-a.toml"
+    path.write_text(example)
+    config = load_config(path, env={})
+    assert (config.store.backend, config.server.node_id) == ("postgres", "node-a")
+    assert config.resume.lease_ttl_s == 15.0

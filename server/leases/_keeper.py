@@ -1,0 +1,113 @@
+"""`LeaseKeeper`: a node's side of run leases while it runs (why leases: `_base`).
+
+The keeper takes a run's lease before the run executes (`hold`), renews every lease it
+holds in one call each `ttl_s / 3`, and gives a lease back when the run ends (`let_go`).
+A lease it cannot renew (another node took it, or the table cannot be reached) stops
+the run it covers: the run's cancel scope is cancelled, which leaves the run
+unfinished in the log with nothing written for the stop, exactly as a shutdown does,
+for its new holder to resume.
+
+It stops a run at `STOP_AT` of the TTL counted from when it *sent* its last successful
+renewal: the database counts the same lease from when the renewal arrived, so the
+node has always stopped before anyone else may take the run over.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import trio
+
+from server.errors import LeaseStoreError
+from server.leases._base import MemoryRunLeases, RunLeases
+
+log = logging.getLogger(__name__)
+RENEWALS_PER_TTL = 3
+STOP_AT = 0.8  # of the TTL after the last renewal sent: stop the run here at the latest
+
+
+class LeaseKeeper:
+    """Holds this node's run leases: take, renew, stop on loss, give back."""
+
+    def __init__(self, leases: RunLeases) -> None:
+        self.leases = leases
+        self._held: dict[str, tuple[trio.CancelScope, float]] = {}  # run -> scope, stop by
+        self.lost = 0  # leases lost while their run was executing (a metric)
+
+    @property
+    def shared(self) -> bool:
+        """Whether other nodes may hold leases (anything but the in-process store)."""
+        return not isinstance(self.leases, MemoryRunLeases)
+
+    def held(self) -> list[str]:
+        return sorted(self._held)
+
+    async def hold(self, run_id: str, scope: trio.CancelScope) -> bool:
+        """Take the run's lease for the run executing under `scope`; False when
+        another node holds it (the run must not execute here)."""
+        sent = trio.current_time()
+        if not await trio.to_thread.run_sync(self.leases.acquire, run_id):
+            return False
+        self._held[run_id] = (scope, sent + self.leases.ttl_s * STOP_AT)
+        return True
+
+    async def let_go(self, run_id: str) -> None:
+        """Give the lease back (the run ended, or this node stops): another node may
+        take it at once instead of after the TTL. A failure only costs that wait."""
+        if self._held.pop(run_id, None) is None:
+            return
+        with trio.CancelScope(shield=True):
+            try:
+                await trio.to_thread.run_sync(self.leases.release, run_id)
+            except LeaseStoreError as exc:
+                log.warning("could not release the lease of run %s: %s", run_id, exc)
+
+    async def keep(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Renew until cancelled; stop the runs whose lease is lost or about to lapse."""
+        task_status.started()
+        interval = self.leases.ttl_s / RENEWALS_PER_TTL
+        while True:
+            await self.renew_once()
+            # Wake for the next renewal, or sooner when a lease is about to lapse.
+            await trio.sleep_until(min(trio.current_time() + interval, self.next_deadline()))
+
+    async def renew_once(self) -> None:
+        """One renewal of every held lease, then stop what must stop."""
+        if self._held:
+            sent = trio.current_time()
+            asked = list(self._held)
+            kept: set[str] | None = None
+            # A table that stopped answering must not hold the check of the deadlines.
+            with trio.move_on_at(self.next_deadline()):
+                try:
+                    kept = await trio.to_thread.run_sync(
+                        self.leases.renew, asked, abandon_on_cancel=True
+                    )
+                except LeaseStoreError as exc:
+                    log.warning("renewing %d run lease(s) failed: %s", len(asked), exc)
+            if kept is not None:
+                stop_by = sent + self.leases.ttl_s * STOP_AT
+                for run_id in asked:
+                    entry = self._held.get(run_id)
+                    if entry is None:
+                        continue
+                    if run_id in kept:
+                        self._held[run_id] = (entry[0], stop_by)
+                    else:
+                        self._stop(run_id, "its lease was taken over by another node")
+        now = trio.current_time()
+        for run_id, (_, stop_by) in list(self._held.items()):
+            if stop_by <= now:
+                self._stop(run_id, "its lease could not be renewed in time")
+
+    def next_deadline(self) -> float:
+        return min((stop_by for _, stop_by in self._held.values()), default=math.inf)
+
+    def _stop(self, run_id: str, why: str) -> None:
+        entry = self._held.pop(run_id, None)
+        if entry is None:
+            return
+        self.lost += 1
+        log.warning("run %s stops on this node: %s", run_id, why)
+        entry[0].cancel()

@@ -1,0 +1,121 @@
+"""Two nodes on one PostgreSQL log, in this process: what a client connected to node B
+asks of a run node A executes reaches node A (approvals, cancels, forget)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from server.app import agent_server, open_application
+from server.config import load_config
+from tests.security.principal_server import hash_embedder
+from tests.server.ws_helpers import Client, open_client
+
+TIMEOUT_S = 60
+HELD = '["math.calculate"]'  # steps of this tool wait for a human
+GOAL = "what is 17 * 23 + 4"
+
+
+@asynccontextmanager
+async def node(tmp_path: Path, url: str, name: str) -> AsyncIterator[str]:
+    """A node (the whole application and its WebSocket server) on the shared log;
+    its WebSocket URL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOAGENT_")} | {
+        "AUTOAGENT_STORE__BACKEND": "postgres",
+        "AUTOAGENT_STORE__URL": url,
+        "AUTOAGENT_SERVER__NODE_ID": name,
+        "AUTOAGENT_AGENTS__REQUIRE_APPROVAL": HELD,
+        "AUTOAGENT_AGENTS__WORKSPACE_ROOTS": f'["{tmp_path / name / "workspace"}"]',
+    }
+    config = load_config(env=env, data_dir=tmp_path / name / "data")
+    async with (
+        open_application(config, embedder_factory=hash_embedder) as app,
+        trio.open_nursery() as nursery,
+    ):
+        port = await nursery.start(agent_server(app).serve, "127.0.0.1", 0)
+        try:
+            yield f"ws://127.0.0.1:{port}/"
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def waiting_for_approval(client: Client) -> tuple[str, str]:
+    """Send the goal; (run id, step id) once its step waits for a human."""
+    reply = await client.request({"type": "message", "id": "goal", "text": GOAL})
+    assert reply["type"] == "accepted", reply
+    events = await client.events_until(("ApprovalRequested",))
+    return reply["run_id"], events[-1]["data"]["step_id"]
+
+
+async def ending(client: Client) -> dict[str, Any]:
+    return (await client.events_until())[-1]
+
+
+async def test_an_approval_given_on_node_b_wakes_the_step_on_node_a(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with node(tmp_path, postgres_url, "a") as url_a, node(
+            tmp_path, postgres_url, "b"
+        ) as url_b:
+            async with open_client(url_a) as on_a, open_client(url_b) as on_b:
+                run_id, step_id = await waiting_for_approval(on_a)
+                reply = await on_b.request(
+                    {
+                        "type": "approve",
+                        "id": 1,
+                        "run_id": run_id,
+                        "step_id": step_id,
+                        "decision": "approve",
+                    }
+                )
+                assert reply["type"] == "approved", reply
+                last = await ending(on_a)
+    assert last["event_type"] == "RunCompleted", last
+    assert "395" in last["data"]["answer"]
+
+
+async def test_a_cancel_sent_to_node_b_cancels_the_run_node_a_executes(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with node(tmp_path, postgres_url, "a") as url_a, node(
+            tmp_path, postgres_url, "b"
+        ) as url_b:
+            async with open_client(url_a) as on_a, open_client(url_b) as on_b:
+                run_id, _ = await waiting_for_approval(on_a)
+                reply = await on_b.request({"type": "cancel", "id": 1, "run_id": run_id})
+                assert reply["type"] == "cancelled", reply
+                events = await on_a.events_until()
+    types = [e["event_type"] for e in events]
+    assert types[-2:] == ["RunCancelRequested", "RunCancelled"], types
+
+
+async def test_a_forget_on_node_b_ends_the_runs_node_a_executes_under_that_key_first(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with node(tmp_path, postgres_url, "a") as url_a, node(
+            tmp_path, postgres_url, "b"
+        ) as url_b:
+            async with open_client(url_a) as on_a, open_client(url_b) as on_b:
+                await waiting_for_approval(on_a)
+                reply = await on_b.request({"type": "forget", "id": 1, "scope": "me"})
+                assert reply["type"] == "forgotten", reply
+                assert reply["key_destroyed"], reply
+                events = await on_a.events_until()
+    assert events[-1]["event_type"] == "RunCancelled", events
+
+
+@pytest.fixture(autouse=True)
+def _fresh_key_cache() -> None:
+    """Each test's database has its own keys: no key store cached from another test."""
+    from server import _views
+
+    _views._KEY_STORES.clear()
