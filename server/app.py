@@ -92,10 +92,11 @@ async def open_configured_store(
 
 
 @asynccontextmanager
-async def open_run_leases(config: Config) -> AsyncIterator[RunLeases]:
+async def open_run_leases(config: Config, node_id: str | None = None) -> AsyncIterator[RunLeases]:
     """This node's run leases: in this process with LMDB (one server per data dir), in
-    the log's PostgreSQL database with `store.backend = "postgres"` (several nodes)."""
-    node = config.server.node_name(config.store.data_path)
+    the log's PostgreSQL database with `store.backend = "postgres"` (several nodes).
+    `node_id` replaces the configured one (a one-shot command is a node of its own)."""
+    node = node_id or config.server.node_name(config.store.data_path)
     ttl = config.resume.lease_ttl_s
     if config.store.backend != "postgres":
         yield MemoryRunLeases(node, ttl)
@@ -416,12 +417,14 @@ async def open_application(
     every_projection: bool = True,
     state: StateStore | None = None,
     embedder_factory: EmbedderFactory | None = None,
+    node_id: str | None = None,
 ) -> AsyncIterator[Application]:
     """Store, projections (caught up, followed live) and orchestrator, closed on exit.
 
     `every_projection` False runs only the vector indexes the enabled agents read (what
     a one-shot command needs). `state` replaces the data dir's projection store (tests
-    pass a `MemoryStateStore`); `embedder_factory` the `[embeddings]` embedder.
+    pass a `MemoryStateStore`); `embedder_factory` the `[embeddings]` embedder; `node_id`
+    the configured node id in the run leases.
 
     The local embedder starts loading in the background at once, and the projections
     catch up in the background too (`WarmUp` lists both until done): a server listens
@@ -438,7 +441,7 @@ async def open_application(
             warmup.start("embedder")
             background.start_soon(_warm_embedder, embedder, warmup)
         async with (
-            open_run_leases(config) as leases,
+            open_run_leases(config, node_id) as leases,
             open_configured_store(config, Sealer(memory_keys(config))) as store,
             _running_projections(
                 config,

@@ -14,6 +14,7 @@ AutoagentError                      root of everything the project raises on pur
       +-- BadHttpRequest            bytes on the server's port that are not a request head
       |                             it can serve (status: the HTTP status to answer with)
       +-- LeaseStoreError           the run leases table cannot be reached or written
+      +-- RunElsewhere              a run another node executes (or took over meanwhile)
       +-- bench: BenchAborted, UnknownScenario, ServiceFailed, InvalidBenchOption,
                  GoalRejected (the bench's server refused a goal)
 """
@@ -145,3 +146,8 @@ class LeaseStoreError(ServerError):
     A node that cannot renew its leases stops executing the runs they cover before the
     leases can expire, so another node can take them over; it does not crash.
     """
+
+
+class RunElsewhere(ServerError):
+    """A run this process was asked to execute is another node's: it holds the run's
+    lease, or took it over while this process ran it."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import time
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -34,7 +35,7 @@ import trio
 from agents.runs import RunResult
 from events import TERMINAL_RUN_STATUS, AutoagentError
 from server._render import dumps, iso_time, record_as_dict
-from server.app import open_application
+from server.app import Application, open_application
 from server.cli._admin import open_readonly, opened
 from server.cli._client import (
     ServerClient,
@@ -44,9 +45,12 @@ from server.cli._client import (
     token_of,
 )
 from server.config import Config
+from server.errors import RunElsewhere
+from server.leases import LeaseKeeper, MemoryRunLeases
 
 EXIT_OK, EXIT_RUN_FAILED = 0, 1
 MAX_RUN_EVENTS = 100_000
+LOCAL_NODE = "cli"  # the lease holder's name of a run executed by this command alone
 
 
 # --- in this process ----------------------------------------------------------------------
@@ -60,20 +64,45 @@ async def _run(
     *,
     retry: bool = False,
 ) -> tuple[RunResult, list[dict[str, Any]]]:
-    async with open_application(config, every_projection=False) as app:
+    # A node of its own in the run leases: never mistaken for a server on this data dir.
+    node = f"{config.server.node_name(config.store.data_path)}/cli-{os.getpid()}"
+    async with open_application(config, every_projection=False, node_id=node) as app:
         if goal is not None:
-            result = await app.orchestrator.run_goal(goal, session)
+            submitted = await app.orchestrator.submit(goal, session)
+            result = await _leased(app, submitted.run_id, resume=False)
         elif retry:
             assert run_id is not None
             submitted = await app.orchestrator.retry(run_id)
-            result = await app.orchestrator.execute(submitted.run_id)
+            result = await _leased(app, submitted.run_id, resume=False)
         else:
             assert run_id is not None
-            result = await app.orchestrator.execute(run_id, resume=True)
+            result = await _leased(app, run_id, resume=True)
         records = await app.store.open(
             await app.store.read_stream(f"run-{result.run_id}", 0, MAX_RUN_EVENTS)
         )
     return result, [record_as_dict(r) for r in records]
+
+
+async def _leased(app: Application, run_id: str, *, resume: bool) -> RunResult:
+    """Execute the run under this process's lease on it, as a server node does: on a
+    PostgreSQL log shared with server nodes, a run one of them executes is refused,
+    and none of them takes this one over while this process renews its lease."""
+    leases = app.leases or MemoryRunLeases(LOCAL_NODE, app.config.resume.lease_ttl_s)
+    keeper = LeaseKeeper(leases)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(keeper.keep)
+        with trio.CancelScope() as scope:
+            if not await keeper.hold(run_id, scope):
+                holder = await trio.to_thread.run_sync(leases.holder, run_id)
+                raise RunElsewhere(f"run {run_id} is executed by node {holder!r}; ask that node")
+            try:
+                result = await app.orchestrator.execute(run_id, resume=resume)
+            finally:
+                await keeper.let_go(run_id)
+        nursery.cancel_scope.cancel()
+    if scope.cancelled_caught:
+        raise RunElsewhere(f"run {run_id}: its lease was lost; a server node will take it over")
+    return result
 
 
 def _report(result: RunResult, events: list[dict[str, Any]], as_json: bool, out: TextIO) -> int:

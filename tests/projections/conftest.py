@@ -1,8 +1,9 @@
 """Fixtures of the projection tests.
 
 `state` is the conformance fixture: a `StateStore` over LMDB (a real environment in
-`tmp_path`) and in memory, so every test taking it runs on both. `log` is a real LMDB
-event log. Durability is not under test here: both run with `sync=False`.
+`tmp_path`), in memory and on PostgreSQL (a real `pgserver` cluster), so every test
+taking it runs on all three. `log` is a real LMDB event log. Durability is not under
+test here: LMDB runs with `sync=False`, the test cluster with `fsync = off`.
 """
 
 from __future__ import annotations
@@ -13,16 +14,21 @@ from pathlib import Path
 import pytest
 
 from events import LmdbEventLog
-from projections import MemoryStateStore, StateStore
+from projections import MemoryStateStore, PostgresStateStore, StateStore
 
 from .helpers import EventWriter, open_log, open_state
 
 
-@pytest.fixture(params=["lmdb", "memory"])
+@pytest.fixture(params=["lmdb", "memory", "postgres"])
 def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    store: StateStore = (
-        open_state(tmp_path / "projections") if request.param == "lmdb" else MemoryStateStore()
-    )
+    """The conformance fixture; the PostgreSQL cluster starts only for its cases."""
+    store: StateStore
+    if request.param == "postgres":
+        store = PostgresStateStore.open(request.getfixturevalue("postgres_url"), "node-test")
+    elif request.param == "lmdb":
+        store = open_state(tmp_path / "projections")
+    else:
+        store = MemoryStateStore()
     yield store
     store.close()
 

@@ -43,21 +43,6 @@ from .helpers import TIMEOUT_S, open_state
 NODE = "node-1"
 
 
-@pytest.fixture(params=["lmdb", "memory", "postgres"])
-def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    """The package's `state` fixture (conftest.py) plus PostgreSQL; the cluster starts
-    only for the "postgres" cases."""
-    store: StateStore
-    if request.param == "postgres":
-        store = PostgresStateStore.open(request.getfixturevalue("postgres_url"), NODE)
-    elif request.param == "lmdb":
-        store = open_state(tmp_path / "projections")
-    else:
-        store = MemoryStateStore()
-    yield store
-    store.close()
-
-
 @pytest.fixture(params=["lmdb", "postgres"])
 def pinnable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
     """A backend whose `pinned()` is a real snapshot (memory's is the store itself)."""

@@ -12,6 +12,7 @@ import trio
 from events import PlanCreated, RunRequested, StepStarted
 from server.app import open_configured_store
 from server.config import load_config
+from server.leases import PostgresRunLeases
 
 from .test_cli import run_cli
 
@@ -45,3 +46,36 @@ async def test_read_commands_read_the_postgres_log(postgres_config: Path) -> Non
     assert code == 0, out
     assert [r["run_id"] for r in json.loads(out)] == ["1"]
     assert not (postgres_config / "data.mdb").exists()  # nothing was read or made there
+
+
+def test_run_in_process_refuses_a_run_another_node_holds(
+    postgres_config: Path,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`runs resume` without a server executes in this process, but only under its own
+    lease: a run a server node holds is that node's (one line, exit 2, nothing run)."""
+    monkeypatch.setenv("AUTOAGENT_AGENTS__ENABLED", '["math"]')
+    config = load_config(None)
+
+    async def fill() -> None:
+        async with open_configured_store(config) as store:
+            goal = "what is 1 + 1"
+            await store.append("run-1", [RunRequested(run_id="1", session_id="s", goal=goal)])
+
+    trio.run(fill)
+    node_b = PostgresRunLeases.open(postgres_url, "node-b", 60.0)
+    try:
+        assert node_b.acquire("1")
+        code, _ = run_cli("runs", "resume", "1")
+        assert code == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+        assert errors == ["autoagent: error: run 1 is executed by node 'node-b'; ask that node"]
+        node_b.release("1")
+        code, out = run_cli("runs", "resume", "1")  # nobody holds it now: it runs here
+        assert code == 0, out
+        assert out.strip() == "1 + 1 = 2"
+        assert node_b.leases() == []  # given back when it ended
+    finally:
+        node_b.close()
