@@ -10,6 +10,8 @@ decision made while the server was down.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import trio
 
 from agents.errors import ApprovalNotPending
@@ -27,10 +29,23 @@ class ApprovalBook:
         self._waiting: dict[tuple[str, str], trio.Event] = {}
         self._decisions: dict[tuple[str, str], Decision] = {}
 
-    async def wait(self, run_id: str, step_id: str) -> Decision:
+    async def wait(
+        self,
+        run_id: str,
+        step_id: str,
+        recheck: Callable[[], Awaitable[Decision | None]] | None = None,
+    ) -> Decision:
+        """The decision, once made. `recheck` reads the log after the waiter is
+        registered: a decision another node's client recorded before then (which that
+        node could not hand to this book) is found there; one recorded later wakes the
+        waiter through `resolve_if_waiting`."""
         key = (run_id, step_id)
         if key not in self._decisions:
             event = self._waiting.setdefault(key, trio.Event())
+            if recheck is not None:
+                found = await recheck()
+                if found is not None:
+                    self.resolve_if_waiting(run_id, step_id, found)
             await event.wait()
         return self._decisions.pop(key)
 
@@ -40,6 +55,14 @@ class ApprovalBook:
         event = self._waiting.pop(key, None)
         if event is not None:
             event.set()
+
+    def resolve_if_waiting(self, run_id: str, step_id: str, decision: Decision) -> bool:
+        """Wake a step waiting here (a decision read from the log); nothing otherwise, so
+        reading the same decision twice never leaves one behind."""
+        if (run_id, step_id) not in self._waiting:
+            return False
+        self.resolve(run_id, step_id, decision)
+        return True
 
     def pending(self) -> list[tuple[str, str]]:
         return sorted(self._waiting)

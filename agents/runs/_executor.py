@@ -32,6 +32,7 @@ makes every earlier transition durable with it):
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from agents.errors import AgentError, ToolError
 from agents.runs._approvals import ApprovalBook
 from agents.runs._outcomes import Decision, PriorState, StepOutcome
 from agents.runs._plan import Plan, PlanStep, resolve
+from agents.runs._run_state import load_run
 from agents.runs._verifier import Verdict
 from agents.tools import AgentRegistry
 from events import (
@@ -211,7 +213,14 @@ class Executor:
                 shown = dict(step.parameters)
             reason = f"{step.tool} requires approval before it runs"
             await self._append([ApprovalRequested(self._run_id, step.id, step.tool, shown, reason)])
-        return await self._approvals.wait(self._run_id, step.id)
+        return await self._approvals.wait(
+            self._run_id, step.id, functools.partial(self._recorded_decision, step.id)
+        )
+
+    async def _recorded_decision(self, step_id: str) -> Decision | None:
+        """The decision on `step_id` in the run's stream, if one was recorded (by a
+        client of another node, or since this run's state was read)."""
+        return (await load_run(self._store, self._run_id)).decisions.get(step_id)
 
     def _blocked_by(self, step: PlanStep) -> str | None:
         for dependency in step.dependencies:

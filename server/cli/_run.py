@@ -32,8 +32,8 @@ from typing import Any, TextIO
 
 import trio
 
-from agents.runs import RunResult
-from events import TERMINAL_RUN_STATUS, AutoagentError
+from agents.runs import RunResult, load_run
+from events import TERMINAL_RUN_STATUS, AutoagentError, EventStoreError
 from server._render import dumps, iso_time, record_as_dict
 from server.app import Application, open_application
 from server.cli._admin import open_readonly, opened
@@ -50,6 +50,7 @@ from server.leases import LeaseKeeper, MemoryRunLeases
 
 EXIT_OK, EXIT_RUN_FAILED = 0, 1
 MAX_RUN_EVENTS = 100_000
+REQUEST_RETRY_S = 1.0
 LOCAL_NODE = "cli"  # the lease holder's name of a run executed by this command alone
 
 
@@ -86,23 +87,46 @@ async def _run(
 async def _leased(app: Application, run_id: str, *, resume: bool) -> RunResult:
     """Execute the run under this process's lease on it, as a server node does: on a
     PostgreSQL log shared with server nodes, a run one of them executes is refused,
-    and none of them takes this one over while this process renews its lease."""
+    none of them takes this one over while this process renews its lease, and what
+    their clients ask of it (cancel, approve; a forget cancels) reaches it through its
+    stream."""
     leases = app.leases or MemoryRunLeases(LOCAL_NODE, app.config.resume.lease_ttl_s)
-    keeper = LeaseKeeper(leases)
+    keeper, scope, ended = LeaseKeeper(leases), trio.CancelScope(), False
     async with trio.open_nursery() as nursery:
         await nursery.start(keeper.keep)
-        with trio.CancelScope() as scope:
-            if not await keeper.hold(run_id, scope):
-                holder = await trio.to_thread.run_sync(leases.holder, run_id)
-                raise RunElsewhere(f"run {run_id} is executed by node {holder!r}; ask that node")
-            try:
+        if not await keeper.hold(run_id, scope):
+            holder = await trio.to_thread.run_sync(leases.holder, run_id)
+            raise RunElsewhere(f"run {run_id} is executed by node {holder!r}; ask that node")
+        if keeper.shared:
+            nursery.start_soon(_follow_run_requests, app, run_id)
+        try:
+            with scope:
                 result = await app.orchestrator.execute(run_id, resume=resume)
-            finally:
-                await keeper.let_go(run_id)
+                ended = True
+        finally:
+            await keeper.let_go(run_id, scope, ended=ended)
         nursery.cancel_scope.cancel()
-    if scope.cancelled_caught:
+    if not ended:
         raise RunElsewhere(f"run {run_id}: its lease was lost; a server node will take it over")
     return result
+
+
+async def _follow_run_requests(app: Application, run_id: str) -> None:
+    """Cancels and approvals other nodes' clients record in the run's stream."""
+    orchestrator = app.orchestrator
+    while True:
+        try:
+            # From the start each time: acting on a request twice changes nothing.
+            async for record in app.store.subscribe(stream=f"run-{run_id}"):
+                if record.type == "RunCancelRequested":
+                    orchestrator.cancel(run_id)
+                elif record.type in ("ApprovalGranted", "ApprovalDenied"):
+                    step_id = str(record.data.get("step_id"))
+                    decision = (await load_run(app.store, run_id)).decisions.get(step_id)
+                    if decision is not None:
+                        orchestrator.approvals.resolve_if_waiting(run_id, step_id, decision)
+        except EventStoreError:  # a dropped connection: read the stream again shortly
+            await trio.sleep(REQUEST_RETRY_S)
 
 
 def _report(result: RunResult, events: list[dict[str, Any]], as_json: bool, out: TextIO) -> int:

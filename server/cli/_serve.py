@@ -29,6 +29,8 @@ from server.app import Application, agent_server, open_application, server_token
 from server.cli._ports import reporting_bind_errors
 from server.cli._workspace import ensure_workspace
 from server.config import Config
+from server.errors import LeaseStoreError
+from server.leases import RunLeases
 from server.ws import check_bind
 
 
@@ -81,19 +83,24 @@ async def _serve_application(
         nursery.start_soon(_report_caught_up, app, out)
         unfinished = await app.orchestrator.unfinished_runs()
         if server.keeper.shared:  # several nodes: not the runs another node executes
-            leases = server.keeper.leases
-            holders = [await trio.to_thread.run_sync(leases.holder, r) for r in unfinished]
-            unfinished = [
-                r
-                for r, holder in zip(unfinished, holders, strict=True)
-                if holder in (None, leases.node_id)
-            ]
+            unfinished = await _not_held_elsewhere(server.keeper.leases, unfinished, out)
         for run_id in unfinished:
             state_of_run = await load_run(store, run_id)
             server.start_run(run_id, state_of_run.session_id, state_of_run.principal, resume=True)
         if unfinished:
             out.write(f"autoagent: resumed {len(unfinished)} unfinished run(s)\n")
             out.flush()
+
+
+async def _not_held_elsewhere(leases: RunLeases, runs: list[str], out: TextIO) -> list[str]:
+    """The runs no other node holds a live lease on (the rest are theirs to finish); none
+    when the leases cannot be read: the takeover rounds find them later."""
+    try:
+        holders = [await trio.to_thread.run_sync(leases.holder, r) for r in runs]
+    except LeaseStoreError as exc:
+        out.write(f"autoagent: unfinished runs left to the takeover rounds: {exc}\n")
+        return []
+    return [r for r, holder in zip(runs, holders, strict=True) if holder in (None, leases.node_id)]
 
 
 def _roots(config: Config, created: list[Path]) -> str:

@@ -4,7 +4,9 @@ With several nodes on one log, a run must be executed by exactly one of them at 
 A node takes a run's lease before executing it, renews every lease it holds well within
 the TTL, and gives it back when the run ends or the node shuts down. A node that dies
 stops renewing; once its leases have expired, any other node may take them and resume
-the runs from the log (the resume rules: completed steps never run again).
+the runs from the log (the resume rules: completed steps never run again). A node that
+stops cleanly marks the leases of its unfinished runs expired, so another node takes
+them over at its next look rather than after the TTL.
 
 Why lease rows and not `RunLeased` events: a lease is renewed every few seconds for
 as long as a run lasts. As events that would put a renewal record into every run
@@ -71,6 +73,12 @@ class RunLeases(abc.ABC):
         """Give the run's lease back, if this node holds it (another node's is kept)."""
 
     @abc.abstractmethod
+    def expire(self, run_id: str) -> None:
+        """End this node's lease now but keep its row, expired: the run is unfinished
+        (this node stops) and the next node looking for expired leases takes it over
+        at once instead of after the TTL."""
+
+    @abc.abstractmethod
     def leases(self) -> list[Lease]:
         """Every lease row, live or expired, in run id order."""
 
@@ -135,6 +143,12 @@ class MemoryRunLeases(RunLeases):
             found = self._table.get(run_id)
             if found is not None and found[0] == self.node_id:
                 del self._table[run_id]
+
+    def expire(self, run_id: str) -> None:
+        with self._lock:
+            found = self._table.get(run_id)
+            if found is not None and found[0] == self.node_id:
+                self._table[run_id] = (self.node_id, self._clock())
 
     def leases(self) -> list[Lease]:
         with self._lock:

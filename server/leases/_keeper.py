@@ -1,21 +1,30 @@
 """`LeaseKeeper`: a node's side of run leases while it runs (why leases: `_base`).
 
 The keeper takes a run's lease before the run executes (`hold`), renews every lease it
-holds in one call each `ttl_s / 3`, and gives a lease back when the run ends (`let_go`).
-A lease it cannot renew (another node took it, or the table cannot be reached) stops
-the run it covers: the run's cancel scope is cancelled, which leaves the run
-unfinished in the log with nothing written for the stop, exactly as a shutdown does,
-for its new holder to resume.
+holds in one call each `ttl_s / 3`, and ends a lease when the run stops (`let_go`):
+deleted when the run ended, marked expired when it did not (a shutdown), so another
+node takes it over at its next look. A lease it cannot renew (another node took it, or
+the table cannot be reached) stops the run it covers: the run's cancel scope is
+cancelled, which leaves the run unfinished in the log with nothing written for the
+stop, exactly as a shutdown does, for its new holder to resume.
 
 It stops a run at `STOP_AT` of the TTL counted from when it *sent* its last successful
 renewal: the database counts the same lease from when the renewal arrived, so the
-node has always stopped before anyone else may take the run over.
+node has always stopped before anyone else may take the run over. Renewals use a
+thread limiter of their own, so tools and reads filling Trio's default one cannot
+delay them. Leases in this process (`MemoryRunLeases`: one server alone on its log)
+are renewed inline and never stop a run: nobody else could take it.
+
+One holder per run and node: `hold` refuses a run this node already holds (a resume
+racing a takeover on the same node), and `let_go` ends a lease only for the scope that
+took it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import trio
 
@@ -28,11 +37,12 @@ STOP_AT = 0.8  # of the TTL after the last renewal sent: stop the run here at th
 
 
 class LeaseKeeper:
-    """Holds this node's run leases: take, renew, stop on loss, give back."""
+    """Holds this node's run leases: take, renew, stop on loss, end."""
 
     def __init__(self, leases: RunLeases) -> None:
         self.leases = leases
         self._held: dict[str, tuple[trio.CancelScope, float]] = {}  # run -> scope, stop by
+        self._threads = trio.CapacityLimiter(2)
         self.lost = 0  # leases lost while their run was executing (a metric)
 
     @property
@@ -45,23 +55,34 @@ class LeaseKeeper:
 
     async def hold(self, run_id: str, scope: trio.CancelScope) -> bool:
         """Take the run's lease for the run executing under `scope`; False when
-        another node holds it (the run must not execute here)."""
+        another node holds it, or this node already does (the run must not execute
+        here twice)."""
+        if run_id in self._held:
+            return False
         sent = trio.current_time()
-        if not await trio.to_thread.run_sync(self.leases.acquire, run_id):
+        if not await self._call(self.leases.acquire, run_id):
+            return False
+        if run_id in self._held:  # taken by another task here meanwhile
             return False
         self._held[run_id] = (scope, sent + self.leases.ttl_s * STOP_AT)
         return True
 
-    async def let_go(self, run_id: str) -> None:
-        """Give the lease back (the run ended, or this node stops): another node may
-        take it at once instead of after the TTL. A failure only costs that wait."""
-        if self._held.pop(run_id, None) is None:
+    async def let_go(self, run_id: str, scope: trio.CancelScope, *, ended: bool) -> None:
+        """End the lease `scope` took: deleted when the run `ended` (nothing left to
+        take over), marked expired when it did not (another node resumes it at once).
+        A failure only costs another node the wait for the TTL."""
+        entry = self._held.get(run_id)
+        if entry is None or entry[0] is not scope:
             return
+        del self._held[run_id]
         with trio.CancelScope(shield=True):
             try:
-                await trio.to_thread.run_sync(self.leases.release, run_id)
+                if ended:
+                    await self._call(self.leases.release, run_id)
+                else:
+                    await self._call(self.leases.expire, run_id)
             except LeaseStoreError as exc:
-                log.warning("could not release the lease of run %s: %s", run_id, exc)
+                log.warning("could not end the lease of run %s: %s", run_id, exc)
 
     async def keep(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Renew until cancelled; stop the runs whose lease is lost or about to lapse."""
@@ -74,6 +95,9 @@ class LeaseKeeper:
 
     async def renew_once(self) -> None:
         """One renewal of every held lease, then stop what must stop."""
+        if not self.shared:
+            self.leases.renew(list(self._held))  # in memory: no I/O, and nobody to yield to
+            return
         if self._held:
             sent = trio.current_time()
             asked = list(self._held)
@@ -82,7 +106,7 @@ class LeaseKeeper:
             with trio.move_on_at(self.next_deadline()):
                 try:
                     kept = await trio.to_thread.run_sync(
-                        self.leases.renew, asked, abandon_on_cancel=True
+                        self.leases.renew, asked, abandon_on_cancel=True, limiter=self._threads
                     )
                 except LeaseStoreError as exc:
                     log.warning("renewing %d run lease(s) failed: %s", len(asked), exc)
@@ -102,7 +126,15 @@ class LeaseKeeper:
                 self._stop(run_id, "its lease could not be renewed in time")
 
     def next_deadline(self) -> float:
+        if not self.shared:
+            return math.inf
         return min((stop_by for _, stop_by in self._held.values()), default=math.inf)
+
+    async def _call(self, fn: Callable[[str], object], run_id: str) -> bool:
+        """A lease call for one run: inline in memory, else in a worker thread."""
+        if not self.shared:
+            return bool(fn(run_id))
+        return bool(await trio.to_thread.run_sync(fn, run_id, limiter=self._threads))
 
     def _stop(self, run_id: str, why: str) -> None:
         entry = self._held.pop(run_id, None)

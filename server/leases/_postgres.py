@@ -41,6 +41,7 @@ _RENEW = (
     "WHERE node_id = %s AND run_id = ANY(%s) RETURNING run_id"
 )
 _RELEASE = f"DELETE FROM {TABLE} WHERE run_id = %s AND node_id = %s"
+_EXPIRE = f"UPDATE {TABLE} SET expires_at = clock_timestamp() WHERE run_id = %s AND node_id = %s"
 _LEASES = f"SELECT run_id, node_id, expires_at <= clock_timestamp() FROM {TABLE} ORDER BY run_id"
 _EXPIRED = f"SELECT run_id FROM {TABLE} WHERE expires_at <= clock_timestamp() ORDER BY run_id"
 _HOLDER = f"SELECT node_id FROM {TABLE} WHERE run_id = %s AND expires_at > clock_timestamp()"
@@ -95,6 +96,9 @@ class PostgresRunLeases(RunLeases):
 
     def release(self, run_id: str) -> None:
         self._run(lambda conn: conn.execute(_RELEASE, (run_id, self.node_id)))
+
+    def expire(self, run_id: str) -> None:
+        self._run(lambda conn: conn.execute(_EXPIRE, (run_id, self.node_id)))
 
     def leases(self) -> list[Lease]:
         return [Lease(str(r), str(n), bool(e)) for r, n, e in self._rows(_LEASES, ())]

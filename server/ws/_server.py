@@ -45,7 +45,7 @@ from events import (
     EventStore,
     EventStoreError,
     MemoryKeyDestroyed,
-    RunCancelled,
+    RecordedEvent,
     RunCancelRequested,
     RunFailed,
     SessionForgotten,
@@ -335,31 +335,36 @@ class AgentServer:
         """One run, and its failure boundary: whatever it raises stays here.
 
         The run executes only under this node's lease on it; losing the lease stops it
-        (unfinished, for the new holder). Its end gives the lease back.
+        (unfinished, for the new holder). When it ends the lease is given back; when it
+        stops unfinished (shutdown, lost lease) the lease is marked expired, so another
+        node takes it over at once.
         """
+        scope, ended = trio.CancelScope(), False
         try:
-            with trio.CancelScope() as scope:
-                try:
-                    if not await self.keeper.hold(run_id, scope):
-                        return  # another node executes it
-                except LeaseStoreError as exc:  # unfinished: a node that can reach it resumes it
-                    log.warning("run %s not started: %s", run_id, exc)
-                    return
+            try:
+                if not await self.keeper.hold(run_id, scope):
+                    return  # another node executes it, or this one already does
+            except LeaseStoreError as exc:  # unfinished: a node that can reach it resumes it
+                log.warning("run %s not started: %s", run_id, exc)
+                return
+            with scope:
                 try:
                     await self.orchestrator.execute(run_id, resume=resume)
-                finally:
-                    await self.keeper.let_go(run_id)
-        except* AgentError:
-            pass  # refused or failed on purpose: the reason is in the log; the server goes on
-        except* Exception as failure:
-            log.error("run %s failed with an internal error", run_id, exc_info=failure)
-            await self._record_crash(run_id, failure)
+                except* AgentError:
+                    pass  # refused or failed on purpose: the reason is in the log
+                except* Exception as failure:
+                    log.error("run %s failed with an internal error", run_id, exc_info=failure)
+                    await self._record_crash(run_id, failure)
+                ended = True
+            await self.keeper.let_go(run_id, scope, ended=ended)
         finally:
+            if not ended:
+                await self.keeper.let_go(run_id, scope, ended=False)
             self._active_runs.pop(run_id, None)
             self._run_principal.pop(run_id, None)
-            ended = self._run_ended.pop(run_id, None)
-            if ended is not None:
-                ended.set()
+            done = self._run_ended.pop(run_id, None)
+            if done is not None:
+                done.set()
 
     async def _record_crash(self, run_id: str, failure: BaseExceptionGroup[Exception]) -> None:
         """`RunFailed` for a run a bug ended, so it does not look in progress forever.
@@ -418,14 +423,22 @@ class AgentServer:
         """Act on what clients connected to other nodes asked of the runs this node
         executes: a decided approval wakes its step, a cancel request cancels, a
         forgotten key or session cancels the runs sealing with it."""
-        async for record in self.store.subscribe(after=self.store.head_position):
-            if record.type in REQUEST_TYPES:
-                try:
-                    await self._apply_request(record.type, record.data)
-                except Exception:  # one request that cannot be applied: logged, the rest go on
-                    log.error(
-                        "acting on %s at %d failed", record.type, record.position, exc_info=True
-                    )
+        after = self.store.head_position
+        while True:
+            try:
+                async for record in self.store.subscribe(after=after):
+                    after = record.position
+                    if record.type in REQUEST_TYPES:
+                        await self._apply_request_safely(record)
+            except EventStoreError as exc:  # a dropped connection: resubscribe where it was
+                log.warning("following requests from other nodes: %s; again in 1 s", exc)
+                await trio.sleep(REQUEST_RETRY_S)
+
+    async def _apply_request_safely(self, record: RecordedEvent) -> None:
+        try:
+            await self._apply_request(record.type, record.data)
+        except Exception:  # one request that cannot be applied: logged, the rest go on
+            log.error("acting on %s at %d failed", record.type, record.position, exc_info=True)
 
     async def _apply_request(self, event_type: str, data: Mapping[str, Any]) -> None:
         if event_type in ("ApprovalGranted", "ApprovalDenied"):
@@ -434,7 +447,7 @@ class AgentServer:
                 state = await load_run(self.store, run_id)
                 decision = state.decisions.get(step_id)
                 if decision is not None:
-                    self.orchestrator.approvals.resolve(run_id, step_id, decision)
+                    self.orchestrator.approvals.resolve_if_waiting(run_id, step_id, decision)
         elif event_type == "RunCancelRequested":
             self.orchestrator.cancel(str(data.get("run_id")))
         elif event_type == "SessionForgotten":
@@ -456,20 +469,33 @@ class AgentServer:
         return theirs
 
     async def _runs_elsewhere(self) -> dict[str, str]:
-        """Run id -> session id of the runs other nodes hold live leases on."""
+        """Run id -> session id of the unfinished runs other nodes hold leases on, live
+        or expired (one being taken over must hear of a forget too)."""
         leases = await trio.to_thread.run_sync(self.keeper.leases.leases)
         node = self.keeper.leases.node_id
         elsewhere = {}
         for lease in leases:
-            if lease.node_id != node and not lease.expired:
+            if lease.node_id != node:
                 state = await load_run(self.store, lease.run_id)
                 if state.status != "missing" and not state.finished:
                     elsewhere[lease.run_id] = state.session_id
         return elsewhere
 
-    async def _request_cancel(self, run_id: str, by: str) -> None:
-        event = RunCancelRequested(run_id, by)
-        await self.store.append(f"run-{run_id}", [event], correlation=run_id)
+    async def _request_cancel(self, run_id: str, by: str) -> bool:
+        """Append `RunCancelRequested` to an unfinished run (never after its terminal
+        event: at the version read, read again when the run moved meanwhile); False
+        when the run ended first."""
+        for _ in range(CANCEL_ATTEMPTS):
+            state = await load_run(self.store, run_id)
+            if state.status == "missing" or state.finished:
+                return False
+            event = RunCancelRequested(run_id, by)
+            try:
+                await self.store.append(f"run-{run_id}", [event], state.version, correlation=run_id)
+            except WrongExpectedVersion:
+                continue
+            return True
+        raise EventStoreError(f"run {run_id} kept changing; the cancel was not recorded")
 
     # --- ownership ---------------------------------------------------------------------------
 
@@ -545,9 +571,10 @@ class AgentServer:
         return state
 
     async def cancel_run(self, connection: Connection, run_id: str, request_id: Any) -> None:
-        """Cancel a run: here, through its node (a `RunCancelRequested` that node acts
-        on), or, when no node executes it, by recording `RunCancelled` under its lease
-        (so no node resumes it meanwhile)."""
+        """Cancel a run. Executing here: at once. Otherwise a `RunCancelRequested` goes
+        into its stream: the node executing it acts on it as it reads the log, and any
+        node that resumes it (this one, now, when nobody holds it) cancels it first
+        thing, under its lease, so two nodes never both act on one run."""
         state = await self._owned(connection, run_id, request_id)
         if run_id in self._active_runs:
             if not self.orchestrator.cancel(run_id):
@@ -556,29 +583,17 @@ class AgentServer:
         principal = connection.principal
         by = principal.name if principal is not None else ""
         try:
-            holder = await trio.to_thread.run_sync(self.keeper.leases.holder, run_id)
-            if holder is not None and holder != self.keeper.leases.node_id:
-                await self._request_cancel(run_id, by)
-                return
-            scope = trio.CancelScope()
-            held = await self.keeper.hold(run_id, scope)
-        except LeaseStoreError as exc:
+            if not await self._request_cancel(run_id, by):
+                raise BadFrame(f"run {run_id!r} ended meanwhile", "conflict", request_id)
+        except EventStoreError as exc:
             raise BadFrame(f"{exc}; try again", "conflict", request_id) from None
-        if not held:
-            raise BadFrame(f"run {run_id!r} was just taken up", "conflict", request_id)
-        with scope:
-            try:
-                event = RunCancelled(run_id, "cancelled by request while not running")
-                try:  # at the version just read: never beside a terminal event written meanwhile
-                    await self.store.append(
-                        f"run-{run_id}", [event], state.version, correlation=run_id
-                    )
-                except WrongExpectedVersion:
-                    raise BadFrame(
-                        f"run {run_id!r} changed meanwhile", "conflict", request_id
-                    ) from None
-            finally:
-                await self.keeper.let_go(run_id)
+        try:
+            holder = await trio.to_thread.run_sync(self.keeper.leases.holder, run_id)
+        except LeaseStoreError as exc:  # the request is in the log: whoever resumes it cancels
+            log.warning("cancel of run %s: %s", run_id, exc)
+            return
+        if holder is None:
+            self.start_run(run_id, state.session_id, state.principal, resume=True)
 
     async def decide(
         self,
@@ -709,7 +724,10 @@ class AgentServer:
         """`_end_runs` for runs other nodes execute: ask each node to cancel, and wait
         (bounded) until their streams say they ended."""
         for run_id in run_ids:
-            await self._request_cancel(run_id, "forget")
+            try:
+                await self._request_cancel(run_id, "forget")
+            except EventStoreError as exc:  # its node still acts on the destroyed key
+                log.warning("forget: cancel of run %s not recorded: %s", run_id, exc)
         with trio.move_on_after(FORGET_WAIT_S):
             for run_id in run_ids:
                 async for record in self.store.subscribe(stream=f"run-{run_id}"):
@@ -718,6 +736,8 @@ class AgentServer:
 
 
 OWNER_CACHE = 100_000
+CANCEL_ATTEMPTS = 20  # reads of a run moving under a cancel request before giving up
+REQUEST_RETRY_S = 1.0  # pause before following other nodes' requests again after an error
 FULL_SCAN_EVERY = 20  # takeover rounds between scans for unfinished runs nobody leased
 LOCAL_NODE = "local"  # the node id of a server alone on its log (LMDB)
 LOCAL_TTL_S = 30.0

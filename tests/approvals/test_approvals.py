@@ -14,8 +14,9 @@ import trio.lowlevel
 from agents.llm._catalog import ToolSpec
 from agents.llm._provider import LLMOptions
 from agents.offline._providers import open_provider
-from agents.runs._approvals import ApprovalNotPending
+from agents.runs._approvals import ApprovalBook, ApprovalNotPending
 from agents.runs._orchestrator import Orchestrator, OrchestratorOptions
+from agents.runs._outcomes import Decision
 from agents.runs._plan import Plan, PlanStep
 from agents.tools._base import Agent, Tool
 from agents.tools._registry import AgentRegistry
@@ -215,3 +216,21 @@ async def test_pending_approval_survives_a_restart(tmp_path: Path) -> None:
     assert sum(t == "ApprovalRequested" for t, _ in events) == 2  # not requested again
     assert events[-1][0] == "RunCompleted"
     assert CALLS.count("delete:a") == 1 and CALLS.count("delete:b") == 1
+
+
+async def test_a_decision_recorded_before_the_wait_is_found_by_the_recheck() -> None:
+    """Another node's client decided before this node's step began to wait: the
+    recheck reads it from the log, the step does not wait forever."""
+    book = ApprovalBook()
+    decision = Decision(True, "ok", "ana")
+
+    async def recheck() -> Decision | None:
+        return decision
+
+    with trio.fail_after(5):
+        assert await book.wait("r1", "s1", recheck) == decision
+    assert book.pending() == []
+    assert not book.resolve_if_waiting("r1", "s1", decision)  # read again: nothing kept
+    with trio.move_on_after(0.05):
+        await book.wait("r1", "s1")  # no stale decision was left behind to return
+        raise AssertionError("a decision was left in the book")

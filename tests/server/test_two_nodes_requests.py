@@ -14,6 +14,7 @@ import trio
 
 from server.app import agent_server, open_application
 from server.config import load_config
+from server.leases import Lease, PostgresRunLeases
 from tests.security.principal_server import hash_embedder
 from tests.server.ws_helpers import Client, open_client
 
@@ -23,13 +24,14 @@ GOAL = "what is 17 * 23 + 4"
 
 
 @asynccontextmanager
-async def node(tmp_path: Path, url: str, name: str) -> AsyncIterator[str]:
+async def node(tmp_path: Path, url: str, name: str, ttl_s: float = 15.0) -> AsyncIterator[str]:
     """A node (the whole application and its WebSocket server) on the shared log;
     its WebSocket URL."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOAGENT_")} | {
         "AUTOAGENT_STORE__BACKEND": "postgres",
         "AUTOAGENT_STORE__URL": url,
         "AUTOAGENT_SERVER__NODE_ID": name,
+        "AUTOAGENT_RESUME__LEASE_TTL_S": str(ttl_s),
         "AUTOAGENT_AGENTS__REQUIRE_APPROVAL": HELD,
         "AUTOAGENT_AGENTS__WORKSPACE_ROOTS": f'["{tmp_path / name / "workspace"}"]',
     }
@@ -111,6 +113,48 @@ async def test_a_forget_on_node_b_ends_the_runs_node_a_executes_under_that_key_f
                 assert reply["key_destroyed"], reply
                 events = await on_a.events_until()
     assert events[-1]["event_type"] == "RunCancelled", events
+
+
+async def test_a_node_that_stops_cleanly_hands_its_runs_over_without_waiting_the_ttl(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Its unfinished runs' leases are left expired (not deleted, which only the rare
+    full scan would find), so the other node's next look takes them over."""
+    ttl = 2.0
+    watcher = await trio.to_thread.run_sync(
+        lambda: PostgresRunLeases.open(postgres_url, "watcher", ttl)
+    )
+    try:
+        with trio.fail_after(TIMEOUT_S):
+            async with node(tmp_path, postgres_url, "b", ttl) as url_b:
+                async with node(tmp_path, postgres_url, "a", ttl) as url_a:
+                    async with open_client(url_a) as on_a:
+                        run_id, step_id = await waiting_for_approval(on_a)
+                left = await trio.to_thread.run_sync(watcher.leases)
+                assert left in ([Lease(run_id, "a", True)], [Lease(run_id, "b", False)]), left
+                while True:  # b's next look for expired leases takes it over
+                    if await trio.to_thread.run_sync(watcher.holder, run_id) == "b":
+                        break
+                    await trio.sleep(0.1)
+                async with open_client(url_b) as on_b:  # b waits for the approval again
+                    reply = await on_b.request(
+                        {
+                            "type": "approve",
+                            "id": 1,
+                            "run_id": run_id,
+                            "step_id": step_id,
+                            "decision": "approve",
+                        }
+                    )
+                    assert reply["type"] == "approved", reply
+                    sub = await on_b.request(
+                        {"type": "subscribe", "id": 2, "stream": f"run-{run_id}"}
+                    )
+                    assert sub["type"] == "subscribed", sub
+                    last = await ending(on_b)
+    finally:
+        watcher.close()
+    assert last["event_type"] == "RunCompleted", last
 
 
 @pytest.fixture(autouse=True)
