@@ -42,11 +42,15 @@ class ApprovalBook:
         key = (run_id, step_id)
         if key not in self._decisions:
             event = self._waiting.setdefault(key, trio.Event())
-            if recheck is not None:
-                found = await recheck()
-                if found is not None:
-                    self.resolve_if_waiting(run_id, step_id, found)
-            await event.wait()
+            try:
+                if recheck is not None:
+                    found = await recheck()
+                    if found is not None:
+                        self.resolve_if_waiting(run_id, step_id, found)
+                await event.wait()
+            finally:
+                if self._waiting.get(key) is event:  # cancelled, or the recheck failed
+                    del self._waiting[key]
         return self._decisions.pop(key)
 
     def resolve(self, run_id: str, step_id: str, decision: Decision) -> None:
@@ -85,7 +89,9 @@ async def record_decision(
             await store.append(f"run-{run_id}", [event], state.version, correlation=run_id)
         except WrongExpectedVersion:
             continue
-        book.resolve(run_id, step_id, decision)
+        # Wakes a step waiting in this process; one about to wait finds the decision
+        # in the log (its recheck), so nothing is left behind for a step elsewhere.
+        book.resolve_if_waiting(run_id, step_id, decision)
         return
     raise ApprovalNotPending(run_id, step_id, "the run keeps changing; try again")
 

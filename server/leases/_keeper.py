@@ -33,6 +33,7 @@ from server.leases._base import MemoryRunLeases, RunLeases
 
 log = logging.getLogger(__name__)
 RENEWALS_PER_TTL = 3
+LET_GO_WAIT_S = 5.0  # bound on ending one lease while the node stops
 STOP_AT = 0.8  # of the TTL after the last renewal sent: stop the run here at the latest
 
 
@@ -58,6 +59,7 @@ class LeaseKeeper:
         another node holds it, or this node already does (the run must not execute
         here twice)."""
         if run_id in self._held:
+            await trio.lowlevel.checkpoint()
             return False
         sent = trio.current_time()
         if not await self._call(self.leases.acquire, run_id):
@@ -73,9 +75,12 @@ class LeaseKeeper:
         A failure only costs another node the wait for the TTL."""
         entry = self._held.get(run_id)
         if entry is None or entry[0] is not scope:
+            await trio.lowlevel.checkpoint()
             return
         del self._held[run_id]
-        with trio.CancelScope(shield=True):
+        # Shielded (a stop must still end the lease), but bounded: an unreachable table
+        # only costs another node the TTL, never this node's shutdown.
+        with trio.CancelScope(shield=True), trio.move_on_after(LET_GO_WAIT_S):
             try:
                 if ended:
                     await self._call(self.leases.release, run_id)
@@ -133,6 +138,7 @@ class LeaseKeeper:
     async def _call(self, fn: Callable[[str], object], run_id: str) -> bool:
         """A lease call for one run: inline in memory, else in a worker thread."""
         if not self.shared:
+            await trio.lowlevel.checkpoint()
             return bool(fn(run_id))
         return bool(await trio.to_thread.run_sync(fn, run_id, limiter=self._threads))
 

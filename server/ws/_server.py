@@ -323,15 +323,20 @@ class AgentServer:
 
     def start_run(
         self, run_id: str, session_id: str, principal: str, *, resume: bool = False
-    ) -> None:
+    ) -> bool:
+        """Drive the run here; False (nothing started) when it is already driven here,
+        whoever asked first (a resume, a takeover, a cancel racing each other)."""
         assert self._runs is not None
+        if run_id in self._active_runs:
+            return False
         self._active_runs[run_id] = session_id
         self._run_principal[run_id] = principal
-        self._run_ended[run_id] = trio.Event()
+        ended = self._run_ended[run_id] = trio.Event()
         self.stats["runs_started"] += 1
-        self._runs.start_soon(functools.partial(self._drive, run_id, resume))
+        self._runs.start_soon(functools.partial(self._drive, run_id, resume, ended))
+        return True
 
-    async def _drive(self, run_id: str, resume: bool) -> None:
+    async def _drive(self, run_id: str, resume: bool, done: trio.Event) -> None:
         """One run, and its failure boundary: whatever it raises stays here.
 
         The run executes only under this node's lease on it; losing the lease stops it
@@ -360,11 +365,11 @@ class AgentServer:
         finally:
             if not ended:
                 await self.keeper.let_go(run_id, scope, ended=False)
-            self._active_runs.pop(run_id, None)
-            self._run_principal.pop(run_id, None)
-            done = self._run_ended.pop(run_id, None)
-            if done is not None:
-                done.set()
+            if self._run_ended.get(run_id) is done:  # this drive's entries, no other's
+                del self._run_ended[run_id]
+                self._active_runs.pop(run_id, None)
+                self._run_principal.pop(run_id, None)
+            done.set()
 
     async def _record_crash(self, run_id: str, failure: BaseExceptionGroup[Exception]) -> None:
         """`RunFailed` for a run a bug ended, so it does not look in progress forever.
@@ -423,21 +428,30 @@ class AgentServer:
         """Act on what clients connected to other nodes asked of the runs this node
         executes: a decided approval wakes its step, a cancel request cancels, a
         forgotten key or session cancels the runs sealing with it."""
-        after = self.store.head_position
+        after, failures = self.store.head_position, 0
         while True:
             try:
                 async for record in self.store.subscribe(after=after):
-                    after = record.position
                     if record.type in REQUEST_TYPES:
                         await self._apply_request_safely(record)
-            except EventStoreError as exc:  # a dropped connection: resubscribe where it was
-                log.warning("following requests from other nodes: %s; again in 1 s", exc)
+                    after, failures = record.position, 0  # only once it was acted on
+            except EventStoreError as exc:  # a dropped connection: again from where it was
+                failures += 1
+                if failures >= REQUEST_ATTEMPTS:  # a record no retry reads (a newer node's
+                    log.error("skipping position %d: %s", after + 1, exc)  # event type)
+                    after, failures = after + 1, 0
+                else:
+                    log.warning("following requests from other nodes: %s; again in 1 s", exc)
                 await trio.sleep(REQUEST_RETRY_S)
 
     async def _apply_request_safely(self, record: RecordedEvent) -> None:
+        """Apply one request; a store error is retried by the caller (applying twice
+        changes nothing), any other failure is logged and the request skipped."""
         try:
             await self._apply_request(record.type, record.data)
-        except Exception:  # one request that cannot be applied: logged, the rest go on
+        except EventStoreError:
+            raise
+        except Exception:
             log.error("acting on %s at %d failed", record.type, record.position, exc_info=True)
 
     async def _apply_request(self, event_type: str, data: Mapping[str, Any]) -> None:
@@ -587,13 +601,18 @@ class AgentServer:
                 raise BadFrame(f"run {run_id!r} ended meanwhile", "conflict", request_id)
         except EventStoreError as exc:
             raise BadFrame(f"{exc}; try again", "conflict", request_id) from None
+        if run_id in self._active_runs:  # started here meanwhile: it may have read the
+            self.orchestrator.cancel(run_id)  # stream before the request, cancel it directly
+            return
         try:
             holder = await trio.to_thread.run_sync(self.keeper.leases.holder, run_id)
         except LeaseStoreError as exc:  # the request is in the log: whoever resumes it cancels
             log.warning("cancel of run %s: %s", run_id, exc)
             return
-        if holder is None:
-            self.start_run(run_id, state.session_id, state.principal, resume=True)
+        if holder is None and not self.start_run(
+            run_id, state.session_id, state.principal, resume=True
+        ):
+            self.orchestrator.cancel(run_id)
 
     async def decide(
         self,
@@ -622,7 +641,8 @@ class AgentServer:
         connection.sessions.add(state.session_id)
         position = self.store.head_position
         owner = await self.run_owner(run_id)
-        self.start_run(run_id, state.session_id, owner or "", resume=True)
+        if not self.start_run(run_id, state.session_id, owner or "", resume=True):
+            raise BadFrame(f"run {run_id!r} is running", "conflict", request_id)
         return position
 
     async def retry_run(self, connection: Connection, run_id: str, request_id: Any) -> Submitted:
@@ -738,6 +758,7 @@ class AgentServer:
 OWNER_CACHE = 100_000
 CANCEL_ATTEMPTS = 20  # reads of a run moving under a cancel request before giving up
 REQUEST_RETRY_S = 1.0  # pause before following other nodes' requests again after an error
+REQUEST_ATTEMPTS = 5  # failed reads at one position before a follower skips that record
 FULL_SCAN_EVERY = 20  # takeover rounds between scans for unfinished runs nobody leased
 LOCAL_NODE = "local"  # the node id of a server alone on its log (LMDB)
 LOCAL_TTL_S = 30.0
