@@ -30,6 +30,12 @@ from events._model import (
 )
 from events._postgres_keys import PostgresKeyStore
 from events._postgres_log import PostgresEventLog
+from events._postgres_pool import (
+    describe_postgres_url,
+    first_postgres_connection,
+    open_postgres_pool,
+    postgres_error_line,
+)
 from events._sealing import FORGOTTEN_TEXT, PERSONAL_FIELDS, OpenedReader, Sealer
 from events._store import (
     AppendTicket,
@@ -98,6 +104,7 @@ from events.errors import (
     KeyStoreReadOnly,
     KeyStoreUnreachable,
     NotAnEventStore,
+    PoolUnreachable,
     SealBroken,
     StoreClosed,
     StoreCorrupted,
@@ -161,6 +168,7 @@ __all__ = [
     "NotAnEventStore",
     "OpenedReader",
     "PlanCreated",
+    "PoolUnreachable",
     "PostgresEventLog",
     "PostgresKeyStore",
     "RecordedEvent",
@@ -196,8 +204,12 @@ __all__ = [
     "WrongExpectedVersion",
     "audit_log",
     "decode_record",
+    "describe_postgres_url",
     "event_class",
+    "first_postgres_connection",
     "open_event_store",
+    "open_postgres_pool",
+    "postgres_error_line",
     "prepare_append",
     "register_event",
     "register_upcaster",

@@ -46,11 +46,16 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from events._keys import DEFAULT_REVALIDATE_S, KEY_BYTES, KeyRecord, KeyStore
-from events._postgres_log import _one_line, describe_url
-from events.errors import KeyStoreError, KeyStoreMissing, KeyStoreUnreachable
+from events._postgres_pool import (
+    describe_postgres_url,
+    first_postgres_connection,
+    open_postgres_pool,
+    postgres_error_line,
+)
+from events.errors import KeyStoreError, KeyStoreMissing, KeyStoreUnreachable, PoolUnreachable
 
 TABLE = "autoagent_keys"
 # The advisory lock of the schema creation, so two nodes starting at once do not race
@@ -113,31 +118,20 @@ class PostgresKeyStore(KeyStore):
         it, create nothing). A server that cannot be reached raises
         `KeyStoreUnreachable` here rather than at the first key; with `readonly`, a
         database without the table raises `KeyStoreMissing`."""
-        target = describe_url(url)
+        target = describe_postgres_url(url)
         try:
-            with psycopg.connect(
-                url, autocommit=True, connect_timeout=max(1, round(connect_timeout_s))
-            ) as conn:
+            with first_postgres_connection(url, connect_timeout_s) as conn:
                 found = _has_table(conn) if readonly else _create_schema(conn)
         except psycopg.Error as exc:
-            raise KeyStoreUnreachable(target, _one_line(exc)) from exc
+            raise KeyStoreUnreachable(target, postgres_error_line(exc)) from exc
         if not found:
             raise KeyStoreMissing(f"{target}: no key store there (no table {TABLE})")
-        pool: ConnectionPool[Any] = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=max(1, pool_size),
-            kwargs={"autocommit": True},
-            open=False,
-            name="autoagent-keys",
-            timeout=connect_timeout_s,
-            check=ConnectionPool.check_connection,
-        )
         try:
-            pool.open(wait=True, timeout=connect_timeout_s)
-        except PoolTimeout as exc:
-            pool.close()
-            raise KeyStoreUnreachable(target, "no connection within the timeout") from exc
+            pool = open_postgres_pool(
+                url, name="autoagent-keys", max_size=pool_size, timeout_s=connect_timeout_s
+            )
+        except PoolUnreachable as exc:
+            raise KeyStoreUnreachable(target, str(exc)) from exc
         return cls(url, pool, readonly=readonly, revalidate_s=revalidate_s)
 
     def close(self) -> None:
@@ -207,7 +201,7 @@ class PostgresKeyStore(KeyStore):
                 return fn(conn)
         except psycopg.Error as exc:
             raise KeyStoreError(
-                f"cannot {doing} at {describe_url(self.url)}: {_one_line(exc)}"
+                f"cannot {doing} at {describe_postgres_url(self.url)}: {postgres_error_line(exc)}"
             ) from exc
 
 

@@ -43,14 +43,12 @@ table is refused instead of getting an empty one.
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from events._codec import GENESIS_HASH, HASH_SIZE, decode_record
 from events._log import (
@@ -64,7 +62,19 @@ from events._log import (
     plan_import,
 )
 from events._model import RecordedEvent
-from events.errors import EventStoreError, NotAnEventStore, StoreClosed, StoreUnreachable
+from events._postgres_pool import (
+    describe_postgres_url,
+    first_postgres_connection,
+    open_postgres_pool,
+    postgres_error_line,
+)
+from events.errors import (
+    EventStoreError,
+    NotAnEventStore,
+    PoolUnreachable,
+    StoreClosed,
+    StoreUnreachable,
+)
 
 TABLE = "autoagent_events"
 # Bound on opening the LISTEN connection: the watcher's thread must not hang on a server
@@ -166,9 +176,7 @@ class PostgresEventLog(EventLog):
         rather than at the first append.
         """
         try:
-            with psycopg.connect(
-                url, autocommit=True, connect_timeout=max(1, round(connect_timeout_s))
-            ) as conn:
+            with first_postgres_connection(url, connect_timeout_s) as conn:
                 if not readonly:
                     _create_schema(conn)
                     found = True
@@ -176,24 +184,17 @@ class PostgresEventLog(EventLog):
                     row = conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()
                     found = row is not None and row[0] is not None
         except psycopg.Error as exc:
-            raise StoreUnreachable(describe_url(url), _one_line(exc)) from exc
+            raise StoreUnreachable(describe_postgres_url(url), postgres_error_line(exc)) from exc
         if not found:
-            raise NotAnEventStore(f"{describe_url(url)}: no event log there (no table {TABLE})")
-        pool: ConnectionPool[Any] = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=max(1, pool_size),
-            kwargs={"autocommit": True},
-            open=False,
-            name="autoagent-events",
-            timeout=connect_timeout_s,
-            check=ConnectionPool.check_connection,
-        )
+            raise NotAnEventStore(
+                f"{describe_postgres_url(url)}: no event log there (no table {TABLE})"
+            )
         try:
-            pool.open(wait=True, timeout=connect_timeout_s)
-        except PoolTimeout as exc:
-            pool.close()
-            raise StoreUnreachable(describe_url(url), "no connection within the timeout") from exc
+            pool = open_postgres_pool(
+                url, name="autoagent-events", max_size=pool_size, timeout_s=connect_timeout_s
+            )
+        except PoolUnreachable as exc:
+            raise StoreUnreachable(describe_postgres_url(url), str(exc)) from exc
         return cls(url, pool, compress_over)
 
     # --- writing -------------------------------------------------------------------
@@ -218,7 +219,9 @@ class PostgresEventLog(EventLog):
                     # Delivered to listeners when (and only if) the transaction commits.
                     conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(plan.head_position)))
         except psycopg.Error as exc:
-            raise EventStoreError(f"commit to {describe_url(self.url)} failed: {exc}") from exc
+            raise EventStoreError(
+                f"commit to {describe_postgres_url(self.url)} failed: {exc}"
+            ) from exc
         return plan.outcomes, plan.writes
 
     def import_records(self, records: Sequence[tuple[int, bytes]]) -> None:
@@ -237,7 +240,9 @@ class PostgresEventLog(EventLog):
                 _insert(conn, writes)
                 conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(writes[-1].position)))
         except psycopg.Error as exc:
-            raise EventStoreError(f"import to {describe_url(self.url)} failed: {exc}") from exc
+            raise EventStoreError(
+                f"import to {describe_postgres_url(self.url)} failed: {exc}"
+            ) from exc
 
     # --- wake-ups ------------------------------------------------------------------
 
@@ -258,7 +263,7 @@ class PostgresEventLog(EventLog):
             except psycopg.Error as exc:
                 self._drop_listener()
                 raise EventStoreError(
-                    f"listening on {describe_url(self.url)} failed: {exc}"
+                    f"listening on {describe_postgres_url(self.url)} failed: {exc}"
                 ) from exc
 
     def _listening(self) -> psycopg.Connection[Any]:
@@ -342,7 +347,9 @@ class PostgresEventLog(EventLog):
             with self._pool.connection() as conn:
                 return fn(conn)
         except psycopg.Error as exc:
-            raise EventStoreError(f"read from {describe_url(self.url)} failed: {exc}") from exc
+            raise EventStoreError(
+                f"read from {describe_postgres_url(self.url)} failed: {exc}"
+            ) from exc
 
     def _rows(self, query: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = self._query(lambda c: c.execute(query, params).fetchall())
@@ -394,19 +401,3 @@ def _insert(conn: psycopg.Connection[Any], writes: Iterable[PlannedWrite]) -> No
 
 def _decoded(rows: Iterable[tuple[Any, ...]]) -> list[RecordedEvent]:
     return [decode_record(bytes(value), int(position)) for position, value in rows]
-
-
-def describe_url(url: str) -> str:
-    """Where a URL points (host, port, database, user), never its password."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            parts = conninfo_to_dict(url)
-    except psycopg.Error:
-        return "store.url (not a valid PostgreSQL URL)"
-    shown = [f"{k}={parts[k]}" for k in ("host", "port", "dbname", "user") if parts.get(k)]
-    return "postgresql " + (" ".join(shown) if shown else "(libpq defaults)")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

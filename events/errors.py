@@ -16,6 +16,8 @@ AutoagentError                      root of everything the project raises on pur
  |    +-- StoreUnreachable          the PostgreSQL server of `store.url` cannot be reached
  |    +-- ImportRefused             copied records that do not continue the log exactly
  |                                  (position, reason)
+ +-- PoolUnreachable                no PostgreSQL connection opened in time (each store raises
+ |                                  its own named error from it)
  +-- KeyStoreError                  a sealing key could not be read, stored or destroyed
  |    +-- KeyStoreReadOnly          a write to a key store opened read-only
  |    +-- KeyStoreUnreachable       the PostgreSQL server of a key store cannot be reached
@@ -187,3 +189,8 @@ class SealBroken(AutoagentError):
         self.key_id = key_id
         self.reason = reason
         super().__init__(f"a value sealed for {owner!r} (key {key_id}) does not open: {reason}")
+
+
+class PoolUnreachable(AutoagentError):
+    """No pooled PostgreSQL connection opened within the timeout; the store that asked
+    raises its own named error from it."""

@@ -32,14 +32,19 @@ holds one connection in a REPEATABLE READ, READ ONLY transaction for its duratio
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
+from events import (
+    PoolUnreachable,
+    describe_postgres_url,
+    first_postgres_connection,
+    open_postgres_pool,
+    postgres_error_line,
+)
 from projections._state_store import Checkpoint, StateCommit, StateStore, pack, unpack
 from projections.errors import (
     CheckpointMoved,
@@ -125,7 +130,7 @@ class PostgresStateStore(StateStore):
         self.url = url
         self.node_id = node_id
         self.readonly = readonly
-        self.target = describe_url(url)
+        self.target = describe_postgres_url(url)
         self._pool = pool
         self._closed = False
 
@@ -145,33 +150,22 @@ class PostgresStateStore(StateStore):
         `ProjectionStoreUnreachable` here, at start-up, not at the first commit."""
         if not isinstance(node_id, str) or not node_id or "\x00" in node_id:
             raise ValueError("node_id must be a non-empty string without NUL characters")
-        target = describe_url(url)
+        target = describe_postgres_url(url)
         try:
-            with psycopg.connect(
-                url, autocommit=True, connect_timeout=max(1, round(connect_timeout_s))
-            ) as conn:
+            with first_postgres_connection(url, connect_timeout_s) as conn:
                 found = _has_tables(conn) if readonly else _create_schema(conn)
         except psycopg.Error as exc:
-            raise ProjectionStoreUnreachable(target, _one_line(exc)) from exc
+            raise ProjectionStoreUnreachable(target, postgres_error_line(exc)) from exc
         if not found:
             raise ProjectionStoreMissing(
                 f"{target}: no projection state yet (no tables {STATE_TABLE}, {META_TABLE})"
             )
-        pool: ConnectionPool[Any] = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=max(1, pool_size),
-            kwargs={"autocommit": True},
-            open=False,
-            name="autoagent-projections",
-            timeout=connect_timeout_s,
-            check=ConnectionPool.check_connection,
-        )
         try:
-            pool.open(wait=True, timeout=connect_timeout_s)
-        except PoolTimeout as exc:
-            pool.close()
-            raise ProjectionStoreUnreachable(target, "no connection within the timeout") from exc
+            pool = open_postgres_pool(
+                url, name="autoagent-projections", max_size=pool_size, timeout_s=connect_timeout_s
+            )
+        except PoolUnreachable as exc:
+            raise ProjectionStoreUnreachable(target, str(exc)) from exc
         return cls(url, node_id, pool, readonly)
 
     # --- reading -------------------------------------------------------------------
@@ -307,7 +301,7 @@ class PostgresStateStore(StateStore):
         self._pool.close()
 
     def _failed(self, what: str, exc: psycopg.Error) -> ProjectionStoreFailed:
-        return ProjectionStoreFailed(f"{what} {self.target} failed: {_one_line(exc)}")
+        return ProjectionStoreFailed(f"{what} {self.target} failed: {postgres_error_line(exc)}")
 
     def _check_open(self) -> None:
         if self._closed:
@@ -393,19 +387,3 @@ def _after_prefix(prefix: bytes) -> bytes | None:
     if not stripped:
         return None
     return stripped[:-1] + bytes([stripped[-1] + 1])
-
-
-def describe_url(url: str) -> str:
-    """Where a URL points (host, port, database, user), never its password."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            parts = conninfo_to_dict(url)
-    except psycopg.Error:
-        return "a PostgreSQL URL that does not parse"
-    shown = [f"{k}={parts[k]}" for k in ("host", "port", "dbname", "user") if parts.get(k)]
-    return "postgresql " + (" ".join(shown) if shown else "(libpq defaults)")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -19,6 +19,12 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from events import (
+    PoolUnreachable,
+    first_postgres_connection,
+    open_postgres_pool,
+    postgres_error_line,
+)
 from server.errors import LeaseStoreError
 from server.leases._base import Lease, RunLeases
 
@@ -61,27 +67,18 @@ class PostgresRunLeases(RunLeases):
         """Connect and create the table if missing; `LeaseStoreError` when the server
         cannot be reached (at start-up, not at the first run)."""
         try:
-            with psycopg.connect(
-                url, autocommit=True, connect_timeout=max(1, round(connect_timeout_s))
-            ) as conn:
+            with first_postgres_connection(url, connect_timeout_s) as conn:
                 conn.execute(_SCHEMA)
         except psycopg.Error as exc:
-            raise LeaseStoreError(f"cannot open the run leases table: {_first_line(exc)}") from exc
-        pool: ConnectionPool[Any] = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=2,
-            kwargs={"autocommit": True},
-            open=False,
-            name="autoagent-leases",
-            timeout=connect_timeout_s,
-            check=ConnectionPool.check_connection,
-        )
+            raise LeaseStoreError(
+                f"cannot open the run leases table: {postgres_error_line(exc)}"
+            ) from exc
         try:
-            pool.open(wait=True, timeout=connect_timeout_s)
-        except PoolTimeout as exc:
-            pool.close()
-            raise LeaseStoreError("run leases: no connection within the timeout") from exc
+            pool = open_postgres_pool(
+                url, name="autoagent-leases", max_size=2, timeout_s=connect_timeout_s
+            )
+        except PoolUnreachable as exc:
+            raise LeaseStoreError(f"run leases: {exc}") from exc
         return cls(node_id, ttl_s, pool)
 
     def acquire(self, run_id: str) -> bool:
@@ -122,8 +119,4 @@ class PostgresRunLeases(RunLeases):
             with self._pool.connection() as conn:
                 return fn(conn)
         except (psycopg.Error, PoolTimeout) as exc:
-            raise LeaseStoreError(f"run leases: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise LeaseStoreError(f"run leases: {postgres_error_line(exc)}") from exc
