@@ -254,6 +254,13 @@ def _server_line(server: dict[str, Any] | None) -> str:
         line += f"\n  projection {name} STOPPED: {error}"
     if health.get("warming"):
         line += f"\n  warming: {', '.join(health['warming'])}"
+    node = health.get("node")
+    if isinstance(node, dict) and (node.get("runs_taken_over") or node.get("leases_lost")):
+        # Only worth a line where runs move between nodes (several on one database).
+        line += (
+            f"\n  node {node.get('id')}: {node.get('runs_leased', 0)} run(s) leased, "
+            f"{node.get('runs_taken_over', 0)} taken over, {node.get('leases_lost', 0)} lost"
+        )
     return line + "\n\n"
 
 

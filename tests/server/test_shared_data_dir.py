@@ -406,3 +406,9 @@ def test_stats_names_a_stopped_projection_of_the_running_server() -> None:
         "  warming: embedder\n\n"
     )
     assert _server_line(None) == "server         none running on this data dir\n\n"
+    quiet = {"status": "ok", "node": {"id": "a", "runs_leased": 2, "runs_taken_over": 0}}
+    line = _server_line({"pid": 7, "url": "ws://127.0.0.1:1/", "health": quiet})
+    assert line == "server         pid 7, ws://127.0.0.1:1/: ok\n\n"  # nothing moved: no line
+    moved = {"status": "ok", "node": {"id": "b", "runs_leased": 1, "runs_taken_over": 3}}
+    line = _server_line({"pid": 7, "url": "ws://127.0.0.1:1/", "health": moved})
+    assert line.endswith("\n  node b: 1 run(s) leased, 3 taken over, 0 lost\n\n")
