@@ -24,13 +24,10 @@ sequence and read up to a high-water mark). Group commit still applies per node:
 store's writer sends every pending append of the node in one `commit`.
 
 Other nodes' appends reach this node's store through its watcher (`shared`): every
-commit sends `NOTIFY autoagent_events`, and the watcher blocks in
+commit sends `NOTIFY autoagent_events, '<head>'`, and the watcher blocks in
 `wait_for_append` (LISTEN, in a worker thread) until one arrives or
 `watch_interval_s` passes, then reads the head (one indexed query) and what is new
 from the table.
-
-A commit sends the lock, the reads and the NOTIFY in one pipeline (one round trip: the
-server still runs them in order, each read after the lock), then the COPY, then COMMIT.
 
 Threading: methods are called from worker threads. Each borrows its own connection
 from a pool (a psycopg connection is never used by two threads at once); the pool
@@ -111,8 +108,6 @@ _VERSIONS = (
     f"SELECT s, (SELECT max(version) FROM {TABLE} WHERE stream = s) FROM unnest(%s::text[]) AS s"
 )
 _IDS = f"SELECT id, position, version, stream FROM {TABLE} WHERE id = ANY(%s)"
-# Listeners read the head themselves: the notice carries nothing.
-_NOTIFY = f"NOTIFY {CHANNEL}"
 _COPY = f"COPY {TABLE} (position, stream, version, type, id, value) FROM STDIN (FORMAT BINARY)"
 _COPY_TYPES = ["bigint", "text", "bigint", "text", "bytea", "bytea"]
 
@@ -134,16 +129,11 @@ class _BatchView:
 
     @classmethod
     def of(cls, conn: psycopg.Connection[Any], streams: list[str], ids: list[bytes]) -> _BatchView:
-        versions = conn.execute(_VERSIONS, (streams,)).fetchall()
-        return cls.of_rows(versions, conn.execute(_IDS, (ids,)).fetchall())
-
-    @classmethod
-    def of_rows(
-        cls, versions: list[tuple[Any, ...]], ids: list[tuple[Any, ...]]
-    ) -> _BatchView:
-        """From the rows of `_VERSIONS` and `_IDS`."""
-        found = {bytes(i): (int(p), int(v), s) for i, p, v, s in ids}
-        return cls({s: v or 0 for s, v in versions}, found)
+        versions = {s: v or 0 for s, v in conn.execute(_VERSIONS, (streams,)).fetchall()}
+        found = {
+            bytes(i): (int(p), int(v), s) for i, p, v, s in conn.execute(_IDS, (ids,)).fetchall()
+        }
+        return cls(versions, found)
 
     def stream_version(self, stream: str) -> int:
         return self._versions.get(stream, 0)
@@ -215,28 +205,19 @@ class PostgresEventLog(EventLog):
         """Plan and write a batch in one transaction, serialised across nodes by the
         advisory lock (see module docstring for why that keeps positions gap-free)."""
         self._check_open()
-        streams = sorted({r.stream for r in requests})
-        ids = [e.id_bytes for r in requests for e in r.events]
         try:
             with self._pool.connection() as conn, conn.transaction():
                 # Invariant: nothing is read before the lock is held. READ COMMITTED takes
                 # a new snapshot per statement, so the reads below see every commit of
                 # the previous holder (it releases the lock after its commit is visible).
-                # Pipelined: the server still runs the statements one after the other,
-                # in this order; they only travel in one round trip instead of four.
-                # The notice is delivered to listeners when (and only if) the transaction
-                # commits; a batch that writes nothing (all repeats) wakes them for nothing.
-                with conn.pipeline():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-                    head_rows = conn.execute(_HEAD)
-                    version_rows = conn.execute(_VERSIONS, (streams,))
-                    id_rows = conn.execute(_IDS, (ids,))
-                    conn.execute(_NOTIFY)
-                head = _head_of(head_rows.fetchone())
-                view = _BatchView.of_rows(version_rows.fetchall(), id_rows.fetchall())
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+                head = _head(conn)
+                view = _BatchView.read(conn, requests)
                 plan = plan_batch(view, head, requests, ts, self._compress_over)
                 if plan.writes:
                     _insert(conn, plan.writes)
+                    # Delivered to listeners when (and only if) the transaction commits.
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(plan.head_position)))
         except psycopg.Error as exc:
             raise EventStoreError(
                 f"commit to {describe_postgres_url(self.url)} failed: {exc}"
@@ -257,7 +238,7 @@ class PostgresEventLog(EventLog):
                 view = _BatchView.of(conn, streams, ids)
                 plan_import(view, _head(conn), writes)
                 _insert(conn, writes)
-                conn.execute(_NOTIFY)
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(writes[-1].position)))
         except psycopg.Error as exc:
             raise EventStoreError(
                 f"import to {describe_postgres_url(self.url)} failed: {exc}"
@@ -404,10 +385,7 @@ def _create_schema(conn: psycopg.Connection[Any]) -> None:
 
 
 def _head(conn: psycopg.Connection[Any]) -> tuple[int, bytes]:
-    return _head_of(conn.execute(_HEAD).fetchone())
-
-
-def _head_of(row: tuple[Any, ...] | None) -> tuple[int, bytes]:
+    row = conn.execute(_HEAD).fetchone()
     if row is None:
         return 0, GENESIS_HASH
     return int(row[0]), bytes(row[1])
