@@ -79,6 +79,8 @@ async def _serve_application(
             f"(HTTP /healthz, /metrics; auth {'on' if tokens else 'off'})\n"
             f"autoagent: workspace {_roots(config, created)} (agents.workspace_roots)\n"
         )
+        if server.keeper.shared:
+            out.write(_node_line(config, server.keeper.leases.node_id))
         out.flush()
         nursery.start_soon(_report_caught_up, app, out)
         unfinished = await app.orchestrator.unfinished_runs()
@@ -101,6 +103,15 @@ async def _not_held_elsewhere(leases: RunLeases, runs: list[str], out: TextIO) -
         out.write(f"autoagent: unfinished runs left to the takeover rounds: {exc}\n")
         return []
     return [r for r, holder in zip(runs, holders, strict=True) if holder in (None, leases.node_id)]
+
+
+def _node_line(config: Config, node: str) -> str:
+    """This node's id among the nodes of one database, and a hint when it is derived."""
+    ttl = config.resume.lease_ttl_s
+    line = f"autoagent: node {node}, runs leased for {ttl:g} s (resume.lease_ttl_s)"
+    if not config.server.node_id:
+        line += "; server.node_id unset: set it where the host name changes across restarts"
+    return line + "\n"
 
 
 def _roots(config: Config, created: list[Path]) -> str:

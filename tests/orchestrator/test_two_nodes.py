@@ -134,6 +134,7 @@ async def test_a_killed_node_s_runs_are_finished_by_the_other_node_exactly_once(
         node_a = await Child.start(nursery, ["serve"], env_of("node-a"), logs)
         node_b = await Child.start(nursery, ["serve"], env_of("node-b"), logs)
         url_a, url_b = [await ws_url(node) for node in (node_a, node_b)]
+        await node_b.wait_for_line(r"^autoagent: node node-b, runs leased for 2 s")
         on_b = Subscriber()
         nursery.start_soon(on_b.follow, url_b)
         await on_b.ready.wait()
