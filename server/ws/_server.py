@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -390,21 +391,22 @@ class AgentServer:
 
     async def _take_over_runs(self) -> None:
         """Every half TTL, start the runs whose lease expired (their node died or lost
-        touch); every `FULL_SCAN_EVERY` rounds also any unfinished run nobody holds (a
-        node that died between recording a goal and taking its lease)."""
+        touch), and the runs recorded at least a TTL ago that no node ever leased (a
+        node that died between recording a goal and taking its lease). The second
+        looks only at runs recorded since its last look: the runs already there when
+        this node started were resumed by its start."""
         leases = self.keeper.leases
-        rounds = 0
+        scanned = self.store.head_position
         while True:
             await trio.sleep(leases.ttl_s / 2)
-            rounds += 1
             try:
                 candidates = await trio.to_thread.run_sync(leases.expired)
-                if rounds % FULL_SCAN_EVERY == 0:
-                    live = await trio.to_thread.run_sync(leases.leases)
-                    held = {lease.run_id for lease in live if not lease.expired}
-                    candidates += [
-                        r for r in await self.orchestrator.unfinished_runs() if r not in held
-                    ]
+                orphans, scanned = await self._recorded_since(scanned, leases.ttl_s)
+                if orphans:
+                    live = {lease.run_id for lease in await trio.to_thread.run_sync(leases.leases)}
+                    for run_id in orphans:
+                        if run_id not in live and await self._unfinished(run_id):
+                            candidates.append(run_id)
                 for run_id in dict.fromkeys(candidates):
                     if run_id not in self._active_runs:
                         await self._take_over(run_id)
@@ -412,6 +414,27 @@ class AgentServer:
                 log.warning("looking for runs to take over failed: %s", exc)
             except Exception:  # a bug here must not end the server: the next round retries
                 log.error("looking for runs to take over failed", exc_info=True)
+
+    async def _recorded_since(self, after: int, age_s: float) -> tuple[list[str], int]:
+        """Ids of the runs requested after position `after` at least `age_s` ago (their
+        node had time to lease them), and the position the next look starts after."""
+        before_ns = time.time_ns() - int(age_s * 1e9)
+        found: list[str] = []
+        while True:
+            batch = await self.store.read_type("RunRequested", after, TAKEOVER_READ)
+            for record in batch:
+                if record.ts > before_ns:
+                    return found, after
+                found.append(record.stream.removeprefix("run-"))
+                after = record.position
+            if len(batch) < TAKEOVER_READ:
+                return found, after
+
+    async def _unfinished(self, run_id: str) -> bool:
+        stream = f"run-{run_id}"
+        version = await self.store.stream_version(stream)
+        last = await self.store.read_stream(stream, version - 1, 1) if version else []
+        return bool(last) and last[0].type not in TERMINAL_RUN_TYPES | {"RunRetried"}
 
     async def _take_over(self, run_id: str) -> None:
         state = await load_run(self.store, run_id)
@@ -759,7 +782,7 @@ OWNER_CACHE = 100_000
 CANCEL_ATTEMPTS = 20  # reads of a run moving under a cancel request before giving up
 REQUEST_RETRY_S = 1.0  # pause before following other nodes' requests again after an error
 REQUEST_ATTEMPTS = 5  # failed reads at one position before a follower skips that record
-FULL_SCAN_EVERY = 20  # takeover rounds between scans for unfinished runs nobody leased
+TAKEOVER_READ = 1000  # run requests read per batch when looking for runs nobody leased
 LOCAL_NODE = "local"  # the node id of a server alone on its log (LMDB)
 LOCAL_TTL_S = 30.0
 # Events a node acts on when another node's client appended them (`_follow_requests`).

@@ -157,6 +157,43 @@ async def test_a_node_that_stops_cleanly_hands_its_runs_over_without_waiting_the
     assert last["event_type"] == "RunCompleted", last
 
 
+async def test_a_run_recorded_by_a_node_that_never_leased_it_is_taken_over(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Node a records a goal and stops before it leases the run (as if it died right
+    then): node b finds the run among those recorded a TTL ago with no lease, and
+    runs it (here: up to its approval)."""
+    ttl = 1.0
+    watcher = await trio.to_thread.run_sync(
+        lambda: PostgresRunLeases.open(postgres_url, "watcher", ttl)
+    )
+    try:
+        with trio.fail_after(TIMEOUT_S):
+            async with node(tmp_path, postgres_url, "b", ttl) as url_b:
+                env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOAGENT_")}
+                config = load_config(
+                    env=env
+                    | {
+                        "AUTOAGENT_STORE__BACKEND": "postgres",
+                        "AUTOAGENT_STORE__URL": postgres_url,
+                        "AUTOAGENT_AGENTS__ENABLED": '["math"]',
+                    },
+                    data_dir=tmp_path / "a" / "data",
+                )
+                async with open_application(config, embedder_factory=hash_embedder) as app:
+                    run_id = (await app.orchestrator.submit(GOAL)).run_id  # never leased
+                async with open_client(url_b) as on_b:
+                    reply = await on_b.request(
+                        {"type": "subscribe", "id": 1, "stream": f"run-{run_id}"}
+                    )
+                    assert reply["type"] == "subscribed", reply
+                    events = await on_b.events_until(("ApprovalRequested",), wait=TIMEOUT_S)
+                assert await trio.to_thread.run_sync(watcher.holder, run_id) == "b"
+    finally:
+        watcher.close()
+    assert "RunResumed" in [e["event_type"] for e in events]
+
+
 @pytest.fixture(autouse=True)
 def _fresh_key_cache() -> None:
     """Each test's database has its own keys: no key store cached from another test."""
