@@ -29,6 +29,8 @@ from server.errors import LeaseStoreError
 from server.leases._base import Lease, RunLeases
 
 TABLE = "autoagent_run_leases"
+# The advisory lock the table's creation holds: the bytes "aaleases" as a bigint.
+SCHEMA_LOCK_KEY = int.from_bytes(b"aaleases", "big") & 0x7FFF_FFFF_FFFF_FFFF
 _SCHEMA = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
     run_id text COLLATE "C" PRIMARY KEY,
     node_id text NOT NULL,
@@ -67,7 +69,10 @@ class PostgresRunLeases(RunLeases):
         """Connect and create the table if missing; `LeaseStoreError` when the server
         cannot be reached (at start-up, not at the first run)."""
         try:
-            with first_postgres_connection(url, connect_timeout_s) as conn:
+            with first_postgres_connection(url, connect_timeout_s) as conn, conn.transaction():
+                # Two nodes starting at once: CREATE ... IF NOT EXISTS alone can still
+                # collide in the catalog, so the creation is serialised.
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
                 conn.execute(_SCHEMA)
         except psycopg.Error as exc:
             raise LeaseStoreError(

@@ -142,3 +142,32 @@ def test_a_lease_needs_a_node_and_a_positive_ttl() -> None:
         MemoryRunLeases("", 1.0)
     with pytest.raises(ValueError, match="TTL"):
         MemoryRunLeases("n", 0)
+
+
+def test_nodes_starting_at_once_on_a_fresh_database_all_open_the_table(
+    postgres_url: str,
+) -> None:
+    """The table is created once, whoever comes first (a bare CREATE ... IF NOT EXISTS
+    can collide in PostgreSQL's catalog when two sessions run it at once)."""
+    barrier = threading.Barrier(8, timeout=20)
+    opened: list[RunLeases] = []
+    failed: list[BaseException] = []
+
+    def start(index: int) -> None:
+        barrier.wait()
+        try:
+            opened.append(PostgresRunLeases.open(postgres_url, f"node-{index}", TTL))
+        except BaseException as exc:  # collected, asserted below
+            failed.append(exc)
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert failed == []
+        assert opened[0].acquire("r1")
+    finally:
+        for leases in opened:
+            leases.close()
