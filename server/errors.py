@@ -15,6 +15,7 @@ AutoagentError                      root of everything the project raises on pur
       |                             it can serve (status: the HTTP status to answer with)
       +-- LeaseStoreError           the run leases table cannot be reached or written
       +-- RunElsewhere              a run another node executes (or took over meanwhile)
+      +-- NodeIdInUse               a node started with the id of a node that is running
       +-- bench: BenchAborted, UnknownScenario, ServiceFailed, InvalidBenchOption,
                  GoalRejected (the bench's server refused a goal)
 """
@@ -151,3 +152,15 @@ class LeaseStoreError(ServerError):
 class RunElsewhere(ServerError):
     """A run this process was asked to execute is another node's: it holds the run's
     lease, or took it over while this process ran it."""
+
+
+class NodeIdInUse(ServerError):
+    """A node started with the `server.node_id` of another running node: both would take
+    each other's run leases for their own and execute the same runs."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        super().__init__(
+            f"node id {node_id!r} is in use by another running node on this database: "
+            "give each node its own server.node_id"
+        )

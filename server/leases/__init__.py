@@ -3,5 +3,13 @@
 from server.leases._base import Lease, MemoryRunLeases, RunLeases
 from server.leases._keeper import LeaseKeeper
 from server.leases._postgres import PostgresRunLeases
+from server.leases._presence import NodePresence
 
-__all__ = ["Lease", "LeaseKeeper", "MemoryRunLeases", "PostgresRunLeases", "RunLeases"]
+__all__ = [
+    "Lease",
+    "LeaseKeeper",
+    "MemoryRunLeases",
+    "NodePresence",
+    "PostgresRunLeases",
+    "RunLeases",
+]

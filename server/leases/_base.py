@@ -94,11 +94,19 @@ class RunLeases(abc.ABC):
                 return lease.node_id
         return None
 
+    @abc.abstractmethod
+    def as_holder(self, holder: str) -> RunLeases:
+        """The same store seen by another holder name (sharing its connections; its
+        `close` leaves them to this one): a node's presence is held by the instance."""
+
     def close(self) -> None:  # noqa: B027 - nothing to close in memory
         """Release the store's resources (not the leases: `release` does that)."""
 
 
 _TABLES_LOCK = threading.Lock()
+# Keys of the nodes' presence rows (`server.leases._presence`), beside the run ids (hex,
+# so never mistaken for one); `leases()` and `expired()` leave them out.
+NODE_KEY_PREFIX = "node:"
 
 
 class MemoryRunLeases(RunLeases):
@@ -156,4 +164,8 @@ class MemoryRunLeases(RunLeases):
             return [
                 Lease(run_id, node, expires <= now)
                 for run_id, (node, expires) in sorted(self._table.items())
+                if not run_id.startswith(NODE_KEY_PREFIX)
             ]
+
+    def as_holder(self, holder: str) -> MemoryRunLeases:
+        return MemoryRunLeases(holder, self.ttl_s, table=self._table, clock=self._clock)

@@ -26,7 +26,7 @@ from events import (
     postgres_error_line,
 )
 from server.errors import LeaseStoreError
-from server.leases._base import Lease, RunLeases
+from server.leases._base import NODE_KEY_PREFIX, Lease, RunLeases
 
 TABLE = "autoagent_run_leases"
 # The advisory lock the table's creation holds: the bytes "aaleases" as a bigint.
@@ -50,17 +50,27 @@ _RENEW = (
 )
 _RELEASE = f"DELETE FROM {TABLE} WHERE run_id = %s AND node_id = %s"
 _EXPIRE = f"UPDATE {TABLE} SET expires_at = clock_timestamp() WHERE run_id = %s AND node_id = %s"
-_LEASES = f"SELECT run_id, node_id, expires_at <= clock_timestamp() FROM {TABLE} ORDER BY run_id"
-_EXPIRED = f"SELECT run_id FROM {TABLE} WHERE expires_at <= clock_timestamp() ORDER BY run_id"
+_RUNS = f"run_id NOT LIKE '{NODE_KEY_PREFIX}%%'"  # not the nodes' presence rows
+_LEASES = (
+    f"SELECT run_id, node_id, expires_at <= clock_timestamp() FROM {TABLE} WHERE {_RUNS} "
+    "ORDER BY run_id"
+)
+_EXPIRED = (
+    f"SELECT run_id FROM {TABLE} WHERE expires_at <= clock_timestamp() AND {_RUNS} "
+    "ORDER BY run_id"
+)
 _HOLDER = f"SELECT node_id FROM {TABLE} WHERE run_id = %s AND expires_at > clock_timestamp()"
 
 
 class PostgresRunLeases(RunLeases):
     """This node's view of the lease table at `url` (created when missing)."""
 
-    def __init__(self, node_id: str, ttl_s: float, pool: ConnectionPool[Any]) -> None:
+    def __init__(
+        self, node_id: str, ttl_s: float, pool: ConnectionPool[Any], *, owns_pool: bool = True
+    ) -> None:
         super().__init__(node_id, ttl_s)
         self._pool = pool
+        self._owns_pool = owns_pool
 
     @classmethod
     def open(
@@ -112,8 +122,12 @@ class PostgresRunLeases(RunLeases):
         rows = self._rows(_HOLDER, (run_id,))
         return str(rows[0][0]) if rows else None
 
+    def as_holder(self, holder: str) -> PostgresRunLeases:
+        return PostgresRunLeases(holder, self.ttl_s, self._pool, owns_pool=False)
+
     def close(self) -> None:
-        self._pool.close()
+        if self._owns_pool:
+            self._pool.close()
 
     def _rows(self, query: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = self._run(lambda c: c.execute(query, params).fetchall())

@@ -62,7 +62,7 @@ from server._access import (
     origin_allowed,
 )
 from server.errors import BadHttpRequest, LeaseStoreError, UnsafeBind, WeakToken
-from server.leases import LeaseKeeper, MemoryRunLeases, RunLeases
+from server.leases import LeaseKeeper, MemoryRunLeases, NodePresence, RunLeases
 from server.ws._connection import CLOSE_GOING_AWAY, CLOSE_POLICY, Connection
 from server.ws._health import ServerSnapshot, render_health, render_metrics
 from server.ws._http_front import (
@@ -186,6 +186,10 @@ class AgentServer:
         listeners = await trio.open_tcp_listeners(port, host=host)
         async with trio.open_nursery() as nursery:
             self._runs = nursery
+            if self.keeper.shared:  # one running node per node id (see NodePresence)
+                presence = NodePresence(self.keeper.leases)
+                await presence.claim()
+                await nursery.start(presence.keep)
             await nursery.start(self.keeper.keep)
             if self.keeper.shared:
                 nursery.start_soon(self._take_over_runs)

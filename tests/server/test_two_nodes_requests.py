@@ -14,6 +14,7 @@ import trio
 
 from server.app import agent_server, open_application
 from server.config import load_config
+from server.errors import NodeIdInUse
 from server.leases import Lease, PostgresRunLeases
 from tests.security.principal_server import hash_embedder
 from tests.server.ws_helpers import Client, open_client
@@ -192,6 +193,24 @@ async def test_a_run_recorded_by_a_node_that_never_leased_it_is_taken_over(
     finally:
         watcher.close()
     assert "RunResumed" in [e["event_type"] for e in events]
+
+
+async def test_a_second_node_with_a_running_node_s_id_is_refused(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Same node id: each would take the other's leases for its own. The second waits
+    for the first one's presence to lapse (1.5 TTL at most), sees it renewed, and is
+    refused; once the first stopped cleanly, the id is free at once."""
+    ttl = 1.0
+    with trio.fail_after(TIMEOUT_S):
+        async with node(tmp_path, postgres_url, "a", ttl):
+            with pytest.raises(BaseExceptionGroup) as refused:
+                async with node(tmp_path / "twin", postgres_url, "a", ttl):
+                    pass
+        assert refused.group_contains(NodeIdInUse)
+        async with node(tmp_path / "again", postgres_url, "a", ttl) as url:
+            async with open_client(url) as client:
+                await client.ping()
 
 
 @pytest.fixture(autouse=True)
