@@ -54,18 +54,20 @@ class NodePresence:
             await trio.sleep(CLAIM_RETRY_S)
 
     async def keep(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Renew the claim until cancelled, then give it back."""
+        """Renew the claim until cancelled (`give_back` ends it)."""
         task_status.started()
-        try:
-            while True:
-                await trio.sleep(self.ttl_s / RENEWALS_PER_TTL)
-                await self._renew()
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(GIVE_BACK_WAIT_S):
-                try:
-                    await trio.to_thread.run_sync(self._mine.release, self._key)
-                except LeaseStoreError as exc:  # the row lapses by itself within the TTL
-                    log.warning("could not give node id %s back: %s", self.node_id, exc)
+        while True:
+            await trio.sleep(self.ttl_s / RENEWALS_PER_TTL)
+            await self._renew()
+
+    async def give_back(self) -> None:
+        """Delete the claim, so this node id may start again at once; shielded, bounded:
+        a failure only leaves the row to lapse within the TTL."""
+        with trio.CancelScope(shield=True), trio.move_on_after(GIVE_BACK_WAIT_S):
+            try:
+                await trio.to_thread.run_sync(self._mine.release, self._key)
+            except LeaseStoreError as exc:
+                log.warning("could not give node id %s back: %s", self.node_id, exc)
 
     async def _renew(self) -> None:
         try:

@@ -183,12 +183,32 @@ class AgentServer:
         """Listen until cancelled; reports the bound port. Runs live in this nursery."""
         check_bind(host, self.tokens)
         check_tokens(self.tokens)
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        # One running node per node id (see NodePresence), claimed before the port: a
+        # refused node never listens.
+        presence = NodePresence(self.keeper.leases) if self.keeper.shared else None
+        if presence is not None:
+            await presence.claim()
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+            try:
+                await self._serve_listeners(listeners, presence, task_status)
+            finally:
+                with trio.CancelScope(shield=True):
+                    for listener in listeners:  # closed already, unless start-up failed
+                        await listener.aclose()
+        finally:
+            if presence is not None:
+                await presence.give_back()
+
+    async def _serve_listeners(
+        self,
+        listeners: list[trio.SocketListener],
+        presence: NodePresence | None,
+        task_status: trio.TaskStatus[int],
+    ) -> None:
         async with trio.open_nursery() as nursery:
             self._runs = nursery
-            if self.keeper.shared:  # one running node per node id (see NodePresence)
-                presence = NodePresence(self.keeper.leases)
-                await presence.claim()
+            if presence is not None:
                 await nursery.start(presence.keep)
             await nursery.start(self.keeper.keep)
             if self.keeper.shared:
