@@ -45,7 +45,14 @@ from events import (
     open_postgres_pool,
     postgres_error_line,
 )
-from projections._state_store import Checkpoint, StateCommit, StateStore, pack, unpack
+from projections._state_store import (
+    Checkpoint,
+    PinnedView,
+    StateCommit,
+    StateStore,
+    pack,
+    unpack,
+)
 from projections.errors import (
     CheckpointMoved,
     ProjectionStoreFailed,
@@ -313,7 +320,7 @@ class PostgresStateStore(StateStore):
             raise ProjectionStoreMissing(f"{self.target}: projection state opened read-only")
 
 
-class _PinnedPostgresState(PostgresStateStore):
+class _PinnedPostgresState(PinnedView, PostgresStateStore):
     """A `PostgresStateStore` whose reads all go through one held transaction."""
 
     def __init__(self, store: PostgresStateStore, conn: Conn) -> None:
@@ -325,19 +332,6 @@ class _PinnedPostgresState(PostgresStateStore):
             return fn(self._conn)
         except psycopg.Error as exc:
             raise self._failed("read from", exc) from exc
-
-    def commit(self, commits: list[StateCommit]) -> None:
-        raise ProjectionStoreMissing("a pinned state view is read-only")
-
-    def replace(
-        self,
-        name: str,
-        version: int,
-        position: int,
-        items: list[tuple[bytes, Any]],
-        snapshot: bytes | None = None,
-    ) -> None:
-        raise ProjectionStoreMissing("a pinned state view is read-only")
 
     @contextlib.contextmanager
     def pinned(self) -> Iterator[StateStore]:

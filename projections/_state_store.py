@@ -247,20 +247,9 @@ class LmdbStateStore(StateStore):
             self._env.close()
 
 
-class _PinnedState(LmdbStateStore):
-    """An `LmdbStateStore` whose reads all go through one fixed read transaction."""
-
-    def __init__(self, store: LmdbStateStore, txn: Any) -> None:  # shares store's handles
-        self._env = store._env
-        self.readonly = True
-        self._state = store._state
-        self._meta = store._meta
-        self._snapshots = store._snapshots
-        self._lock = store._lock
-        self._txn = txn
-
-    def _read(self, fn: Any) -> Any:
-        return fn(self._txn)
+class PinnedView(StateStore):
+    """The writes of a pinned view (one fixed read snapshot of a state store): refused.
+    Mixed in before the backend's class."""
 
     def commit(self, commits: list[StateCommit]) -> None:
         raise ProjectionStoreMissing("a pinned state view is read-only")
@@ -274,6 +263,22 @@ class _PinnedState(LmdbStateStore):
         snapshot: bytes | None = None,
     ) -> None:
         raise ProjectionStoreMissing("a pinned state view is read-only")
+
+
+class _PinnedState(PinnedView, LmdbStateStore):
+    """An `LmdbStateStore` whose reads all go through one fixed read transaction."""
+
+    def __init__(self, store: LmdbStateStore, txn: Any) -> None:  # shares store's handles
+        self._env = store._env
+        self.readonly = True
+        self._state = store._state
+        self._meta = store._meta
+        self._snapshots = store._snapshots
+        self._lock = store._lock
+        self._txn = txn
+
+    def _read(self, fn: Any) -> Any:
+        return fn(self._txn)
 
     def close(self) -> None:
         return None

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,13 @@ class Lease:
 
 
 class RunLeases(abc.ABC):
-    """Leases of runs to nodes; one instance per node (`node_id`), TTL in seconds."""
+    """Leases of runs to nodes; one instance per node (`node_id`), TTL in seconds.
+
+    `shared`: other processes may hold leases in the same store, so a lease can be
+    taken over and must be renewed in time (False: one process holds them all).
+    """
+
+    shared: ClassVar[bool] = True
 
     def __init__(self, node_id: str, ttl_s: float) -> None:
         if not node_id:
@@ -110,9 +117,11 @@ NODE_KEY_PREFIX = "node:"
 
 
 class MemoryRunLeases(RunLeases):
-    """Leases held in this process: one server, or tests of several nodes in one
-    process (instances share a `table` by passing the same one). `clock` is
+    """Leases held in this process: one server alone on its log, or tests of the
+    leases themselves (instances share a `table` by passing the same one). `clock` is
     monotonic seconds (tests pass a fake one)."""
+
+    shared: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -29,7 +29,7 @@ from collections.abc import Callable
 import trio
 
 from server.errors import LeaseStoreError
-from server.leases._base import MemoryRunLeases, RunLeases
+from server.leases._base import RunLeases
 
 log = logging.getLogger(__name__)
 RENEWALS_PER_TTL = 3
@@ -49,7 +49,7 @@ class LeaseKeeper:
     @property
     def shared(self) -> bool:
         """Whether other nodes may hold leases (anything but the in-process store)."""
-        return not isinstance(self.leases, MemoryRunLeases)
+        return self.leases.shared
 
     def held(self) -> list[str]:
         return sorted(self._held)

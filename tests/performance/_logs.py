@@ -22,8 +22,9 @@ U64 = struct.Struct(">Q")  # keys of the events sub-database: the position, big-
 RAW_MAP_SIZE = 4 << 30  # read-only: only address space, larger than any benchmark's log
 
 
-class TimedLog(LmdbEventLog):
-    """The LMDB log, adding up the time the writer's worker thread spends in `commit`."""
+class TimedCommits(EventLog):
+    """A log of any backend, adding up the time the writer's worker thread spends in
+    `commit` (mixed in before the backend's class)."""
 
     commit_seconds = 0.0
 
@@ -35,6 +36,10 @@ class TimedLog(LmdbEventLog):
             return super().commit(requests, ts)
         finally:
             self.commit_seconds += time.perf_counter() - start
+
+
+class TimedLog(TimedCommits, LmdbEventLog):
+    """The LMDB log, adding up the time the writer's worker thread spends in `commit`."""
 
 
 def open_timed_log(path: Path, options: StoreOptions) -> TimedLog:

@@ -51,7 +51,7 @@ from events._lmdb_log import INDEX_EVERY
 
 from ._cli import finish, make_parser, result_header, scratch_dir
 from ._common import ASSISTANT_TEXT, RESULTS_DIR, USER_TEXT, Table, median, percentile, timed
-from ._logs import U64, check_scan, open_timed_log, scan_log, scan_raw
+from ._logs import U64, TimedCommits, check_scan, open_timed_log, scan_log, scan_raw
 from ._peers import EVENTSOURCING, add_peers_flag, peers_wanted, run_peer
 
 DEFAULT_OUT = RESULTS_DIR / "bench_eventlog.json"
@@ -135,6 +135,14 @@ async def _producer(store: EventStore, index: int, run: _AppendRun) -> None:
 async def _append_config(work: Path, producers: int, sizes: Sizes) -> dict[str, Any]:
     options = StoreOptions(sync=True)
     log = open_timed_log(work / f"append-{producers}", options)
+    return await append_row(log, producers, sizes, options)
+
+
+async def append_row(
+    log: TimedCommits, producers: int, sizes: Sizes, options: StoreOptions
+) -> dict[str, Any]:
+    """One producer row over `log` (any backend, counting its commit time): `producers`
+    tasks append one event at a time, awaited, and the window's figures."""
     async with open_event_store(options=options, log=log) as store:
         now = trio.current_time()
         run = _AppendRun(

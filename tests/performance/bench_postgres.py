@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import inspect
 import sys
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -52,15 +51,14 @@ import psycopg
 import trio
 from psycopg import sql
 
-from events import PostgresEventLog, StoreOptions, open_event_store
-from events._log import AppendRequest, Outcome, PlannedWrite
+from events import PostgresEventLog, StoreOptions
 
 from ._cli import finish, make_parser, result_header, scratch_dir
-from ._common import RESULTS_DIR, Table, filesystem_of, percentile, timed
-from ._logs import TimedLog, open_timed_log
+from ._common import RESULTS_DIR, Table, filesystem_of, timed
+from ._logs import TimedCommits, TimedLog, open_timed_log
 from ._peers import EVENTSOURCING_POSTGRES, add_peers_flag, peers_wanted, run_peer
 from .bench_eventlog import FULL as EVENTLOG_FULL
-from .bench_eventlog import _AppendRun, _producer
+from .bench_eventlog import append_row
 
 if TYPE_CHECKING:
     from pgserver.postgres_server import PostgresServer
@@ -101,20 +99,9 @@ FULL = Sizes(EVENTLOG_FULL.append_seconds, EVENTLOG_FULL.append_warmup_seconds)
 QUICK = Sizes(append_seconds=1.0, append_warmup_seconds=0.5)
 
 
-class TimedPostgresLog(PostgresEventLog):
+class TimedPostgresLog(TimedCommits, PostgresEventLog):
     """The PostgreSQL log, adding up the time the writer's worker thread spends in `commit`
     (the advisory lock, the reads, the insert and the durable COMMIT)."""
-
-    commit_seconds = 0.0
-
-    def commit(
-        self, requests: Sequence[AppendRequest], ts: int
-    ) -> tuple[list[Outcome], list[PlannedWrite]]:
-        start = time.perf_counter()
-        try:
-            return super().commit(requests, ts)
-        finally:
-            self.commit_seconds += time.perf_counter() - start
 
 
 OpenLog = Callable[[], TimedLog | TimedPostgresLog]
@@ -176,47 +163,8 @@ def connection_variables(url: str) -> dict[str, str]:
 
 async def _append_config(open_log: OpenLog, producers: int, sizes: Sizes) -> dict[str, Any]:
     """bench_eventlog's producer row, over the log `open_log` opens (with the shipped options)."""
-    options = StoreOptions()
     log = await trio.to_thread.run_sync(open_log)
-    async with open_event_store(options=options, log=log) as store:
-        now = trio.current_time()
-        run = _AppendRun(
-            begin=now + sizes.append_warmup_seconds,
-            end=now + sizes.append_warmup_seconds + sizes.append_seconds,
-        )
-        async with trio.open_nursery() as nursery:
-            for index in range(producers):
-                nursery.start_soon(_producer, store, index, run)
-            await trio.sleep_until(run.begin)
-            stats0, commit0 = store.statistics(), log.commit_seconds
-            await trio.sleep_until(run.end)
-            stats1, commit1 = store.statistics(), log.commit_seconds
-        head = store.head_position
-        first = await trio.to_thread.run_sync(log.read_raw, 0, 1)
-    if head != run.completed:
-        raise AssertionError(f"{run.completed} appends acknowledged but head is {head}")
-    seconds = run.end - run.begin
-    commits = stats1.commits - stats0.commits
-    appends = stats1.appends - stats0.appends
-    lat_ms = [x * 1000 for x in run.latencies]
-    return {
-        "producers": producers,
-        "events": len(lat_ms),
-        "seconds": round(seconds, 3),
-        "events_per_s": len(lat_ms) / seconds,
-        "latency_ms": {
-            "p50": percentile(lat_ms, 50),
-            "p99": percentile(lat_ms, 99),
-            "mean": sum(lat_ms) / len(lat_ms) if lat_ms else float("nan"),
-            "max": max(lat_ms, default=float("nan")),
-        },
-        "mean_batch": appends / commits if commits else 0.0,
-        "commits": commits,
-        "commit_ms_mean": (commit1 - commit0) / commits * 1000 if commits else float("nan"),
-        "commit_thread_share": (commit1 - commit0) / seconds,
-        "record_bytes": len(first[0][1]) if first else 0,
-        "events_total": head,
-    }
+    return await append_row(log, producers, sizes, StoreOptions())
 
 
 def bench_backend(open_logs: Callable[[int], OpenLog], sizes: Sizes) -> dict[str, Any]:

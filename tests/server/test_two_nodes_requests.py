@@ -56,6 +56,12 @@ async def waiting_for_approval(client: Client) -> tuple[str, str]:
     return reply["run_id"], events[-1]["data"]["step_id"]
 
 
+async def approve(client: Client, run_id: str, step_id: str) -> None:
+    frame = {"type": "approve", "id": 1, "run_id": run_id, "step_id": step_id}
+    reply = await client.request(frame | {"decision": "approve"})
+    assert reply["type"] == "approved", reply
+
+
 async def ending(client: Client) -> dict[str, Any]:
     return (await client.events_until())[-1]
 
@@ -69,16 +75,7 @@ async def test_an_approval_given_on_node_b_wakes_the_step_on_node_a(
         ) as url_b:
             async with open_client(url_a) as on_a, open_client(url_b) as on_b:
                 run_id, step_id = await waiting_for_approval(on_a)
-                reply = await on_b.request(
-                    {
-                        "type": "approve",
-                        "id": 1,
-                        "run_id": run_id,
-                        "step_id": step_id,
-                        "decision": "approve",
-                    }
-                )
-                assert reply["type"] == "approved", reply
+                await approve(on_b, run_id, step_id)
                 last = await ending(on_a)
     assert last["event_type"] == "RunCompleted", last
     assert "395" in last["data"]["answer"]
@@ -138,16 +135,7 @@ async def test_a_node_that_stops_cleanly_hands_its_runs_over_without_waiting_the
                         break
                     await trio.sleep(0.1)
                 async with open_client(url_b) as on_b:  # b waits for the approval again
-                    reply = await on_b.request(
-                        {
-                            "type": "approve",
-                            "id": 1,
-                            "run_id": run_id,
-                            "step_id": step_id,
-                            "decision": "approve",
-                        }
-                    )
-                    assert reply["type"] == "approved", reply
+                    await approve(on_b, run_id, step_id)
                     sub = await on_b.request(
                         {"type": "subscribe", "id": 2, "stream": f"run-{run_id}"}
                     )
