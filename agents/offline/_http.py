@@ -143,10 +143,18 @@ async def _send_chunks(
     chunks: tuple[tuple[float, bytes], ...],
     drop_after: int | None,
 ) -> bool:
+    """Each chunk after its delay; chunks due at the same moment (no delay between them)
+    go out in one write, as a server writing into its socket buffer sends them."""
+    pending = bytearray()
     for index, (delay, data) in enumerate(chunks):
         if drop_after is not None and index >= drop_after:
+            await stream.send_all(bytes(pending))
             return False
-        await trio.sleep(delay)
-        await stream.send_all(conn.send(h11.Data(data=data)))
-    await stream.send_all(conn.send(h11.EndOfMessage()))
+        if delay > 0 and pending:
+            await stream.send_all(bytes(pending))
+            pending.clear()
+        if delay > 0 or index == 0:
+            await trio.sleep(delay)
+        pending += conn.send(h11.Data(data=data)) or b""
+    await stream.send_all(bytes(pending) + (conn.send(h11.EndOfMessage()) or b""))
     return True

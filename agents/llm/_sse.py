@@ -1,0 +1,111 @@
+"""Reading a streamed chat completion: server-sent events, a network read at a time.
+
+A model streams a token or a few per event, so a plan of 300 tokens is 300 events. Read
+line by line through the HTTP client's text and line iterators, each event cost an
+async generator step in every layer above it, and each delta went up through the
+provider's and the planner's generators on its own: per event, not per read. Here the
+bytes of one network read are split into lines and parsed together, and the deltas of
+that read are handed up as one piece of text (a read holds as many events as arrived
+since the last one: one when the model is slow, dozens when it is fast).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agents.errors import InvalidModelOutput, ProviderError
+from agents.llm._provider import Usage
+
+DONE = "[DONE]"
+
+
+@dataclass(slots=True)
+class ReadDelta:
+    """What one network read carried: its text (all deltas joined) and the last usage."""
+
+    text: str
+    usage: Usage | None
+    done: bool
+
+
+class SseReader:
+    """Bytes in, parsed events out; a line cut between two reads waits for its end.
+
+    Lines end with LF, CRLF or CR (the SSE grammar); a CR at the end of one read and an
+    LF at the start of the next make an empty line between them, which means nothing
+    here (only `data:` lines are read, one JSON event each, as OpenAI-compatible
+    servers send them).
+    """
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    def feed(self, data: bytes) -> ReadDelta:
+        buffer = self._tail + data
+        cut = max(buffer.rfind(b"\n"), buffer.rfind(b"\r"))
+        if cut < 0:
+            self._tail = buffer
+            return ReadDelta("", None, False)
+        self._tail = buffer[cut + 1 :]
+        return self._parse(buffer[: cut + 1])
+
+    def end(self) -> ReadDelta:
+        """The last line, when the body ended without a line break after it."""
+        rest, self._tail = self._tail, b""
+        return self._parse(rest)
+
+    @staticmethod
+    def _parse(block: bytes) -> ReadDelta:
+        try:
+            text = block.decode()
+        except UnicodeDecodeError as exc:
+            raise InvalidModelOutput(f"a stream event is not UTF-8: {exc}") from exc
+        parts: list[str] = []
+        usage: Usage | None = None
+        done = False
+        for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+            event = sse_event(line)
+            if event == DONE:
+                done = True
+            elif isinstance(event, dict):
+                delta, found = chunk_delta(event)
+                if delta:
+                    parts.append(delta)
+                usage = found or usage
+        return ReadDelta("".join(parts), usage, done)
+
+
+def sse_event(line: str) -> object:
+    """The payload of one SSE `data:` line: a dict, "[DONE]", or None for anything else."""
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if data == DONE:
+        return data
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise InvalidModelOutput(f"a stream event is not JSON: {data[:80]!r}") from exc
+
+
+def chunk_delta(event: Mapping[str, Any]) -> tuple[str | None, Usage | None]:
+    """The text delta and the usage of one `chat.completion.chunk` event."""
+    if isinstance(event.get("error"), Mapping):
+        raise ProviderError(502, f"the endpoint reported an error: {event['error'].get('message')}")
+    choices = event.get("choices") or []
+    delta = choices[0].get("delta", {}).get("content") if choices else None
+    return (delta if isinstance(delta, str) else None), usage_of_dict(event.get("usage"))
+
+
+def usage_of_dict(usage: object) -> Usage | None:
+    """The token counts of a `usage` object; None when there is none."""
+    if not isinstance(usage, Mapping):
+        return None
+    try:
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        return Usage(int(prompt or 0), int(completion or 0))
+    except (TypeError, ValueError) as exc:
+        raise InvalidModelOutput(f"the response's usage is not a count of tokens: {exc}") from exc
