@@ -6,6 +6,7 @@ offline provider all count tokens and embed text through here, so their numbers 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -106,6 +107,7 @@ def content_words(text: str) -> list[str]:
     return [w for w in words(text) if w not in STOPWORDS]
 
 
+@functools.lru_cache(maxsize=8192)
 def _normalise(word: str) -> str:
     word = word.lower().replace("summarize", "summarise").replace("'s", "")
     if len(word) > 4 and word.endswith("ies"):

@@ -9,6 +9,7 @@ naming what it can do.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -361,8 +362,13 @@ def _add_keyword_step(draft: _Draft, tool: ToolSpec, text: str) -> str | None:
 # --- tool matching ------------------------------------------------------------------
 
 
-def _vocabulary(tool: ToolSpec) -> dict[str, int]:
-    """Words that point at a tool, weighted: keywords 3, its names 2, description 1."""
+@functools.lru_cache(maxsize=1024)
+def _vocabulary(tool: ToolSpec) -> Mapping[str, int]:
+    """Words that point at a tool, weighted: keywords 3, its names 2, description 1.
+
+    Cached: every clause of every plan scores every tool of the catalog, and the
+    catalog rarely changes (equal specs share an entry, `ToolSpec` is hashable).
+    """
     vocab: dict[str, int] = {}
     weighted = (
         (1, entities.content_words(tool.description)),
