@@ -83,9 +83,7 @@ def memory_keys(config: Config, *, readonly: bool = False) -> KeyStore:
 
 async def open_configured_keys(config: Config, *, readonly: bool = False) -> KeyStore:
     """`memory_keys`, its first connection made in a worker thread."""
-    return await trio.to_thread.run_sync(
-        functools.partial(memory_keys, config, readonly=readonly)
-    )
+    return await trio.to_thread.run_sync(functools.partial(memory_keys, config, readonly=readonly))
 
 
 def memory_options(config: Config) -> IndexOptions:

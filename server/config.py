@@ -190,6 +190,8 @@ class PerformanceConfig:
     faiss_nprobe: int = field(default=8, metadata=_POSITIVE)
     prompt_cache_size: int = field(default=128, metadata=_NON_NEGATIVE)
     step_timeout_s: float = field(default=60.0, metadata=_POSITIVE)
+    gc_young_threshold: int = field(default=50000, metadata=_NON_NEGATIVE)
+    gc_freeze: bool = True
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib.metadata
 import os
 import sys
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 import trio
 
 from events import AutoagentError, StoreCorrupted
+from server._runtime import tune_collector
 from server.bench import add_bench_parser, bench_command
 from server.cli import _admin as admin
 from server.cli._client import add_server_flags, server_url
@@ -260,11 +262,13 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "migrate":  # its logs are named by its flags, not by a config
         return migrate_command(args, out)
     config = _config(args)
+    tune_collector(config.performance)
     if _uses_workspace(config, args):
         for root in ensure_workspace(config):
             print(f"autoagent: created the workspace folder {root}", file=sys.stderr)
     if args.command == "serve":
-        return trio.run(serve, _with_listen_flags(config, args), out)
+        serving = functools.partial(serve, own_process=True)
+        return trio.run(serving, _with_listen_flags(config, args), out)
     if args.command == "replay":
         return replay(config, args, out)
     if args.command == "sessions":

@@ -56,8 +56,7 @@ _LEASES = (
     "ORDER BY run_id"
 )
 _EXPIRED = (
-    f"SELECT run_id FROM {TABLE} WHERE expires_at <= clock_timestamp() AND {_RUNS} "
-    "ORDER BY run_id"
+    f"SELECT run_id FROM {TABLE} WHERE expires_at <= clock_timestamp() AND {_RUNS} ORDER BY run_id"
 )
 _HOLDER = f"SELECT node_id FROM {TABLE} WHERE run_id = %s AND expires_at > clock_timestamp()"
 

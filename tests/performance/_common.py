@@ -4,6 +4,7 @@ JSON and tables."""
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import math
 import os
@@ -19,7 +20,9 @@ from typing import Any
 
 import trio
 
+from server._runtime import tune_collector
 from server.bench._processes import http_get
+from server.config import PerformanceConfig
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Vocabulary of the generated texts (sentences, documents) the benchmarks embed.
@@ -232,3 +235,28 @@ async def wait_until_warm(port: int) -> float:
         if not health.get("warming"):
             return time.monotonic() - started
         await trio.sleep(0.05)
+
+
+# The garbage collector as `autoagent` sets it for every command (`server._runtime`):
+# benchmarks of the server's own work run with it, as the server does.
+PYTHON_DEFAULT_THRESHOLDS = (700, 10, 10)
+
+
+def shipped_collector() -> dict[str, Any]:
+    """Set the collector as the shipped `performance.gc_young_threshold` does; for the JSON."""
+    tune_collector(PerformanceConfig())
+    return {
+        "thresholds": list(gc.get_threshold()),
+        "set_as": "autoagent sets it (performance.gc_young_threshold, shipped default)",
+    }
+
+
+@contextmanager
+def python_default_collector() -> Iterator[None]:
+    """Python's own thresholds for a diagnostic row, the shipped ones restored after."""
+    shipped = gc.get_threshold()
+    gc.set_threshold(*PYTHON_DEFAULT_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*shipped)

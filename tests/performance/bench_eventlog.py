@@ -50,7 +50,17 @@ from events import (
 from events._lmdb_log import INDEX_EVERY
 
 from ._cli import finish, make_parser, result_header, scratch_dir
-from ._common import ASSISTANT_TEXT, RESULTS_DIR, USER_TEXT, Table, median, percentile, timed
+from ._common import (
+    ASSISTANT_TEXT,
+    RESULTS_DIR,
+    USER_TEXT,
+    Table,
+    median,
+    percentile,
+    python_default_collector,
+    shipped_collector,
+    timed,
+)
 from ._logs import U64, TimedCommits, check_scan, open_timed_log, scan_log, scan_raw
 from ._peers import EVENTSOURCING, add_peers_flag, peers_wanted, run_peer
 
@@ -366,6 +376,8 @@ def bench_replay(work: Path, sizes: Sizes) -> dict[str, Any]:
     total = sizes.replay_events
     fill_s = trio.run(_fill, path, total)
     iterate_s, read_s = trio.run(_scan_store, path, total, sizes.replay_runs)
+    with python_default_collector():  # diagnostic: what the collector setting is worth
+        iterate_pygc_s, _ = trio.run(_scan_store, path, total, sizes.replay_runs)
     raw_s = [scan_raw(path, total).wall for _ in range(sizes.replay_runs)]
     size_bytes = (path / "data.mdb").stat().st_size
 
@@ -383,6 +395,7 @@ def bench_replay(work: Path, sizes: Sizes) -> dict[str, Any]:
         "fill_nosync_events_per_s": total / fill_s,
         "store_iterate": through_store,
         "log_read_batches": summary(read_s),
+        "store_iterate_python_gc": summary(iterate_pygc_s),
         "raw_lmdb_msgpack": summary(raw_s),
         "targets": {
             "store_iterate_events_per_s": _target(
@@ -660,7 +673,12 @@ def report_tables(result: dict[str, Any]) -> list[Table]:
             ["reader", "events/s", "x raw"],
             [
                 [name, replay[name]["events_per_s"], replay[name]["ratio_vs_raw"]]
-                for name in ("store_iterate", "log_read_batches", "raw_lmdb_msgpack")
+                for name in (
+                    "store_iterate",
+                    "store_iterate_python_gc",
+                    "log_read_batches",
+                    "raw_lmdb_msgpack",
+                )
             ],
         ),
         *peer_tables(result),
@@ -727,6 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "msgpack": msgpack.version,
             "trio": trio.__version__,
         },
+        "collector": shipped_collector(),
     }
     with timed() as total, scratch_dir(args.work_dir, "bench-eventlog-") as work:
         result["append"] = bench_appends(work, sizes)

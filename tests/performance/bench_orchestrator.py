@@ -111,7 +111,7 @@ from server.cli._gantt import longest_chain
 from server.config import PerformanceConfig
 
 from ._cli import finish, make_parser, result_header, scratch_dir
-from ._common import RESULTS_DIR, Table, percentile, timed
+from ._common import RESULTS_DIR, Table, percentile, shipped_collector, timed
 from ._logs import TimedLog, open_timed_log
 from ._peers import LANGGRAPH, add_peers_flag, peers_wanted, run_peer
 
@@ -1813,6 +1813,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     time_scale = sizes.time_scale if args.time_scale is None else args.time_scale
     result = result_header("bench_orchestrator", args.quick, argv, args.work_dir) | {
         "versions": {"trio": trio.__version__, "openai": openai.__version__},
+        "collector": shipped_collector(),
         "sizes": dataclasses.asdict(sizes),
         "peer_quoted_from_issue": dict(PEER),
     }

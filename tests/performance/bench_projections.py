@@ -75,6 +75,8 @@ from ._common import (
     clocked,
     load_average,
     median,
+    python_default_collector,
+    shipped_collector,
     timed,
 )
 from ._logs import HASH_BYTES, scan_log, scan_raw
@@ -391,7 +393,10 @@ def bench_rebuild(
     shutil.rmtree(work / "rebuild-sync")
     no_sync = rebuild_into_lmdb(log, work / "rebuild-nosync", REBUILT, not STATE_SYNC, total)
     shutil.rmtree(work / "rebuild-nosync")
-    for result in (default, no_sync):
+    with python_default_collector():  # diagnostic: what the collector setting is worth
+        python_gc = rebuild_into_lmdb(log, work / "rebuild-pygc", REBUILT, STATE_SYNC, total)
+    shutil.rmtree(work / "rebuild-pygc")
+    for result in (default, no_sync, python_gc):
         result["ratio_vs_log_scan"] = result["events_per_s"] * scan.wall / total
         result["cpu_ratio_vs_log_scan"] = result["cpu_events_per_s"] * scan.cpu / total
         # What the projections (apply + state reads + commits) add per event, CPU time.
@@ -410,6 +415,7 @@ def bench_rebuild(
         },
         "sessions_runs_default": default,
         "sessions_runs_nosync": no_sync,
+        "sessions_runs_python_gc": python_gc,
         "loadavg_end": load_average(),
     }
 
@@ -715,6 +721,7 @@ def report_tables(result: dict[str, Any]) -> list[Table]:
     for key, label in (
         ("sessions_runs_default", f"sessions+runs, state sync={STATE_SYNC} (server default)"),
         ("sessions_runs_nosync", f"sessions+runs, state sync={not STATE_SYNC}"),
+        ("sessions_runs_python_gc", "sessions+runs, default, Python's own gc thresholds"),
     ):
         rebuild_rows.append(_rebuild_row(label, rebuild[key], scan_rate))
     for log in startup["logs"]:
@@ -874,6 +881,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = result_header("bench_projections", args.quick, argv, args.work_dir) | {
         "loadavg": {"start": load_average()},
         "versions": {"lmdb": lmdb.__version__, "msgpack": msgpack.version},
+        "collector": shipped_collector(),
         "settings": {
             "state_sync": STATE_SYNC,
             "batch_size": BATCH_SIZE,

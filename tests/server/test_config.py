@@ -78,6 +78,8 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "faiss_nprobe": 8,
         "prompt_cache_size": 128,
         "step_timeout_s": 60.0,
+        "gc_young_threshold": 50000,
+        "gc_freeze": True,
     },
     "features": {
         "parallel_execution": True,

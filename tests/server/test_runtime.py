@@ -1,0 +1,96 @@
+"""The garbage collector's settings (`server._runtime`): set by every command, and the
+survivors of start-up frozen out of later collections once `serve` is warm."""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from server._runtime import collector_state, freeze_survivors, tune_collector
+from server.config import PerformanceConfig
+
+from .test_ws_serve import spawn_serve, wait_listening
+from .ws_helpers import TIMEOUT_S, http_request
+
+WARM = re.compile(r"warm; ([\d,]+) objects frozen out of the garbage collector's scans")
+
+
+@pytest.fixture
+def collector() -> Iterator[None]:
+    """The test process's collector as it was, afterwards."""
+    thresholds = gc.get_threshold()
+    yield
+    gc.set_threshold(*thresholds)
+    gc.unfreeze()
+
+
+def test_the_young_threshold_is_set_and_the_older_ones_kept(collector: None) -> None:
+    gc.set_threshold(700, 11, 12)
+    tune_collector(PerformanceConfig())
+    assert gc.get_threshold() == (50000, 11, 12)
+    tune_collector(PerformanceConfig(gc_young_threshold=0))  # 0: leave it as it is
+    assert gc.get_threshold() == (50000, 11, 12)
+    tune_collector(PerformanceConfig(gc_young_threshold=1234))
+    assert collector_state().thresholds == (1234, 11, 12)
+
+
+def test_freezing_collects_first_and_keeps_what_is_alive(collector: None) -> None:
+    gc.unfreeze()
+    kept = [{"alive": i} for i in range(1000)]
+    cycle: list[object] = []
+    cycle.append(cycle)
+    gone = id(cycle)
+    del cycle  # garbage only the collector can free: it must not be frozen
+    seconds = freeze_survivors()
+    frozen = collector_state().frozen
+    assert seconds >= 0 and frozen >= len(kept)
+    assert gone not in {id(o) for o in gc.get_objects() if isinstance(o, list)}
+    assert gc.get_count()[0] < 1000  # a collection just ran
+
+
+async def _serve_until_stopped(tmp_path: Path, env: dict[str, str]) -> tuple[str, list[str]]:
+    """`autoagent serve` as a process: wait for /healthz to say nothing is warming,
+    stop it with SIGINT; its whole output and the parts /healthz listed on the way."""
+    proc = spawn_serve(tmp_path, "--port", "0", env=env)
+    seen: list[str] = []
+    try:
+        with trio.fail_after(TIMEOUT_S * 4):  # the local embedder loads first
+            port = await wait_listening(proc)
+            while True:
+                _, _, body = await http_request(port, "GET", "/healthz")
+                warming = json.loads(body)["warming"]
+                seen += [part for part in warming if part not in seen]
+                if not warming:
+                    break
+                await trio.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            code = await trio.to_thread.run_sync(proc.wait)
+    finally:
+        proc.kill()
+        out, err = proc.communicate()
+    assert code == 0, err
+    return out, seen
+
+
+@pytest.mark.slow
+async def test_serve_freezes_once_warm_and_says_so(tmp_path: Path) -> None:
+    out, seen = await _serve_until_stopped(tmp_path, {})
+    found = WARM.search(out)
+    assert found is not None, out
+    assert int(found.group(1).replace(",", "")) > 10_000  # modules, the model, the caches
+    assert out.index("projections caught up") < found.start()  # after the warm-up, not before
+    assert "collector" in seen or not seen  # listed while warming, when /healthz saw it
+
+
+@pytest.mark.slow
+async def test_serve_with_the_freeze_off_leaves_the_collector_alone(tmp_path: Path) -> None:
+    out, seen = await _serve_until_stopped(tmp_path, {"AUTOAGENT_PERFORMANCE__GC_FREEZE": "false"})
+    assert "stopped cleanly" in out and WARM.search(out) is None
+    assert "collector" not in seen
