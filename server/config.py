@@ -183,7 +183,7 @@ class EmbeddingsConfig:
 class PerformanceConfig:
     """[performance]: parallelism, windows and cache sizes."""
 
-    max_parallel_steps: int = field(default=8, metadata=_POSITIVE)
+    max_parallel_steps: int = field(default=16, metadata=_POSITIVE)
     session_window: int = field(default=20, metadata=_POSITIVE)
     snapshot_every: int = field(default=10000, metadata=_POSITIVE)
     faiss_ivf_threshold: int = field(default=10000, metadata=_POSITIVE)

@@ -65,7 +65,7 @@ from events import (
 
 @dataclass(frozen=True, slots=True)
 class ExecutorOptions:
-    max_parallel_steps: int = 8
+    max_parallel_steps: int = 16
     parallel: bool = True
     batching: bool = True
     step_timeout_s: float = 60.0

@@ -94,7 +94,7 @@ CONTEXT_LOOKBACK = 8  # session records read beyond the message window, for the 
 
 @dataclass(frozen=True, slots=True)
 class OrchestratorOptions:
-    max_parallel_steps: int = 8
+    max_parallel_steps: int = 16
     parallel_execution: bool = True
     async_planner: bool = True
     background_verification: bool = True

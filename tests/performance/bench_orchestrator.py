@@ -44,8 +44,9 @@ because every durable append pays it and other load on the machine changes it.
    issue's LangGraph comparison (diamond 3 x 0.2 s -> 0.4 s -> 0.15 s, fan of 10 x 0.1 s,
    chain of 10 x 0.1 s): wall / bound, the time steps spend in `store.append` per step,
    and the store's growth per step over 20 runs of a 50-step chain in one store. First at
-   the shipped `performance.max_parallel_steps` (the default rows and the targets), then
-   at 16 at once as a diagnostic (the concurrency the peer runs with).
+   the shipped `performance.max_parallel_steps` (16: the default rows and the targets,
+   and the concurrency the peer runs with), then at 8 at once as a diagnostic (the
+   default before round 7: a fan of 10 in two waves).
 
 Peer, in the same run right after part 2 (`--peers`, the default; `--no-peers`; off with
 `--quick`): LangGraph 1.2 with `langgraph-checkpoint-sqlite`'s SqliteSaver (WAL,
@@ -130,7 +131,9 @@ TARGET_DAG_RATIO = 1.02
 # The executor's default rows run what `make run` ships; 16 at once is a diagnostic row
 # (what the issue's DAG targets and LangGraph's max_concurrency 16 assume).
 SHIPPED_MAX_PARALLEL = PerformanceConfig().max_parallel_steps
-DIAGNOSTIC_MAX_PARALLEL = 16
+# The diagnostic rows: the default before round 7, where a fan of 10 runs in two waves.
+DIAGNOSTIC_MAX_PARALLEL = 8
+PEER_MAX_CONCURRENCY = 16  # LangGraph's max_concurrency in the peer run (peer_langgraph.py)
 TARGET_APPEND_MS = 0.5
 PEER_TIMEOUT_S = 900.0
 
@@ -1230,7 +1233,7 @@ async def execute_plan(
 
 async def _dags(work: Path, sizes: Sizes) -> dict[str, Any]:
     """The three DAGs at the shipped `max_parallel_steps` (the default rows and the
-    targets), then at 16 at once (a diagnostic: LangGraph's `max_concurrency` 16)."""
+    targets), then at `DIAGNOSTIC_MAX_PARALLEL` at once (a diagnostic)."""
     registry = AgentRegistry({"sleeper": SleeperAgent})
     await registry.warmup()
     data_file = work / "dags" / "data.mdb"
@@ -1688,8 +1691,10 @@ def peer_tables(result: dict[str, Any]) -> list[Table]:
 
 
 def _peer_dags(result: dict[str, Any], peer: dict[str, Any]) -> Table:
-    # At LangGraph's max_concurrency 16: the same concurrency on both sides.
-    ours = {d["dag"]: d for d in result["executor"]["diagnostic_dags"]}
+    # At LangGraph's max_concurrency: the same concurrency on both sides.
+    executor = result["executor"]
+    key = "dags" if executor["max_parallel_steps"] == PEER_MAX_CONCURRENCY else "diagnostic_dags"
+    ours = {d["dag"]: d for d in executor[key]}
     rows = []
     for theirs in peer["executor"]["dags"]:
         mine = ours[theirs["dag"]]

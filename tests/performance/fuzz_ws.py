@@ -200,9 +200,27 @@ async def fuzz(args: Any, work: Path) -> dict[str, Any]:
         "healthz_status": health.get("status"),
         "stopped_projections": health.get("stopped_projections"),
         "server_exit_code": exit_code,
-        "logged_tracebacks": output.count("Traceback (most recent call last)"),
+        "logged_tracebacks": output.count(TRACEBACK),
+        "traceback_samples": _tracebacks(output)[:3],
         "samples": stats.samples,
     }
+
+
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def _tracebacks(output: str) -> list[str]:
+    """Each traceback in the server's output with the lines before it that name it."""
+    found = []
+    start = output.find(TRACEBACK)
+    while start >= 0:
+        end = output.find(TRACEBACK, start + 1)
+        block = output[
+            max(0, output.rfind("\n", 0, max(0, start - 1)) + 1) : end if end >= 0 else None
+        ]
+        found.append(block[:4000])
+        start = end
+    return found
 
 
 async def healthz(port: int) -> dict[str, Any]:

@@ -71,7 +71,7 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "embeddings": {"provider": "local", "model": "all-MiniLM-L6-v2", "batch_size": 64},
     "performance": {
-        "max_parallel_steps": 8,
+        "max_parallel_steps": 16,
         "session_window": 20,
         "snapshot_every": 10000,
         "faiss_ivf_threshold": 10000,
