@@ -21,13 +21,15 @@ from projections import (
     MemoryKeyStore,
     MemoryProjection,
     MemoryStateStore,
+    PostgresStateStore,
     ProjectionRunner,
+    StateStore,
     Trainer,
     seal_memory,
     verify,
 )
 from projections._state_store import pack, unpack
-from tests.projections.helpers import EventWriter, open_log
+from tests.projections.helpers import EventWriter, open_log, open_state
 
 from .conftest import hash_vector
 
@@ -68,7 +70,7 @@ def caught_up(
     keys: KeyStore,
     options: IndexOptions | None = None,
     trainer: Trainer | None = None,
-    state: MemoryStateStore | None = None,
+    state: StateStore | None = None,
     snapshot_every: int = 1 << 40,
 ) -> tuple[MemoryProjection, ProjectionRunner]:
     projection = MemoryProjection(keys, options, trainer or Trainer(inline=True))
@@ -271,11 +273,26 @@ def factories(keys: KeyStore, options: IndexOptions) -> dict[str, Callable[[], M
     return {"memory": lambda: MemoryProjection(keys, options, Trainer(inline=True))}
 
 
+@pytest.fixture(params=["memory", "lmdb", "postgres"])
+def snapshot_state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    """Where the index snapshots go: every state store, PostgreSQL's included (a node
+    of several keeps its FAISS snapshots there)."""
+    store: StateStore
+    if request.param == "postgres":
+        store = PostgresStateStore.open(request.getfixturevalue("postgres_url"), "node-test")
+    elif request.param == "lmdb":
+        store = open_state(tmp_path / "projections")
+    else:
+        store = MemoryStateStore()
+    yield store
+    store.close()
+
+
 def test_snapshot_restore_equals_a_rebuild(
-    log: LmdbEventLog, writer: EventWriter, keys: KeyStore
+    log: LmdbEventLog, writer: EventWriter, keys: KeyStore, snapshot_state: StateStore
 ) -> None:
     options = IndexOptions(ivf_threshold=50)
-    state = MemoryStateStore()
+    state = snapshot_state
     live_history(writer, keys)
     live, runner = caught_up(log, keys, options, state=state, snapshot_every=37)
     runner.flush_snapshots()
