@@ -1,14 +1,17 @@
 """The Python process under autoagent: how its garbage collector is set.
 
-CPython's cyclic collector runs a young collection every 700 allocations of container
-objects (dicts, lists, tuples, instances) and, from time to time, a full one over every
-object alive. Two costs of ours came from that, both measured:
+CPython's cyclic collector (3.11: thresholds 700, 10, 10) runs a young collection every
+700 allocations of container objects (dicts, lists, tuples, instances) and, from time
+to time, a full one over every object alive. Two costs of ours came from that, both
+measured:
 
 - Reading the log makes a dict and a tuple per event, and a batch of them survives
   until its reader is done: at 700 the collector walked the same survivors again and
   again. Decoding and keeping 100,000 events took 4.8-7.0 us per event with Python's
-  default and 2.5-3.3 us at 50,000 (the rebuild of sessions + runs in
-  `bench_projections --quick`: 88,787 -> 143,734 events/s).
+  default and 2.5-3.3 us at 50,000; replay through `store.iterate()` 153k -> 206k
+  events/s (`bench_eventlog`, round 7). A long projection catch-up already turns the
+  collector off while it runs (`projections/_runner.py`, `gc_paused`); a short one
+  (`bench_projections --quick`, 10,000 events) went 88,787 -> 143,734 events/s.
 - A server with the local embedder loaded holds about 510,000 objects; one full
   collection walked them in 260 ms with the event loop stopped (every client waited).
 
@@ -32,7 +35,7 @@ from server.config import PerformanceConfig
 
 @dataclass(frozen=True, slots=True)
 class CollectorState:
-    """What /healthz shows of the collector: its thresholds and the frozen objects."""
+    """The collector's thresholds and how many objects are frozen (serve's warm line)."""
 
     thresholds: tuple[int, int, int]
     frozen: int

@@ -67,6 +67,8 @@ _PORT = MappingProxyType({"ge": 0, "le": 65535})
 _OPTIONAL_TEXT = MappingProxyType({"allow_empty": True})
 _CHUNK_CHARS = MappingProxyType({"ge": 100})
 _COSINE = MappingProxyType({"ge": -1, "le": 1})
+# Python's gc takes a C int; beyond ten million the young generation is no longer young.
+_GC_THRESHOLD = MappingProxyType({"ge": 0, "le": 10_000_000})
 _REDACTED = "<redacted>"
 # A URL may carry a password: optional, and redacted in `config_as_dict`.
 _SECRET_OPTIONAL_TEXT = MappingProxyType({"allow_empty": True, "secret": True})
@@ -190,7 +192,7 @@ class PerformanceConfig:
     faiss_nprobe: int = field(default=8, metadata=_POSITIVE)
     prompt_cache_size: int = field(default=128, metadata=_NON_NEGATIVE)
     step_timeout_s: float = field(default=60.0, metadata=_POSITIVE)
-    gc_young_threshold: int = field(default=50000, metadata=_NON_NEGATIVE)
+    gc_young_threshold: int = field(default=50000, metadata=_GC_THRESHOLD)
     gc_freeze: bool = True
 
 

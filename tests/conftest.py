@@ -1,14 +1,23 @@
 """Fixtures every test package may use: a real PostgreSQL (`pgserver`), started only
-by the tests that ask for it."""
+by the tests that ask for it; and the garbage collector's thresholds as each test found
+them (a benchmark's `main` sets them as the server does)."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _collector_as_found() -> Iterator[None]:
+    thresholds = gc.get_threshold()
+    yield
+    gc.set_threshold(*thresholds)
 
 
 @pytest.fixture(scope="session")

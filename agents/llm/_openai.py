@@ -50,7 +50,7 @@ from agents.llm._provider import (
 from agents.llm._rate_limiter import LimiterOptions, RateLimiter, retry_after_from
 from agents.llm._recorder import CallRecorder
 from agents.llm._retry import RetryPolicy
-from agents.llm._sse import SseReader, usage_of_dict
+from agents.llm._sse import SseReader, json_of, usage_of_dict
 from agents.llm._tokens import estimate_prompt_tokens, estimate_tokens
 
 R = TypeVar("R")
@@ -156,7 +156,7 @@ class OpenAIProvider(LLMProvider):
             return cast("LegacyAPIResponse[ChatCompletion]", sent)
 
         raw = await self._send(request)
-        return _completion_text(self._parse(raw.http_response.json))
+        return _completion_text(json_of(raw.http_response.content, "the response body"))
 
     def _chat_body(
         self, messages: Messages, json_mode: bool, *, stream: bool = False

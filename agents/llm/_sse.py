@@ -78,6 +78,10 @@ class SseReader:
         return ReadDelta("".join(parts), usage, done)
 
 
+# Token counts above this are no count a model reports (and would drain the limiter).
+MAX_TOKENS = 2**53
+
+
 def sse_event(line: str) -> object:
     """The payload of one SSE `data:` line: a dict, "[DONE]", or None for anything else."""
     if not line.startswith("data:"):
@@ -85,27 +89,44 @@ def sse_event(line: str) -> object:
     data = line[5:].strip()
     if data == DONE:
         return data
+    return json_of(data, "a stream event")
+
+
+def json_of(text: str | bytes, what: str) -> Any:
+    """Parsed JSON, or `InvalidModelOutput` naming `what` (nesting too deep included)."""
     try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise InvalidModelOutput(f"a stream event is not JSON: {data[:80]!r}") from exc
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        shown = text[:80] if isinstance(text, str) else text[:80].decode(errors="replace")
+        raise InvalidModelOutput(f"{what} is not JSON: {shown!r}") from exc
 
 
 def chunk_delta(event: Mapping[str, Any]) -> tuple[str | None, Usage | None]:
     """The text delta and the usage of one `chat.completion.chunk` event."""
     if isinstance(event.get("error"), Mapping):
         raise ProviderError(502, f"the endpoint reported an error: {event['error'].get('message')}")
-    choices = event.get("choices") or []
-    delta = choices[0].get("delta", {}).get("content") if choices else None
-    return (delta if isinstance(delta, str) else None), usage_of_dict(event.get("usage"))
+    choices = event.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        raise InvalidModelOutput("a stream event's choices are not a list")
+    first = choices[0] if choices else None
+    delta = first.get("delta") if isinstance(first, Mapping) else None
+    content = delta.get("content") if isinstance(delta, Mapping) else None
+    return (content if isinstance(content, str) else None), usage_of_dict(event.get("usage"))
 
 
 def usage_of_dict(usage: object) -> Usage | None:
     """The token counts of a `usage` object; None when there is none."""
     if not isinstance(usage, Mapping):
         return None
-    try:
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        return Usage(int(prompt or 0), int(completion or 0))
-    except (TypeError, ValueError) as exc:
-        raise InvalidModelOutput(f"the response's usage is not a count of tokens: {exc}") from exc
+    return Usage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+
+
+def _count(value: object) -> int:
+    """A reported token count: a whole number from 0 to `MAX_TOKENS` (missing: 0)."""
+    if value is None:
+        return 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if type(value) is not int or not 0 <= value <= MAX_TOKENS:
+        raise InvalidModelOutput(f"the response's usage is not a count of tokens: {value!r}")
+    return value

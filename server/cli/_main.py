@@ -258,16 +258,20 @@ def _uses_workspace(config: Config, args: argparse.Namespace) -> bool:
     return False
 
 
-def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
+def _dispatch(args: argparse.Namespace, out: TextIO, own_process: bool = False) -> int:
+    """Run the command. `own_process`: this process is the `autoagent` command (not a
+    caller of `main`, such as a test), so the garbage collector is set for it
+    (`server._runtime`) and `serve` freezes what is alive once warm."""
     if args.command == "migrate":  # its logs are named by its flags, not by a config
         return migrate_command(args, out)
     config = _config(args)
-    tune_collector(config.performance)
+    if own_process:
+        tune_collector(config.performance)
     if _uses_workspace(config, args):
         for root in ensure_workspace(config):
             print(f"autoagent: created the workspace folder {root}", file=sys.stderr)
     if args.command == "serve":
-        serving = functools.partial(serve, own_process=True)
+        serving = functools.partial(serve, own_process=own_process)
         return trio.run(serving, _with_listen_flags(config, args), out)
     if args.command == "replay":
         return replay(config, args, out)
@@ -312,11 +316,13 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         log.close()
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Entry point of the console script; returns the exit code."""
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, *, own_process: bool = False
+) -> int:
+    """Run one command; returns the exit code. `own_process`: see `_dispatch`."""
     args = build_parser().parse_args(argv)
     try:
-        return _dispatch(args, out or sys.stdout)
+        return _dispatch(args, out or sys.stdout, own_process)
     except (KeyboardInterrupt, BrokenPipeError):
         return EXIT_OK
     except BaseExceptionGroup as group:  # from inside a Trio nursery
@@ -355,4 +361,5 @@ def _report_error(exc: BaseException) -> int:
 
 
 def console_main() -> None:
-    sys.exit(main())
+    """The `autoagent` command (and `python -m server`): this process is the command."""
+    sys.exit(main(own_process=True))

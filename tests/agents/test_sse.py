@@ -18,12 +18,12 @@ import pytest
 import trio
 
 from agents import OpenAIProvider
-from agents.errors import InvalidModelOutput, ProviderError
+from agents.errors import InvalidModelOutput, LLMError, ProviderError
 from agents.llm._provider import Usage
 from agents.llm._sse import SseReader
 from agents.offline._http import ConnectionCounts, HttpRequest, HttpResponse, serve_http
 
-from .conftest import SIM_KEY, TIMEOUT_S, sim_llm_options
+from .conftest import SIM_KEY, TIMEOUT_S, root_cause, sim_llm_options
 
 PIECES = ['{"steps": [', "Zürich ", "東京 ", "🙂 and ", 'a "quote"', "]}"]
 TEXT = "".join(PIECES)
@@ -66,8 +66,9 @@ def test_byte_by_byte_and_all_at_once_agree() -> None:
     assert _read(body, []) == (TEXT, Usage(7, 11), True)
 
 
-def test_one_read_of_many_events_is_one_piece_of_text() -> None:
-    found = SseReader().feed(_body())
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
+def test_one_read_of_many_events_is_one_piece_of_text(line_end: bytes) -> None:
+    found = SseReader().feed(_body(line_end))  # CR alone ends lines too, within the read
     assert (found.text, found.usage, found.done) == (TEXT, Usage(7, 11), True)
 
 
@@ -76,6 +77,43 @@ def test_a_last_line_without_its_line_end_is_read_at_the_end() -> None:
     assert reader.feed(b'data: {"choices": [{"delta": {"content": "hi"}}]}').text == ""
     assert reader.feed(b"\n\ndata: [DONE]").done is False
     assert reader.end().done is True
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        b'{"choices": [{"delta": null}]}',
+        b'{"choices": [null]}',
+        b'{"choices": ["x"]}',
+        b'{"choices": [{"delta": {"content": 5}}]}',
+        b'{"choices": []}',
+    ],
+)
+def test_odd_but_harmless_events_carry_no_text(event: bytes) -> None:
+    assert SseReader().feed(b"data: " + event + b"\n\n").text == ""
+
+
+@pytest.mark.parametrize(
+    ("event", "error"),
+    [
+        (b'{"choices": {"a": 1}}', "choices"),
+        (b'{"choices": 5}', "choices"),
+        (b"[" * 100_000, "not JSON"),
+        (b'{"choices": [], "usage": {"prompt_tokens": 1e400}}', "usage"),
+        (b'{"choices": [], "usage": {"prompt_tokens": -5}}', "usage"),
+        (b'{"choices": [], "usage": {"completion_tokens": 3.5}}', "usage"),
+        (b'{"choices": [], "usage": {"completion_tokens": true}}', "usage"),
+        (b'{"choices": [], "usage": {"completion_tokens": 100000000000000000000}}', "usage"),
+    ],
+)
+def test_malformed_events_fail_typed(event: bytes, error: str) -> None:
+    with pytest.raises(InvalidModelOutput, match=error):
+        SseReader().feed(b"data: " + event + b"\n\n")
+
+
+def test_a_whole_float_count_is_a_count() -> None:
+    found = SseReader().feed(b'data: {"usage": {"prompt_tokens": 7.0}}\n\n')
+    assert found.usage == Usage(7, 0)
 
 
 def test_a_broken_event_fails_typed() -> None:
@@ -112,3 +150,44 @@ async def test_the_provider_streams_a_body_cut_anywhere(nursery: trio.Nursery, s
         assert received == PIECES
     if size == 64:  # events arriving together are handed up together
         assert len(received) < len(PIECES)
+
+
+async def _serve_body(body: bytes, request: HttpRequest) -> HttpResponse:
+    return HttpResponse(200, (("content-type", "application/json"),), body)
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"choices": []}', "no choices"),
+        (b'{"choices": [{"message": {"content": ["a"]}}]}', "not text"),
+        (b"{" * 100_000, "not JSON"),
+        (b'{"choices": [{"message": {"content": "{}"}}], "usage": {"prompt_tokens": -1}}', "usage"),
+    ],
+)
+async def test_a_malformed_reply_body_fails_typed(
+    nursery: trio.Nursery, body: bytes, error: str
+) -> None:
+    """chat_json reads the body's JSON itself: every malformed body is a typed error."""
+    with trio.fail_after(TIMEOUT_S):
+        handler = partial(_serve_body, body)
+        port = await nursery.start(serve_http, handler, "127.0.0.1", 0, ConnectionCounts())
+        options = sim_llm_options(f"http://127.0.0.1:{port}/v1", max_retries=0)
+        provider = OpenAIProvider(options, SIM_KEY)
+        async with contextlib.aclosing(provider):
+            with pytest.raises(LLMError) as raised:
+                await provider.chat_json([], purpose="plan")
+    assert error in str(root_cause(raised.value))
+
+
+async def test_a_reply_without_message_content_is_empty_text(nursery: trio.Nursery) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        handler = partial(_serve_body, b'{"choices": [{"message": null}]}')
+        port = await nursery.start(serve_http, handler, "127.0.0.1", 0, ConnectionCounts())
+        options = sim_llm_options(f"http://127.0.0.1:{port}/v1", max_retries=0)
+        provider = OpenAIProvider(options, SIM_KEY)
+        async with contextlib.aclosing(provider):
+            with pytest.raises(LLMError) as raised:  # "" is no JSON object for chat_json
+                await provider.chat_json([], purpose="plan")
+    assert isinstance(root_cause(raised.value), InvalidModelOutput)

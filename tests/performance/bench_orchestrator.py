@@ -52,7 +52,7 @@ Peer, in the same run right after part 2 (`--peers`, the default; `--no-peers`; 
 `--quick`): LangGraph 1.2 with `langgraph-checkpoint-sqlite`'s SqliteSaver (WAL,
 synchronous=FULL), durability "sync", in its own venv under the temp dir (`_peers.py`),
 running `peer_langgraph.py` on the same three DAGs, step times, scale and repetitions
-(nodes that sleep, `max_concurrency` 16, compared with our diagnostic rows at 16), and
+(nodes that sleep, `max_concurrency` 16, compared with our rows at 16), and
 the same growth runs. Its measured ratios replace the ones issue 5 quoted, which stay in the JSON as
 history (`peer_quoted_from_issue`) and in the tables when the peer did not run.
 
@@ -128,8 +128,7 @@ TARGET_BOUND_RATIO = 1.10
 TARGET_LLM_CALLS = 3.0
 TARGET_OVERHEAD_MS = 5.0
 TARGET_DAG_RATIO = 1.02
-# The executor's default rows run what `make run` ships; 16 at once is a diagnostic row
-# (what the issue's DAG targets and LangGraph's max_concurrency 16 assume).
+# The executor's default rows run what `make run` ships (16 at once since round 7).
 SHIPPED_MAX_PARALLEL = PerformanceConfig().max_parallel_steps
 # The diagnostic rows: the default before round 7, where a fan of 10 runs in two waves.
 DIAGNOSTIC_MAX_PARALLEL = 8
@@ -1790,7 +1789,7 @@ def bench_peer(work: Path, sizes: Sizes) -> dict[str, Any]:
     args = [
         f"--scale={sizes.dag_scale}",
         f"--reps={sizes.dag_reps}",
-        "--max-concurrency=16",
+        f"--max-concurrency={PEER_MAX_CONCURRENCY}",
         f"--growth-runs={sizes.growth_runs}",
         f"--growth-steps={sizes.growth_steps}",
     ]

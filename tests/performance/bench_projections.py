@@ -75,7 +75,6 @@ from ._common import (
     clocked,
     load_average,
     median,
-    python_default_collector,
     shipped_collector,
     timed,
 )
@@ -393,10 +392,7 @@ def bench_rebuild(
     shutil.rmtree(work / "rebuild-sync")
     no_sync = rebuild_into_lmdb(log, work / "rebuild-nosync", REBUILT, not STATE_SYNC, total)
     shutil.rmtree(work / "rebuild-nosync")
-    with python_default_collector():  # diagnostic: what the collector setting is worth
-        python_gc = rebuild_into_lmdb(log, work / "rebuild-pygc", REBUILT, STATE_SYNC, total)
-    shutil.rmtree(work / "rebuild-pygc")
-    for result in (default, no_sync, python_gc):
+    for result in (default, no_sync):
         result["ratio_vs_log_scan"] = result["events_per_s"] * scan.wall / total
         result["cpu_ratio_vs_log_scan"] = result["cpu_events_per_s"] * scan.cpu / total
         # What the projections (apply + state reads + commits) add per event, CPU time.
@@ -415,7 +411,6 @@ def bench_rebuild(
         },
         "sessions_runs_default": default,
         "sessions_runs_nosync": no_sync,
-        "sessions_runs_python_gc": python_gc,
         "loadavg_end": load_average(),
     }
 
@@ -721,7 +716,6 @@ def report_tables(result: dict[str, Any]) -> list[Table]:
     for key, label in (
         ("sessions_runs_default", f"sessions+runs, state sync={STATE_SYNC} (server default)"),
         ("sessions_runs_nosync", f"sessions+runs, state sync={not STATE_SYNC}"),
-        ("sessions_runs_python_gc", "sessions+runs, default, Python's own gc thresholds"),
     ):
         rebuild_rows.append(_rebuild_row(label, rebuild[key], scan_rate))
     for log in startup["logs"]:

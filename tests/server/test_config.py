@@ -383,6 +383,12 @@ FILE_ERRORS = [
         id="count-zero",
     ),
     pytest.param(
+        "[performance]\ngc_young_threshold = 3000000000\n",
+        "performance.gc_young_threshold",
+        "must be at most 10000000, got 3000000000",
+        id="gc-threshold-high",
+    ),
+    pytest.param(
         "[llm]\ntimeout_s = 0.0\n",
         "llm.timeout_s",
         "must be greater than 0, got 0.0",

@@ -7,6 +7,7 @@ import gc
 import json
 import re
 import signal
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,18 +42,23 @@ def test_the_young_threshold_is_set_and_the_older_ones_kept(collector: None) -> 
     assert collector_state().thresholds == (1234, 11, 12)
 
 
+class _Node:
+    """A cyclic object a weak reference can watch."""
+
+    me: object = None
+
+
 def test_freezing_collects_first_and_keeps_what_is_alive(collector: None) -> None:
     gc.unfreeze()
-    kept = [{"alive": i} for i in range(1000)]
-    cycle: list[object] = []
-    cycle.append(cycle)
-    gone = id(cycle)
-    del cycle  # garbage only the collector can free: it must not be frozen
+    kept = [[i] for i in range(1000)]  # lists stay tracked by the collector
+    cycle = _Node()
+    cycle.me = cycle
+    watch = weakref.ref(cycle)
+    del cycle  # garbage only the collector can free: frozen without a collection first
+    assert watch() is not None
     seconds = freeze_survivors()
-    frozen = collector_state().frozen
-    assert seconds >= 0 and frozen >= len(kept)
-    assert gone not in {id(o) for o in gc.get_objects() if isinstance(o, list)}
-    assert gc.get_count()[0] < 1000  # a collection just ran
+    assert watch() is None  # collected before the freeze, not kept forever
+    assert seconds >= 0 and collector_state().frozen >= len(kept)
 
 
 async def _serve_until_stopped(tmp_path: Path, env: dict[str, str]) -> tuple[str, list[str]]:
@@ -85,8 +91,8 @@ async def test_serve_freezes_once_warm_and_says_so(tmp_path: Path) -> None:
     found = WARM.search(out)
     assert found is not None, out
     assert int(found.group(1).replace(",", "")) > 10_000  # modules, the model, the caches
-    assert out.index("projections caught up") < found.start()  # after the warm-up, not before
-    assert "collector" in seen or not seen  # listed while warming, when /healthz saw it
+    assert "projections caught up" in out
+    assert "collector" in seen  # listed while the embedder loads, then done
 
 
 @pytest.mark.slow
