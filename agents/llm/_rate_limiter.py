@@ -103,9 +103,11 @@ class TokenBucket:
         return (min(amount, self.capacity) - self._level) / self.rate
 
     def give_back(self, amount: float, now: float) -> None:
-        """Return units (a cancelled reservation, an overestimate); negative charges more."""
+        """Return units (a cancelled reservation, an overestimate); negative charges more,
+        at most one full bucket: one reply reporting an absurd count must not stop every
+        later call for longer than the bucket takes to refill."""
         self._refill(now)
-        self._level = min(self.capacity, self._level + amount)
+        self._level = min(self.capacity, self._level + max(amount, -self.capacity))
 
     def cap(self, level: float, now: float) -> None:
         """Lower the level to what the server says is left; never raises it."""

@@ -12,6 +12,7 @@ since the last one: one when the model is slow, dozens when it is fast).
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -128,5 +129,6 @@ def _count(value: object) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if type(value) is not int or not 0 <= value <= MAX_TOKENS:
-        raise InvalidModelOutput(f"the response's usage is not a count of tokens: {value!r}")
+        shown = reprlib.repr(value)
+        raise InvalidModelOutput(f"the response's usage is not a count of tokens: {shown}")
     return value

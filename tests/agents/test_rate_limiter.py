@@ -83,6 +83,14 @@ def test_bucket_reserves_into_debt_and_reports_the_wait() -> None:
     assert bucket.level(now=1.0) == 0.0
 
 
+def test_a_charge_after_the_fact_is_at_most_one_bucket() -> None:
+    """A reply reporting an absurd count costs at most a full bucket's refill time."""
+    bucket = TokenBucket(rate=2.0, capacity=4.0)
+    bucket.give_back(-(2**53), now=0.0)
+    assert bucket.level(now=0.0) == 0.0  # 4 - 4: one bucket of debt at most
+    assert bucket.reserve(4, now=2.0) == 0.0  # refilled two seconds later
+
+
 def test_bucket_try_take_takes_nothing_when_short() -> None:
     bucket = TokenBucket(rate=1.0, capacity=2.0)
     assert bucket.try_take(2, now=0.0) == 0.0

@@ -190,4 +190,11 @@ async def test_a_reply_without_message_content_is_empty_text(nursery: trio.Nurse
         async with contextlib.aclosing(provider):
             with pytest.raises(LLMError) as raised:  # "" is no JSON object for chat_json
                 await provider.chat_json([], purpose="plan")
-    assert isinstance(root_cause(raised.value), InvalidModelOutput)
+    cause = root_cause(raised.value)
+    assert isinstance(cause, InvalidModelOutput) and "not JSON" in str(cause)
+
+
+def test_a_bad_count_is_shown_short() -> None:
+    with pytest.raises(InvalidModelOutput) as raised:
+        SseReader().feed(b'data: {"usage": {"prompt_tokens": "' + b"x" * 100_000 + b'"}}\n\n')
+    assert len(str(raised.value)) < 200

@@ -123,8 +123,11 @@ async def plan_latencies(data: Path) -> list[float]:
 
 async def model_seconds_per_run(data: Path) -> list[float]:
     """Per run, in order: the model's latency on the run's path, as the server recorded it
-    (LLMCallCompleted): the longer of intent and plan (they overlap), plus every later
-    call (answer, replans). What is left of a goal's time is the server's and the tools'."""
+    (LLMCallCompleted of the run's stream): the longer of intent and the first plan call
+    (they overlap), plus the run's other calls (answer, further plans), summed as if one
+    after another. An approximation: a streamed plan overlaps its first steps, and an
+    LLM-backed tool's own calls carry no run id (none in the memory goals it is used on).
+    What is left of a goal's time is the server's and the tools'."""
 
     def read() -> list[float]:
         log = LmdbEventLog.open(data, readonly=True)
@@ -132,17 +135,21 @@ async def model_seconds_per_run(data: Path) -> list[float]:
             records = log.read(0, 1_000_000)
         finally:
             log.close()
-        runs: dict[str, dict[str, float]] = {}
+        runs: dict[str, list[tuple[str, float]]] = {}
         for r in records:
             if r.type == "LLMCallCompleted" and r.stream.startswith("run-"):
-                calls = runs.setdefault(r.stream, {})
-                purpose = str(r.data.get("purpose"))
-                calls[purpose] = calls.get(purpose, 0.0) + float(r.data["latency_s"])
-        return [
-            max(c.pop("intent", 0.0), c.pop("plan", 0.0)) + sum(c.values()) for c in runs.values()
-        ]
+                call = (str(r.data.get("purpose")), float(r.data["latency_s"]))
+                runs.setdefault(r.stream, []).append(call)
+        return [_on_path(calls) for calls in runs.values()]
 
     return await trio.to_thread.run_sync(read)
+
+
+def _on_path(calls: list[tuple[str, float]]) -> float:
+    intent = sum(s for p, s in calls if p == "intent")
+    plans = [s for p, s in calls if p == "plan"]
+    rest = sum(s for p, s in calls if p not in ("intent", "plan"))
+    return max(intent, plans[0] if plans else 0.0) + sum(plans[1:]) + rest
 
 
 async def phase_goals(work: Path, name: str, sim_url: str, world: str, on: bool) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The garbage collector's settings (`server._runtime`): set by every command, and the
-survivors of start-up frozen out of later collections once `serve` is warm."""
+"""The garbage collector's settings (`server._runtime`): set by the `autoagent` command,
+and the survivors of start-up frozen out of later collections once `serve` is warm."""
 
 from __future__ import annotations
 
@@ -92,7 +92,8 @@ async def test_serve_freezes_once_warm_and_says_so(tmp_path: Path) -> None:
     assert found is not None, out
     assert int(found.group(1).replace(",", "")) > 10_000  # modules, the model, the caches
     assert "projections caught up" in out
-    assert "collector" in seen  # listed while the embedder loads, then done
+    if "embedder" in seen:  # the default config loads the local model, seconds long
+        assert "collector" in seen  # listed while the model loads, then done
 
 
 @pytest.mark.slow
