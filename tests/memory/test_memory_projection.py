@@ -21,7 +21,6 @@ from projections import (
     MemoryKeyStore,
     MemoryProjection,
     MemoryStateStore,
-    PostgresStateStore,
     ProjectionRunner,
     StateStore,
     Trainer,
@@ -29,7 +28,7 @@ from projections import (
     verify,
 )
 from projections._state_store import pack, unpack
-from tests.projections.helpers import EventWriter, open_log, open_state
+from tests.projections.helpers import STATE_KINDS, EventWriter, open_log, state_of_kind
 
 from .conftest import hash_vector
 
@@ -273,17 +272,11 @@ def factories(keys: KeyStore, options: IndexOptions) -> dict[str, Callable[[], M
     return {"memory": lambda: MemoryProjection(keys, options, Trainer(inline=True))}
 
 
-@pytest.fixture(params=["memory", "lmdb", "postgres"])
+@pytest.fixture(params=STATE_KINDS)
 def snapshot_state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
     """Where the index snapshots go: every state store, PostgreSQL's included (a node
     of several keeps its FAISS snapshots there)."""
-    store: StateStore
-    if request.param == "postgres":
-        store = PostgresStateStore.open(request.getfixturevalue("postgres_url"), "node-test")
-    elif request.param == "lmdb":
-        store = open_state(tmp_path / "projections")
-    else:
-        store = MemoryStateStore()
+    store = state_of_kind(request.param, tmp_path, lambda: request.getfixturevalue("postgres_url"))
     yield store
     store.close()
 

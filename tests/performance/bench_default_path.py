@@ -28,7 +28,7 @@ from typing import Any
 import trio
 from trio_websocket import open_websocket_url
 
-from events import LmdbEventLog
+from events import LmdbEventLog, RecordedEvent
 from server.bench._client import run_goal
 from server.bench._config import CHAT_MODEL, SIM_KEY, SIM_KEY_ENV, to_toml
 from server.bench._processes import (
@@ -102,23 +102,24 @@ async def run_goals(port: int, goals: tuple[str, ...]) -> list[float]:
     return seconds
 
 
-async def plan_latencies(data: Path) -> list[float]:
-    """The plan calls' latency as the server recorded it (LLMCallCompleted); the server
-    has stopped, so its log is read directly."""
+async def llm_calls(data: Path) -> list[RecordedEvent]:
+    """The LLMCallCompleted records of a stopped server's log, read directly."""
 
-    def read() -> list[float]:
+    def read() -> list[RecordedEvent]:
         log = LmdbEventLog.open(data, readonly=True)
         try:
             records = log.read(0, 1_000_000)
         finally:
             log.close()
-        return [
-            r.data["latency_s"]
-            for r in records
-            if r.type == "LLMCallCompleted" and r.data.get("purpose") == "plan"
-        ]
+        return [r for r in records if r.type == "LLMCallCompleted"]
 
     return await trio.to_thread.run_sync(read)
+
+
+async def plan_latencies(data: Path) -> list[float]:
+    """The plan calls' latency as the server recorded it (LLMCallCompleted)."""
+    calls = await llm_calls(data)
+    return [r.data["latency_s"] for r in calls if r.data.get("purpose") == "plan"]
 
 
 async def model_seconds_per_run(data: Path) -> list[float]:
@@ -128,21 +129,12 @@ async def model_seconds_per_run(data: Path) -> list[float]:
     after another. An approximation: a streamed plan overlaps its first steps, and an
     LLM-backed tool's own calls carry no run id (none in the memory goals it is used on).
     What is left of a goal's time is the server's and the tools'."""
-
-    def read() -> list[float]:
-        log = LmdbEventLog.open(data, readonly=True)
-        try:
-            records = log.read(0, 1_000_000)
-        finally:
-            log.close()
-        runs: dict[str, list[tuple[str, float]]] = {}
-        for r in records:
-            if r.type == "LLMCallCompleted" and r.stream.startswith("run-"):
-                call = (str(r.data.get("purpose")), float(r.data["latency_s"]))
-                runs.setdefault(r.stream, []).append(call)
-        return [_on_path(calls) for calls in runs.values()]
-
-    return await trio.to_thread.run_sync(read)
+    runs: dict[str, list[tuple[str, float]]] = {}
+    for r in await llm_calls(data):
+        if r.stream.startswith("run-"):
+            call = (str(r.data.get("purpose")), float(r.data["latency_s"]))
+            runs.setdefault(r.stream, []).append(call)
+    return [_on_path(calls) for calls in runs.values()]
 
 
 def _on_path(calls: list[tuple[str, float]]) -> float:

@@ -14,21 +14,15 @@ from pathlib import Path
 import pytest
 
 from events import LmdbEventLog
-from projections import MemoryStateStore, PostgresStateStore, StateStore
+from projections import StateStore
 
-from .helpers import EventWriter, open_log, open_state
+from .helpers import STATE_KINDS, EventWriter, open_log, state_of_kind
 
 
-@pytest.fixture(params=["lmdb", "memory", "postgres"])
+@pytest.fixture(params=STATE_KINDS)
 def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
     """The conformance fixture; the PostgreSQL cluster starts only for its cases."""
-    store: StateStore
-    if request.param == "postgres":
-        store = PostgresStateStore.open(request.getfixturevalue("postgres_url"), "node-test")
-    elif request.param == "lmdb":
-        store = open_state(tmp_path / "projections")
-    else:
-        store = MemoryStateStore()
+    store = state_of_kind(request.param, tmp_path, lambda: request.getfixturevalue("postgres_url"))
     yield store
     store.close()
 

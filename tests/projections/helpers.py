@@ -52,9 +52,12 @@ from events._store import prepare_append
 from projections import (
     FileKeyStore,
     LmdbStateStore,
+    MemoryStateStore,
+    PostgresStateStore,
     Projection,
     ProjectionRunner,
     SnapshottingProjection,
+    StateStore,
     build_projections,
 )
 
@@ -89,6 +92,19 @@ def open_log(path: Path) -> LmdbEventLog:
 
 def open_state(path: Path) -> LmdbStateStore:
     return LmdbStateStore.open(path, sync=False, map_size=1 << 24)
+
+
+STATE_KINDS = ["lmdb", "memory", "postgres"]
+
+
+def state_of_kind(kind: str, tmp_path: Path, postgres_url: Callable[[], str]) -> StateStore:
+    """A state store of `kind` (one of `STATE_KINDS`); PostgreSQL's asks for its URL only
+    then, so the cluster starts only for the tests that run on it."""
+    if kind == "postgres":
+        return PostgresStateStore.open(postgres_url(), "node-test")
+    if kind == "lmdb":
+        return open_state(tmp_path / "projections")
+    return MemoryStateStore()
 
 
 def session_messages(writer: EventWriter, session_id: str, count: int) -> int:
