@@ -79,7 +79,7 @@ class SseReader:
         return ReadDelta("".join(parts), usage, done)
 
 
-# Token counts above this are no count a model reports (and would drain the limiter).
+# Token counts above this are no count a model reports.
 MAX_TOKENS = 2**53
 
 
