@@ -15,13 +15,13 @@ measured:
 - A server with the local embedder loaded holds about 510,000 objects; one full
   collection walked them in 260 ms with the event loop stopped (every client waited).
 
-So every command sets the young generation's size (`performance.gc_young_threshold`),
-and a serving process, once warm (model loaded, projections caught up), moves every
-object alive then into the collector's permanent generation (`performance.gc_freeze`,
-`gc.freeze()`): later collections walk only what was made since. What is frozen is
-what a long-running server keeps anyway (modules, the model, caches); a cycle that
-becomes garbage among it is not collected, which is why the freeze comes after a full
-collection and only once.
+So the `autoagent` command sets its own process's young generation
+(`performance.gc_young_threshold`), and a serving process, once warm (model loaded,
+projections caught up), moves every object alive then into the collector's permanent
+generation (`performance.gc_freeze`, `gc.freeze()`): later collections walk only what
+was made since. What is frozen is what a long-running server keeps anyway (modules, the
+model, caches); a cycle that becomes garbage among it is not collected, which is why
+the freeze comes after a full collection and only once.
 """
 
 from __future__ import annotations

@@ -237,7 +237,7 @@ async def wait_until_warm(port: int) -> float:
         await trio.sleep(0.05)
 
 
-# The garbage collector as `autoagent` sets it for every command (`server._runtime`):
+# The garbage collector as the `autoagent` command sets it for itself (`server._runtime`):
 # benchmarks of the server's own work run with it, as the server does.
 PYTHON_DEFAULT_THRESHOLDS = (700, 10, 10)
 
