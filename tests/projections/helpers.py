@@ -94,6 +94,13 @@ def open_state(path: Path) -> LmdbStateStore:
     return LmdbStateStore.open(path, sync=False, map_size=1 << 24)
 
 
+def assert_counted_once(state: StateStore, head: int) -> None:
+    """`CountingProjection` saw every position up to `head` exactly once."""
+    items = dict(state.items("counter"))
+    assert items.pop(b"count") == head
+    assert items == {b"seen/%08d" % p: 1 for p in range(1, head + 1)}
+
+
 STATE_KINDS = ["lmdb", "memory", "postgres"]
 
 

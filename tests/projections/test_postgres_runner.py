@@ -20,7 +20,6 @@ from projections import (
     PostgresStateStore,
     ProjectionRunner,
     SessionsProjection,
-    StateStore,
     rebuild,
 )
 
@@ -29,6 +28,7 @@ from .helpers import (
     CountingProjection,
     EventWriter,
     SnapshotCounter,
+    assert_counted_once,
     in_thread,
     session_messages,
 )
@@ -39,12 +39,6 @@ def fill(writer: EventWriter, sessions: int, messages: int) -> int:
     for sid in range(sessions):
         head = session_messages(writer, f"s{sid}", messages)
     return head
-
-
-def assert_counted_once(state: StateStore, head: int) -> None:
-    items = dict(state.items("counter"))
-    assert items.pop(b"count") == head
-    assert items == {b"seen/%08d" % p: 1 for p in range(1, head + 1)}
 
 
 async def test_runner_over_postgres_applies_each_event_once_across_a_crash_and_reopen(

@@ -29,6 +29,7 @@ from .helpers import (
     EventWriter,
     SnapshotCounter,
     SnapshotCounterV2,
+    assert_counted_once,
     in_thread,
     open_state,
     session_messages,
@@ -55,12 +56,6 @@ def fill_interleaved(writer: EventWriter, sessions: int, events: int) -> int:
         message = UserMessageReceived(session_id=session_id, message_id=str(head), text=f"m{head}")
         head = writer.add(f"session-{session_id}", message)
     return head
-
-
-def assert_counted_once(state: StateStore, head: int) -> None:
-    items = dict(state.items("counter"))
-    assert items.pop(b"count") == head
-    assert items == {b"seen/%08d" % p: 1 for p in range(1, head + 1)}
 
 
 # --- catch-up and exactly-once ----------------------------------------------------------

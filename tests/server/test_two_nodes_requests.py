@@ -62,6 +62,16 @@ async def approve(client: Client, run_id: str, step_id: str) -> None:
     assert reply["type"] == "approved", reply
 
 
+@asynccontextmanager
+async def held_on_a(tmp_path: Path, url: str) -> AsyncIterator[tuple[Client, Client, str, str]]:
+    """Nodes a and b on one log, a client on each, and a run on node A whose step waits
+    for a human: (client of A, client of B, run id, step id)."""
+    async with node(tmp_path, url, "a") as url_a, node(tmp_path, url, "b") as url_b:
+        async with open_client(url_a) as on_a, open_client(url_b) as on_b:
+            run_id, step_id = await waiting_for_approval(on_a)
+            yield on_a, on_b, run_id, step_id
+
+
 async def ending(client: Client) -> dict[str, Any]:
     return (await client.events_until())[-1]
 
@@ -70,13 +80,9 @@ async def test_an_approval_given_on_node_b_wakes_the_step_on_node_a(
     tmp_path: Path, postgres_url: str
 ) -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with node(tmp_path, postgres_url, "a") as url_a, node(
-            tmp_path, postgres_url, "b"
-        ) as url_b:
-            async with open_client(url_a) as on_a, open_client(url_b) as on_b:
-                run_id, step_id = await waiting_for_approval(on_a)
-                await approve(on_b, run_id, step_id)
-                last = await ending(on_a)
+        async with held_on_a(tmp_path, postgres_url) as (on_a, on_b, run_id, step_id):
+            await approve(on_b, run_id, step_id)
+            last = await ending(on_a)
     assert last["event_type"] == "RunCompleted", last
     assert "395" in last["data"]["answer"]
 
@@ -85,14 +91,10 @@ async def test_a_cancel_sent_to_node_b_cancels_the_run_node_a_executes(
     tmp_path: Path, postgres_url: str
 ) -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with node(tmp_path, postgres_url, "a") as url_a, node(
-            tmp_path, postgres_url, "b"
-        ) as url_b:
-            async with open_client(url_a) as on_a, open_client(url_b) as on_b:
-                run_id, _ = await waiting_for_approval(on_a)
-                reply = await on_b.request({"type": "cancel", "id": 1, "run_id": run_id})
-                assert reply["type"] == "cancelled", reply
-                events = await on_a.events_until()
+        async with held_on_a(tmp_path, postgres_url) as (on_a, on_b, run_id, _):
+            reply = await on_b.request({"type": "cancel", "id": 1, "run_id": run_id})
+            assert reply["type"] == "cancelled", reply
+            events = await on_a.events_until()
     types = [e["event_type"] for e in events]
     assert types[-2:] == ["RunCancelRequested", "RunCancelled"], types
 
@@ -101,15 +103,11 @@ async def test_a_forget_on_node_b_ends_the_runs_node_a_executes_under_that_key_f
     tmp_path: Path, postgres_url: str
 ) -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with node(tmp_path, postgres_url, "a") as url_a, node(
-            tmp_path, postgres_url, "b"
-        ) as url_b:
-            async with open_client(url_a) as on_a, open_client(url_b) as on_b:
-                await waiting_for_approval(on_a)
-                reply = await on_b.request({"type": "forget", "id": 1, "scope": "me"})
-                assert reply["type"] == "forgotten", reply
-                assert reply["key_destroyed"], reply
-                events = await on_a.events_until()
+        async with held_on_a(tmp_path, postgres_url) as (on_a, on_b, _, _):
+            reply = await on_b.request({"type": "forget", "id": 1, "scope": "me"})
+            assert reply["type"] == "forgotten", reply
+            assert reply["key_destroyed"], reply
+            events = await on_a.events_until()
     assert events[-1]["event_type"] == "RunCancelled", events
 
 
