@@ -69,6 +69,7 @@ _CHUNK_CHARS = MappingProxyType({"ge": 100})
 _COSINE = MappingProxyType({"ge": -1, "le": 1})
 # Python's gc takes a C int; beyond ten million the young generation is no longer young.
 _GC_THRESHOLD = MappingProxyType({"ge": 0, "le": 10_000_000})
+_SWITCH_INTERVAL_MS = MappingProxyType({"ge": 0, "le": 1000})
 _REDACTED = "<redacted>"
 # A URL may carry a password: optional, and redacted in `config_as_dict`.
 _SECRET_OPTIONAL_TEXT = MappingProxyType({"allow_empty": True, "secret": True})
@@ -194,6 +195,7 @@ class PerformanceConfig:
     step_timeout_s: float = field(default=60.0, metadata=_POSITIVE)
     gc_young_threshold: int = field(default=50000, metadata=_GC_THRESHOLD)
     gc_freeze: bool = True
+    switch_interval_ms: float = field(default=0.5, metadata=_SWITCH_INTERVAL_MS)
 
 
 @dataclass(frozen=True)

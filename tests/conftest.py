@@ -1,11 +1,13 @@
 """Fixtures every test package may use: a real PostgreSQL (`pgserver`), started only
-by the tests that ask for it; and the garbage collector's thresholds as each test found
-them (a benchmark's `main` sets them as the server does)."""
+by the tests that ask for it; and the garbage collector's thresholds and the threads'
+switch interval as each test found them (a benchmark's `main` sets them as the server
+does)."""
 
 from __future__ import annotations
 
 import gc
 import itertools
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -15,9 +17,10 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _collector_as_found() -> Iterator[None]:
-    thresholds = gc.get_threshold()
+    thresholds, interval = gc.get_threshold(), sys.getswitchinterval()
     yield
     gc.set_threshold(*thresholds)
+    sys.setswitchinterval(interval)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 import trio
 
 from events import AutoagentError, StoreCorrupted
-from server._runtime import tune_collector
+from server._runtime import tune_process
 from server.bench import add_bench_parser, bench_command
 from server.cli import _admin as admin
 from server.cli._client import add_server_flags, server_url
@@ -260,13 +260,14 @@ def _uses_workspace(config: Config, args: argparse.Namespace) -> bool:
 
 def _dispatch(args: argparse.Namespace, out: TextIO, own_process: bool = False) -> int:
     """Run the command. `own_process`: this process is the `autoagent` command (not a
-    caller of `main`, such as a test), so the garbage collector is set for it
-    (`server._runtime`) and `serve` freezes what is alive once warm."""
+    caller of `main`, such as a test), so its garbage collector and its threads' switch
+    interval are set for it (`server._runtime`) and `serve` freezes what is alive once
+    warm."""
     if args.command == "migrate":  # its logs are named by its flags, not by a config
         return migrate_command(args, out)
     config = _config(args)
     if own_process:
-        tune_collector(config.performance)
+        tune_process(config.performance)
     if _uses_workspace(config, args):
         for root in ensure_workspace(config):
             print(f"autoagent: created the workspace folder {root}", file=sys.stderr)

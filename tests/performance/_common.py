@@ -11,6 +11,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from typing import Any
 
 import trio
 
-from server._runtime import tune_collector
+from server._runtime import tune_process
 from server.bench._processes import http_get
 from server.config import PerformanceConfig
 
@@ -237,17 +238,20 @@ async def wait_until_warm(port: int) -> float:
         await trio.sleep(0.05)
 
 
-# The garbage collector as the `autoagent` command sets it for itself (`server._runtime`):
+# The collector and switch interval as the `autoagent` command sets them (`server._runtime`):
 # benchmarks of the server's own work run with it, as the server does.
 PYTHON_DEFAULT_THRESHOLDS = (700, 10, 10)
 
 
 def shipped_collector() -> dict[str, Any]:
-    """Set the collector as the shipped `performance.gc_young_threshold` does; for the JSON."""
-    tune_collector(PerformanceConfig())
+    """Set the collector and the switch interval as the shipped `performance` section
+    does for the `autoagent` command; what was set, for the JSON."""
+    tune_process(PerformanceConfig())
     return {
         "thresholds": list(gc.get_threshold()),
-        "set_as": "autoagent sets it (performance.gc_young_threshold, shipped default)",
+        "switch_interval_s": sys.getswitchinterval(),
+        "set_as": "autoagent sets them (performance.gc_young_threshold and"
+        " performance.switch_interval_ms, shipped defaults)",
     }
 
 

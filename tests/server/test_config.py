@@ -80,6 +80,7 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "step_timeout_s": 60.0,
         "gc_young_threshold": 50000,
         "gc_freeze": True,
+        "switch_interval_ms": 0.5,
     },
     "features": {
         "parallel_execution": True,
@@ -387,6 +388,12 @@ FILE_ERRORS = [
         "performance.gc_young_threshold",
         "must be at most 10000000, got 3000000000",
         id="gc-threshold-high",
+    ),
+    pytest.param(
+        "[performance]\nswitch_interval_ms = -1\n",
+        "performance.switch_interval_ms",
+        "must be at least 0, got -1",
+        id="switch-interval-negative",
     ),
     pytest.param(
         "[llm]\ntimeout_s = 0.0\n",

@@ -1,5 +1,6 @@
-"""The garbage collector's settings (`server._runtime`): set by the `autoagent` command,
-and the survivors of start-up frozen out of later collections once `serve` is warm."""
+"""The process settings of `server._runtime`: the garbage collector's threshold and the
+threads' switch interval, set by the `autoagent` command, and the survivors of start-up
+frozen out of later collections once `serve` is warm."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import gc
 import json
 import re
 import signal
+import sys
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from server._runtime import collector_state, freeze_survivors, tune_collector
+from server._runtime import (
+    collector_state,
+    freeze_survivors,
+    tune_collector,
+    tune_process,
+    tune_switch_interval,
+)
 from server.config import PerformanceConfig
 
 from .test_ws_serve import spawn_serve, wait_listening
@@ -40,6 +48,24 @@ def test_the_young_threshold_is_set_and_the_older_ones_kept(collector: None) -> 
     assert gc.get_threshold() == (50000, 11, 12)
     tune_collector(PerformanceConfig(gc_young_threshold=1234))
     assert collector_state().thresholds == (1234, 11, 12)
+
+
+def test_the_switch_interval_is_set_in_milliseconds_and_zero_keeps_it() -> None:
+    sys.setswitchinterval(0.005)
+    tune_switch_interval(PerformanceConfig())
+    assert sys.getswitchinterval() == pytest.approx(0.0005)
+    tune_switch_interval(PerformanceConfig(switch_interval_ms=0))
+    assert sys.getswitchinterval() == pytest.approx(0.0005)
+    tune_switch_interval(PerformanceConfig(switch_interval_ms=2.5))
+    assert sys.getswitchinterval() == pytest.approx(0.0025)
+
+
+def test_the_command_sets_both_for_its_process(collector: None) -> None:
+    gc.set_threshold(700, 10, 10)
+    sys.setswitchinterval(0.005)
+    tune_process(PerformanceConfig(gc_young_threshold=4321, switch_interval_ms=1.0))
+    assert gc.get_threshold()[0] == 4321
+    assert sys.getswitchinterval() == pytest.approx(0.001)
 
 
 class _Node:
