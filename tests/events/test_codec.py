@@ -8,6 +8,8 @@ never leak into other tests' view of the catalog.
 from __future__ import annotations
 
 import dataclasses
+import os
+import random
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -48,6 +50,7 @@ from events._codec import (
     record_hash,
 )
 from events._log import AppendRequest
+from events._model import new_event_id_bytes
 
 from .conftest import TIMEOUT_S
 
@@ -427,3 +430,41 @@ async def test_read_of_undecodable_record_names_its_position(store: EventStore) 
 def test_registry_fixture_does_not_leak_test_types() -> None:
     """Runs after the tests above that registered `_Test*` classes."""
     assert not [t for t in registered_types() if t.startswith("_Test")]
+
+
+# --- event ids -----------------------------------------------------------------------
+
+
+def test_event_ids_are_version_7_uuids_in_time_order() -> None:
+    ids = [new_event_id_bytes() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    for raw in ids:
+        parsed = uuid.UUID(bytes=raw)
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    stamps = [int.from_bytes(raw[:6], "big") for raw in ids]
+    assert stamps == sorted(stamps)
+
+
+def test_seeding_random_does_not_repeat_event_ids() -> None:
+    """Code that seeds `random` for repeatable results must not make ids repeat."""
+    random.seed(7)
+    first = [new_event_id_bytes()[6:] for _ in range(5)]
+    random.seed(7)
+    again = [new_event_id_bytes()[6:] for _ in range(5)]
+    assert not set(first) & set(again)
+
+
+def test_a_forked_child_makes_other_event_ids_than_its_parent() -> None:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then out at once
+        os.write(write_end, b"".join(new_event_id_bytes() for _ in range(8)))
+        os._exit(0)
+    os.close(write_end)
+    parent = [new_event_id_bytes() for _ in range(8)]
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    child = [data[i : i + 16] for i in range(0, len(data), 16)]
+    assert len(child) == 8
+    assert not {raw[6:] for raw in parent} & {raw[6:] for raw in child}
