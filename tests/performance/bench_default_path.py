@@ -10,8 +10,9 @@ Phases:
 1. `sequential`: every `[features]` flag off (the baseline);
 2. `shipped`: the configuration as shipped (all on): its ratio to the baseline;
 3. `warm-up`: a fresh shipped server, once `/healthz` reports nothing warming, asked to
-   remember something, then something else: the first such goal against the second (and,
-   as a diagnostic, the same sent the moment the server listens: it waits for the load);
+   remember something, then something else: the first such goal against the second, over
+   two servers with the goals in both orders (and, as a diagnostic, the same sent the
+   moment the server listens: it waits for the load);
 4. `zero latency`: the shipped server against the simulator with no latency: the plan
    call's own overhead (its `LLMCallCompleted` latency), and the server's CPU per run
    (of this goal mix, whose remember steps embed with the local model).
@@ -163,32 +164,66 @@ async def phase_goals(work: Path, name: str, sim_url: str, world: str, on: bool)
     }
 
 
+async def memory_goals_on_a_fresh_server(
+    root: Path, sim_url: str, world: str, goals: tuple[str, ...], once_warm: bool
+) -> dict[str, Any]:
+    """`goals` one after another on a fresh shipped server, sent once /healthz reports
+    warm or the moment it listens; each goal's seconds and its model latency."""
+    config = phase_config(root, sim_url, world, features_on=True)
+    process, port, _ = await start(root, root.name, config)
+    try:
+        warm_after = await wait_until_warm(port) if once_warm else None
+        seconds = await run_goals(port, goals)
+    finally:
+        await process.aclose()
+    return {
+        "goals": list(goals),
+        "warm_reported_after_listening_s": warm_after,
+        "goal_seconds": seconds,
+        "model_seconds": await model_seconds_per_run(root / "data"),
+    }
+
+
+def _first_and_second(servers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The goal sent first against the one sent second, each the mean over `servers`."""
+    first = statistics.fmean(s["goal_seconds"][0] for s in servers)
+    second = statistics.fmean(s["goal_seconds"][1] for s in servers)
+    first_model = statistics.fmean(s["model_seconds"][0] for s in servers)
+    second_model = statistics.fmean(s["model_seconds"][1] for s in servers)
+    return {
+        "servers": servers,
+        "first_memory_goal_s": first,
+        "second_memory_goal_s": second,
+        "first_over_second": first / second,
+        # Diagnostic: what is left without the model's latency on each goal's path.
+        "first_memory_goal_model_s": first_model,
+        "second_memory_goal_model_s": second_model,
+        "first_memory_goal_rest_s": first - first_model,
+        "second_memory_goal_rest_s": second - second_model,
+    }
+
+
 async def phase_warm_up(work: Path, sim_url: str, world: str) -> dict[str, Any]:
-    """Memory goals on fresh shipped servers: once /healthz reports warm (the target),
-    and, as a diagnostic, sent the moment the server listens."""
-    result: dict[str, Any] = {}
-    for case in ("once_warm", "at_once"):
-        root = work / f"warm-up-{case}"
-        config = phase_config(root, sim_url, world, features_on=True)
-        process, port, _ = await start(root, case, config)
-        try:
-            warm_after = await wait_until_warm(port) if case == "once_warm" else None
-            first, second = await run_goals(port, MEMORY_GOALS)
-        finally:
-            await process.aclose()
-        model = await model_seconds_per_run(root / "data")
-        result[case] = {
-            "warm_reported_after_listening_s": warm_after,
-            "first_memory_goal_s": first,
-            "second_memory_goal_s": second,
-            "first_over_second": first / second,
-            # Diagnostic: the goals differ, and so do their simulated model latencies.
-            "first_memory_goal_model_s": model[0],
-            "second_memory_goal_model_s": model[1],
-            "first_memory_goal_rest_s": first - model[0],
-            "second_memory_goal_rest_s": second - model[1],
-        }
-    return result
+    """Memory goals on fresh shipped servers.
+
+    Once /healthz reports warm (the target): two servers, the two goals in one order on
+    the first and in the other order on the second, so that each goal is sent once first
+    and once second; the mean of the goals sent first against the mean of those sent
+    second. The goals differ (and so do the simulated model's latencies for them): with
+    one order only, the comparison measured which sentence is longer. As a diagnostic,
+    the goals sent the moment a server listens (it waits for the model to load).
+    """
+    orders = (MEMORY_GOALS, MEMORY_GOALS[::-1])
+    once_warm = [
+        await memory_goals_on_a_fresh_server(
+            work / f"warm-up-once-warm-{n}", sim_url, world, order, once_warm=True
+        )
+        for n, order in enumerate(orders)
+    ]
+    at_once = await memory_goals_on_a_fresh_server(
+        work / "warm-up-at-once", sim_url, world, MEMORY_GOALS, once_warm=False
+    )
+    return {"once_warm": _first_and_second(once_warm), "at_once": _first_and_second([at_once])}
 
 
 async def measure(work: Path, time_scale: float) -> dict[str, Any]:
