@@ -190,10 +190,6 @@ def _load_model(name: str, device: str) -> _LoadedModel:
         loaded = _MODELS.get((name, device))
         if loaded is None:
             model = _load_uncached(name, device)
-            # A process's first forward pass pays one-time costs (measured with the
-            # packaged model: 25 ms against 15 for the next ones); paid here, with the
-            # load, rather than by the first goal that remembers or searches.
-            _encode(model, ["warm up"])
             loaded = _MODELS[(name, device)] = _LoadedModel(model, _dimension(model))
         return loaded
 
