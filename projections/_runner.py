@@ -36,14 +36,16 @@ from projections._state_store import StateCommit, StateStore
 from projections.errors import CheckpointMoved, UnknownProjection
 
 LONG_CATCH_UP = 20_000
-# Records per commit while catching up a long way (a rebuild, a start far behind), by
-# `catch_up` and by the server's `run` alike: each commit is an fsync of the state store
-# and repacks every value the batch changed (a session is repacked once per batch), so
-# fewer, larger batches are what a rebuild's speed is made of. Measured over the 1M-event
-# benchmark log (sessions + runs, server defaults): 10,000 ran at 70-77k events/s,
-# 50,000 at 83-101k, for ~60 MB more held while a batch is applied. A crash redoes at
-# most one batch (about half a second of work); a shutdown waits for the one in hand.
-CATCH_UP_BATCH = 50_000
+# Records per commit of `catch_up` far behind (a rebuild, `autoagent replay`): each
+# commit is an fsync of the state store and repacks every value the batch changed, so
+# fewer, larger batches are what a rebuild's speed is made of; a crash redoes at most
+# one batch. Not larger: a batch's records stay in memory, decoded, until its commit
+# (and a run's state holds its steps' results), so the bound is in records of any
+# size; 50,000 rebuilt the benchmark's log 7-17 % faster (RESULTS round 8) and was
+# taken back for that. The server's own catch-up (`run`) keeps the runner's batch: the
+# event loop takes some projections' locks (/healthz the metrics', `forget` the memory
+# index's), and a batch is applied under them.
+CATCH_UP_BATCH = 10_000
 MAX_ERROR_CHARS = 500
 
 log = logging.getLogger(__name__)
@@ -271,8 +273,8 @@ class ProjectionRunner:
         """Step until `until` (default: the log head now); returns records applied."""
         target = self.log.head()[0] if until is None else until
         total = 0
-        far = self._far_behind(target)
-        size = self._catch_up_batch(far)
+        far = target - self.position > LONG_CATCH_UP
+        size = max(self.batch_size, CATCH_UP_BATCH) if far else None
         with gc_paused(far):
             while self.position < target:
                 read = self.step(target, batch_size=size)
@@ -282,14 +284,6 @@ class ProjectionRunner:
                 if progress:
                     progress(self.position, target)
         return total
-
-    def _far_behind(self, target: int) -> bool:
-        return target - self.position > LONG_CATCH_UP
-
-    def _catch_up_batch(self, far: bool) -> int | None:
-        """The batch size of a catch-up: `CATCH_UP_BATCH` when far behind, else the
-        runner's own (None)."""
-        return max(self.batch_size, CATCH_UP_BATCH) if far else None
 
     def flush_snapshots(self) -> None:
         """Persist every snapshotting projection at its current position (clean stop)."""
@@ -351,12 +345,9 @@ class ProjectionRunner:
                 await trio.to_thread.run_sync(self.flush_snapshots)
 
     async def _catch_up_async(self, target: int, progress: Progress | None) -> None:
-        far = self._far_behind(target)
-        step = functools.partial(
-            self.step, target, isolate=True, batch_size=self._catch_up_batch(far)
-        )
-        with gc_paused(far):
+        with gc_paused(target - self.position > LONG_CATCH_UP):
             while self.position < target:
+                step = functools.partial(self.step, target, isolate=True)
                 if not await trio.to_thread.run_sync(step):
                     break
                 self._wake()

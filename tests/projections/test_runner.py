@@ -5,7 +5,6 @@ shutdown), over both state store backends.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -418,40 +417,3 @@ async def test_wait_for_a_future_position_blocks_until_it_is_applied(tmp_path: P
                 nursery.cancel_scope.cancel()
         assert reached[0] >= 3
         assert len(state.items("sessions")) == 3
-
-
-async def test_run_catches_up_a_long_way_in_catch_up_batches_as_catch_up_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The server's start far behind commits as few, large batches as a rebuild does."""
-    import projections._runner as runner_module
-
-    monkeypatch.setattr(runner_module, "LONG_CATCH_UP", 50)
-    monkeypatch.setattr(runner_module, "CATCH_UP_BATCH", 100)
-    with trio.fail_after(TIMEOUT_S):
-        state = MemoryStateStore()
-        async with open_event_store(tmp_path / "data", StoreOptions(sync=False)) as store:
-            for i in range(100):
-                await store.append(
-                    f"session-{i}",
-                    [SessionStarted(session_id=str(i))]
-                    + [
-                        UserMessageReceived(session_id=str(i), message_id=str(m), text="t")
-                        for m in range(9)
-                    ],
-                )
-            counter = CountingProjection()
-            runner = ProjectionRunner(store.log, state, [counter], batch_size=10)
-            steps: list[tuple[int, int]] = []
-            async with trio.open_nursery() as nursery:
-                await nursery.start(
-                    functools.partial(
-                        runner.run, store, progress=lambda done, total: steps.append((done, total))
-                    )
-                )
-                assert steps == [(100 * n, 1000) for n in range(1, 11)]
-                await store.append("session-x", [SessionStarted(session_id="x")] * 30)
-                await runner.wait_for(store.head_position)
-                nursery.cancel_scope.cancel()
-            assert counter.applied == list(range(1, 1031))
-            assert_counted_once(state, 1030)
