@@ -8,11 +8,13 @@ never leak into other tests' view of the catalog.
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
+import subprocess
+import sys
 import uuid
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import msgpack
@@ -454,17 +456,37 @@ def test_seeding_random_does_not_repeat_event_ids() -> None:
     assert not set(first) & set(again)
 
 
-def test_a_forked_child_makes_other_event_ids_than_its_parent() -> None:
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its next ids, then out at once
+# A process of its own: forking the test process (its worker threads, pytest) is not safe.
+_FORKS = """
+import os, sys
+from events._model import new_event_id_bytes
+read_end, write_end = os.pipe()
+pid = os.fork()
+if pid == 0:
+    try:
         os.write(write_end, b"".join(new_event_id_bytes() for _ in range(8)))
+    finally:
         os._exit(0)
-    os.close(write_end)
-    parent = [new_event_id_bytes() for _ in range(8)]
-    with os.fdopen(read_end, "rb") as pipe:
-        data = pipe.read()
-    os.waitpid(pid, 0)
-    child = [data[i : i + 16] for i in range(0, len(data), 16)]
+os.close(write_end)
+parent = b"".join(new_event_id_bytes() for _ in range(8))
+with os.fdopen(read_end, "rb") as pipe:
+    child = pipe.read()
+os.waitpid(pid, 0)
+sys.stdout.write((parent + child).hex())
+"""
+
+
+def test_a_forked_child_makes_other_event_ids_than_its_parent() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+        check=True,
+    )
+    raw = bytes.fromhex(done.stdout)
+    ids = [raw[i : i + 16] for i in range(0, len(raw), 16)]
+    parent, child = ids[:8], ids[8:]
     assert len(child) == 8
-    assert not {raw[6:] for raw in parent} & {raw[6:] for raw in child}
+    assert not {r[6:] for r in parent} & {r[6:] for r in child}
