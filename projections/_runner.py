@@ -40,11 +40,11 @@ LONG_CATCH_UP = 20_000
 # commit is an fsync of the state store and repacks every value the batch changed, so
 # fewer, larger batches are what a rebuild's speed is made of; a crash redoes at most
 # one batch. Not larger: a batch's records stay in memory, decoded, until its commit
-# (and a run's state holds its steps' results), so the bound is in records of any
-# size; 50,000 rebuilt the benchmark's log 7-17 % faster (RESULTS round 8) and was
-# taken back for that. The server's own catch-up (`run`) keeps the runner's batch: the
-# event loop takes some projections' locks (/healthz the metrics', `forget` the memory
-# index's), and a batch is applied under them.
+# (and a run's state holds its steps' results), and the bound is in records of any
+# size (50,000 was tried and taken back: RESULTS round 8). The server's own catch-up
+# (`run`) keeps the runner's batch: the event loop takes some projections' locks
+# (/healthz the metrics', `forget` the memory index's), and a batch is applied under
+# them.
 CATCH_UP_BATCH = 10_000
 MAX_ERROR_CHARS = 500
 

@@ -13,7 +13,9 @@ when its head matches what was generated. Projection state goes to fresh LMDB st
 in a temporary directory under `--work-dir`. Every figure is with a warm page cache.
 
 1. rebuild: `sessions`+`runs` from position 1 into an `LmdbStateStore` with the
-   server's defaults (sync on, batch 2000, snapshot every 10,000), and with sync off;
+   server's defaults (sync on, batch 2000, snapshot every 10,000), and with sync off,
+   through `catch_up` (far behind, it reads and commits `CATCH_UP_BATCH` records at a
+   time, as a rebuild and `autoagent replay` do; a server's own start keeps 2000);
    against the bare log scan (`log.read` batches: decode only) and a raw LMDB cursor
    with `msgpack.unpackb`, the ceilings a rebuild cannot beat;
 2. start-up of all three projections (sessions, runs, metrics) over a 100k-event and
@@ -401,7 +403,7 @@ def bench_rebuild(
     return {
         "events": total,
         "batch_size": BATCH_SIZE,
-        # What a catch-up far behind (this rebuild, a server's start) reads per commit.
+        # What `catch_up` far behind (this rebuild, `autoagent replay`) reads per commit.
         "catch_up_batch": CATCH_UP_BATCH,
         "snapshot_every": SNAPSHOT_EVERY,
         "loadavg_start": loadavg,
