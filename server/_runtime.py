@@ -59,10 +59,17 @@ def tune_collector(performance: PerformanceConfig) -> None:
         gc.set_threshold(performance.gc_young_threshold, middle, old)
 
 
+# Python keeps the interval in whole microseconds: a smaller value would become 0, a
+# hand-over of the lock at every chance.
+_FINEST_SWITCH_INTERVAL_MS = 0.001
+
+
 def tune_switch_interval(performance: PerformanceConfig) -> None:
-    """Set how long a thread may keep the interpreter lock from another (0: Python's)."""
+    """Set how long a thread may keep the interpreter lock from another (0: Python's;
+    at least one microsecond)."""
     if performance.switch_interval_ms > 0:
-        sys.setswitchinterval(performance.switch_interval_ms / 1000)
+        ms = max(performance.switch_interval_ms, _FINEST_SWITCH_INTERVAL_MS)
+        sys.setswitchinterval(ms / 1000)
 
 
 def tune_process(performance: PerformanceConfig) -> None:

@@ -58,6 +58,9 @@ def test_the_switch_interval_is_set_in_milliseconds_and_zero_keeps_it() -> None:
     assert sys.getswitchinterval() == pytest.approx(0.0005)
     tune_switch_interval(PerformanceConfig(switch_interval_ms=2.5))
     assert sys.getswitchinterval() == pytest.approx(0.0025)
+    # Below a microsecond Python would keep 0 (a hand-over at every chance): one it is.
+    tune_switch_interval(PerformanceConfig(switch_interval_ms=1e-9))
+    assert sys.getswitchinterval() == pytest.approx(1e-6)
 
 
 def test_the_command_sets_both_for_its_process(collector: None) -> None:
