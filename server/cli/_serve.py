@@ -4,8 +4,11 @@
 projection up to the log head in the background (a progress bar on a terminal; a line
 here once caught up) and follows the log live; this command puts the WebSocket server
 on top at once, resumes runs left unfinished by a crash, and waits for SIGINT/SIGTERM.
-On a signal everything is cancelled between batches: queued appends commit, snapshots
-are flushed, unfinished runs stay in the log for the next start, and the process exits 0.
+On a signal the serving is cancelled first (connections and runs; a run finishing a step
+still queues its transition), then the application closes in order: projections flush
+their snapshots, queued appends commit, unfinished runs stay in the log for the next
+start, and the process exits 0. A signal while the application is still opening
+cancels everything at once.
 
 One server per data dir: the first takes the data dir's lock (`server._datadir`) before
 opening anything and records its URL there once listening; a second is refused at
@@ -35,13 +38,28 @@ from server.leases import RunLeases
 from server.ws import check_bind
 
 
-async def _stop_on_signal(
-    signals: AsyncIterator[int], scope: trio.CancelScope, out: TextIO
-) -> None:
+class _Stopper:
+    """What a signal cancels: everything while the application opens; once it is open,
+    the serving alone (connections and runs), so that runs end while the store, its
+    writer and the projections still run, and the application then closes in order.
+    Cancelling everything at once let the store's writer stop under a run that was
+    still finishing a step: its last transition failed as "the event store is closed"
+    (logged as an internal error) instead of being queued, as the docstring promises.
+    """
+
+    def __init__(self, everything: trio.CancelScope) -> None:
+        self.everything = everything
+        self.serving: trio.CancelScope | None = None
+
+    def stop(self) -> None:
+        (self.serving or self.everything).cancel()
+
+
+async def _stop_on_signal(signals: AsyncIterator[int], stopper: _Stopper, out: TextIO) -> None:
     async for signum in signals:
         out.write(f"autoagent: {signal.Signals(signum).name} received, stopping\n")
         out.flush()
-        scope.cancel()
+        stopper.stop()
         return
 
 
@@ -55,12 +73,18 @@ async def serve(config: Config, out: TextIO = sys.stdout, *, own_process: bool =
         created = await trio.to_thread.run_sync(ensure_workspace, config)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope, out)
+                stopper = _Stopper(nursery.cancel_scope)
+                nursery.start_soon(_stop_on_signal, signals, stopper, out)
                 async with open_application(config) as app:
                     if own_process and config.performance.gc_freeze:
                         app.warmup.start("collector")
                         nursery.start_soon(_freeze_when_warm, app, out)
-                    await _serve_application(app, tokens, lock, out, created)
+                    with trio.CancelScope() as stopper.serving:
+                        await _serve_application(app, tokens, lock, out, created)
+                # The application has closed in order (runs, then projections, then the
+                # store); what is left here (the signal watcher, a freeze still waiting
+                # for warm) has nothing more to do.
+                nursery.cancel_scope.cancel()
     out.write("autoagent: stopped cleanly\n")
     out.flush()
     return 0
