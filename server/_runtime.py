@@ -28,11 +28,10 @@ Threads: the event loop shares the interpreter lock with worker threads (log rea
 their decoding, projection batches, the committer). It gives the lock up on every
 socket send and receive; when a worker then holds it, the loop waits up to Python's
 switch interval (5 ms) to get it back. Profiled at 100 WebSocket clients (cProfile of
-the server), a socket send took 363 us on average and an `os.urandom` call 39 us (0.4 us
-on a quiet thread), which we read as that wait. So the `autoagent` command sets its own
-process's interval (`performance.switch_interval_ms`, 0.5 ms): the loop waits a tenth
-as long; a worker doing long Python work is interrupted more often, at a small cost to
-its own speed.
+the server), a socket send took 363 us on average and an `os.urandom` call 39 us, which
+we read as that wait. So the `autoagent` command sets its own process's interval
+(`performance.switch_interval_ms`, 0.5 ms): the loop waits a tenth as long; a worker
+doing long Python work is interrupted more often, at a small cost to its own speed.
 """
 
 from __future__ import annotations
