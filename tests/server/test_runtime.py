@@ -63,7 +63,8 @@ def test_the_switch_interval_is_set_in_milliseconds_and_zero_keeps_it() -> None:
     assert sys.getswitchinterval() == pytest.approx(1e-6)
 
 
-def test_the_command_sets_both_for_its_process(collector: None) -> None:
+def test_tune_process_sets_the_collector_and_the_switch_interval(collector: None) -> None:
+    """What `_dispatch` calls for the `autoagent` command's own process (own_process)."""
     gc.set_threshold(700, 10, 10)
     sys.setswitchinterval(0.005)
     tune_process(PerformanceConfig(gc_young_threshold=4321, switch_interval_ms=1.0))
