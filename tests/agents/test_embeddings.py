@@ -633,6 +633,11 @@ def test_bench_embeddings_quick_writes_every_section(tmp_path: Path) -> None:
         (100, 100),
     ]
     assert remote["max_abs_difference_batched_vs_single"] < 1e-6
-    assert [r["batch_size"] for r in local["sentences"]] == [1, 64]
-    rows = local["sentences"] + local["documents"]
-    assert all(row["per_s"] > 0 and row["per_cpu_s"] > 0 for row in rows)
+    assert [(r["runtime"], r["row"]) for r in local["runtimes"]] == [
+        ("numpy", "default"),
+        ("torch", "diagnostic"),
+    ]
+    for run in local["runtimes"]:
+        assert [r["batch_size"] for r in run["sentences"]] == [1, 64]
+        rows = run["sentences"] + run["documents"]
+        assert all(row["per_s"] > 0 and row["per_cpu_s"] > 0 for row in rows)

@@ -11,16 +11,20 @@ From the project root:
    (`features.batch_embeddings = false`), each with 4 requests in flight and with 1.
    Requests are counted by the embedder and by the simulator; the vectors of the two
    approaches are compared.
-2. local: `LocalEmbedder` (all-MiniLM-L6-v2 on the CPU, torch's default threads): the
-   first load in a fresh process, sentences/s at encoder batch sizes 1, 16 and 64, and
-   the same 100 documents at batch sizes 1 and 64: wall time and the process's CPU time,
-   median of 3 runs after an untimed warm-up call.
+2. local: `LocalEmbedder` (all-MiniLM-L6-v2 on the CPU) on each runtime, the shipped
+   one first: "numpy" (the default, `agents/embeddings/_bert.py`), then "torch"
+   (sentence-transformers, torch's default threads; a diagnostic row). For each: the
+   first load in this process (numpy's before torch is imported; torch's import counted
+   in its own), sentences/s at encoder batch sizes 1, 16 and 64, and the same 100
+   documents at batch sizes 1 and 64: wall time and the process's CPU time, median of 3
+   runs after an untimed warm-up call.
 
 Writes JSON (default `tests/performance/results/bench_embeddings.json`) and prints tables.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from collections.abc import Sequence
@@ -47,6 +51,7 @@ from ._embedding_sim import (
 
 DEFAULT_OUT = RESULTS_DIR / "bench_embeddings.json"
 DOCUMENTS = 100
+RUNTIMES = ("numpy", "torch")  # the shipped one first; torch's row is a diagnostic
 SEED = 7
 
 
@@ -137,8 +142,8 @@ async def _remote(sizes: Sizes) -> dict[str, Any]:
 # --- 2. local throughput -------------------------------------------------------------
 
 
-async def _load_local() -> tuple[LocalEmbedder, float]:
-    embedder = LocalEmbedder()
+async def _load_local(runtime: str) -> tuple[LocalEmbedder, float]:
+    embedder = LocalEmbedder(runtime=runtime)
     with timed() as clock:
         await embedder.warm_up()
     return embedder, clock.seconds
@@ -165,31 +170,50 @@ async def _throughput(embedder: Embedder, texts: list[str], repeats: int) -> dic
 
 
 async def _local(sizes: Sizes) -> dict[str, Any]:
-    import torch  # only here: the remote part needs no torch
-
-    loaded, load_s = await _load_local()
     sentences = make_texts(sizes.sentences, (8, 20), SEED + 1)
     documents = make_texts(sizes.local_documents, (60, 120), SEED)
+    runs = [await _local_runtime(runtime, sizes, sentences, documents) for runtime in RUNTIMES]
+    return {
+        "model": runs[0]["model"],
+        "dim": runs[0]["dim"],
+        "sentence_words": [8, 20],
+        "document_words": [60, 120],
+        "runtimes": runs,
+    }
+
+
+async def _local_runtime(
+    runtime: str, sizes: Sizes, sentences: list[str], documents: list[str]
+) -> dict[str, Any]:
+    loaded, load_s = await _load_local(runtime)
     by_sentence_batch = []
     for size in sizes.sentence_batch_sizes:
-        embedder = LocalEmbedder(batch_size=size)
+        embedder = LocalEmbedder(batch_size=size, runtime=runtime)
         figures = await _throughput(embedder, sentences, sizes.repeats)
         by_sentence_batch.append({"batch_size": size, **figures})
     by_document_batch = []
     for size in (1, BATCH_SIZE):
-        embedder = LocalEmbedder(batch_size=size)
+        embedder = LocalEmbedder(batch_size=size, runtime=runtime)
         figures = await _throughput(embedder, documents, sizes.repeats)
         by_document_batch.append({"batch_size": size, **figures})
     return {
+        "runtime": loaded.runtime,
+        "row": "default" if runtime == RUNTIMES[0] else "diagnostic",
         "model": loaded.model,
         "dim": loaded.dim,
-        "torch_threads": torch.get_num_threads(),
+        "threads": _threads(runtime),
         "first_load_s": round(load_s, 2),
-        "sentence_words": [8, 20],
         "sentences": by_sentence_batch,
-        "document_words": [60, 120],
         "documents": by_document_batch,
     }
+
+
+def _threads(runtime: str) -> int:
+    if runtime == "torch":
+        import torch  # only for its row: the rest of the benchmark needs no torch
+
+        return int(torch.get_num_threads())
+    return len(os.sched_getaffinity(0))  # OpenBLAS's default: one thread per core
 
 
 # --- report --------------------------------------------------------------------------
@@ -220,11 +244,21 @@ def report_tables(result: dict[str, Any]) -> list[Table]:
         ),
         Table(
             f"LocalEmbedder {local['model']} ({local['dim']}-d) on {result['machine']['cpus']} "
-            f"cores, torch threads {local['torch_threads']}, first load "
-            f"{local['first_load_s']:.1f} s",
-            ["texts", "batch size", "count", "wall s", "texts/s", "CPU s", "texts/CPU s"],
+            "cores; first load in this process: "
+            + ", ".join(f"{r['runtime']} {r['first_load_s']:.2f} s" for r in local["runtimes"]),
+            [
+                "runtime",
+                "texts",
+                "batch size",
+                "count",
+                "wall s",
+                "texts/s",
+                "CPU s",
+                "texts/CPU s",
+            ],
             [
                 [
+                    f"{run['runtime']} ({run['row']}, {run['threads']} threads)",
                     kind,
                     r["batch_size"],
                     r["texts"],
@@ -233,11 +267,9 @@ def report_tables(result: dict[str, Any]) -> list[Table]:
                     f"{r['cpu_seconds']:.2f}",
                     r["per_cpu_s"],
                 ]
-                for kind, rows in (
-                    ("sentences", local["sentences"]),
-                    ("documents", local["documents"]),
-                )
-                for r in rows
+                for run in local["runtimes"]
+                for kind in ("sentences", "documents")
+                for r in run[kind]
             ],
         ),
     ]
