@@ -189,6 +189,7 @@ def open_configured_embedder(config: Config) -> AbstractAsyncContextManager[Embe
         batch_size=embeddings.batch_size,
         batch_embeddings=config.features.batch_embeddings,
         openai=openai,
+        local_runtime=embeddings.local_runtime,
         warm_up=False,
     )
 

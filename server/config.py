@@ -57,6 +57,7 @@ DATA_DIR_FLAG = "--data-dir"
 StoreBackendName = Literal["lmdb", "postgres"]
 LLMProviderName = Literal["offline", "openai"]
 EmbeddingsProviderName = Literal["local", "openai"]
+LocalRuntimeName = Literal["auto", "numpy", "torch"]
 
 # Field metadata read by the walker: numeric bounds, "secret" for values that
 # config_as_dict redacts, and "each": a check of every item of an array (it returns
@@ -180,6 +181,7 @@ class EmbeddingsConfig:
     provider: EmbeddingsProviderName = "local"
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = field(default=64, metadata=_POSITIVE)
+    local_runtime: LocalRuntimeName = "auto"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ async def open_embedder(
     batch_size: int | None = None,
     batch_embeddings: bool = True,
     openai: OpenAIEmbedderOptions | None = None,
+    local_runtime: str = "auto",
     warm_up: bool = True,
 ) -> AsyncIterator[Embedder]:
     """The embedder `provider` names (`embeddings.provider`), closed on exit.
@@ -32,7 +33,8 @@ async def open_embedder(
     `model` and `batch_size` come from `[embeddings]` (None: the backend's default);
     `openai` carries the endpoint settings (base_url, api_key, timeout) for the "openai"
     provider, whose `model` and `batch_size` these two override when given.
-    `batch_embeddings=False` is the one-request-per-text baseline. With `warm_up`, the
+    `batch_embeddings=False` is the one-request-per-text baseline; `local_runtime` is
+    what runs the "local" model (`embeddings.local_runtime`). With `warm_up`, the
     model is loaded (local) or the endpoint checked with one request (openai) before the
     embedder is handed out.
     """
@@ -42,6 +44,7 @@ async def open_embedder(
             model=model or DEFAULT_LOCAL_MODEL,
             batch_size=batch_size or DEFAULT_LOCAL_BATCH_SIZE,
             batch_embeddings=batch_embeddings,
+            runtime=local_runtime,
         )
     elif provider == "openai":
         options = openai or OpenAIEmbedderOptions()

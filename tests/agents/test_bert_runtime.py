@@ -252,3 +252,16 @@ def test_a_server_process_embeds_without_importing_torch() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["numpy (2, 384)", "loaded: []"]
+
+
+@pytest.mark.parametrize("runtime", ["torch", "numpy"])
+async def test_embeddings_local_runtime_chooses_what_runs_the_model(runtime: str) -> None:
+    from server.app import open_configured_embedder
+    from server.config import Config, EmbeddingsConfig
+
+    config = Config(embeddings=EmbeddingsConfig(local_runtime=runtime))  # type: ignore[arg-type]
+    with trio.fail_after(TIMEOUT_S):
+        async with open_configured_embedder(config) as embedder:
+            await embedder.warm_up()
+            assert isinstance(embedder, LocalEmbedder)
+            assert embedder.runtime == runtime

@@ -69,7 +69,12 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "tpm_limit": 200000,
         "max_parallel_calls": 8,
     },
-    "embeddings": {"provider": "local", "model": "all-MiniLM-L6-v2", "batch_size": 64},
+    "embeddings": {
+        "provider": "local",
+        "model": "all-MiniLM-L6-v2",
+        "batch_size": 64,
+        "local_runtime": "auto",
+    },
     "performance": {
         "max_parallel_steps": 16,
         "session_window": 20,
@@ -367,6 +372,12 @@ FILE_ERRORS = [
         "embeddings.provider",
         "expected one of 'local', 'openai', got an integer",
         id="enum-type",
+    ),
+    pytest.param(
+        "[embeddings]\nlocal_runtime = 'onnx'\n",
+        "embeddings.local_runtime",
+        "expected one of 'auto', 'numpy', 'torch', got 'onnx'",
+        id="enum-local-runtime",
     ),
     pytest.param(
         "[server]\nport = 65536\n",
