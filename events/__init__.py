@@ -3,6 +3,9 @@
 Public API; everything else in this package is private.
 """
 
+import importlib as _importlib
+import typing as _typing
+
 from events._audit import AuditReport, VerifiedReader, audit_log
 from events._codec import decode_record
 from events._keys import (
@@ -27,14 +30,6 @@ from events._model import (
     ExpectedVersion,
     NewEvent,
     RecordedEvent,
-)
-from events._postgres_keys import PostgresKeyStore
-from events._postgres_log import PostgresEventLog
-from events._postgres_pool import (
-    describe_postgres_url,
-    first_postgres_connection,
-    open_postgres_pool,
-    postgres_error_line,
 )
 from events._sealing import FORGOTTEN_TEXT, PERSONAL_FIELDS, OpenedReader, Sealer
 from events._store import (
@@ -112,6 +107,36 @@ from events.errors import (
     UnknownEventType,
     WrongExpectedVersion,
 )
+
+if _typing.TYPE_CHECKING:
+    from events._postgres_keys import PostgresKeyStore
+    from events._postgres_log import PostgresEventLog
+    from events._postgres_pool import (
+        describe_postgres_url,
+        first_postgres_connection,
+        open_postgres_pool,
+        postgres_error_line,
+    )
+
+
+# The PostgreSQL backend is imported when first named, not with the package: psycopg
+# and its pool cost ~9 MB and part of every start of a server that uses LMDB.
+_LAZY = {
+    "PostgresKeyStore": "events._postgres_keys",
+    "PostgresEventLog": "events._postgres_log",
+    "describe_postgres_url": "events._postgres_pool",
+    "first_postgres_connection": "events._postgres_pool",
+    "open_postgres_pool": "events._postgres_pool",
+    "postgres_error_line": "events._postgres_pool",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = getattr(_importlib.import_module(_LAZY[name]), name)
+    return value
+
 
 __all__ = [
     "ANY",

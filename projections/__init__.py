@@ -3,6 +3,9 @@
 Public API; everything else in this package is private.
 """
 
+import importlib as _importlib
+import typing as _typing
+
 from events import FileKeyStore, KeyStore, MemoryKeyStore, UserKey
 from projections._base import Projection, SnapshottingProjection
 from projections._catalog import (
@@ -33,7 +36,6 @@ from projections._memory import (
     seal_memory,
 )
 from projections._metrics import MetricsProjection
-from projections._postgres_state import PostgresStateStore
 from projections._replay import Difference, compare, rebuild, verify
 from projections._runner import ProjectionRunner, ProjectionStatus
 from projections._runs import RunsProjection
@@ -60,6 +62,22 @@ from projections.errors import (
     SealBroken,
     UnknownProjection,
 )
+
+if _typing.TYPE_CHECKING:
+    from projections._postgres_state import PostgresStateStore
+
+
+# The PostgreSQL backend is imported when first named, not with the package: psycopg
+# and its pool cost ~9 MB and part of every start of a server that uses LMDB.
+_LAZY = {"PostgresStateStore": "projections._postgres_state"}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = getattr(_importlib.import_module(_LAZY[name]), name)
+    return value
+
 
 __all__ = [
     "Checkpoint",

@@ -16,6 +16,10 @@ from pathlib import Path
 
 import trio
 
+# The PostgreSQL classes are named through their packages, which import psycopg when
+# one is first named: a server on LMDB never loads it.
+import events
+import projections
 from events import (
     EventLog,
     FileKeyStore,
@@ -23,14 +27,11 @@ from events import (
     KeyStoreMissing,
     LmdbEventLog,
     MemoryKeyStore,
-    PostgresEventLog,
-    PostgresKeyStore,
 )
 from projections import (
     IndexOptions,
     LmdbStateStore,
     MemoryStateStore,
-    PostgresStateStore,
     ProjectionRunner,
     ProjectionStoreMissing,
     StateStore,
@@ -70,7 +71,7 @@ def memory_keys(config: Config, *, readonly: bool = False) -> KeyStore:
     if store is None:
         if config.store.backend == "postgres":
             try:
-                store = PostgresKeyStore.open(config.store.url, readonly=readonly)
+                store = events.PostgresKeyStore.open(config.store.url, readonly=readonly)
             except KeyStoreMissing:
                 # A reader of a database no server has sealed anything in: no key, so
                 # nothing to open (not kept: a server may create the table later).
@@ -108,7 +109,7 @@ def open_configured_state(config: Config, *, readonly: bool = False) -> StateSto
         path, sync = projections_path(config), config.store.sync
         return LmdbStateStore.open(path, readonly=readonly, sync=sync)
     node = config.server.node_name(config.store.data_path)
-    return PostgresStateStore.open(config.store.url, node, readonly=readonly)
+    return projections.PostgresStateStore.open(config.store.url, node, readonly=readonly)
 
 
 def state_location(config: Config) -> str:
@@ -130,7 +131,7 @@ def open_configured_log(config: Config) -> EventLog:
     worker thread): LMDB opened read-only, or the PostgreSQL log at `store.url`."""
     if config.store.backend == "lmdb":
         return LmdbEventLog.open(config.store.data_path, readonly=True)
-    return PostgresEventLog.open(
+    return events.PostgresEventLog.open(
         config.store.url, compress_over=config.store.compress_over_bytes, readonly=True
     )
 

@@ -32,7 +32,7 @@ from agents.tools import (
     IndexerOptions,
     MemoryAccess,
 )
-from events import EventStore, PostgresEventLog, Sealer, StoreOptions, open_event_store
+from events import EventStore, Sealer, StoreOptions, open_event_store
 from projections import (
     DocumentsProjection,
     MemoryProjection,
@@ -51,7 +51,7 @@ from server._views import (
 )
 from server.config import Config, LLMConfig
 from server.errors import ConfigError
-from server.leases import MemoryRunLeases, PostgresRunLeases, RunLeases
+from server.leases import MemoryRunLeases, RunLeases
 from server.telemetry import TraceExport, open_trace_export
 from server.ws import AgentServer, ServerLimits
 
@@ -83,6 +83,8 @@ async def open_configured_store(
         async with open_event_store(config.store.data_path, options, sealer=sealer) as store:
             yield store
         return
+    from events import PostgresEventLog  # psycopg is imported for this backend only
+
     url, compress_over = config.store.url, options.compress_over_bytes
     log = await trio.to_thread.run_sync(
         lambda: PostgresEventLog.open(url, compress_over=compress_over)
@@ -101,6 +103,8 @@ async def open_run_leases(config: Config, node_id: str | None = None) -> AsyncIt
     if config.store.backend != "postgres":
         yield MemoryRunLeases(node, ttl)
         return
+    from server.leases import PostgresRunLeases  # psycopg is imported for PostgreSQL only
+
     url = config.store.url
     leases = await trio.to_thread.run_sync(lambda: PostgresRunLeases.open(url, node, ttl))
     try:

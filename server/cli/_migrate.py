@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+import events  # its PostgreSQL classes are imported when first named
 from events import (
     AuditReport,
     EventLog,
@@ -41,8 +42,6 @@ from events import (
     LmdbEventLog,
     MemoryKeyDestroyed,
     MemoryKeyStore,
-    PostgresEventLog,
-    PostgresKeyStore,
     SessionForgotten,
     audit_log,
     decode_record,
@@ -202,7 +201,7 @@ def open_keys(spec: LogSpec, keys_dir: str | None, *, writable: bool) -> Iterato
         yield FileKeyStore(path.expanduser().resolve(), readonly=not writable)
         return
     try:
-        store = PostgresKeyStore.open(spec.target, readonly=not writable)
+        store = events.PostgresKeyStore.open(spec.target, readonly=not writable)
     except KeyStoreMissing:
         yield MemoryKeyStore()
         return
@@ -218,7 +217,7 @@ def open_log(spec: LogSpec, *, writable: bool) -> Iterator[EventLog]:
     written into (its server would not see the copied records' index)."""
     log: EventLog
     if spec.backend == "postgres":
-        log = PostgresEventLog.open(spec.target, readonly=not writable)
+        log = events.PostgresEventLog.open(spec.target, readonly=not writable)
     elif writable:
         holder = running_server(Path(spec.target))
         if holder is not None:

@@ -8,6 +8,7 @@ import gc
 import json
 import re
 import signal
+import subprocess
 import sys
 import weakref
 from collections.abc import Iterator
@@ -110,7 +111,13 @@ async def _serve_until_stopped(tmp_path: Path, env: dict[str, str]) -> tuple[str
             code = await trio.to_thread.run_sync(proc.wait)
     finally:
         proc.kill()
-        out, err = proc.communicate()
+        # Not communicate(): it reads the pipes' descriptors and would lose what
+        # `wait_listening`'s readline already took into the stream's buffer (the lines
+        # printed right after "listening", now that nothing slow comes between).
+        assert proc.stdout is not None and proc.stderr is not None
+        with proc.stdout, proc.stderr:
+            out, err = proc.stdout.read(), proc.stderr.read()
+        proc.wait()
     assert code == 0, err
     return out, seen
 
@@ -131,3 +138,24 @@ async def test_serve_with_the_freeze_off_leaves_the_collector_alone(tmp_path: Pa
     out, seen = await _serve_until_stopped(tmp_path, {"AUTOAGENT_PERFORMANCE__GC_FREEZE": "false"})
     assert "stopped cleanly" in out and WARM.search(out) is None
     assert "collector" not in seen
+
+
+_IMPORTS_OF_AN_LMDB_SERVER = """
+import sys, server.app, server.cli, server._views, server.cli._migrate
+print(sorted(m for m in ("psycopg", "psycopg_pool") if m in sys.modules))
+import events
+events.PostgresEventLog
+print(sorted(m for m in ("psycopg", "psycopg_pool") if m in sys.modules))
+"""
+
+
+def test_psycopg_is_imported_only_when_a_postgres_class_is_named() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_OF_AN_LMDB_SERVER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]", "['psycopg', 'psycopg_pool']"]
