@@ -265,3 +265,28 @@ async def test_embeddings_local_runtime_chooses_what_runs_the_model(runtime: str
             await embedder.warm_up()
             assert isinstance(embedder, LocalEmbedder)
             assert embedder.runtime == runtime
+
+
+def _blas_threads() -> int:
+    from threadpoolctl import ThreadpoolController
+
+    return int(ThreadpoolController().select(user_api="blas").info()[0]["num_threads"])
+
+
+def test_small_batches_use_one_blas_thread_and_put_the_count_back(
+    numpy_model: bert.BertEncoder,
+) -> None:
+    from threadpoolctl import threadpool_limits
+
+    seen: list[int] = []
+    blas = bert._BlasThreads()
+    with threadpool_limits(limits=2, user_api="blas"):  # as on a 2-core machine
+        with blas.single():
+            seen.append(_blas_threads())
+            with blas.single():  # overlapping users share the limit
+                seen.append(_blas_threads())
+            seen.append(_blas_threads())  # one user left: still one thread
+        seen.append(_blas_threads())
+        numpy_model.encode(["one short sentence"])  # through the shared instance
+        seen.append(_blas_threads())
+    assert seen == [1, 1, 1, 2, 2]
