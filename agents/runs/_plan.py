@@ -18,8 +18,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import networkx as nx
-
 from agents.errors import InvalidPlan, ToolError
 from agents.llm import ToolCatalog, nesting_depth
 from agents.tools import check_parameters
@@ -232,10 +230,17 @@ def _step_problems(step: PlanStep, ids: set[str], catalog: ToolCatalog) -> list[
 def _cycle_problems(steps: Sequence[PlanStep]) -> list[str]:
     """Each dependency cycle, named step by step ("a -> b -> c -> a": a depends on b...).
 
-    `find_cycle` names one cycle; its first edge is then cut and the search repeated, so
-    a plan with several cycles lists each (at most one per step, as each cut removes an
-    edge). Steps are added in plan order, so the same plan names the same cycles.
+    A plan without a cycle (nearly every plan) is told apart by a topological sort
+    here. Only a plan with one imports networkx (~12 MB, not held by a server that never
+    sees a cycle), whose `find_cycle` names one cycle; its first edge is then cut and
+    the search repeated, so a plan with several cycles lists each (at most one per step,
+    as each cut removes an edge). Steps are added in plan order, so the same plan names
+    the same cycles.
     """
+    if _acyclic(steps):
+        return []
+    import networkx as nx
+
     graph: nx.DiGraph[str] = nx.DiGraph()
     graph.add_nodes_from(s.id for s in steps)
     graph.add_edges_from((s.id, d) for s in steps for d in s.dependencies)
@@ -248,6 +253,28 @@ def _cycle_problems(steps: Sequence[PlanStep]) -> list[str]:
         names = [str(edge[0]) for edge in cycle] + [str(cycle[0][0])]
         problems.append(f"dependency cycle: {' -> '.join(names)} (each step depends on the next)")
         graph.remove_edge(cycle[0][0], cycle[0][1])
+
+
+def _acyclic(steps: Sequence[PlanStep]) -> bool:
+    """Whether the steps' dependencies form no cycle (Kahn's topological sort)."""
+    if any(s.id in s.dependencies for s in steps):
+        return False  # named by find_cycle as "a -> a"
+    ids = {s.id for s in steps}  # an unknown dependency is a problem of its own, not a cycle
+    waiting = {s.id: {d for d in s.dependencies if d in ids} for s in steps}
+    dependents: dict[str, list[str]] = {}
+    for step_id, dependencies in waiting.items():
+        for dependency in dependencies:
+            dependents.setdefault(dependency, []).append(step_id)
+    ready = [step_id for step_id, dependencies in waiting.items() if not dependencies]
+    done = 0
+    while ready:
+        step_id = ready.pop()
+        done += 1
+        for dependent in dependents.get(step_id, ()):
+            waiting[dependent].discard(step_id)
+            if not waiting[dependent]:
+                ready.append(dependent)
+    return done == len(waiting)
 
 
 def resolve(value: Any, results: Mapping[str, Any]) -> Any:

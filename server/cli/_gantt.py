@@ -9,10 +9,11 @@ Plain SVG.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
-import networkx as nx
+if TYPE_CHECKING:
+    import networkx as nx
 
 COLOURS = {
     "completed": "#2e7d32",
@@ -46,8 +47,11 @@ def longest_chain(
 
     Step durations are node weights; `dag_longest_path` weighs edges, so each edge into a
     step carries that step's duration, and a source before every step carries the first
-    one's. A graph with a cycle raises `networkx.NetworkXUnfeasible`.
+    one's. A graph with a cycle raises `networkx.NetworkXUnfeasible`. networkx is
+    imported here, when a command asks for a run's critical path, not with the server.
     """
+    import networkx as nx
+
     graph: nx.DiGraph[object] = nx.DiGraph()
     graph.add_node(_SOURCE)
     for step in dependencies:
@@ -67,6 +71,8 @@ _SOURCE = object()
 def _ordered(graph: nx.DiGraph[object]) -> list[object]:
     """A topological order that breaks ties by step id (the source first), so equal
     chains resolve the same way on every run."""
+    import networkx as nx
+
     return list(
         nx.lexicographical_topological_sort(graph, key=lambda n: "" if n is _SOURCE else str(n))
     )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.errors import InvalidPlan, ToolError
 from agents.llm._catalog import ToolCatalog
-from agents.runs._plan import Plan, parse_plan, resolve, validate_plan
+from agents.runs._plan import Plan, PlanStep, _acyclic, parse_plan, resolve, validate_plan
 
 from .lab import LAB_SPECS, sleep_step, step
 
@@ -207,3 +211,50 @@ def test_unresolvable_reference_raises_tool_error(value: str, message: str) -> N
     with pytest.raises(ToolError) as caught:
         resolve(value, RESULTS)
     assert str(caught.value) == message
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 7), st.lists(st.integers(0, 9), max_size=4)),
+        min_size=1,
+        max_size=8,
+        unique_by=lambda pair: pair[0],
+    )
+)
+def test_the_cycle_check_agrees_with_networkx(pairs: list[tuple[int, list[int]]]) -> None:
+    """The pure-Python pre-check against networkx on random graphs: self-dependencies,
+    dependencies on steps not in the plan (8 and 9 never are) and several cycles."""
+    import networkx as nx
+
+    steps = [PlanStep(f"s{n}", "lab", "x", {}, tuple(f"s{d}" for d in deps)) for n, deps in pairs]
+    graph: nx.DiGraph[str] = nx.DiGraph()
+    ids = {s.id for s in steps}
+    graph.add_nodes_from(ids)
+    graph.add_edges_from((s.id, d) for s in steps for d in s.dependencies if d in ids)
+    assert _acyclic(steps) == nx.is_directed_acyclic_graph(graph)
+
+
+_VALIDATE_WITHOUT_NETWORKX = """
+import sys
+from agents.runs._plan import PlanStep, _cycle_problems
+chain = [PlanStep("a", "lab", "x", {}, ()), PlanStep("b", "lab", "x", {}, ("a",))]
+print(_cycle_problems(chain), "networkx" in sys.modules)
+loop = [PlanStep("a", "lab", "x", {}, ("b",)), PlanStep("b", "lab", "x", {}, ("a",))]
+print(_cycle_problems(loop), "networkx" in sys.modules)
+"""
+
+
+def test_a_plan_without_a_cycle_is_checked_without_importing_networkx() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _VALIDATE_WITHOUT_NETWORKX],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "[] False",
+        "['dependency cycle: a -> b -> a (each step depends on the next)'] True",
+    ]
