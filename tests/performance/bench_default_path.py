@@ -38,7 +38,7 @@ from server.bench._processes import (
     start_server,
     start_simulator,
 )
-from server.bench._procfs import cpu_s
+from server.bench._procfs import cpu_s, rss_mb
 from server.bench._world import World
 from server.config import Config, FeaturesConfig, config_as_dict
 
@@ -168,12 +168,15 @@ async def memory_goals_on_a_fresh_server(
     root: Path, sim_url: str, world: str, goals: tuple[str, ...], once_warm: bool
 ) -> dict[str, Any]:
     """`goals` one after another on a fresh shipped server, sent once /healthz reports
-    warm or the moment it listens; each goal's seconds and its model latency."""
+    warm or the moment it listens; each goal's seconds and its model latency, and the
+    server's RSS once warm (or listening) and after the goals (the model has embedded)."""
     config = phase_config(root, sim_url, world, features_on=True)
     process, port, _ = await start(root, root.name, config)
     try:
         warm_after = await wait_until_warm(port) if once_warm else None
+        rss_before = rss_mb(process.pid)
         seconds = await run_goals(port, goals)
+        rss_after = rss_mb(process.pid)
     finally:
         await process.aclose()
     return {
@@ -181,6 +184,8 @@ async def memory_goals_on_a_fresh_server(
         "warm_reported_after_listening_s": warm_after,
         "goal_seconds": seconds,
         "model_seconds": await model_seconds_per_run(root / "data"),
+        "rss_before_goals_mb": rss_before,
+        "rss_after_goals_mb": rss_after,
     }
 
 
@@ -302,6 +307,14 @@ def report(result: dict[str, Any]) -> list[Table]:
                 "(diagnostic) first memory goal sent as the server listens",
                 f"{warm['at_once']['first_memory_goal_s']:.2f} s vs "
                 f"{warm['at_once']['second_memory_goal_s']:.2f} s",
+                "-",
+            ],
+            [
+                "(diagnostic) server RSS once warm -> after two memory goals",
+                ", ".join(
+                    f"{server['rss_before_goals_mb']:.0f} -> {server['rss_after_goals_mb']:.0f} MB"
+                    for server in warm["once_warm"]["servers"]
+                ),
                 "-",
             ],
             [
