@@ -5,6 +5,8 @@ This module re-exports the names most callers need; each sub-package's `__init__
 names its own public API, and every module starting with `_` is private.
 """
 
+import typing as _typing
+
 from agents.embeddings import (
     Embedder,
     EmbedderUnavailable,
@@ -14,8 +16,6 @@ from agents.embeddings import (
     InvalidEmbeddingInput,
     InvalidEmbeddingResponse,
     LocalEmbedder,
-    OpenAIEmbedder,
-    OpenAIEmbedderOptions,
     UnknownEmbeddingProvider,
     open_embedder,
 )
@@ -47,7 +47,6 @@ from agents.llm import (
     LLMOptions,
     LLMProvider,
     Messages,
-    OpenAIProvider,
     PromptRepository,
     PromptStatistics,
     RateLimiter,
@@ -77,6 +76,20 @@ from agents.offline import (
     open_provider,
     serve_simulator,
 )
+from events import lazy_attributes as _lazy_attributes
+
+if _typing.TYPE_CHECKING:
+    from agents.embeddings import OpenAIEmbedder, OpenAIEmbedderOptions
+    from agents.llm import OpenAIProvider
+
+# The OpenAI backends are imported when first named: openai's SDK costs ~0.45 s and ~28 MB
+# of every process that imports this package, the offline default's and every CLI command's.
+_LAZY = {
+    "OpenAIEmbedder": "agents.embeddings",
+    "OpenAIEmbedderOptions": "agents.embeddings",
+    "OpenAIProvider": "agents.llm",
+}
+__getattr__ = _lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "MAX_EMBEDDING_INPUTS",

@@ -3,7 +3,6 @@
 Public API; everything else in this package is private.
 """
 
-import importlib as _importlib
 import typing as _typing
 
 from events._audit import AuditReport, VerifiedReader, audit_log
@@ -16,6 +15,7 @@ from events._keys import (
     UserKey,
     session_owner,
 )
+from events._lazy import lazy_attributes
 from events._lmdb_log import LmdbEventLog
 from events._log import EventLog, LogStatistics
 from events._memory_log import MemoryEventLog
@@ -130,12 +130,7 @@ _LAZY = {
     "postgres_error_line": "events._postgres_pool",
 }
 
-
-def __getattr__(name: str) -> object:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = globals()[name] = getattr(_importlib.import_module(_LAZY[name]), name)
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [
@@ -232,6 +227,7 @@ __all__ = [
     "describe_postgres_url",
     "event_class",
     "first_postgres_connection",
+    "lazy_attributes",
     "open_event_store",
     "open_postgres_pool",
     "postgres_error_line",

@@ -3,10 +3,10 @@
 Public API; everything else in this package is private.
 """
 
-import importlib as _importlib
 import typing as _typing
 
 from events import FileKeyStore, KeyStore, MemoryKeyStore, UserKey
+from events import lazy_attributes as _lazy_attributes
 from projections._base import Projection, SnapshottingProjection
 from projections._catalog import (
     build_projections,
@@ -71,12 +71,7 @@ if _typing.TYPE_CHECKING:
 # and its pool cost ~9 MB and part of every start of a server that uses LMDB.
 _LAZY = {"PostgresStateStore": "projections._postgres_state"}
 
-
-def __getattr__(name: str) -> object:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = globals()[name] = getattr(_importlib.import_module(_LAZY[name]), name)
-    return value
+__getattr__ = _lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [

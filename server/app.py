@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import httpx
 import trio
 
-from agents.embeddings import Embedder, EmbeddingError, OpenAIEmbedderOptions, open_embedder
+from agents.embeddings import Embedder, EmbeddingError, open_embedder
 from agents.llm import CallRecorder, LLMOptions, LLMProvider, PromptRepository
 from agents.offline import open_provider
 from agents.runs import History, Orchestrator, OrchestratorOptions
@@ -185,6 +185,8 @@ def open_configured_embedder(config: Config) -> AbstractAsyncContextManager[Embe
     embeddings = config.embeddings
     openai = None
     if embeddings.provider == "openai":
+        from agents.embeddings import OpenAIEmbedderOptions  # the SDK for this provider only
+
         api_key = os.environ.get(config.llm.api_key_env)
         openai = OpenAIEmbedderOptions(base_url=config.llm.base_url, api_key=api_key)
     return open_embedder(

@@ -10,11 +10,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from agents.embeddings._embedder import EMBEDDING_PROVIDERS, Embedder, EmbeddingProviderName
 from agents.embeddings._local import DEFAULT_LOCAL_BATCH_SIZE, DEFAULT_LOCAL_MODEL, LocalEmbedder
-from agents.embeddings._openai import OpenAIEmbedder, OpenAIEmbedderOptions
 from agents.errors import UnknownEmbeddingProvider
+
+if TYPE_CHECKING:
+    from agents.embeddings._openai import OpenAIEmbedderOptions
 
 
 @asynccontextmanager
@@ -47,6 +50,8 @@ async def open_embedder(
             runtime=local_runtime,
         )
     elif provider == "openai":
+        from agents.embeddings._openai import OpenAIEmbedder, OpenAIEmbedderOptions
+
         options = openai or OpenAIEmbedderOptions()
         options = dataclasses.replace(
             options,

@@ -4,6 +4,8 @@ with retries, the call recorder, prompts and the tool catalog the model is shown
 Public API; every other module in this package is private.
 """
 
+import typing as _typing
+
 from agents.llm._calls import (
     CallRequest,
     CallRunner,
@@ -15,9 +17,6 @@ from agents.llm._catalog import (
     ToolCatalogCache,
     ToolSpec,
     catalog_hash,
-)
-from agents.llm._openai import (
-    OpenAIProvider,
 )
 from agents.llm._prompting import (
     PromptRepository,
@@ -55,6 +54,15 @@ from agents.llm._retry import (
     RetryPolicy,
 )
 from agents.llm._tokens import estimate_prompt_tokens, estimate_tokens
+from events import lazy_attributes as _lazy_attributes
+
+if _typing.TYPE_CHECKING:
+    from agents.llm._openai import OpenAIProvider
+
+# The OpenAI backends are imported when first named: openai's SDK costs ~0.45 s and ~28 MB
+# of every process that imports this package, the offline default's and every CLI command's.
+_LAZY = {"OpenAIProvider": "agents.llm._openai"}
+__getattr__ = _lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "MAX_EMBEDDING_INPUTS",

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from agents.errors import AuthenticationFailed, UnknownProvider
-from agents.llm import CallRecorder, LLMOptions, LLMProvider, OpenAIProvider
+from agents.llm import CallRecorder, LLMOptions, LLMProvider
 from agents.offline._provider import OfflineProvider
 
 PROVIDERS = ("offline", "openai")
@@ -30,6 +30,8 @@ def create_provider(
     if options.provider == "offline":
         return OfflineProvider(options, recorder)
     if options.provider == "openai":
+        from agents.llm import OpenAIProvider  # openai's SDK is imported for this provider only
+
         return OpenAIProvider(options, api_key(options, env), recorder)
     raise UnknownProvider(options.provider, PROVIDERS)
 

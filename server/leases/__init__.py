@@ -1,8 +1,8 @@
 """Run leases: which node executes a run (see `_base` for the why)."""
 
-import importlib as _importlib
 import typing as _typing
 
+from events import lazy_attributes as _lazy_attributes
 from server.leases._base import Lease, MemoryRunLeases, RunLeases
 from server.leases._keeper import LeaseKeeper
 from server.leases._presence import NodePresence
@@ -15,12 +15,7 @@ if _typing.TYPE_CHECKING:
 # and its pool cost ~9 MB and part of every start of a server that uses LMDB.
 _LAZY = {"PostgresRunLeases": "server.leases._postgres"}
 
-
-def __getattr__(name: str) -> object:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = globals()[name] = getattr(_importlib.import_module(_LAZY[name]), name)
-    return value
+__getattr__ = _lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [

@@ -142,14 +142,20 @@ async def test_serve_with_the_freeze_off_leaves_the_collector_alone(tmp_path: Pa
 
 _IMPORTS_OF_AN_LMDB_SERVER = """
 import sys, server.app, server.cli, server._views, server.cli._migrate
-print(sorted(m for m in ("psycopg", "psycopg_pool") if m in sys.modules))
+def loaded():
+    return sorted(m for m in ("psycopg", "psycopg_pool", "openai") if m in sys.modules)
+print(loaded())
 import events
 events.PostgresEventLog
-print(sorted(m for m in ("psycopg", "psycopg_pool") if m in sys.modules))
+print(loaded())
+import agents
+agents.OpenAIProvider
+print(loaded())
 """
 
 
-def test_psycopg_is_imported_only_when_a_postgres_class_is_named() -> None:
+def test_psycopg_and_openai_are_imported_only_when_their_backend_is_named() -> None:
+    """The shipped server (LMDB, the offline model, the local embedder) loads neither."""
     done = subprocess.run(
         [sys.executable, "-c", _IMPORTS_OF_AN_LMDB_SERVER],
         capture_output=True,
@@ -158,4 +164,8 @@ def test_psycopg_is_imported_only_when_a_postgres_class_is_named() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["[]", "['psycopg', 'psycopg_pool']"]
+    assert done.stdout.splitlines() == [
+        "[]",
+        "['psycopg', 'psycopg_pool']",
+        "['openai', 'psycopg', 'psycopg_pool']",
+    ]
