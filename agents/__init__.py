@@ -89,7 +89,8 @@ _LAZY = {
     "OpenAIEmbedderOptions": "agents.embeddings",
     "OpenAIProvider": "agents.llm",
 }
-__getattr__ = _lazy_attributes(__name__, _LAZY)
+if not _typing.TYPE_CHECKING:  # mypy sees the names above, not a catch-all for any name
+    __getattr__ = _lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "MAX_EMBEDDING_INPUTS",

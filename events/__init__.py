@@ -130,7 +130,8 @@ _LAZY = {
     "postgres_error_line": "events._postgres_pool",
 }
 
-__getattr__ = lazy_attributes(__name__, _LAZY)
+if not _typing.TYPE_CHECKING:  # mypy sees the names above, not a catch-all for any name
+    __getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [

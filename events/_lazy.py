@@ -4,8 +4,9 @@ A package whose public API includes a backend few processes use (the PostgreSQL 
 the OpenAI provider) names it lazily, so importing the package does not import the
 backend's libraries: psycopg, openai's SDK with its thousands of types. Each package
 keeps its lazy names in a `_LAZY` map (name -> module) and sets
-`__getattr__ = lazy_attributes(__name__, _LAZY)` (PEP 562); type checkers see the names
-through `if TYPE_CHECKING:` imports.
+`__getattr__ = lazy_attributes(__name__, _LAZY)` (PEP 562) under `if not TYPE_CHECKING:`;
+type checkers see the names through `if TYPE_CHECKING:` imports, and no catch-all that
+would let any misspelt name through.
 """
 
 from __future__ import annotations

@@ -13,8 +13,10 @@ measured:
   events/s (`bench_eventlog`, round 7). A long projection catch-up already turns the
   collector off while it runs (`projections/_runner.py`, `gc_paused`); a short one
   (`bench_projections --quick`, 10,000 events) went 88,787 -> 143,734 events/s.
-- A server with the local embedder loaded holds about 510,000 objects; one full
+- A server with the local embedder on torch held about 510,000 objects; one full
   collection walked them in 260 ms with the event loop stopped (every client waited).
+  With the embedder on numpy (round 9) a warm server holds about 145,000, walked in
+  about 70 ms (the "warm" line of `serve` in `load_ws_round9_final.json`).
 
 So the `autoagent` command sets its own process's young generation
 (`performance.gc_young_threshold`), and a serving process, once warm (model loaded,
@@ -82,7 +84,8 @@ def freeze_survivors() -> float:
     """One full collection, then everything still alive frozen; returns the seconds.
 
     Called once per process, when it is warm: the collection stops the event loop for
-    as long as it takes (a quarter second with the embedder loaded), once.
+    as long as it takes (~70 ms for a warm server, 300 ms when the embedder ran on
+    torch), once.
     """
     start = time.perf_counter()
     gc.collect()

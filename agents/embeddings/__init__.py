@@ -30,7 +30,8 @@ _LAZY = {
     "OpenAIEmbedder": "agents.embeddings._openai",
     "OpenAIEmbedderOptions": "agents.embeddings._openai",
 }
-__getattr__ = _lazy_attributes(__name__, _LAZY)
+if not _typing.TYPE_CHECKING:  # mypy sees the names above, not a catch-all for any name
+    __getattr__ = _lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "Embedder",

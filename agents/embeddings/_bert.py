@@ -32,8 +32,6 @@ __all__ = ["BertEncoder", "UnsupportedModel", "read_safetensors", "supports"]
 
 F32 = npt.NDArray[np.float32]
 _DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64}
-# sentence-transformers' default when a model says nothing (sentence_bert_config.json).
-_DEFAULT_MAX_SEQ_LENGTH = 256
 # Tokens run through the layers at once (see `_Weights.forward`).
 _TOKENS_PER_PASS = 4096
 # Batches of at most this many tokens run on one BLAS thread (see `_BlasThreads`).
@@ -61,7 +59,9 @@ class _Shape:
 
 
 def supports(path: Path) -> str | None:
-    """None when `path` holds a model this encoder runs; else why not, in a few words."""
+    """None when `path`'s configuration files describe a model this encoder runs; else
+    why not, in a few words. The weights and the tokenizer are checked when they load
+    (`BertEncoder` raises `UnsupportedModel`)."""
     try:
         _read_shape(path)
     except UnsupportedModel as exc:
@@ -113,7 +113,10 @@ class BertEncoder:
         self._shape = shape
         # One tokenizer, neither truncating nor padding: `offsets` needs a long text's every
         # word piece, and `encode` cuts and wraps the pieces itself.
-        self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        try:
+            self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        except Exception as exc:  # the library raises a bare Exception for a bad file
+            raise UnsupportedModel(f"cannot read tokenizer.json: {exc}") from exc
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
         wrap = self._tokenizer.encode("").ids  # [CLS] [SEP] for a BERT tokenizer
@@ -267,9 +270,10 @@ class _Weights:
 class _BlasThreads:
     """Numpy's BLAS on one thread while small batches are encoded.
 
-    OpenBLAS's worker threads spin for a while after each product: one sentence (the
-    server's memory goals) cost ~69 ms of CPU for 8 ms of wall time with two threads,
-    13 ms for 13 ms with one, and that CPU is the server's own cores. The thread count
+    OpenBLAS's worker threads spin for a while after each product: for one sentence at
+    a time (the server's memory goals) a probe measured several times the encode's own
+    CPU with two threads (commit 56bb10d has the figures), and that CPU is the server's
+    own cores. The thread count
     is process-wide, so overlapping small batches share one limit (a count), put back
     when the last of them ends; a large batch running meanwhile gets one thread too.
     """
@@ -378,7 +382,16 @@ def _read_shape(path: Path) -> _Shape:
         if not (path / name).is_file():
             raise UnsupportedModel(f"no {name}")
     sentence = path / "sentence_bert_config.json"
-    max_seq = _json(sentence).get("max_seq_length") if sentence.is_file() else None
+    sentence_config = _json(sentence) if sentence.is_file() else {}
+    if sentence_config.get("do_lower_case"):
+        raise UnsupportedModel("do_lower_case is set (sentence-transformers lowercases itself)")
+    max_seq = sentence_config.get("max_seq_length")
+    if max_seq is None:  # as sentence-transformers: the tokenizer's limit, within positions
+        tokenizer_config = path / "tokenizer_config.json"
+        limit = (
+            _json(tokenizer_config).get("model_max_length") if tokenizer_config.is_file() else None
+        )
+        max_seq = limit if isinstance(limit, int) and limit > 0 else None
     try:
         hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
         positions = int(config["max_position_embeddings"])
@@ -388,7 +401,7 @@ def _read_shape(path: Path) -> _Shape:
             layers=int(config["num_hidden_layers"]),
             eps=float(config.get("layer_norm_eps", 1e-12)),
             max_positions=positions,
-            max_seq_length=min(int(max_seq or _DEFAULT_MAX_SEQ_LENGTH), positions),
+            max_seq_length=min(int(max_seq or positions), positions),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise UnsupportedModel(f"config.json lacks a valid {exc}") from exc

@@ -207,30 +207,34 @@ class LocalEmbedder(Embedder):
 
 def _load_model(name: str, device: str, runtime: str) -> _LoadedModel:
     """The process-wide model for `(name, device, runtime)`, loading it on first use
-    (blocking)."""
+    (blocking). A model "auto" loaded is kept under the runtime it chose as well, so an
+    embedder asking for that runtime by name shares it."""
     with _MODELS_LOCK:
         loaded = _MODELS.get((name, device, runtime))
         if loaded is None:
             loaded = _MODELS[(name, device, runtime)] = _load_uncached(name, device, runtime)
+            _MODELS.setdefault((name, device, loaded.runtime), loaded)
         return loaded
 
 
 def _load_uncached(name: str, device: str, runtime: str) -> _LoadedModel:
     path = _model_directory(name)
     if runtime != "torch":
-        why_not = "it runs on the CPU only" if device != "cpu" else bert.supports(path)
-        if why_not is None:
-            try:
-                return _LoadedModel(bert.BertEncoder(path), "numpy")
-            except (OSError, ValueError) as exc:
+        try:
+            if device != "cpu":
+                raise bert.UnsupportedModel("it runs on the CPU only")
+            return _LoadedModel(bert.BertEncoder(path), "numpy")
+        except bert.UnsupportedModel as exc:
+            if runtime == "numpy":
                 raise EmbedderUnavailable(
-                    f"cannot load the local embedding model {name!r} from {path} "
-                    f"(embeddings.model): {exc}"
+                    f"the numpy runtime cannot run the local embedding model {name!r}: {exc}"
                 ) from exc
-        if runtime == "numpy":
+            # "auto": what numpy does not run is sentence-transformers' to load.
+        except OSError as exc:
             raise EmbedderUnavailable(
-                f"the numpy runtime cannot run the local embedding model {name!r}: {why_not}"
-            )
+                f"cannot load the local embedding model {name!r} from {path} "
+                f"(embeddings.model): {exc}"
+            ) from exc
     return _LoadedModel(_TorchEncoder(_load_sentence_transformer(name, path, device)), "torch")
 
 

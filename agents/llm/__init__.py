@@ -62,7 +62,8 @@ if _typing.TYPE_CHECKING:
 # The OpenAI backends are imported when first named: openai's SDK costs ~0.45 s and ~28 MB
 # of every process that imports this package, the offline default's and every CLI command's.
 _LAZY = {"OpenAIProvider": "agents.llm._openai"}
-__getattr__ = _lazy_attributes(__name__, _LAZY)
+if not _typing.TYPE_CHECKING:  # mypy sees the names above, not a catch-all for any name
+    __getattr__ = _lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "MAX_EMBEDDING_INPUTS",

@@ -256,7 +256,8 @@ def _cycle_problems(steps: Sequence[PlanStep]) -> list[str]:
 
 
 def _acyclic(steps: Sequence[PlanStep]) -> bool:
-    """Whether the steps' dependencies form no cycle (Kahn's topological sort)."""
+    """Whether the steps' dependencies form no cycle (Kahn's topological sort). The ids
+    are unique: `validate_plan` checks the cycles only once they are."""
     if any(s.id in s.dependencies for s in steps):
         return False  # named by find_cycle as "a -> a"
     ids = {s.id for s in steps}  # an unknown dependency is a problem of its own, not a cycle

@@ -15,7 +15,8 @@ if _typing.TYPE_CHECKING:
 # and its pool cost ~9 MB and part of every start of a server that uses LMDB.
 _LAZY = {"PostgresRunLeases": "server.leases._postgres"}
 
-__getattr__ = _lazy_attributes(__name__, _LAZY)
+if not _typing.TYPE_CHECKING:  # mypy sees the names above, not a catch-all for any name
+    __getattr__ = _lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [

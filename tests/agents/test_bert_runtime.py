@@ -80,9 +80,13 @@ def test_word_pieces_are_those_sentence_transformers_reads(
     numpy_model: bert.BertEncoder, torch_model: Any
 ) -> None:
     ours = numpy_model.word_pieces(TEXTS)
-    theirs = torch_model.tokenizer(TEXTS, truncation=True, max_length=256)["input_ids"]
-    assert ours == [list(ids) for ids in theirs]
-    assert len(ours[-1]) == 256
+    features = torch_model.tokenize(TEXTS)  # sentence-transformers' own, padded
+    theirs = [
+        [int(i) for i, keep in zip(ids, mask, strict=True) if keep]
+        for ids, mask in zip(features["input_ids"], features["attention_mask"], strict=True)
+    ]
+    assert ours == theirs
+    assert len(ours[-1]) == numpy_model.max_seq_length == torch_model.max_seq_length == 256
 
 
 def test_offsets_cover_every_word_piece_of_a_long_text(numpy_model: bert.BertEncoder) -> None:
@@ -100,10 +104,11 @@ def test_gelu_matches_the_exact_erf_formula() -> None:
     exact = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(float)])
     got = bert._gelu(x.copy())
     assert np.all(np.isfinite(got))
-    assert np.abs(got - exact).max() < 2e-6 * max(1.0, float(np.abs(x).max()))
-    # The tanh approximation is off by up to ~5e-4 here: this tells the two apart.
+    bound = 2e-6 * np.maximum(1.0, np.abs(exact))  # float32 rounding, element by element
+    assert np.all(np.abs(got - exact) <= bound)
+    # The tanh approximation is off by up to ~5e-4 here: the same bound tells them apart.
     tanh = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
-    assert np.abs(tanh - exact).max() > 1e-4
+    assert not np.all(np.abs(tanh - exact) <= bound)
 
 
 def test_safetensors_reader_refuses_a_dtype_it_cannot_read(tmp_path: Path) -> None:
@@ -212,6 +217,38 @@ async def test_auto_leaves_a_model_numpy_cannot_run_to_torch(tmp_path: Path) -> 
     assert float(np.dot(cls_vector, mean_vector)) < 0.99  # the model's own pooling, not ours
 
 
+async def test_auto_leaves_a_model_numpy_refuses_only_when_loading_to_torch(
+    tmp_path: Path,
+) -> None:
+    """A tokenizer that adds no [CLS] and [SEP] passes the configuration check and is
+    refused when the encoder loads: "auto" still ends on torch, "numpy" says why."""
+    bare = linked_copy(tmp_path, {"tokenizer.json": {"post_processor": None}})
+    assert bert.supports(bare) is None
+    with trio.fail_after(TIMEOUT_S):
+        embedder = LocalEmbedder(model=str(bare))
+        await embedder.warm_up()
+        with pytest.raises(EmbedderUnavailable, match="wraps a text in 0 tokens, not 2"):
+            await LocalEmbedder(model=str(bare), runtime="numpy").warm_up()
+    assert embedder.runtime == "torch"
+
+
+def test_max_seq_length_unset_is_read_as_sentence_transformers_reads_it(tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    unset = linked_copy(tmp_path, {"sentence_bert_config.json": {"max_seq_length": None}})
+    theirs = SentenceTransformer(str(unset), device="cpu", local_files_only=True)
+    assert bert.BertEncoder(unset).max_seq_length == theirs.max_seq_length == 512
+
+
+def test_a_model_that_lowercases_in_sentence_transformers_is_left_to_torch(
+    tmp_path: Path,
+) -> None:
+    lowering = linked_copy(tmp_path, {"sentence_bert_config.json": {"do_lower_case": True}})
+    assert bert.supports(lowering) == (
+        "do_lower_case is set (sentence-transformers lowercases itself)"
+    )
+
+
 async def test_numpy_runtime_names_why_it_cannot_run_a_model(tmp_path: Path) -> None:
     roberta = linked_copy(tmp_path, {"config.json": {"model_type": "roberta"}})
     with trio.fail_after(TIMEOUT_S):
@@ -287,6 +324,27 @@ def test_small_batches_use_one_blas_thread_and_put_the_count_back(
                 seen.append(_blas_threads())
             seen.append(_blas_threads())  # one user left: still one thread
         seen.append(_blas_threads())
-        numpy_model.encode(["one short sentence"])  # through the shared instance
-        seen.append(_blas_threads())
-    assert seen == [1, 1, 1, 2, 2]
+    assert seen == [1, 1, 1, 2]
+
+
+def test_the_encoder_runs_small_batches_on_one_blas_thread_and_large_ones_on_all(
+    numpy_model: bert.BertEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from threadpoolctl import threadpool_limits
+
+    weights = numpy_model._weights
+    forward = weights.forward
+    during: list[tuple[int, int]] = []
+
+    def recording(ids: Any, mask: Any) -> Any:
+        during.append((int(ids.size), _blas_threads()))
+        return forward(ids, mask)
+
+    monkeypatch.setattr(weights, "forward", recording)
+    with threadpool_limits(limits=2, user_api="blas"):
+        numpy_model.encode(["one short sentence"])
+        numpy_model.encode([TEXTS[-1]] * 4)  # 4 x 256 word pieces: over 512 tokens
+        after = _blas_threads()
+    assert [threads for _, threads in during] == [1, 2]
+    assert during[0][0] <= 512 < during[1][0]
+    assert after == 2
