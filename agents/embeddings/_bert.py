@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import struct
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +36,9 @@ F32 = npt.NDArray[np.float32]
 _DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64}
 # Tokens run through the layers at once (see `_Weights.forward`).
 _TOKENS_PER_PASS = 4096
-# Batches of at most this many tokens run on one BLAS thread (see `_BlasThreads`).
+# Batches of at most this many tokens run in the calling thread alone (`_Weights.forward`).
 _SINGLE_THREAD_TOKENS = 512
+_CORES = max(1, len(os.sched_getaffinity(0)))
 # Rows of the feed-forward layer's activations put through GELU at once: a block stays in
 # the CPU's cache across GELU's dozen passes (2.5x faster than the whole array at once).
 _GELU_ROWS = 64
@@ -148,10 +151,7 @@ class BertEncoder:
         for row, text_ids in enumerate(pieces):
             ids[row, : len(text_ids)] = text_ids
             mask[row, : len(text_ids)] = 1.0
-        if ids.size <= _SINGLE_THREAD_TOKENS:
-            with _BLAS_THREADS.single():
-                hidden = self._weights.forward(ids, mask)
-        else:
+        with _BLAS_THREADS.single():
             hidden = self._weights.forward(ids, mask)
         pooled = (hidden * mask[:, :, None]).sum(axis=1) / np.maximum(
             mask.sum(axis=1, keepdims=True), 1e-9
@@ -225,16 +225,23 @@ class _Weights:
     def forward(self, ids: npt.NDArray[np.int64], mask: F32) -> F32:
         """The last layer's hidden states, (batch, tokens, hidden), as BertModel computes them.
 
-        Computed `_TOKENS_PER_PASS` tokens of the batch at a time, so that a batch of long
-        texts holds tens of MB of activations, not a GB.
+        Called with numpy's BLAS on one thread (`_BlasThreads`). A batch of at most
+        `_SINGLE_THREAD_TOKENS` tokens runs in the calling thread. A larger one is cut into
+        parts of at most `_TOKENS_PER_PASS` tokens between all threads (tens of MB of
+        activations, not a GB), run by one thread per core: numpy's element-wise steps
+        (GELU, softmax, layer norm) use one core each, and BLAS's own threads would only
+        share the matrix products.
         """
-        batch, length = ids.shape
-        rows = max(1, _TOKENS_PER_PASS // length)
-        if batch <= rows:
+        if ids.size <= _SINGLE_THREAD_TOKENS:
             return self._forward(ids, mask)
-        return np.concatenate(
-            [self._forward(ids[n : n + rows], mask[n : n + rows]) for n in range(0, batch, rows)]
-        )
+        # The threads' parts together hold no more activations than one pass did.
+        batch = ids.shape[0]
+        parts = max(_CORES, -(-ids.size * _CORES // _TOKENS_PER_PASS))
+        rows = -(-batch // parts)
+        slices = [slice(n, n + rows) for n in range(0, batch, rows)]
+        with ThreadPoolExecutor(min(_CORES, len(slices))) as pool:
+            hidden = pool.map(lambda part: self._forward(ids[part], mask[part]), slices)
+            return np.concatenate(list(hidden))
 
     def _forward(self, ids: npt.NDArray[np.int64], mask: F32) -> F32:
         batch, length = ids.shape
@@ -268,14 +275,14 @@ class _Weights:
 
 
 class _BlasThreads:
-    """Numpy's BLAS on one thread while small batches are encoded.
+    """Numpy's BLAS on one thread while batches are encoded (a large batch runs in
+    threads of its own instead, `_Weights.forward`).
 
     OpenBLAS's worker threads spin for a while after each product: for one sentence at
     a time (the server's memory goals) a probe measured several times the encode's own
     CPU with two threads (commit 56bb10d has the figures), and that CPU is the server's
-    own cores. The thread count
-    is process-wide, so overlapping small batches share one limit (a count), put back
-    when the last of them ends; a large batch running meanwhile gets one thread too.
+    own cores. The thread count is process-wide, so overlapping batches share one limit
+    (a count), put back when the last of them ends.
     """
 
     def __init__(self) -> None:

@@ -327,24 +327,43 @@ def test_small_batches_use_one_blas_thread_and_put_the_count_back(
     assert seen == [1, 1, 1, 2]
 
 
-def test_the_encoder_runs_small_batches_on_one_blas_thread_and_large_ones_on_all(
+def test_batches_run_on_one_blas_thread_and_large_ones_in_a_thread_per_core(
     numpy_model: bert.BertEncoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import threading
+
     from threadpoolctl import threadpool_limits
 
     weights = numpy_model._weights
-    forward = weights.forward
-    during: list[tuple[int, int]] = []
+    forward = weights._forward
+    passes: list[tuple[int, int, int]] = []  # tokens, BLAS threads, the thread running it
 
     def recording(ids: Any, mask: Any) -> Any:
-        during.append((int(ids.size), _blas_threads()))
+        passes.append((int(ids.size), _blas_threads(), threading.get_ident()))
         return forward(ids, mask)
 
-    monkeypatch.setattr(weights, "forward", recording)
-    with threadpool_limits(limits=2, user_api="blas"):
-        numpy_model.encode(["one short sentence"])
-        numpy_model.encode([TEXTS[-1]] * 4)  # 4 x 256 word pieces: over 512 tokens
+    monkeypatch.setattr(weights, "_forward", recording)
+    caller = threading.get_ident()
+    with threadpool_limits(limits=2, user_api="blas"):  # as on a 2-core machine
+        small = numpy_model.encode(["one short sentence"])
+        assert passes == [(passes[0][0], 1, caller)] and passes[0][0] <= 512
+        passes.clear()
+        large = numpy_model.encode([TEXTS[-1]] * 40)  # 40 x 256 word pieces
         after = _blas_threads()
-    assert [threads for _, threads in during] == [1, 2]
-    assert during[0][0] <= 512 < during[1][0]
+    assert {threads for _, threads, _ in passes} == {1}
+    assert sum(tokens for tokens, _, _ in passes) == 40 * 256
+    assert all(tokens <= 4096 // bert._CORES for tokens, _, _ in passes)  # bounded memory
+    if bert._CORES > 1:
+        assert len({thread for _, _, thread in passes}) == bert._CORES
+        assert caller not in {thread for _, _, thread in passes}
     assert after == 2
+    assert np.abs(large - large[0]).max() < 1e-5 and small.shape == (1, 384)
+
+
+def test_a_large_batch_cut_between_threads_keeps_each_texts_row(
+    numpy_model: bert.BertEncoder,
+) -> None:
+    texts = [f"Report {n}: " + TEXTS[-1] for n in range(12)]  # 12 x 256 word pieces, distinct
+    together = numpy_model.encode(texts)
+    alone = np.stack([numpy_model.encode([text])[0] for text in texts])
+    assert np.abs(together - alone).max() < 1e-5
