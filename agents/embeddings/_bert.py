@@ -38,7 +38,9 @@ _DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.in
 _TOKENS_PER_PASS = 4096
 # Batches of at most this many tokens run in the calling thread alone (`_Weights.forward`).
 _SINGLE_THREAD_TOKENS = 512
-_CORES = max(1, len(os.sched_getaffinity(0)))
+_CORES = max(
+    1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+)
 # Rows of the feed-forward layer's activations put through GELU at once: a block stays in
 # the CPU's cache across GELU's dozen passes (2.5x faster than the whole array at once).
 _GELU_ROWS = 64
@@ -126,7 +128,11 @@ class BertEncoder:
         if len(wrap) != 2:
             raise UnsupportedModel(f"the tokenizer wraps a text in {len(wrap)} tokens, not 2")
         self._wrap = (wrap[0], wrap[1])
-        self._weights = _Weights(read_safetensors(path / "model.safetensors"), shape)
+        tensors = read_safetensors(path / "model.safetensors")
+        odd = sorted({str(t.dtype) for t in tensors.values()} - {"float32", "int64"})
+        if odd:  # torch would compute in that precision, numpy in float32
+            raise UnsupportedModel(f"weights are {', '.join(odd)}, not float32")
+        self._weights = _Weights(tensors, shape)
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         """Each word piece's (start, end) in `text`, without [CLS] and [SEP]."""
@@ -239,7 +245,10 @@ class _Weights:
         parts = max(_CORES, -(-ids.size * _CORES // _TOKENS_PER_PASS))
         rows = -(-batch // parts)
         slices = [slice(n, n + rows) for n in range(0, batch, rows)]
-        with ThreadPoolExecutor(min(_CORES, len(slices))) as pool:
+        # A part is at least one text: fewer threads when texts are long, so the parts in
+        # flight stay within one pass's tokens.
+        threads = min(_CORES, len(slices), max(1, _TOKENS_PER_PASS // (rows * ids.shape[1])))
+        with ThreadPoolExecutor(threads) as pool:
             hidden = pool.map(lambda part: self._forward(ids[part], mask[part]), slices)
             return np.concatenate(list(hidden))
 
@@ -388,6 +397,9 @@ def _read_shape(path: Path) -> _Shape:
     for name in ("tokenizer.json", "model.safetensors"):
         if not (path / name).is_file():
             raise UnsupportedModel(f"no {name}")
+    prompts = path / "config_sentence_transformers.json"
+    if prompts.is_file() and _json(prompts).get("default_prompt_name"):
+        raise UnsupportedModel("a default prompt is set (sentence-transformers prepends it)")
     sentence = path / "sentence_bert_config.json"
     sentence_config = _json(sentence) if sentence.is_file() else {}
     if sentence_config.get("do_lower_case"):

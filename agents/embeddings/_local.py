@@ -23,6 +23,7 @@ renormalised.
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -230,7 +231,7 @@ def _load_uncached(name: str, device: str, runtime: str) -> _LoadedModel:
                     f"the numpy runtime cannot run the local embedding model {name!r}: {exc}"
                 ) from exc
             # "auto": what numpy does not run is sentence-transformers' to load.
-        except OSError as exc:
+        except (OSError, ValueError, struct.error) as exc:  # a broken file, not another model
             raise EmbedderUnavailable(
                 f"cannot load the local embedding model {name!r} from {path} "
                 f"(embeddings.model): {exc}"

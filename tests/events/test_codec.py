@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import subprocess
-import sys
 import uuid
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 import msgpack
@@ -53,6 +50,7 @@ from events._codec import (
 )
 from events._log import AppendRequest
 from events._model import new_event_id_bytes
+from tests.python_process import python_lines
 
 from .conftest import TIMEOUT_S
 
@@ -477,15 +475,8 @@ sys.stdout.write((parent + child).hex())
 
 
 def test_a_forked_child_makes_other_event_ids_than_its_parent() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _FORKS],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[2],
-        check=True,
-    )
-    raw = bytes.fromhex(done.stdout)
+    (output,) = python_lines(_FORKS)
+    raw = bytes.fromhex(output)
     ids = [raw[i : i + 16] for i in range(0, len(raw), 16)]
     parent, child = ids[:8], ids[8:]
     assert len(child) == 8

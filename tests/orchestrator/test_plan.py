@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -13,6 +11,7 @@ from hypothesis import strategies as st
 from agents.errors import InvalidPlan, ToolError
 from agents.llm._catalog import ToolCatalog
 from agents.runs._plan import Plan, PlanStep, _acyclic, parse_plan, resolve, validate_plan
+from tests.python_process import python_lines
 
 from .lab import LAB_SPECS, sleep_step, step
 
@@ -246,15 +245,7 @@ print(_cycle_problems(loop), "networkx" in sys.modules)
 
 
 def test_a_plan_without_a_cycle_is_checked_without_importing_networkx() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _VALIDATE_WITHOUT_NETWORKX],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [
+    assert python_lines(_VALIDATE_WITHOUT_NETWORKX) == [
         "[] False",
         "['dependency cycle: a -> b -> a (each step depends on the next)'] True",
     ]
