@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import httpx
 import trio
 
+import events
 from agents.embeddings import Embedder, EmbeddingError, open_embedder
 from agents.llm import CallRecorder, LLMOptions, LLMProvider, PromptRepository
 from agents.offline import open_provider
@@ -41,6 +42,7 @@ from projections import (
     StateStore,
     build_projections,
 )
+from server import leases as lease_backends
 from server._access import ADMIN, Principal, token_problem
 from server._render import Progress
 from server._views import (
@@ -83,11 +85,10 @@ async def open_configured_store(
         async with open_event_store(config.store.data_path, options, sealer=sealer) as store:
             yield store
         return
-    from events import PostgresEventLog  # psycopg is imported for this backend only
-
     url, compress_over = config.store.url, options.compress_over_bytes
+    # Named in the worker thread: the first use imports psycopg, not on the event loop.
     log = await trio.to_thread.run_sync(
-        lambda: PostgresEventLog.open(url, compress_over=compress_over)
+        lambda: events.PostgresEventLog.open(url, compress_over=compress_over)
     )
     async with open_event_store(options=options, log=log, sealer=sealer) as store:
         yield store
@@ -103,10 +104,11 @@ async def open_run_leases(config: Config, node_id: str | None = None) -> AsyncIt
     if config.store.backend != "postgres":
         yield MemoryRunLeases(node, ttl)
         return
-    from server.leases import PostgresRunLeases  # psycopg is imported for PostgreSQL only
-
     url = config.store.url
-    leases = await trio.to_thread.run_sync(lambda: PostgresRunLeases.open(url, node, ttl))
+    # Named in the worker thread: the first use imports psycopg, not on the event loop.
+    leases = await trio.to_thread.run_sync(
+        lambda: lease_backends.PostgresRunLeases.open(url, node, ttl)
+    )
     try:
         yield leases
     finally:
