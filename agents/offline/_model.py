@@ -104,10 +104,28 @@ def _answer_document(document: Mapping[str, Any]) -> dict[str, Any]:
         said = "; ".join(f"{m['part']} ({m['why']})" for m in missing)
         reply["answer"] = f"{reply['answer']}\nNot done: {said}."
     if document.get("verify"):
-        by_id = {r.get("id"): r for r in results if isinstance(r, Mapping)}
-        items = [by_id.get(v.get("id"), {}) for v in document["verify"] if isinstance(v, Mapping)]
-        reply["verdicts"] = [verify(item, item.get("result")) for item in items]
+        reply["verified"] = _verified(results, document["verify"])
     return reply
+
+
+def _verified(results: Any, verify_ids: Any) -> dict[str, Any]:
+    """The answer's judgement of the steps under "verify": only those that fail are
+    listed (with why), so a run whose steps all passed costs a few tokens, not a
+    sentence per step; "confidence" is the least of the passes'."""
+    by_id = {r.get("id"): r for r in results if isinstance(r, Mapping)}
+    failed: list[dict[str, Any]] = []
+    passed: list[float] = []
+    for entry in verify_ids if isinstance(verify_ids, list) else ():
+        if not isinstance(entry, Mapping):
+            continue
+        item = by_id.get(entry.get("id"), {})
+        verdict = verify(item, item.get("result"))
+        if verdict["passed"]:
+            passed.append(verdict["confidence"])
+        else:
+            notes = {"confidence": verdict["confidence"], "notes": verdict["notes"]}
+            failed.append({"id": entry.get("id"), **notes})
+    return {"confidence": min(passed, default=1.0), "failed": failed}
 
 
 def _intent_document(document: Mapping[str, Any]) -> dict[str, Any]:

@@ -185,13 +185,29 @@ def test_any_verdict_object_becomes_a_verdict_of_the_right_types(data: dict[str,
     assert isinstance(verdict.notes, str) and len(verdict.notes) <= MAX_NOTES_CHARS
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.dictionaries(any_text, json_values) | verdict_objects, st.integers(0, 4))
-def test_folded_verdicts_are_one_per_step_or_none(data: dict[str, Any], count: int) -> None:
-    verdicts = folded_verdicts(data, count)
+step_ids = st.lists(st.sampled_from(["s1", "s2", "s3", "s4"]), max_size=4, unique=True)
+failed_entries = st.lists(
+    st.fixed_dictionaries({"id": st.sampled_from(["s1", "s2", "s3", "s4", "x"]) | json_values})
+    | json_values,
+    max_size=4,
+)
+verified_objects = st.fixed_dictionaries(
+    {"verified": st.fixed_dictionaries({"failed": failed_entries}) | json_values}
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(any_text, json_values) | verified_objects, step_ids)
+def test_folded_verdicts_are_one_per_step_or_none(data: dict[str, Any], ids: list[str]) -> None:
+    verdicts = folded_verdicts(data, ids)
     assert verdicts is None or (
-        len(verdicts) == count and all(isinstance(v, Verdict) for v in verdicts)
+        len(verdicts) == len(ids) and all(isinstance(v, Verdict) for v in verdicts)
     )
+    if verdicts is not None:
+        # Only a step the answer named as failed fails; a name it got wrong is no pass.
+        named = {e["id"] for e in data["verified"]["failed"]}
+        assert named <= set(ids)
+        assert [not v.passed for v in verdicts] == [i in named for i in ids]
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])

@@ -181,9 +181,7 @@ async def test_a_killed_node_s_runs_are_finished_by_the_other_node_exactly_once(
         symbols = re.findall(r"\bZ[A-Z]{2}\b", run_records[0].data["goal"])
         answer = run_records[-1].data["answer"]
         assert all(s in answer and str(price_of(s)) in answer for s in symbols), answer
-    taken_over = [
-        s for s in unfinished_at_kill if any(r.type == "RunResumed" for r in streams[s])
-    ]
+    taken_over = [s for s in unfinished_at_kill if any(r.type == "RunResumed" for r in streams[s])]
     assert taken_over, "no run of node A was resumed"
     again = {s: quotes.requests[s] - requests_at_kill[s] for s in completed_at_kill}
     assert not {s: n for s, n in again.items() if n}, f"completed, then requested: {again}"

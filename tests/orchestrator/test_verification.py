@@ -15,9 +15,10 @@ import pytest
 import trio
 
 from agents.llm._prompting import PromptRepository
+from agents.offline._model import _answer_document as offline_answer_document
 from agents.offline._simulator import Simulator
 from agents.runs._plan import PlanStep
-from agents.runs._verifier import Verifier
+from agents.runs._verifier import PASSED_WITH_ANSWER, Verdict, Verifier, folded_verdicts
 from agents.tools._registry import AgentRegistry
 from events import EventStore, RecordedEvent
 
@@ -83,6 +84,61 @@ async def test_every_verification_comes_before_the_terminal_event(
     assert records[-1].type == "RunCompleted"
     verdicts = [r.data for r in records if r.type == "VerificationCompleted"]
     assert all(v["passed"] and v["confidence"] > 0 for v in verdicts)
+    # Passed by the answer, which names only the steps that fail: no sentence per step.
+    assert {v["notes"] for v in verdicts} == {PASSED_WITH_ANSWER}
+
+
+def test_the_answer_names_only_the_failed_steps_and_the_others_pass() -> None:
+    failed = {"id": "s2", "confidence": 0.95, "notes": "the step returned nothing"}
+    reply = {"answer": "...", "verified": {"confidence": 0.8, "failed": [failed]}}
+    verdicts = folded_verdicts(reply, ["s1", "s2", "s3"])
+    assert verdicts is not None
+    assert [v.passed for v in verdicts] == [True, False, True]
+    assert verdicts[1] == Verdict(False, 0.95, "the step returned nothing")
+    assert verdicts[0] == verdicts[2] == Verdict(True, 0.8, PASSED_WITH_ANSWER)
+    assert folded_verdicts({"verified": {"confidence": 0.9, "failed": []}}, ["s1"]) == [
+        Verdict(True, 0.9, PASSED_WITH_ANSWER)
+    ]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"answer": "no judgement"},
+        {"verified": {"confidence": 0.9}},  # no "failed" list: not judged
+        {"verified": {"failed": [{"id": "s9", "notes": "a step not asked about"}]}},
+        {"verified": {"failed": ["s1"]}},  # not an entry with an id
+        {"verdicts": [{"passed": True}]},  # the batch format is no answer's judgement
+    ],
+)
+def test_an_answer_without_a_usable_judgement_leaves_the_steps_to_a_call(
+    reply: dict[str, Any],
+) -> None:
+    assert folded_verdicts(reply, ["s1"]) is None
+
+
+def test_the_offline_answer_lists_only_the_steps_that_fail() -> None:
+    results = [
+        {"id": "s1", "agent": "quotes", "action": "get_stock_price", "result": {"price": 1}},
+        {"id": "s2", "agent": "quotes", "action": "get_stock_price", "result": {}},
+        {"id": "s3", "agent": "calc", "action": "evaluate", "result": "fine"},
+    ]
+    verify = [{"id": "s1"}, {"id": "s2"}, {"id": "s3"}]
+    reply = offline_answer_document({"goal": "g", "results": results, "verify": verify})
+    assert "verdicts" not in reply
+    assert reply["verified"]["failed"] == [
+        {
+            "id": "s2",
+            "confidence": 0.95,
+            "notes": "quotes.get_stock_price: the step returned an empty result.",
+        }
+    ]
+    assert 0.0 < reply["verified"]["confidence"] <= 1.0
+    everyone_passed = offline_answer_document(
+        {"goal": "g", "results": results[:1], "verify": verify[:1]}
+    )
+    assert everyone_passed["verified"]["failed"] == []
+    assert "verified" not in offline_answer_document({"goal": "g", "results": results})
 
 
 async def test_verify_before_dependents_makes_dependents_wait(
