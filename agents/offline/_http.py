@@ -144,8 +144,16 @@ async def _send_chunks(
     drop_after: int | None,
 ) -> bool:
     """Each chunk after its delay; chunks due at the same moment (no delay between them)
-    go out in one write, as a server writing into its socket buffer sends them."""
+    go out in one write, as a server writing into its socket buffer sends them.
+
+    The delays are counted from the start, as a model decodes at its own pace whatever
+    the socket does: a sleep per chunk would add each wake-up's lateness (up to a
+    millisecond: the event loop's timer resolution) and each write's time to the reply:
+    a streamed plan at time scale 0.2 took 44 ms (median of 20) longer than the latency
+    it was charged, 7.5 ms with the delays counted from the start.
+    """
     pending = bytearray()
+    due = trio.current_time()
     for index, (delay, data) in enumerate(chunks):
         if drop_after is not None and index >= drop_after:
             await stream.send_all(bytes(pending))
@@ -153,8 +161,9 @@ async def _send_chunks(
         if delay > 0 and pending:
             await stream.send_all(bytes(pending))
             pending.clear()
+        due += delay
         if delay > 0 or index == 0:
-            await trio.sleep(delay)
+            await trio.sleep_until(due)
         pending += conn.send(h11.Data(data=data)) or b""
     await stream.send_all(bytes(pending) + (conn.send(h11.EndOfMessage()) or b""))
     return True

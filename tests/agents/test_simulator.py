@@ -302,3 +302,35 @@ def test_streamed_chunks_are_paced_by_their_tokens() -> None:
     assert delays[0] == 0.3  # the role chunk: time to first token
     assert delays[1:11] == [pytest.approx(0.04)] * 10  # ten 16-character pieces, 4 tokens each
     assert all(delay == 0.0 for delay in delays[11:])  # finish, usage, [DONE]
+
+
+class _SlowSocket:
+    """A stream whose every write takes 5 ms of (virtual) time, and that notes when."""
+
+    def __init__(self) -> None:
+        self.written_at: list[float] = []
+
+    async def send_all(self, data: bytes) -> None:
+        await trio.sleep(0.005)
+        self.written_at.append(trio.current_time())
+
+
+async def test_streamed_chunks_keep_the_models_pace_whatever_the_writes_take(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Chunks are due at times counted from the start: ten writes of 5 ms each do not
+    make a 0.3 s + 10 x 0.04 s reply 50 ms longer (a sleep per chunk did)."""
+    import h11
+
+    from agents.offline._http import _send_chunks
+
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.next_event()
+    conn.send(h11.Response(status_code=200, headers=[("transfer-encoding", "chunked")]))
+    chunks = ((0.3, b"role"), *((0.04, b"piece") for _ in range(10)), (0.0, b"[DONE]"))
+    socket = _SlowSocket()
+    start = trio.current_time()
+    assert await _send_chunks(socket, conn, chunks, None)  # type: ignore[arg-type]
+    # The last piece is due at 0.7 s and goes out with [DONE] in the final write.
+    assert socket.written_at[-1] - start == pytest.approx(0.7 + 0.005)
