@@ -75,6 +75,16 @@ class ToolSpec:
             data["acts_for"] = self.acts_for
         return data
 
+    def prompt_dict(self) -> dict[str, Any]:
+        """What a planner is shown: `to_dict` without what only the executor acts on
+        (`idempotent`, `batchable`, `batch_action`, `requires_approval`): a plan does
+        not change with them, and they were 15 % of the catalog's characters, sent
+        with every plan call."""
+        data = self.to_dict()
+        for executor_only in ("idempotent", "batchable", "batch_action", "requires_approval"):
+            del data[executor_only]
+        return data
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ToolSpec:
         """The inverse of `to_dict`, tolerant of missing optional fields."""
@@ -123,7 +133,7 @@ class ToolCatalog:
             specs=ordered,
             hash=catalog_hash(ordered),
             by_name={s.name: s for s in ordered},
-            prompt_json=tuple(s.to_dict() for s in ordered),
+            prompt_json=tuple(s.prompt_dict() for s in ordered),
         )
 
     def get(self, name: str) -> ToolSpec | None:

@@ -91,7 +91,10 @@ def plan_messages(
     `now` (default: the current UTC time, to the minute) lets the model turn "tomorrow
     at 9am" or "the last 7 days" into dates.
     """
-    specs = tools.prompt_json if isinstance(tools, ToolCatalog) else [t.to_dict() for t in tools]
+    if isinstance(tools, ToolCatalog):
+        specs: Sequence[Mapping[str, Any]] = tools.prompt_json
+    else:
+        specs = [t.prompt_dict() for t in tools]
     moment = (now or datetime.now(UTC)).isoformat(timespec="minutes")
     payload = {"goal": goal, "now": moment, "tools": list(specs), "history": list(history)}
     return task_messages(prompts, "plan", payload)

@@ -89,3 +89,32 @@ def test_plan_request_is_a_system_prompt_and_a_json_document() -> None:
         ["earlier goal"],
     )
     assert [t["action"] for t in document["tools"]] == [t.action for t in TOOLS]
+
+
+def test_the_planner_is_shown_what_it_plans_with_and_not_what_only_the_executor_uses() -> None:
+    spec = ToolSpec(
+        "memory",
+        "remember",
+        "Remember a fact.",
+        {"type": "object", "properties": {"text": {"type": "string"}, "user": {}}},
+        idempotent=False,
+        batchable=True,
+        batch_action="remember_many",
+        keywords=("remember",),
+        requires_approval=True,
+        acts_for="user",
+    )
+    catalog = ToolCatalogCache().get([spec])
+    for tools in (catalog, [spec]):
+        _, user = plan_messages(PromptRepository(), "remember that x", tools)
+        (shown,) = json.loads(user["content"])["tools"]
+        assert shown == {
+            "agent": "memory",
+            "action": "remember",
+            "description": "Remember a fact.",
+            "parameters": spec.to_dict()["parameters"],
+            "keywords": ["remember"],
+            "acts_for": "user",
+        }
+    # What the executor acts on still tells catalogs apart (the hash is of the whole spec).
+    assert catalog_hash([spec]) != catalog_hash([dataclasses.replace(spec, idempotent=True)])
