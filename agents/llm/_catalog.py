@@ -58,8 +58,9 @@ class ToolSpec:
         return tuple(self.parameters.get("required", ()))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict; the canonical form hashed and sent to models
-        (`acts_for` only when set: it says the executor fills that parameter)."""
+        """Plain JSON-ready dict, the canonical form the catalog hash covers (`acts_for`
+        only when set: it says the executor fills that parameter); models are shown
+        `prompt_dict`."""
         data: dict[str, Any] = {
             "agent": self.agent,
             "action": self.action,
@@ -77,9 +78,9 @@ class ToolSpec:
 
     def prompt_dict(self) -> dict[str, Any]:
         """What a planner is shown: `to_dict` without what only the executor acts on
-        (`idempotent`, `batchable`, `batch_action`, `requires_approval`): a plan does
-        not change with them, and they were 15 % of the catalog's characters, sent
-        with every plan call."""
+        (`idempotent`, `batchable`, `batch_action`, `requires_approval`), which the
+        executor reads from the registry: 15 % of the catalog's characters, sent with
+        every plan call."""
         data = self.to_dict()
         for executor_only in ("idempotent", "batchable", "batch_action", "requires_approval"):
             del data[executor_only]

@@ -147,10 +147,8 @@ async def _send_chunks(
     go out in one write, as a server writing into its socket buffer sends them.
 
     The delays are counted from the start, as a model decodes at its own pace whatever
-    the socket does: a sleep per chunk would add each wake-up's lateness (up to a
-    millisecond: the event loop's timer resolution) and each write's time to the reply:
-    a streamed plan at time scale 0.2 took 44 ms (median of 20) longer than the latency
-    it was charged, 7.5 ms with the delays counted from the start.
+    the socket does: a sleep per chunk added each wake-up's lateness (the event loop's
+    timers are in milliseconds) and each write's time to the reply.
     """
     pending = bytearray()
     due = trio.current_time()
@@ -161,7 +159,7 @@ async def _send_chunks(
         if delay > 0 and pending:
             await stream.send_all(bytes(pending))
             pending.clear()
-        due += delay
+        due += max(delay, 0.0)
         if delay > 0 or index == 0:
             await trio.sleep_until(due)
         pending += conn.send(h11.Data(data=data)) or b""

@@ -103,22 +103,23 @@ def _answer_document(document: Mapping[str, Any]) -> dict[str, Any]:
         reply["missing"] = missing
         said = "; ".join(f"{m['part']} ({m['why']})" for m in missing)
         reply["answer"] = f"{reply['answer']}\nNot done: {said}."
-    if document.get("verify"):
-        reply["verified"] = _verified(results, document["verify"])
+    asked = document.get("verify")
+    if asked and isinstance(asked, list):
+        reply["verified"] = _verified(results, asked)
     return reply
 
 
-def _verified(results: Any, verify_ids: Any) -> dict[str, Any]:
+def _verified(results: Any, asked: list[Any]) -> dict[str, Any]:
     """The answer's judgement of the steps under "verify": only those that fail are
     listed (with why), so a run whose steps all passed costs a few tokens, not a
     sentence per step; "confidence" is the least of the passes'."""
-    by_id = {r.get("id"): r for r in results if isinstance(r, Mapping)}
+    by_id = {r["id"]: r for r in results if isinstance(r, Mapping) and _is_id(r.get("id"))}
     failed: list[dict[str, Any]] = []
     passed: list[float] = []
-    for entry in verify_ids if isinstance(verify_ids, list) else ():
-        if not isinstance(entry, Mapping):
+    for entry in asked:
+        if not isinstance(entry, Mapping) or not _is_id(entry.get("id")):
             continue
-        item = by_id.get(entry.get("id"), {})
+        item = by_id.get(entry["id"], {})
         verdict = verify(item, item.get("result"))
         if verdict["passed"]:
             passed.append(verdict["confidence"])
@@ -126,6 +127,10 @@ def _verified(results: Any, verify_ids: Any) -> dict[str, Any]:
             notes = {"confidence": verdict["confidence"], "notes": verdict["notes"]}
             failed.append({"id": entry.get("id"), **notes})
     return {"confidence": min(passed, default=1.0), "failed": failed}
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str)
 
 
 def _intent_document(document: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,9 +8,8 @@ meanwhile; those still held at the end are handed to the run's answer call, whic
 verifies them while it writes the answer (`record_folded`). A chain or a fan of
 steps then costs no verification call of its own, and the critical path loses one
 model round trip: the last verification happened after the last step either way.
-The answer names only the steps that fail: with a sentence per step, the verdicts
-were 3-5x the answer's own text in tokens on the default-path goals (all passing),
-and output tokens are what a model's reply waits for.
+The answer names only the steps that fail: a reply waits for its output tokens, and
+a sentence per passing step was most of the answer's.
 Dependents never wait for a verification (unless `verify_before_dependents`, which
 verifies inline instead). `VerificationCompleted` is appended per step, always before
 the run's terminal event.
@@ -35,6 +34,7 @@ MAX_NOTES_CHARS = 2000
 UNAVAILABLE = "verification unavailable"
 # The notes of a step the answer call passed: it names only the steps that fail.
 PASSED_WITH_ANSWER = "passed: the answer call found no problem with it"
+FAILED_WITHOUT_NOTES = "failed: the answer call gave no reason"
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +204,10 @@ def _confidence(value: object) -> float:
     return min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _notes(value: object) -> str:
     if value is None:
         return ""
@@ -223,19 +227,18 @@ def folded_verdicts(data: Mapping[str, Any], ids: Sequence[str]) -> list[Verdict
     verified = data.get("verified")
     if not isinstance(verified, Mapping):
         return None
-    failed = verified.get("failed")
-    if not isinstance(failed, list):
-        return None
+    failed, confidence = verified.get("failed"), verified.get("confidence")
+    if not isinstance(failed, list) or not _is_number(confidence):
+        return None  # a lazy or cut-off judgement must not pass every step
     wanted = set(ids)
     by_id: dict[str, Verdict] = {}
     for entry in failed:
         step_id = entry.get("id") if isinstance(entry, Mapping) else None
         if not isinstance(step_id, str) or step_id not in wanted:
             return None
-        by_id[step_id] = Verdict(
-            False, _confidence(entry.get("confidence")), _notes(entry.get("notes"))
-        )
-    passed = Verdict(True, _confidence(verified.get("confidence")), PASSED_WITH_ANSWER)
+        notes = _notes(entry.get("notes")) or FAILED_WITHOUT_NOTES
+        by_id[step_id] = Verdict(False, _confidence(entry.get("confidence")), notes)
+    passed = Verdict(True, _confidence(confidence), PASSED_WITH_ANSWER)
     return [by_id.get(step_id, passed) for step_id in ids]
 
 

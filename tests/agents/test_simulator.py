@@ -332,5 +332,7 @@ async def test_streamed_chunks_keep_the_models_pace_whatever_the_writes_take(
     socket = _SlowSocket()
     start = trio.current_time()
     assert await _send_chunks(socket, conn, chunks, None)  # type: ignore[arg-type]
-    # The last piece is due at 0.7 s and goes out with [DONE] in the final write.
-    assert socket.written_at[-1] - start == pytest.approx(0.7 + 0.005)
+    # Each write goes out when its piece is due (the role chunk's at 0.3 s) and takes
+    # 5 ms; the last piece goes out with [DONE] in the final write, at 0.7 s.
+    due = [0.3 + 0.04 * n + 0.005 for n in range(11)]
+    assert [t - start for t in socket.written_at] == pytest.approx(due)

@@ -23,7 +23,13 @@ from hypothesis import strategies as st
 from agents.errors import InvalidModelOutput, InvalidParameters, InvalidPlan
 from agents.llm import ToolCatalog, ToolSpec, parse_json_object
 from agents.runs._plan import MAX_STEPS, Plan, parse_plan, references, resolve, validate_plan
-from agents.runs._verifier import MAX_NOTES_CHARS, Verdict, _verdict, folded_verdicts
+from agents.runs._verifier import (
+    MAX_NOTES_CHARS,
+    Verdict,
+    _listed_verdicts,
+    _verdict,
+    folded_verdicts,
+)
 from agents.tools import AgentRegistry, check_parameters
 from agents.tools._base import require_valid
 from agents.tools._registry import discover_agents
@@ -185,29 +191,61 @@ def test_any_verdict_object_becomes_a_verdict_of_the_right_types(data: dict[str,
     assert isinstance(verdict.notes, str) and len(verdict.notes) <= MAX_NOTES_CHARS
 
 
-step_ids = st.lists(st.sampled_from(["s1", "s2", "s3", "s4"]), max_size=4, unique=True)
-failed_entries = st.lists(
-    st.fixed_dictionaries({"id": st.sampled_from(["s1", "s2", "s3", "s4", "x"]) | json_values})
-    | json_values,
-    max_size=4,
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(any_text, json_values) | verdict_objects, st.integers(0, 4))
+def test_batch_verdicts_are_one_per_item_or_none(data: dict[str, Any], count: int) -> None:
+    verdicts = _listed_verdicts(data, count)
+    assert verdicts is None or (
+        len(verdicts) == count and all(isinstance(v, Verdict) for v in verdicts)
+    )
+
+
+STEP_IDS = ["s1", "s2", "s3", "s4"]
+step_ids = st.lists(st.sampled_from(STEP_IDS), max_size=4, unique=True)
+confidences = st.floats() | st.integers(-(2**2000), 2**2000) | json_values
+failed_entry = st.fixed_dictionaries(
+    {"id": st.sampled_from([*STEP_IDS, "x"]) | json_values},
+    optional={
+        "confidence": confidences,
+        "notes": json_values | st.text(min_size=3000, max_size=3000),
+    },
 )
 verified_objects = st.fixed_dictionaries(
-    {"verified": st.fixed_dictionaries({"failed": failed_entries}) | json_values}
+    {
+        "verified": st.fixed_dictionaries(
+            {"failed": st.lists(failed_entry | json_values, max_size=4)},
+            optional={"confidence": confidences},
+        )
+        | json_values
+    }
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.dictionaries(any_text, json_values) | verified_objects, step_ids)
 def test_folded_verdicts_are_one_per_step_or_none(data: dict[str, Any], ids: list[str]) -> None:
     verdicts = folded_verdicts(data, ids)
-    assert verdicts is None or (
-        len(verdicts) == len(ids) and all(isinstance(v, Verdict) for v in verdicts)
-    )
-    if verdicts is not None:
-        # Only a step the answer named as failed fails; a name it got wrong is no pass.
-        named = {e["id"] for e in data["verified"]["failed"]}
-        assert named <= set(ids)
-        assert [not v.passed for v in verdicts] == [i in named for i in ids]
+    if verdicts is None:
+        return
+    assert len(verdicts) == len(ids) and all(isinstance(v, Verdict) for v in verdicts)
+    for verdict in verdicts:
+        assert type(verdict.confidence) is float and 0.0 <= verdict.confidence <= 1.0
+        assert isinstance(verdict.notes, str) and 0 < len(verdict.notes) <= MAX_NOTES_CHARS
+    # Only a step the answer named as failed fails; a name it got wrong is no pass.
+    named = {e["id"] for e in data["verified"]["failed"]}
+    assert named <= set(ids)
+    assert [not v.passed for v in verdicts] == [i in named for i in ids]
+
+
+@settings(max_examples=200, deadline=None)
+@given(step_ids, st.data())
+def test_a_well_formed_judgement_is_always_used(ids: list[str], data: st.DataObject) -> None:
+    failed = data.draw(st.lists(st.sampled_from(ids), unique=True) if ids else st.just([]))
+    confidence = data.draw(st.floats(0.0, 1.0))
+    reply = {"verified": {"confidence": confidence, "failed": [{"id": i} for i in failed]}}
+    verdicts = folded_verdicts(reply, ids)
+    assert verdicts is not None
+    assert [v.passed for v in verdicts] == [i not in failed for i in ids]
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])

@@ -18,7 +18,13 @@ from agents.llm._prompting import PromptRepository
 from agents.offline._model import _answer_document as offline_answer_document
 from agents.offline._simulator import Simulator
 from agents.runs._plan import PlanStep
-from agents.runs._verifier import PASSED_WITH_ANSWER, Verdict, Verifier, folded_verdicts
+from agents.runs._verifier import (
+    FAILED_WITHOUT_NOTES,
+    PASSED_WITH_ANSWER,
+    Verdict,
+    Verifier,
+    folded_verdicts,
+)
 from agents.tools._registry import AgentRegistry
 from events import EventStore, RecordedEvent
 
@@ -99,19 +105,32 @@ def test_the_answer_names_only_the_failed_steps_and_the_others_pass() -> None:
     assert folded_verdicts({"verified": {"confidence": 0.9, "failed": []}}, ["s1"]) == [
         Verdict(True, 0.9, PASSED_WITH_ANSWER)
     ]
+    no_reason = {"verified": {"confidence": 0.9, "failed": [{"id": "s1"}]}}
+    assert folded_verdicts(no_reason, ["s1"]) == [Verdict(False, 0.0, FAILED_WITHOUT_NOTES)]
 
 
 @pytest.mark.parametrize(
     "reply",
     [
         {"answer": "no judgement"},
-        {"verified": {"confidence": 0.9}},  # no "failed" list: not judged
-        {"verified": {"failed": [{"id": "s9", "notes": "a step not asked about"}]}},
-        {"verified": {"failed": ["s1"]}},  # not an entry with an id
-        {"verdicts": [{"passed": True}]},  # the batch format is no answer's judgement
+        {"verified": {"confidence": 0.9}},
+        {"verified": {"failed": []}},
+        {"verified": {"confidence": "high", "failed": []}},
+        {"verified": {"confidence": 0.9, "failed": [{"id": "s9", "notes": "not asked"}]}},
+        {"verified": {"confidence": 0.9, "failed": ["s1"]}},
+        {"verdicts": [{"passed": True}]},
+    ],
+    ids=[
+        "no-judgement",
+        "no-failed-list",
+        "no-confidence",
+        "confidence-not-a-number",
+        "a-step-not-asked-about",
+        "an-entry-without-an-id",
+        "the-batch-format",
     ],
 )
-def test_an_answer_without_a_usable_judgement_leaves_the_steps_to_a_call(
+def test_an_answer_without_a_usable_judgement_is_no_verdict(
     reply: dict[str, Any],
 ) -> None:
     assert folded_verdicts(reply, ["s1"]) is None
@@ -139,6 +158,12 @@ def test_the_offline_answer_lists_only_the_steps_that_fail() -> None:
     )
     assert everyone_passed["verified"]["failed"] == []
     assert "verified" not in offline_answer_document({"goal": "g", "results": results})
+    # Asked oddly (not a list, or ids that are no text): no judgement rather than a pass.
+    odd = offline_answer_document({"goal": "g", "results": results, "verify": {"id": "s2"}})
+    assert "verified" not in odd
+    unhashable = [{"id": ["s2"]}, "s2", {"id": "s2"}]
+    judged = offline_answer_document({"goal": "g", "results": results, "verify": unhashable})
+    assert [f["id"] for f in judged["verified"]["failed"]] == ["s2"]
 
 
 async def test_verify_before_dependents_makes_dependents_wait(
