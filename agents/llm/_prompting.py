@@ -113,7 +113,8 @@ def answer_messages(
     verify: Sequence[Mapping[str, Any]] = (),
 ) -> list[Message]:
     """`results`: one dict per step with id, agent, action and `result` or `error`;
-    `verify`: steps (`{step, result}`) to verify in the same call, as in verify_batch."""
+    `verify`: the steps of `results` (`{"id": ...}`) to judge in the same call, whose
+    reply lists under `verified` only those that fail."""
     payload: dict[str, Any] = {"goal": goal, "results": [dict(r) for r in results]}
     if verify:
         payload["verify"] = [dict(item) for item in verify]
