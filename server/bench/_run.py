@@ -178,7 +178,7 @@ async def run_bench(options: BenchOptions, base: Config, err: TextIO) -> dict[st
     rows = build_rows(figures)
     return {
         "command": options.command(),
-        "settings": _settings(options),
+        "settings": _settings(options, base),
         "machine": _machine(load_start),
         "rows": rows,
         "agreement_tolerance": AGREEMENT_TOLERANCE,
@@ -443,7 +443,7 @@ def _failure_reason(run: GoalRun) -> str | None:
     return None
 
 
-def _settings(options: BenchOptions) -> dict[str, Any]:
+def _settings(options: BenchOptions, base: Config) -> dict[str, Any]:
     return {
         "scenario": options.scenario.name,
         "scenario_description": options.scenario.description,
@@ -455,6 +455,9 @@ def _settings(options: BenchOptions) -> dict[str, Any]:
         "documents": options.documents,
         "latency_profile": LATENCY_PROFILE,
         "servers": "one after the other; baseline: every [features] flag off, optimized: all on",
+        # What bounds both servers when it is low (the shipped budgets): a scorecard
+        # taken with `--config` says which it ran with.
+        "llm_budgets": {"rpm_limit": base.llm.rpm_limit, "tpm_limit": base.llm.tpm_limit},
     }
 
 

@@ -380,6 +380,11 @@ def test_bench_runs_both_servers_end_to_end_and_reports_every_row(tmp_path: Path
     assert "bench: baseline requests: 4/4" in done.stderr
     assert "bench: optimized requests: 4/4" in done.stderr
     assert card["command"].startswith("autoagent bench --scenario mixed --requests 4")
+    shipped = Config().llm
+    assert card["settings"]["llm_budgets"] == {
+        "rpm_limit": shipped.rpm_limit,
+        "tpm_limit": shipped.tpm_limit,
+    }
     assert [row["key"] for row in card["rows"]] == ROW_KEYS
     for row in card["rows"]:
         _check_row(row)
