@@ -210,6 +210,7 @@ class FeaturesConfig:
     step_batching: bool = True
     streaming_plan: bool = True
     batch_embeddings: bool = True
+    compact_tool_catalog: bool = True
 
 
 @dataclass(frozen=True)

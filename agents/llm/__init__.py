@@ -54,6 +54,7 @@ from agents.llm._retry import (
     RetryPolicy,
 )
 from agents.llm._tokens import estimate_prompt_tokens, estimate_tokens
+from agents.llm._tool_form import compact_dict, parse_compact
 from events import lazy_attributes as _lazy_attributes
 
 if _typing.TYPE_CHECKING:
@@ -91,10 +92,12 @@ __all__ = [
     "Usage",
     "answer_messages",
     "catalog_hash",
+    "compact_dict",
     "estimate_prompt_tokens",
     "estimate_tokens",
     "intent_messages",
     "nesting_depth",
+    "parse_compact",
     "parse_duration",
     "parse_json_object",
     "plan_messages",

@@ -120,21 +120,28 @@ def catalog_hash(specs: Iterable[ToolSpec]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ToolCatalog:
-    """An immutable set of tools with its content hash and the views prompts need."""
+    """An immutable set of tools with its content hash and the views prompts need:
+    `prompt_json` (each tool's JSON schema) and `compact_json` (the compact form,
+    `agents.llm._tool_form`)."""
 
     specs: tuple[ToolSpec, ...]
     hash: str
     by_name: Mapping[str, ToolSpec]
     prompt_json: tuple[dict[str, Any], ...]
+    compact_json: tuple[dict[str, Any], ...]
 
     @classmethod
     def build(cls, specs: Iterable[ToolSpec]) -> ToolCatalog:
+        # Imported here: the compact form's module builds `ToolSpec`s of this one.
+        from agents.llm._tool_form import compact_dict
+
         ordered = tuple(sorted(specs, key=lambda s: s.name))
         return cls(
             specs=ordered,
             hash=catalog_hash(ordered),
             by_name={s.name: s for s in ordered},
             prompt_json=tuple(s.prompt_dict() for s in ordered),
+            compact_json=tuple(compact_dict(s) for s in ordered),
         )
 
     def get(self, name: str) -> ToolSpec | None:

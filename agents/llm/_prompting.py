@@ -19,6 +19,7 @@ from typing import Any
 
 from agents.errors import UnknownPrompt
 from agents.llm._catalog import ToolCatalog, ToolSpec
+from agents.llm._tool_form import compact_dict
 
 Message = dict[str, str]
 
@@ -69,12 +70,16 @@ def _read_template(name: str) -> string.Template:
 
 
 def task_messages(
-    prompts: PromptRepository, task: str, payload: Mapping[str, Any]
+    prompts: PromptRepository,
+    task: str,
+    payload: Mapping[str, Any],
+    **values: object,
 ) -> list[Message]:
-    """The two messages of a task request: the system prompt and the JSON document."""
+    """The two messages of a task request: the system prompt (the task's template, with
+    `values` substituted) and the JSON document."""
     document = {"task": task, **payload}
     return [
-        {"role": "system", "content": prompts.render(task)},
+        {"role": "system", "content": prompts.render(task, **values)},
         {"role": "user", "content": json.dumps(document, ensure_ascii=False, default=str)},
     ]
 
@@ -85,19 +90,26 @@ def plan_messages(
     tools: ToolCatalog | Sequence[ToolSpec],
     history: Sequence[Any] = (),
     now: datetime | None = None,
+    *,
+    compact_tools: bool = True,
 ) -> list[Message]:
     """Ask for a plan of `goal` over `tools`; `history` is earlier turns, most recent last.
 
     `now` (default: the current UTC time, to the minute) lets the model turn "tomorrow
-    at 9am" or "the last 7 days" into dates.
+    at 9am" or "the last 7 days" into dates. `compact_tools`: the tools in their compact
+    form (`agents.llm._tool_form`, a third fewer tokens), else as JSON schemas; the
+    system prompt says which.
     """
     if isinstance(tools, ToolCatalog):
-        specs: Sequence[Mapping[str, Any]] = tools.prompt_json
+        specs: Sequence[Mapping[str, Any]] = (
+            tools.compact_json if compact_tools else tools.prompt_json
+        )
     else:
-        specs = [t.prompt_dict() for t in tools]
+        specs = [compact_dict(t) if compact_tools else t.prompt_dict() for t in tools]
     moment = (now or datetime.now(UTC)).isoformat(timespec="minutes")
     payload = {"goal": goal, "now": moment, "tools": list(specs), "history": list(history)}
-    return task_messages(prompts, "plan", payload)
+    explained = prompts.render("tools_compact" if compact_tools else "tools_schema")
+    return task_messages(prompts, "plan", payload, tools_explained=explained)
 
 
 def verify_messages(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.llm import ToolSpec
+from agents.llm import ToolSpec, parse_compact
 from agents.offline import _entities as entities
 from agents.offline._planning import plan, split_clauses, statement
 
@@ -71,9 +71,14 @@ def complete(messages: Sequence[Mapping[str, Any]], *, json_mode: bool) -> str:
 
 
 def _plan_document(document: Mapping[str, Any]) -> dict[str, Any]:
-    tools = [ToolSpec.from_dict(t) for t in document.get("tools") or () if isinstance(t, Mapping)]
+    tools = [_tool(t) for t in document.get("tools") or () if isinstance(t, Mapping)]
     now = _moment(document.get("now"))
     return plan(str(document.get("goal", "")), tools, document.get("history") or (), now)
+
+
+def _tool(shown: Mapping[str, Any]) -> ToolSpec:
+    """A tool as the plan request shows it: in the compact form, or as a JSON schema."""
+    return parse_compact(shown) if "tool" in shown else ToolSpec.from_dict(shown)
 
 
 def _moment(value: Any) -> datetime | None:

@@ -101,6 +101,7 @@ class OrchestratorOptions:
     step_batching: bool = True
     verify_before_dependents: bool = False
     streaming_plan: bool = True
+    compact_tool_catalog: bool = True
     approval_tools: tuple[str, ...] = ()
     retry_non_idempotent: bool = False
     step_timeout_s: float = 60.0
@@ -395,6 +396,7 @@ class Orchestrator:
                             history,
                             state.run_id,
                             on_step,
+                            compact_tools=self.options.compact_tool_catalog,
                         )
                     await self._queue(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
                 except InvalidPlan as exc:
@@ -418,7 +420,7 @@ class Orchestrator:
         self, state: RunState, catalog: ToolCatalog, error: InvalidPlan
     ) -> RunResult:
         """A streamed plan went wrong before any step started: plan again, with repair."""
-        planner = Planner(self.provider, self.prompts)
+        planner = self._planner()
         try:
             plan = await planner.repair(
                 state.goal, catalog, await self._history(state.session_id), state.run_id, error
@@ -476,9 +478,12 @@ class Orchestrator:
         event = IntentAnalyzed(state.run_id, str(found.get("intent", "")), entities)
         await self._queue(state.run_id, [event])
 
+    def _planner(self) -> Planner:
+        return Planner(self.provider, self.prompts, compact_tools=self.options.compact_tool_catalog)
+
     async def _make_plan(self, state: RunState) -> tuple[Plan, int]:
         catalog = await self._prepare(state)
-        planner = Planner(self.provider, self.prompts)
+        planner = self._planner()
         try:
             plan = await planner.plan(
                 state.goal, catalog, await self._history(state.session_id), state.run_id
@@ -647,7 +652,7 @@ class Orchestrator:
         catalog = await trio.to_thread.run_sync(self.registry.catalog)
         told = {"role": "assistant", "text": f"(an earlier plan for this goal ran; {note})"}
         history = [*await self._history(state.session_id), told]
-        planner = Planner(self.provider, self.prompts)
+        planner = self._planner()
         try:
             fresh = await planner.plan(state.goal, catalog, history, state.run_id)
         except (InvalidPlan, LLMError):
@@ -684,7 +689,7 @@ class Orchestrator:
         catalog = await trio.to_thread.run_sync(self.registry.catalog)
         told = {"role": "assistant", "text": f"(the goal was {state.goal!r}; {note})"}
         history = [*await self._history(state.session_id), told]
-        planner = Planner(self.provider, self.prompts)
+        planner = self._planner()
         try:
             extra = await planner.plan("; ".join(missing), catalog, history, state.run_id)
         except (InvalidPlan, LLMError):

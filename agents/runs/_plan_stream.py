@@ -117,8 +117,11 @@ async def stream_plan(
     history: Sequence[Any],
     run_id: str,
     on_step: Callable[[PlanStep], Awaitable[None]],
+    *,
+    compact_tools: bool = True,
 ) -> Plan:
-    """Stream the plan, handing each validated step to `on_step` as it arrives.
+    """Stream the plan, handing each validated step to `on_step` as it arrives
+    (`compact_tools`: see `plan_messages`).
 
     Returns the whole plan; `InvalidPlan` on a bad step, or with the model's
     explanation when it produced no steps. (A callback rather than an async
@@ -126,7 +129,7 @@ async def stream_plan(
     """
     parser = StepStreamParser()
     steps: list[PlanStep] = []
-    messages = plan_messages(prompts, goal, catalog, history)
+    messages = plan_messages(prompts, goal, catalog, history, compact_tools=compact_tools)
     async with provider.stream_chat(
         messages, purpose="plan", run_id=run_id, json_mode=True
     ) as stream:

@@ -15,16 +15,21 @@ PLAN_SCHEMA = {"type": "object", "properties": {"steps": {"type": "array"}}, "re
 
 
 class Planner:
-    def __init__(self, provider: LLMProvider, prompts: PromptRepository) -> None:
+    """`compact_tools`: show the tools in their compact form (see `plan_messages`)."""
+
+    def __init__(
+        self, provider: LLMProvider, prompts: PromptRepository, *, compact_tools: bool = True
+    ) -> None:
         self._provider = provider
         self._prompts = prompts
+        self._compact_tools = compact_tools
         self.calls = 0
 
     async def plan(
         self, goal: str, catalog: ToolCatalog, history: Sequence[Any], run_id: str
     ) -> Plan:
         """A valid plan, or `InvalidPlan` / `PlanRefused` with the reason."""
-        messages = plan_messages(self._prompts, goal, catalog, history)
+        messages = self._messages(goal, catalog, history)
         try:
             return await self._ask(messages, catalog, run_id)
         except PlanRefused:
@@ -41,10 +46,17 @@ class Planner:
         error: Exception,
     ) -> Plan:
         """One re-ask naming what was wrong with the previous plan."""
-        messages = plan_messages(self._prompts, goal, catalog, history)
+        messages = self._messages(goal, catalog, history)
         repair = [*messages, {"role": "assistant", "content": _problem_text(error)}]
         repair.append(messages[-1] | {"content": _repair_request(messages[-1]["content"], error)})
         return await self._ask(repair, catalog, run_id)
+
+    def _messages(
+        self, goal: str, catalog: ToolCatalog, history: Sequence[Any]
+    ) -> list[dict[str, str]]:
+        return plan_messages(
+            self._prompts, goal, catalog, history, compact_tools=self._compact_tools
+        )
 
     async def _ask(self, messages: list[dict[str, str]], catalog: ToolCatalog, run_id: str) -> Plan:
         self.calls += 1

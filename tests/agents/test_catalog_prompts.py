@@ -56,7 +56,7 @@ def test_tool_spec_round_trips_through_its_dict() -> None:
 def test_prompts_are_read_once_and_then_served_from_the_cache() -> None:
     prompts = PromptRepository(maxsize=8)
     for _ in range(5):
-        assert "planner of autoagent" in prompts.render("plan")
+        assert "verify" in prompts.render("verify")
     stats = prompts.statistics()
     assert (stats.misses, stats.hits, stats.size) == (1, 4, 1)
 
@@ -73,9 +73,20 @@ def test_unknown_prompt_is_named(name: str) -> None:
         PromptRepository().get(name)
 
 
-@pytest.mark.parametrize("task", ["plan", "verify", "answer", "intent", "step", "chat"])
+@pytest.mark.parametrize("task", ["verify", "answer", "intent", "step", "chat"])
 def test_every_task_has_a_prompt(task: str) -> None:
     assert PromptRepository().render(task).strip()
+
+
+def test_the_plan_prompt_explains_the_form_its_tools_are_shown_in() -> None:
+    compact, schema = (
+        plan_messages(PromptRepository(), "price of NVDA", TOOLS, compact_tools=form)[0]
+        for form in (True, False)
+    )
+    assert '"tool" ("<agent>.<action>")' in compact["content"]
+    assert "a JSON schema with" in schema["content"] and '"tool"' not in schema["content"]
+    with pytest.raises(KeyError, match="tools_explained"):
+        PromptRepository().render("plan")  # the plan template needs to be told the form
 
 
 def test_plan_request_is_a_system_prompt_and_a_json_document() -> None:
@@ -88,7 +99,7 @@ def test_plan_request_is_a_system_prompt_and_a_json_document() -> None:
         "price of NVDA",
         ["earlier goal"],
     )
-    assert [t["action"] for t in document["tools"]] == [t.action for t in TOOLS]
+    assert [t["tool"] for t in document["tools"]] == [t.name for t in TOOLS]
 
 
 def test_the_planner_is_shown_what_it_plans_with_and_not_what_only_the_executor_uses() -> None:
@@ -107,6 +118,15 @@ def test_the_planner_is_shown_what_it_plans_with_and_not_what_only_the_executor_
     catalog = ToolCatalogCache().get([spec])
     for tools in (catalog, [spec]):
         _, user = plan_messages(PromptRepository(), "remember that x", tools)
+        (shown,) = json.loads(user["content"])["tools"]
+        assert shown == {
+            "tool": "memory.remember",
+            "description": "Remember a fact.",
+            "parameters": {"text?": "string", "user?": "any"},
+            "keywords": "remember",
+            "acts_for": "user",
+        }
+        _, user = plan_messages(PromptRepository(), "remember that x", tools, compact_tools=False)
         (shown,) = json.loads(user["content"])["tools"]
         assert shown == {
             "agent": "memory",

@@ -78,6 +78,29 @@ async def test_goal_completes_with_the_correct_answer(
         assert quote_endpoint.requests == {"NVDA": 1, "AAPL": 1}
 
 
+@STREAMING
+async def test_the_tools_shown_compactly_plan_the_same_run_for_fewer_prompt_tokens(
+    streaming: bool, store: EventStore, entry_registry: AgentRegistry
+) -> None:
+    """`compact_tool_catalog` (on by default) against the tools as JSON schemas."""
+    plans, prompt_tokens, answers = [], [], []
+    for compact in (True, False):
+        orchestrator = make_orchestrator(
+            store, entry_registry, streaming_plan=streaming, compact_tool_catalog=compact
+        )
+        result = await run_goal(orchestrator, "what is 17 * 23 + 4 and what time is it in Tokyo")
+        assert result.status == "completed", result.reason
+        records = await run_events(store, result.run_id)
+        calls = [r.data for r in records if r.type == "LLMCallCompleted"]
+        prompt_tokens.append(next(c["prompt_tokens"] for c in calls if c["purpose"] == "plan"))
+        steps = next(r.data["steps"] for r in records if r.type == "PlanCreated")
+        plans.append([{k: v for k, v in s.items() if k != "reasoning"} for s in steps])
+        answers.append(result.answer)
+    assert plans[0] == plans[1]
+    assert all("17 * 23 + 4 = 395" in (answer or "") for answer in answers)
+    assert prompt_tokens[0] < prompt_tokens[1], prompt_tokens
+
+
 async def test_whole_plan_run_appends_every_transition_in_order(
     store: EventStore, entry_registry: AgentRegistry
 ) -> None:

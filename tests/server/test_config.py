@@ -94,6 +94,7 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "step_batching": True,
         "streaming_plan": True,
         "batch_embeddings": True,
+        "compact_tool_catalog": True,
     },
     "resume": {"retry_non_idempotent": False, "lease_ttl_s": 15.0},
     "agents": {
