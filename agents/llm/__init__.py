@@ -15,7 +15,6 @@ from agents.llm._catalog import (
     CacheStatistics,
     ToolCatalog,
     ToolCatalogCache,
-    ToolSpec,
     catalog_hash,
 )
 from agents.llm._prompting import (
@@ -55,6 +54,7 @@ from agents.llm._retry import (
 )
 from agents.llm._tokens import estimate_prompt_tokens, estimate_tokens
 from agents.llm._tool_form import compact_dict, parse_compact
+from agents.llm._tool_spec import ToolSpec
 from events import lazy_attributes as _lazy_attributes
 
 if _typing.TYPE_CHECKING:

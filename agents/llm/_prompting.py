@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents.errors import UnknownPrompt
-from agents.llm._catalog import ToolCatalog, ToolSpec
+from agents.llm._catalog import ToolCatalog
 from agents.llm._tool_form import compact_dict
+from agents.llm._tool_spec import ToolSpec
 
 Message = dict[str, str]
 

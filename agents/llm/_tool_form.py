@@ -29,7 +29,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from agents.llm._catalog import ToolSpec
+from agents.llm._tool_spec import ToolSpec
 
 OPTIONAL_MARK = "?"
 _DEFAULT = ", default "

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.lowlevel
 
-from agents.llm._catalog import ToolSpec
+from agents.llm import ToolSpec
 from agents.llm._provider import LLMOptions
 from agents.offline._providers import open_provider
 from agents.runs._approvals import ApprovalBook, ApprovalNotPending

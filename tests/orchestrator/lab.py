@@ -18,7 +18,7 @@ from typing import Any
 import trio
 
 from agents.errors import ToolError
-from agents.llm._catalog import ToolSpec
+from agents.llm import ToolSpec
 from agents.tools import AgentContext
 from agents.tools._base import Agent, Tool
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.errors import InvalidPlan, ToolError
-from agents.llm._catalog import ToolCatalog
+from agents.llm import ToolCatalog
 from agents.runs._plan import Plan, PlanStep, _acyclic, parse_plan, resolve, validate_plan
 from tests.python_process import python_lines
 

@@ -81,7 +81,7 @@ import lmdb
 import openai
 import trio
 
-from agents.llm._catalog import ToolSpec
+from agents.llm import ToolSpec
 from agents.llm._prompting import PromptRepository, task_messages
 from agents.llm._provider import LLMOptions, LLMProvider
 from agents.llm._recorder import CallRecorder

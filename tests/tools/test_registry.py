@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from agents.errors import InvalidParameters
-from agents.llm._catalog import ToolSpec
+from agents.llm import ToolSpec
 from agents.llm._provider import LLMProvider
 from agents.tools import AgentContext, AgentSettings
 from agents.tools._registry import AgentRegistry, discover_agents
