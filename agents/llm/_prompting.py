@@ -109,7 +109,12 @@ def plan_messages(
         specs = [compact_dict(t) if compact_tools else t.prompt_dict() for t in tools]
     moment = (now or datetime.now(UTC)).isoformat(timespec="minutes")
     payload = {"goal": goal, "now": moment, "tools": list(specs), "history": list(history)}
-    explained = prompts.render("tools_compact" if compact_tools else "tools_schema")
+    if not compact_tools:
+        explained = prompts.render("tools_schema")
+    elif all("tool" in spec for spec in specs):
+        explained = prompts.render("tools_compact")
+    else:  # some tool is shown as its schema (`compact_dict`): say how to read it
+        explained = prompts.render("tools_compact") + "\n" + prompts.render("tools_mixed")
     return task_messages(prompts, "plan", payload, tools_explained=explained)
 
 

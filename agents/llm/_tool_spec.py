@@ -60,7 +60,7 @@ class ToolSpec:
             "agent": self.agent,
             "action": self.action,
             "description": self.description,
-            "parameters": _plain(self.parameters),
+            "parameters": plain_data(self.parameters),
             "idempotent": self.idempotent,
             "batchable": self.batchable,
             "batch_action": self.batch_action,
@@ -98,10 +98,10 @@ class ToolSpec:
         )
 
 
-def _plain(value: Any) -> Any:
+def plain_data(value: Any) -> Any:
     """Mappings and sequences as dicts and lists, so JSON and hashes see one form."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_data(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain_data(v) for v in value]
     return value

@@ -71,14 +71,26 @@ def complete(messages: Sequence[Mapping[str, Any]], *, json_mode: bool) -> str:
 
 
 def _plan_document(document: Mapping[str, Any]) -> dict[str, Any]:
-    tools = [_tool(t) for t in document.get("tools") or () if isinstance(t, Mapping)]
+    shown = document.get("tools")
+    read = (_tool(t) for t in (shown if isinstance(shown, list) else ()) if isinstance(t, Mapping))
+    tools = [tool for tool in read if tool is not None]
     now = _moment(document.get("now"))
     return plan(str(document.get("goal", "")), tools, document.get("history") or (), now)
 
 
-def _tool(shown: Mapping[str, Any]) -> ToolSpec:
-    """A tool as the plan request shows it: in the compact form, or as a JSON schema."""
-    return parse_compact(shown) if "tool" in shown else ToolSpec.from_dict(shown)
+def _tool(shown: Mapping[str, Any]) -> ToolSpec | None:
+    """A tool as the plan request shows it: in the compact form, or as a JSON schema;
+    None for an entry that is neither (a model ignores what it cannot read)."""
+    if "tool" in shown:
+        return parse_compact(shown)
+    if not isinstance(shown.get("agent"), str) or not isinstance(shown.get("action"), str):
+        return None
+    try:
+        spec = ToolSpec.from_dict(shown)
+        _ = spec.required  # a "required" that is no list fails here, not in the planner
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return spec
 
 
 def _moment(value: Any) -> datetime | None:

@@ -109,7 +109,7 @@ from events import (
 from events._model import AppendResult, Expected, NewEvent
 from events._types import Event
 from server.cli._gantt import longest_chain
-from server.config import PerformanceConfig
+from server.config import FeaturesConfig, PerformanceConfig
 
 from ._cli import finish, make_parser, result_header, scratch_dir
 from ._common import RESULTS_DIR, Table, percentile, shipped_collector, timed
@@ -136,14 +136,14 @@ PEER_MAX_CONCURRENCY = 16  # LangGraph's max_concurrency in the peer run (peer_l
 TARGET_APPEND_MS = 0.5
 PEER_TIMEOUT_S = 900.0
 
+# Every `[features]` flag the orchestrator takes: all off is the sequential baseline.
+ORCHESTRATOR_FLAGS = tuple(
+    f.name
+    for f in dataclasses.fields(FeaturesConfig)
+    if f.name in {o.name for o in dataclasses.fields(OrchestratorOptions)}
+)
 MODES: Mapping[str, OrchestratorOptions] = {
-    "baseline": OrchestratorOptions(
-        parallel_execution=False,
-        async_planner=False,
-        background_verification=False,
-        step_batching=False,
-        streaming_plan=False,
-    ),
+    "baseline": OrchestratorOptions(**dict.fromkeys(ORCHESTRATOR_FLAGS, False)),
     "optimized": OrchestratorOptions(),
     "optimized_no_streaming": OrchestratorOptions(streaming_plan=False),
 }

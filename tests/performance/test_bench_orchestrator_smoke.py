@@ -57,3 +57,11 @@ def test_bench_orchestrator_quick_writes_all_sections(tmp_path: Path) -> None:
 
     for target in result["targets"].values():
         assert {"measured", "goal", "met"} <= target.keys()
+
+
+def test_the_baseline_turns_off_every_feature_the_orchestrator_takes() -> None:
+    from tests.performance.bench_orchestrator import ORCHESTRATOR_FLAGS
+
+    assert "compact_tool_catalog" in ORCHESTRATOR_FLAGS and "streaming_plan" in ORCHESTRATOR_FLAGS
+    assert all(getattr(MODES["baseline"], flag) is False for flag in ORCHESTRATOR_FLAGS)
+    assert all(getattr(MODES["optimized"], flag) is True for flag in ORCHESTRATOR_FLAGS)
