@@ -98,8 +98,8 @@ def plan_messages(
 
     `now` (default: the current UTC time, to the minute) lets the model turn "tomorrow
     at 9am" or "the last 7 days" into dates. `compact_tools`: the tools in their compact
-    form (`agents.llm._tool_form`, a third fewer tokens), else as JSON schemas; the
-    system prompt says which.
+    form (`agents.llm._tool_form`, about a quarter fewer tokens), else as JSON schemas;
+    the system prompt says which.
     """
     if isinstance(tools, ToolCatalog):
         specs: Sequence[Mapping[str, Any]] = (

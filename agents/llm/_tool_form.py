@@ -104,10 +104,10 @@ def parse_parameter(value: Any) -> dict[str, Any]:
     return schema
 
 
-def render_parameter(schema: Mapping[str, Any]) -> str | Any:
+def render_parameter(schema: Mapping[str, Any]) -> str | dict[str, Any]:
     """One parameter's compact text, or its schema (as plain data) when the text could
     not say it all."""
-    plain = plain_data(schema)
+    plain: dict[str, Any] = plain_data(schema)
     kind = _type_text(schema)
     if kind is None:
         return plain

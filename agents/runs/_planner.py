@@ -15,7 +15,8 @@ PLAN_SCHEMA = {"type": "object", "properties": {"steps": {"type": "array"}}, "re
 
 
 class Planner:
-    """`compact_tools`: show the tools in their compact form (see `plan_messages`)."""
+    """Plan calls for one run (`calls` counts them); `compact_tools`: the tools are shown
+    in their compact form (see `plan_messages`)."""
 
     def __init__(
         self, provider: LLMProvider, prompts: PromptRepository, *, compact_tools: bool = True
