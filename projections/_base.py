@@ -23,8 +23,8 @@ change it only through `load` and `save`, under one key.
 from __future__ import annotations
 
 import abc
+import itertools
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -50,8 +50,10 @@ class Projection(abc.ABC):
         self._state_store: StateStore | None = None
         self._cache: dict[bytes, Any] = {}  # this batch: loaded and saved values
         self._dirty: set[bytes] = set()
-        # Values as committed, equal to the store's; oldest saved first.
-        self._committed: OrderedDict[bytes, Any] = OrderedDict()
+        # Values as committed, equal to the store's; oldest saved first (a plain dict
+        # keeps insertion order, and its operations cost half an OrderedDict's: this is
+        # once per saved key per batch, 5 % of a rebuild with the OrderedDict).
+        self._committed: dict[bytes, Any] = {}
         # Held while a batch is applied and committed, so in-process readers of
         # in-memory state never see half a batch.
         self.lock = threading.RLock()
@@ -109,15 +111,17 @@ class Projection(abc.ABC):
     def take_changes(self) -> dict[bytes, Any]:
         """The dirty keys of this batch, for the runner to commit; they stay cached as
         committed values (`discard_changes` when the commit fails)."""
-        committed = self._committed
-        for key in self._cache.keys() - self._dirty:
+        committed, cache = self._committed, self._cache
+        for key in cache.keys() - self._dirty:
             committed.pop(key, None)
         changes: dict[bytes, Any] = {}
         for key in self._dirty:
-            committed[key] = changes[key] = self._cache[key]
-            committed.move_to_end(key)  # saved last: evicted last
-        while len(committed) > COMMITTED_KEYS:
-            committed.popitem(last=False)
+            committed.pop(key, None)  # saved last: evicted last
+            committed[key] = changes[key] = cache[key]
+        excess = len(committed) - COMMITTED_KEYS
+        if excess > 0:
+            for key in list(itertools.islice(committed, excess)):
+                del committed[key]
         self._cache = {}
         self._dirty = set()
         return changes

@@ -20,10 +20,12 @@ command should.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import gc
 import logging
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -213,23 +215,27 @@ class ProjectionRunner:
     ) -> StateCommit | None:
         applied = self._applied[projection.name]
         handlers = projection.handlers
-        at = last
+        # Records come in position order: those already applied are skipped once here,
+        # not checked one by one (the hot loop of a rebuild runs once per record).
+        if records and records[0].position <= applied:
+            records = records[bisect.bisect_right(records, applied, key=_position) :]
+        record = None
         try:
             if handlers is None:
                 for record in records:
-                    if record.position > applied:
-                        at = record.position  # a local: the hot loop stays cheap
-                        projection.apply(record)
+                    projection.apply(record)
             else:  # straight to the handler, as `apply` would
+                handler_for = handlers.get
                 for record in records:
-                    handler = handlers.get(record.type)
-                    if handler is not None and record.position > applied:
-                        at = record.position
+                    handler = handler_for(record.type)
+                    if handler is not None:
                         handler(record)
-            at = last
-            return self._commit_for(projection, last) if applied < last else None
-        finally:
-            self._applying = at
+        except BaseException:
+            # Where the projection failed: the record the loop was applying.
+            self._applying = last if record is None else record.position
+            raise
+        self._applying = last
+        return self._commit_for(projection, last) if applied < last else None
 
     def _commit(self, commits: list[StateCommit], isolate: bool) -> None:
         """Commit all at once; when that fails and `isolate`, each alone, stopping the
@@ -365,6 +371,9 @@ class ProjectionRunner:
             if self._advanced is None:
                 self._advanced = trio.Event()
             await self._advanced.wait()
+
+
+_position = operator.attrgetter("position")
 
 
 @contextlib.contextmanager

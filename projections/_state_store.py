@@ -187,15 +187,18 @@ class LmdbStateStore(StateStore):
                 self._grow()
 
     def _commit_once(self, commits: list[StateCommit]) -> None:
+        # One packer for the commit's values (`pack` makes one per value) and each
+        # projection's key prefix made once: a rebuild commits 10,000 records' keys.
+        to_bytes = msgpack.Packer(use_bin_type=True).pack
         with self._lock, self._env.begin(write=True) as txn:
             for commit in commits:
                 self._check_position(txn, commit)
+                prefix, state = _key(commit.name, b""), self._state
                 for key, value in commit.changes.items():
-                    full = _key(commit.name, key)
                     if value is None:
-                        txn.delete(full, db=self._state)
+                        txn.delete(prefix + key, db=state)
                     else:
-                        txn.put(full, pack(value), db=self._state)
+                        txn.put(prefix + key, to_bytes(value), db=state)
                 if commit.snapshot is not None:
                     txn.put(commit.name.encode(), commit.snapshot, db=self._snapshots)
                 txn.put(

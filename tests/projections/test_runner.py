@@ -164,6 +164,25 @@ async def test_projection_ahead_of_the_others_keeps_its_checkpoint(
         assert_counted_once(state, head)
 
 
+async def test_a_batch_partly_applied_already_applies_only_the_records_after_the_checkpoint(
+    state: StateStore, log: LmdbEventLog, writer: EventWriter
+) -> None:
+    # The runner skips the records a projection has applied by position: here its
+    # checkpoint falls inside a batch the slower projection needs whole.
+    with trio.fail_after(TIMEOUT_S):
+        head = fill(writer, 60)
+        ahead = ProjectionRunner(log, state, [CountingProjection()], batch_size=10)
+        ahead.prepare()
+        await in_thread(ahead.catch_up, 35)
+        assert state.checkpoint("counter").position == 35
+        both = ProjectionRunner(
+            log, state, [CountingProjection(), SessionsProjection()], batch_size=10
+        )
+        both.prepare()
+        await in_thread(both.catch_up)
+        assert_counted_once(state, head)
+
+
 # --- version bumps --------------------------------------------------------------------
 
 
