@@ -16,6 +16,7 @@ the producer, where an unencodable payload can fail before anything is queued.
 from __future__ import annotations
 
 import hashlib
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ COMPRESSED = 1
 _ARRAY_12 = b"\x9c"  # msgpack fixarray header for 12 elements
 
 _packer = msgpack.Packer(use_bin_type=True)
+_thread_packers = threading.local()
 _unpackb = msgpack.unpackb
 
 
@@ -45,6 +47,10 @@ class PreparedEvent:
     correlation: str | None
     causation: str | None
     packed_data: bytes
+    # The id was made for this append (`new_event_id_bytes`), never given by a caller:
+    # no record can hold it, so the writer does not look it up (idempotent retries
+    # carry their ids as `NewEvent`s).
+    fresh_id: bool = False
 
 
 def pack_data(event_type: str, data: object) -> bytes:
@@ -56,7 +62,7 @@ def pack_data(event_type: str, data: object) -> bytes:
     check is one C-level unpack, about half the cost of the pack.
     """
     try:
-        packed: bytes = msgpack.packb(data, use_bin_type=True)
+        packed: bytes = _own_packer().pack(data)
     except (TypeError, ValueError, OverflowError) as exc:
         raise EventEncodingError(f"cannot encode payload of {event_type}: {exc}") from exc
     try:
@@ -66,6 +72,16 @@ def pack_data(event_type: str, data: object) -> bytes:
             f"cannot encode payload of {event_type}: it would not decode ({exc})"
         ) from exc
     return packed
+
+
+def _own_packer() -> msgpack.Packer:
+    """This thread's packer: `msgpack.packb` builds one per call (half the cost of
+    packing a step's payload), and a packer is not safe to share between threads."""
+    try:
+        packer: msgpack.Packer = _thread_packers.packer
+    except AttributeError:
+        packer = _thread_packers.packer = msgpack.Packer(use_bin_type=True)
+    return packer
 
 
 def record_hash(prev_hash: bytes, body: bytes | memoryview) -> bytes:

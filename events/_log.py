@@ -192,11 +192,16 @@ class _Planner:
         return self.ids.get(id_bytes) or self.view.find_id(id_bytes)
 
     def plan(self, request: AppendRequest) -> AppendResult:
-        seen = [self.find_id(e.id_bytes) for e in request.events]
-        known = [s for s in seen if s is not None]
+        # Ids made for this append are in no record: only callers' ids are looked up.
+        known = [
+            found
+            for e in request.events
+            if not e.fresh_id and (found := self.find_id(e.id_bytes)) is not None
+        ]
         if known:
-            if len(known) != len(seen) or any(s != request.stream for _, _, s in known):
-                raise DuplicateEventConflict(request.stream, len(known), len(seen))
+            events = len(request.events)
+            if len(known) != events or any(s != request.stream for _, _, s in known):
+                raise DuplicateEventConflict(request.stream, len(known), events)
             positions = tuple(p for p, _, _ in known)
             return AppendResult(request.stream, positions, known[-1][1], duplicate=True)
         version = self.version_of(request.stream)

@@ -678,11 +678,13 @@ def _prepare_event(
     if isinstance(event, Event):
         etype, schema, id_bytes = event.type_name(), event.schema, new_event_id_bytes()
         data: object = event.to_data()
+        fresh_id = True
     elif isinstance(event, NewEvent):
         if not isinstance(event.id, uuid.UUID):
             raise InvalidAppend(f"event id must be a UUID, got {event.id!r}")
         etype, schema, id_bytes, data = event.type, event.schema, event.id.bytes, dict(event.data)
         correlation, causation = event.correlation, event.causation
+        fresh_id = False
     else:
         raise InvalidAppend(f"cannot append {type(event).__name__}: not an Event or NewEvent")
     if not is_known_type(etype):
@@ -697,7 +699,7 @@ def _prepare_event(
     packed = pack_data(etype, data)
     if len(packed) > max_bytes:
         raise EventTooLarge(stream, etype, len(packed), max_bytes)
-    return PreparedEvent(etype, schema, id_bytes, correlation, causation, packed)
+    return PreparedEvent(etype, schema, id_bytes, correlation, causation, packed, fresh_id)
 
 
 def prepare_append(
@@ -716,12 +718,17 @@ def prepare_append(
     expected = _validate_expected(expected)
     if isinstance(events, Event | NewEvent) or not events:
         raise InvalidAppend("append needs a non-empty sequence of events")
-    prepared = tuple(
-        _prepare_event(stream, e, max_event_bytes, correlation, causation, seal_with)
-        for e in events
-    )
-    if len({p.id_bytes for p in prepared}) != len(prepared):
-        raise InvalidAppend("the same event id appears twice in one append")
+    if len(events) == 1:  # most appends: no generator, no check for repeated ids
+        prepared: tuple[PreparedEvent, ...] = (
+            _prepare_event(stream, events[0], max_event_bytes, correlation, causation, seal_with),
+        )
+    else:
+        prepared = tuple(
+            _prepare_event(stream, e, max_event_bytes, correlation, causation, seal_with)
+            for e in events
+        )
+        if len({p.id_bytes for p in prepared}) != len(prepared):
+            raise InvalidAppend("the same event id appears twice in one append")
     return AppendRequest(stream, expected, prepared)
 
 

@@ -20,6 +20,8 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 _EVENT_TYPES: dict[str, type[Event]] = {}
 _UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 _CURRENT_SCHEMA: dict[str, int] = {}
+# (type, schema) pairs `check_decodable` found readable; emptied when the catalog changes.
+_DECODABLE: set[tuple[str, int]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +77,14 @@ def register_event(cls: E) -> E:
         raise ValueError(f"event type {name!r} is already registered")
     _EVENT_TYPES[name] = cls
     _CURRENT_SCHEMA[name] = cls.schema
+    _DECODABLE.clear()
     return cls
 
 
 def register_upcaster(type_name: str, from_schema: int, upcaster: Upcaster) -> None:
     """Register how to turn a `type_name` payload of `from_schema` into `from_schema + 1`."""
     _UPCASTERS[(type_name, from_schema)] = upcaster
+    _DECODABLE.clear()
 
 
 def event_class(type_name: str, position: int | None = None) -> type[Event]:
@@ -124,13 +128,19 @@ def upcast(
 
 
 def check_decodable(type_name: str, schema: int) -> None:
-    """Raise `UnknownEventType` unless a record of this type and schema can be read back."""
+    """Raise `UnknownEventType` unless a record of this type and schema can be read back.
+
+    Every append asks, so a pair found readable is remembered until the catalog changes.
+    """
+    if (type_name, schema) in _DECODABLE:
+        return
     target = current_schema(type_name)
     if schema > target:
         raise UnknownEventType(f"{type_name} schema {schema} (newer than {target})")
     for old in range(schema, target):
         if (type_name, old) not in _UPCASTERS:
             raise UnknownEventType(f"{type_name} schema {schema} (no upcaster from {old})")
+    _DECODABLE.add((type_name, schema))
 
 
 def registered_types() -> list[str]:

@@ -214,6 +214,7 @@ def registry() -> Iterator[None]:
         for registry_dict, before in zip(registries, saved, strict=True):
             registry_dict.clear()
             registry_dict.update(before)
+        event_types._DECODABLE.clear()  # what it learned of the removed classes
 
 
 def test_register_event_refuses_a_second_class_of_the_same_name(registry: None) -> None:

@@ -29,7 +29,7 @@ from events import (
     StoreOptions,
     open_event_store,
 )
-from events._codec import HASH_SIZE, decode_record
+from events._codec import HASH_SIZE, decode_record, pack_data
 
 from .conftest import TIMEOUT_S
 
@@ -138,3 +138,15 @@ def test_tuple_key_in_a_payload_is_refused_before_it_reaches_the_log() -> None:
             assert store.head_position == 0
 
     trio.run(main)
+
+
+@pytest.mark.parametrize("unencodable", [{"a": [1, {"b": object()}]}, {"big": 1 << 70}])
+def test_a_payload_refused_half_way_leaves_nothing_in_the_threads_packer(
+    unencodable: dict[str, Any],
+) -> None:
+    # The producer's packer is kept per thread and reused: what the refused payload had
+    # packed before the bad value must not end up in front of the next payload.
+    with pytest.raises(EventEncodingError):
+        pack_data("StepCompleted", unencodable)
+    fine = {"run_id": "r", "step_id": "s", "result": "x" * 300, "duration": 0.1}
+    assert pack_data("StepCompleted", fine) == msgpack.packb(fine, use_bin_type=True)

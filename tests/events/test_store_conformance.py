@@ -49,6 +49,7 @@ from events import (
     typed_event,
 )
 from events._log import AppendRequest, Outcome, PlannedWrite
+from events._store import prepare_append
 
 from .conftest import TEST_OPTIONS, TIMEOUT_S, OpenStore
 
@@ -305,6 +306,26 @@ async def test_append_retry_with_same_ids_returns_original_positions(store: Even
         assert retry == AppendResult("s", (2, 3), 2, duplicate=True)
         await assert_nothing_written(store, head, written)
         assert [r.id for r in await store.read_stream("s")] == [e.id for e in events]
+
+
+async def test_an_id_the_store_made_for_a_typed_event_is_found_when_a_caller_sends_it(
+    store: EventStore,
+) -> None:
+    # The writer does not look up ids it made itself (no record can hold them yet); a
+    # caller's `NewEvent` is always looked up, also when it carries such an id.
+    with trio.fail_after(TIMEOUT_S):
+        first = await store.append("s", [started(1)])
+        await append_n(store, "other", 2)
+        head, written = store.head_position, store.statistics().events_written
+        (record,) = await store.read_stream("s")
+        again = await store.append("s", [started(1).new(id=record.id)])
+    assert again == AppendResult("s", first.positions, 1, duplicate=True)
+    await assert_nothing_written(store, head, written)
+
+
+def test_only_ids_made_for_the_append_are_marked_fresh() -> None:
+    typed, given = prepare_append("s", [started(1), new(2)], ANY, 1 << 20).events
+    assert (typed.fresh_id, given.fresh_id) == (True, False)
 
 
 async def test_append_retry_in_the_same_batch_is_a_duplicate(store: EventStore) -> None:
