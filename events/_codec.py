@@ -76,7 +76,10 @@ def pack_data(event_type: str, data: object) -> bytes:
 
 def _own_packer() -> msgpack.Packer:
     """This thread's packer: `msgpack.packb` builds one per call (half the cost of
-    packing a step's payload), and a packer is not safe to share between threads."""
+    packing a step's payload). Not one shared packer: a payload is any caller's data,
+    and packing a mapping that is not a plain dict runs Python code, which may let
+    another thread in half-way. (`encode_record`'s shared packer packs only the
+    envelope's ints, strings and bytes, which never leave C.)"""
     try:
         packer: msgpack.Packer = _thread_packers.packer
     except AttributeError:

@@ -716,7 +716,14 @@ def prepare_append(
     `seal_with`, personal content is sealed with that key on the way (see `_sealing`)."""
     validate_stream(stream)
     expected = _validate_expected(expected)
-    if isinstance(events, Event | NewEvent) or not events:
+    if isinstance(events, Event | NewEvent):
+        raise InvalidAppend("append needs a non-empty sequence of events")
+    if not isinstance(events, list | tuple):  # any other iterable of events, taken once
+        try:
+            events = tuple(events)
+        except TypeError:
+            raise InvalidAppend("append needs a non-empty sequence of events") from None
+    if not events:
         raise InvalidAppend("append needs a non-empty sequence of events")
     if len(events) == 1:  # most appends: no generator, no check for repeated ids
         prepared: tuple[PreparedEvent, ...] = (

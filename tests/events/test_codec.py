@@ -28,6 +28,7 @@ from events import (
     MemoryAdded,
     NewEvent,
     PlanCreated,
+    SessionStarted,
     StepCompleted,
     StepFailed,
     StoreCorrupted,
@@ -50,6 +51,8 @@ from events._codec import (
 )
 from events._log import AppendRequest
 from events._model import new_event_id_bytes
+from events._store import prepare_append
+from events._types import check_decodable
 from tests.python_process import python_lines
 
 from .conftest import TIMEOUT_S
@@ -482,3 +485,24 @@ def test_a_forked_child_makes_other_event_ids_than_its_parent() -> None:
     parent, child = ids[:8], ids[8:]
     assert len(child) == 8
     assert not {r[6:] for r in parent} & {r[6:] for r in child}
+
+
+def test_only_ids_made_for_the_append_are_marked_fresh() -> None:
+    # The writer skips looking up a fresh id; a caller's (a retry's) must be looked up.
+    typed = SessionStarted(session_id="s1", user="ada", client="test")
+    given = SessionStarted(session_id="s2", user="ada", client="test").new()
+    prepared = prepare_append("s", [typed, given], ANY, 1 << 20).events
+    assert [p.fresh_id for p in prepared] == [True, False]
+
+
+def test_a_type_made_newer_again_is_checked_again(registry: None) -> None:
+    # check_decodable remembers readable pairs; registering the class again with a new
+    # schema and no upcaster must make its old records unreadable, not remembered.
+    check_decodable("_TestUpcastV2", 1)
+    _TestUpcastV2.schema = 3
+    try:
+        register_event(_TestUpcastV2)
+        with pytest.raises(UnknownEventType, match="no upcaster from 2"):
+            check_decodable("_TestUpcastV2", 1)
+    finally:
+        _TestUpcastV2.schema = 2

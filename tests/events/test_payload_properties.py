@@ -140,7 +140,13 @@ def test_tuple_key_in_a_payload_is_refused_before_it_reaches_the_log() -> None:
     trio.run(main)
 
 
-@pytest.mark.parametrize("unencodable", [{"a": [1, {"b": object()}]}, {"big": 1 << 70}])
+@pytest.mark.parametrize(
+    "unencodable",
+    [
+        pytest.param({"a": [1, {"b": object()}]}, id="object-deep-inside"),
+        pytest.param({"big": 1 << 70}, id="int-over-64-bits"),
+    ],
+)
 def test_a_payload_refused_half_way_leaves_nothing_in_the_threads_packer(
     unencodable: dict[str, Any],
 ) -> None:

@@ -49,7 +49,6 @@ from events import (
     typed_event,
 )
 from events._log import AppendRequest, Outcome, PlannedWrite
-from events._store import prepare_append
 
 from .conftest import TEST_OPTIONS, TIMEOUT_S, OpenStore
 
@@ -319,13 +318,8 @@ async def test_an_id_the_store_made_for_a_typed_event_is_found_when_a_caller_sen
         head, written = store.head_position, store.statistics().events_written
         (record,) = await store.read_stream("s")
         again = await store.append("s", [started(1).new(id=record.id)])
-    assert again == AppendResult("s", first.positions, 1, duplicate=True)
-    await assert_nothing_written(store, head, written)
-
-
-def test_only_ids_made_for_the_append_are_marked_fresh() -> None:
-    typed, given = prepare_append("s", [started(1), new(2)], ANY, 1 << 20).events
-    assert (typed.fresh_id, given.fresh_id) == (True, False)
+        assert again == AppendResult("s", first.positions, 1, duplicate=True)
+        await assert_nothing_written(store, head, written)
 
 
 async def test_append_retry_in_the_same_batch_is_a_duplicate(store: EventStore) -> None:
@@ -734,6 +728,8 @@ async def test_append_of_unknown_event_type_raises_and_writes_nothing(store: Eve
         pytest.param([], "append needs a non-empty sequence of events", id="no-events"),
         pytest.param(started(1), "append needs a non-empty sequence of events", id="bare-event"),
         pytest.param(new(1), "append needs a non-empty sequence of events", id="bare-new-event"),
+        pytest.param(iter([]), "append needs a non-empty sequence of events", id="empty-iterator"),
+        pytest.param(7, "append needs a non-empty sequence of events", id="not-iterable"),
         pytest.param([{"type": "x"}], "cannot append dict: not an Event or NewEvent", id="dict"),
         pytest.param(
             [NewEvent(type="SessionStarted", data={"session_id": "s"}, id="abc")],  # type: ignore[arg-type]
@@ -749,6 +745,18 @@ async def test_malformed_append_raises_invalid_append(
         with pytest.raises(InvalidAppend, match=message):
             await store.append("s", events)
         await assert_nothing_written(store, 0, 0)
+
+
+async def test_events_given_as_any_iterable_are_appended_in_order(store: EventStore) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        one = await store.append("s", (started(i) for i in range(1)))
+        two = await store.append("s", (started(i) for i in range(1, 3)))
+        assert (one.positions, two.positions) == ((1,), (2, 3))
+        assert [r.data["session_id"] for r in await store.read_stream("s")] == [
+            "session-0",
+            "session-1",
+            "session-2",
+        ]
 
 
 # --- reads ----------------------------------------------------------------------------

@@ -99,3 +99,23 @@ def test_after_a_failed_commit_the_batch_is_applied_again_on_the_stored_state(
     count: Any = state.get("counter", b"count")
     assert count == head
     assert state.get("toggled", b"count") == head
+
+
+def test_a_key_saved_again_is_evicted_last(state: StateStore) -> None:
+    projection = CountingProjection()
+    projection.attach(state)
+    projection.save(b"early", 1)  # committed first: the oldest
+    commit(state, projection, 0, 1)
+    later = [b"later%d" % i for i in range(COMMITTED_KEYS - 1)]
+    for key in later:
+        projection.save(key, 1)
+    commit(state, projection, 1, 2)
+    projection.save(b"early", 2)  # saved again: now the newest
+    commit(state, projection, 2, 3)
+    projection.save(b"one-more", 1)  # over the limit: the oldest must go
+    commit(state, projection, 3, 4)
+    # Change every key behind the projection's back: only what it evicted shows.
+    state.commit([StateCommit("counter", 1, 4, 5, dict.fromkeys([b"early", *later], -1))])
+
+    assert projection.load(b"early") == 2
+    assert sorted(projection.load(key) for key in later) == [-1] + [1] * (COMMITTED_KEYS - 2)
