@@ -51,8 +51,7 @@ class Projection(abc.ABC):
         self._cache: dict[bytes, Any] = {}  # this batch: loaded and saved values
         self._dirty: set[bytes] = set()
         # Values as committed, equal to the store's; oldest saved first (a plain dict
-        # keeps insertion order, and its operations cost half an OrderedDict's: this is
-        # once per saved key per batch, 5 % of a rebuild with the OrderedDict).
+        # keeps insertion order; `take_changes` moves a key saved again to the end).
         self._committed: dict[bytes, Any] = {}
         # Held while a batch is applied and committed, so in-process readers of
         # in-memory state never see half a batch.
