@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -138,6 +139,19 @@ async def test_batch_failing_midway_is_not_committed_and_is_applied_once_on_rest
         assert_counted_once(state, head)
 
 
+async def counter_ahead(state: StateStore, log: LmdbEventLog, until: int | None = None) -> None:
+    """The counting projection alone, caught up to `until` (default: the head)."""
+    ahead = ProjectionRunner(log, state, [CountingProjection()], batch_size=10)
+    ahead.prepare()
+    await in_thread(ahead.catch_up, until)
+
+
+def counter_and_sessions(state: StateStore, log: LmdbEventLog, **options: Any) -> ProjectionRunner:
+    runner = ProjectionRunner(log, state, [CountingProjection(), SessionsProjection()], **options)
+    runner.prepare()
+    return runner
+
+
 async def test_projection_ahead_of_the_others_keeps_its_checkpoint(
     state: StateStore, log: LmdbEventLog, writer: EventWriter
 ) -> None:
@@ -147,19 +161,13 @@ async def test_projection_ahead_of_the_others_keeps_its_checkpoint(
     # even if the process dies in the middle of that catch-up.
     with trio.fail_after(TIMEOUT_S):
         head = fill(writer, 60)
-        ahead = ProjectionRunner(log, state, [CountingProjection()], batch_size=10)
-        ahead.prepare()
-        await in_thread(ahead.catch_up)
-        both = ProjectionRunner(
-            log, state, [CountingProjection(), SessionsProjection()], batch_size=10
-        )
-        both.prepare()
+        await counter_ahead(state, log)
+        both = counter_and_sessions(state, log, batch_size=10)
         assert both.position == 0
         both.step()
         assert state.checkpoint("counter").position == head
         # crash here; the next start goes on from the checkpoints on disk
-        restarted = ProjectionRunner(log, state, [CountingProjection(), SessionsProjection()])
-        restarted.prepare()
+        restarted = counter_and_sessions(state, log)
         await in_thread(restarted.catch_up)
         assert_counted_once(state, head)
 
@@ -171,14 +179,9 @@ async def test_a_batch_partly_applied_already_applies_only_the_records_after_the
     # checkpoint falls inside a batch the slower projection needs whole.
     with trio.fail_after(TIMEOUT_S):
         head = fill(writer, 60)
-        ahead = ProjectionRunner(log, state, [CountingProjection()], batch_size=10)
-        ahead.prepare()
-        await in_thread(ahead.catch_up, 35)
+        await counter_ahead(state, log, 35)
         assert state.checkpoint("counter").position == 35
-        both = ProjectionRunner(
-            log, state, [CountingProjection(), SessionsProjection()], batch_size=10
-        )
-        both.prepare()
+        both = counter_and_sessions(state, log, batch_size=10)
         await in_thread(both.catch_up)
         assert_counted_once(state, head)
 
