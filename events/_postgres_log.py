@@ -131,9 +131,15 @@ class _BatchView:
 
     @classmethod
     def of(cls, conn: psycopg.Connection[Any], streams: list[str], ids: list[bytes]) -> _BatchView:
-        versions = {s: v or 0 for s, v in conn.execute(_VERSIONS, (streams,)).fetchall()}
-        rows = conn.execute(_IDS, (ids,)).fetchall() if ids else []
-        found = {bytes(i): (int(p), int(v), s) for i, p, v, s in rows}
+        # Both queries are sent before either result is read: one round trip when the
+        # connection is in pipeline mode (a commit's), and the same answers otherwise.
+        version_rows = conn.execute(_VERSIONS, (streams,))
+        id_rows = conn.execute(_IDS, (ids,)) if ids else None
+        versions = {s: v or 0 for s, v in version_rows.fetchall()}
+        found = {
+            bytes(i): (int(p), int(v), s)
+            for i, p, v, s in (id_rows.fetchall() if id_rows is not None else [])
+        }
         return cls(versions, found)
 
     def stream_version(self, stream: str) -> int:
@@ -211,9 +217,13 @@ class PostgresEventLog(EventLog):
                 # Invariant: nothing is read before the lock is held. READ COMMITTED takes
                 # a new snapshot per statement, so the reads below see every commit of
                 # the previous holder (it releases the lock after its commit is visible).
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-                head = _head(conn)
-                view = _BatchView.read(conn, requests)
+                # The lock and the reads go in one round trip (pipeline mode): the server
+                # runs them in the order sent, each read only once the lock is held.
+                with conn.pipeline():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+                    head_rows = conn.execute(_HEAD)
+                    view = _BatchView.read(conn, requests)
+                    head = _head_of(head_rows.fetchone())
                 plan = plan_batch(view, head, requests, ts, self._compress_over)
                 if plan.writes:
                     _insert(conn, plan.writes)
@@ -386,7 +396,10 @@ def _create_schema(conn: psycopg.Connection[Any]) -> None:
 
 
 def _head(conn: psycopg.Connection[Any]) -> tuple[int, bytes]:
-    row = conn.execute(_HEAD).fetchone()
+    return _head_of(conn.execute(_HEAD).fetchone())
+
+
+def _head_of(row: tuple[Any, ...] | None) -> tuple[int, bytes]:
     if row is None:
         return 0, GENESIS_HASH
     return int(row[0]), bytes(row[1])
