@@ -114,8 +114,8 @@ _COPY_TYPES = ["bigint", "text", "bigint", "text", "bytea", "bytea"]
 
 class _BatchView:
     """The planner's `LogView` of one commit: what the table held, inside the commit's
-    transaction after the lock, for the streams and ids of the batch (read in two
-    queries rather than one per request)."""
+    transaction after the lock, for the streams and callers' ids of the batch (read in
+    one or two queries rather than one per request)."""
 
     def __init__(self, versions: dict[str, int], ids: dict[bytes, tuple[int, int, str]]):
         self._versions = versions
@@ -131,8 +131,8 @@ class _BatchView:
 
     @classmethod
     def of(cls, conn: psycopg.Connection[Any], streams: list[str], ids: list[bytes]) -> _BatchView:
-        # Both queries are sent before either result is read: one round trip when the
-        # connection is in pipeline mode (a commit's), and the same answers otherwise.
+        # Both queries are sent before either result is read, so in pipeline mode (a
+        # commit's) they share the commit's round trip; otherwise each waits for its rows.
         version_rows = conn.execute(_VERSIONS, (streams,))
         id_rows = conn.execute(_IDS, (ids,)) if ids else None
         versions = {s: v or 0 for s, v in version_rows.fetchall()}
@@ -217,7 +217,8 @@ class PostgresEventLog(EventLog):
                 # Invariant: nothing is read before the lock is held. READ COMMITTED takes
                 # a new snapshot per statement, so the reads below see every commit of
                 # the previous holder (it releases the lock after its commit is visible).
-                # The lock and the reads go in one round trip (pipeline mode): the server
+                # The lock and the reads are sent together (pipeline mode; leaving it waits
+                # for one more reply): two round trips instead of three or four. The server
                 # runs them in the order sent, each read only once the lock is held.
                 with conn.pipeline():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
