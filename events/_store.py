@@ -519,6 +519,19 @@ class EventStore:
             self.log.read_stream, stream, after_version, limit or self.options.read_batch
         )
 
+    async def read_stream_end(self, stream: str, count: int) -> list[RecordedEvent]:
+        """The last `count` records of `stream` (fewer when it holds fewer), opened as
+        `open` opens them: one worker-thread call where `stream_version`, `read_stream`
+        and `open` would make up to three hand-overs between threads."""
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+
+        def read() -> list[RecordedEvent]:
+            since = max(0, self.log.stream_version(stream) - count)
+            return self.open_blocking(self.log.read_stream(stream, since, count))
+
+        return await trio.to_thread.run_sync(read)
+
     async def read_type(
         self, event_type: str, after: int = 0, limit: int | None = None
     ) -> list[RecordedEvent]:

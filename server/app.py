@@ -407,6 +407,18 @@ async def _warm_embedder(embedder: Embedder, warmup: WarmUp) -> None:
         warmup.finish("embedder")
 
 
+async def _warm_agents(orchestrator: Orchestrator, warmup: WarmUp) -> None:
+    """Prompt templates, tool catalog and agents ready before the first goal needs them
+    (`Orchestrator.warm_up`); a goal meanwhile shares the builds in progress. An agent
+    that fails to build is reported by the goal that uses it, as without the warm-up."""
+    try:
+        failed = await orchestrator.warm_up()
+        if failed:
+            warmup.failed["agents"] = "; ".join(f"{k}: {v}" for k, v in sorted(failed.items()))
+    finally:
+        warmup.finish("agents")
+
+
 def _projections_for(config: Config, every: bool) -> list[Projection]:
     """Every projection (a server), or the vector indexes the enabled agents read."""
     keys, options = memory_keys(config), memory_options(config)
@@ -485,8 +497,12 @@ async def open_application(
                     wait_for=wait_for,
                     embedder=embedder,
                 ) as orchestrator,
+                trio.open_nursery() as warming,
             ):
+                warmup.start("agents")
+                warming.start_soon(_warm_agents, orchestrator, warmup)
                 yield Application(config, store, runner, orchestrator, warmup, traces, leases)
+                warming.cancel_scope.cancel()
         background.cancel_scope.cancel()
 
 

@@ -12,7 +12,7 @@ import functools
 import importlib.resources
 import json
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +51,13 @@ class PromptRepository:
     def get(self, name: str) -> string.Template:
         return self._load(name)
 
+    def load(self, names: Iterable[str] | None = None) -> None:
+        """Read the templates `names` (default: every one the package holds) into the
+        cache now (blocking: a worker thread's job), so that no run reads a template
+        file on the event loop. With the cache off (`maxsize` 0) nothing is kept."""
+        for name in template_names() if names is None else names:
+            self.get(name)
+
     def render(self, name: str, **values: object) -> str:
         """The template with `values` substituted; a missing value is an error."""
         return self.get(name).substitute({k: str(v) for k, v in values.items()})
@@ -58,6 +65,14 @@ class PromptRepository:
     def statistics(self) -> PromptStatistics:
         info = self._load.cache_info()
         return PromptStatistics(info.hits, info.misses, info.currsize, self._maxsize)
+
+
+def template_names() -> list[str]:
+    """The name of every template in `agents/prompts` (blocking: lists a directory)."""
+    folder = importlib.resources.files("agents") / "prompts"
+    return sorted(
+        entry.name.removesuffix(".txt") for entry in folder.iterdir() if entry.name.endswith(".txt")
+    )
 
 
 def _read_template(name: str) -> string.Template:

@@ -25,6 +25,7 @@ from typing import Any
 import trio
 
 from agents.errors import (
+    AgentError,
     InvalidGoal,
     InvalidPlan,
     LLMError,
@@ -441,7 +442,7 @@ class Orchestrator:
         has come), without it the plan waits for it.
         """
         if isinstance(self.provider, OfflineProvider):
-            catalog = await trio.to_thread.run_sync(self.registry.catalog)
+            catalog = await self._catalog()
             await self._record_intent(state, offline_intent(state.goal))
             return catalog
         background = self._background.get(state.run_id)
@@ -450,7 +451,37 @@ class Orchestrator:
             background.start_soon(self._analyse_intent, state, done)
         else:
             await self._analyse_intent(state)
-        return await trio.to_thread.run_sync(self.registry.catalog)
+        return await self._catalog()
+
+    async def _catalog(self) -> ToolCatalog:
+        """The tool catalog: the one built last while the tools are the same (no hashing
+        on the event loop), else built in a worker thread."""
+        cached = self.registry.cached_catalog()
+        return (
+            cached if cached is not None else await trio.to_thread.run_sync(self.registry.catalog)
+        )
+
+    async def warm_up(self) -> dict[str, str]:
+        """What a run would otherwise do on its path the first time: read the prompt
+        templates and build the tool catalog (in a worker thread), and build every
+        agent, in parallel. The server runs it in the background at start; a goal that
+        comes first shares an agent's build in progress instead of starting a second.
+        Returns the agents that failed to build, with why: a goal that uses one tries
+        again and reports the error, as it would have without the warm-up."""
+        await trio.to_thread.run_sync(self.prompts.load)
+        await trio.to_thread.run_sync(self.registry.catalog)
+        failed: dict[str, str] = {}
+
+        async def build(name: str) -> None:
+            try:
+                await self.registry.agent(name)
+            except AgentError as exc:
+                failed[name] = str(exc)
+
+        async with trio.open_nursery() as nursery:
+            for name in self.registry.names:
+                nursery.start_soon(build, name)
+        return failed
 
     async def _analyse_intent(self, state: RunState, done: trio.Event | None = None) -> None:
         """The model's reading of the goal; the offline one when the model fails.
@@ -649,7 +680,7 @@ class Orchestrator:
             return plan, outcomes, 0
         note = replan_note(still, verifier.verdicts)
         await self._queue(state.run_id, [ReplanRequested(state.run_id, note)])
-        catalog = await trio.to_thread.run_sync(self.registry.catalog)
+        catalog = await self._catalog()
         told = {"role": "assistant", "text": f"(an earlier plan for this goal ran; {note})"}
         history = [*await self._history(state.session_id), told]
         planner = self._planner()
@@ -686,7 +717,7 @@ class Orchestrator:
         note = "parts of the goal not done: " + "; ".join(missing)
         await self._queue(state.run_id, [ReplanRequested(state.run_id, note)])
         state.replanned = True
-        catalog = await trio.to_thread.run_sync(self.registry.catalog)
+        catalog = await self._catalog()
         told = {"role": "assistant", "text": f"(the goal was {state.goal!r}; {note})"}
         history = [*await self._history(state.session_id), told]
         planner = self._planner()
@@ -800,12 +831,10 @@ class Orchestrator:
 
     async def _history_from_log(self, session_id: str) -> list[dict[str, Any]]:
         """The session's last messages, read from its stream (used without projections)."""
-        stream = f"session-{session_id}"
-        version = await self.store.stream_version(stream)
         # Each run adds up to four records (message, reply, context, forget): the
         # window's messages and the latest context are among the last ones.
-        since = max(0, version - 2 * self.options.session_window - CONTEXT_LOOKBACK)
-        records = await self.store.open(await self.store.read_stream(stream, since))
+        last = 2 * self.options.session_window + CONTEXT_LOOKBACK
+        records = await self.store.read_stream_end(f"session-{session_id}", last)
         messages = [
             {
                 "role": "user" if r.type == "UserMessageReceived" else "assistant",

@@ -54,6 +54,7 @@ class AgentRegistry:
         self._failed: dict[str, BaseException] = {}
         self._builds = 0
         self._catalog: ToolCatalog | None = None
+        self._catalog_specs: tuple[ToolSpec, ...] = ()
 
     @classmethod
     def from_entry_points(
@@ -67,9 +68,26 @@ class AgentRegistry:
 
     def catalog(self) -> ToolCatalog:
         """Every tool's spec, without building any agent (cached by content hash)."""
-        specs = [spec for agent in self._classes.values() for spec in agent.tool_specs()]
+        specs = self._specs()
         self._catalog = self._catalog_cache.get(specs)
+        self._catalog_specs = specs
         return self._catalog
+
+    def cached_catalog(self) -> ToolCatalog | None:
+        """The catalog `catalog` built last, when every agent still gives the very same
+        spec objects (specs are frozen: the same objects, the same content); None when
+        none was built or a spec is another object. No hashing: cheap enough for the
+        event loop, where `catalog` belongs in a worker thread."""
+        if self._catalog is None:
+            return None
+        specs = self._specs()
+        last = self._catalog_specs
+        if len(specs) != len(last) or any(a is not b for a, b in zip(specs, last, strict=True)):
+            return None
+        return self._catalog
+
+    def _specs(self) -> tuple[ToolSpec, ...]:
+        return tuple(spec for agent in self._classes.values() for spec in agent.tool_specs())
 
     def spec(self, agent: str, action: str) -> ToolSpec | None:
         """One tool's spec; the per-step hot path, so it reuses the last catalog built."""

@@ -160,8 +160,10 @@ class WriterAgent(Agent):
 
     def __init__(self, context: AgentContext) -> None:
         max_bytes = int(positive_or(context.settings.max_file_bytes, DEFAULT_MAX_FILE_BYTES))
+        prompts = PromptRepository()
+        prompts.load(("report",))  # agents are built in a worker thread: read it here, once
         tool = CreateReportTool(
-            Workspace.of(context.workspace_roots), context.llm, PromptRepository(), max_bytes
+            Workspace.of(context.workspace_roots), context.llm, prompts, max_bytes
         )
         self._tools: dict[str, Tool] = {"create_report": tool}
 

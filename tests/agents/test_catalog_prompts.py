@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,8 @@ from agents import (
 )
 
 from .conftest import TOOLS
+
+_PROMPTS_DIR = Path(__file__).resolve().parents[2] / "agents" / "prompts"
 
 
 def test_catalog_hash_ignores_order_but_not_content() -> None:
@@ -138,3 +141,16 @@ def test_the_planner_is_shown_what_it_plans_with_and_not_what_only_the_executor_
         }
     # What the executor acts on still tells catalogs apart (the hash is of the whole spec).
     assert catalog_hash([spec]) != catalog_hash([dataclasses.replace(spec, idempotent=True)])
+
+
+def test_load_reads_every_template_so_no_request_reads_a_file() -> None:
+    prompts = PromptRepository()
+    prompts.load()
+    read = prompts.statistics().misses
+    assert read == len(list(_PROMPTS_DIR.glob("*.txt")))
+    for form in (True, False):
+        plan_messages(prompts, "price of NVDA", TOOLS, compact_tools=form)
+    for task in ("verify", "verify_batch", "answer", "intent", "step", "chat", "report"):
+        prompts.render(task)
+    assert prompts.statistics().misses == read
+    assert prompts.statistics().hits > 0

@@ -94,6 +94,22 @@ async def test_append_assigns_contiguous_positions_from_one(store: EventStore) -
         assert [r.position for r in await store.read()] == [1, 2, 3, 4, 5, 6]
 
 
+async def test_read_stream_end_gives_a_streams_last_records_in_order(store: EventStore) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        await append_n(store, "s-a", 5)
+        await append_n(store, "s-b", 2)  # interleaved with the stream read below
+        await append_n(store, "s-a", 2)
+        last = await store.read_stream_end("s-a", 3)
+        every = await store.read_stream_end("s-a", 100)
+        empty = await store.read_stream_end("s-none", 3)
+        with pytest.raises(ValueError, match="at least 1"):
+            await store.read_stream_end("s-a", 0)
+    assert [r.version for r in last] == [5, 6, 7]
+    assert {r.stream for r in last} == {"s-a"}
+    assert [r.version for r in every] == list(range(1, 8))
+    assert empty == []
+
+
 async def test_append_assigns_per_stream_versions(store: EventStore) -> None:
     with trio.fail_after(TIMEOUT_S):
         a1 = await append_n(store, "run-a", 2)

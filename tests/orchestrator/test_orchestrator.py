@@ -403,3 +403,20 @@ async def test_a_new_session_s_first_message_is_sealed_under_its_owner(
             (message,) = [r for r in await sealed.open(records) if r.type == "UserMessageReceived"]
     assert message.data.get("forgotten") is True
     assert "secret plan" not in str(message.data)
+
+
+async def test_the_planner_sees_a_sealed_sessions_messages_opened(
+    registry: AgentRegistry,
+) -> None:
+    """The history a plan is asked with is read in one go from the session's end and
+    opened there: the earlier message in clear, though the log holds it sealed."""
+    sealer = Sealer(MemoryKeyStore())
+    with trio.fail_after(TIMEOUT_S):
+        async with open_event_store(log=MemoryEventLog(), sealer=sealer) as sealed:
+            orchestrator = make_orchestrator(sealed, registry)
+            first = await orchestrator.submit("tell me about my secret plan", principal="ana")
+            await orchestrator.submit("and what else", first.session_id, principal="ana")
+            history = await orchestrator._history_from_log(first.session_id)
+            raw = await sealed.read_stream(f"session-{first.session_id}")
+    assert history == [{"role": "user", "text": "tell me about my secret plan"}]
+    assert "secret plan" not in str([r.data for r in raw])

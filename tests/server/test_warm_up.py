@@ -93,6 +93,7 @@ async def test_healthz_lists_the_embedder_until_its_background_load_ends(tmp_pat
             port = await nursery.start(agent_server(app).serve, "127.0.0.1", 0)
             url = f"http://127.0.0.1:{port}"
             await app.warmup.wait("projections")  # they catch up in the background too
+            await app.warmup.wait("agents")  # and the agents are built
             while_loading = await health(url)
             embedder.gate.set()
             await trio.testing.wait_all_tasks_blocked()
@@ -137,3 +138,21 @@ async def test_nothing_warms_when_no_enabled_agent_embeds(tmp_path: Path) -> Non
             result = await app.orchestrator.run_goal("what is 2 + 2")
     assert result.status == "completed"
     assert embedder.loads == 0
+
+
+async def test_the_server_builds_every_agent_at_start_in_the_background(tmp_path: Path) -> None:
+    embedder = GatedEmbedder()
+    config = config_for(tmp_path)
+    with trio.fail_after(TIMEOUT_S):
+        async with open_application(
+            config, state=MemoryStateStore(), embedder_factory=factory_of(embedder)
+        ) as app:
+            registry = app.orchestrator.registry
+            await app.warmup.wait("agents")  # while the embedder still loads
+            built = registry.statistics()
+            templates = app.orchestrator.prompts.statistics()
+            embedder.gate.set()
+    assert "agents" not in app.warmup.warming()
+    assert app.warmup.failed == {}
+    assert built.built == built.registered == len(config.agents.enabled)
+    assert templates.misses == templates.size > 0  # read once each, kept

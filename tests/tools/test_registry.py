@@ -7,8 +7,9 @@ exist, and a tool for every spec once the agent is built.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,8 @@ import trio
 from agents.errors import InvalidParameters
 from agents.llm import ToolSpec
 from agents.llm._provider import LLMProvider
-from agents.tools import AgentContext, AgentSettings
+from agents.tools import AgentContext, AgentSettings, Tool
+from agents.tools._base import Agent
 from agents.tools._registry import AgentRegistry, discover_agents
 
 from .conftest import TIMEOUT_S
@@ -123,3 +125,37 @@ def test_the_catalog_names_every_tool() -> None:
     catalog = AgentRegistry.from_entry_points().catalog()
     expected = {f"{name}.{s.action}" for name in AGENTS for s in _specs(name)}
     assert set(catalog.by_name) == expected
+
+
+class _ChangingAgent(Agent):
+    """An agent whose spec objects a test swaps, as a plugin reloading its tools would."""
+
+    name = "changing"
+    specs: tuple[ToolSpec, ...] = (ToolSpec(agent="changing", action="one", description="One."),)
+
+    @classmethod
+    def tool_specs(cls) -> tuple[ToolSpec, ...]:
+        return cls.specs
+
+    def tools(self) -> Mapping[str, Tool]:  # pragma: no cover - never built here
+        return {}
+
+
+def test_the_cached_catalog_is_the_last_one_built_while_the_specs_are_the_same_objects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry = AgentRegistry({"changing": _ChangingAgent, **discover_agents(["math"])})
+    assert registry.cached_catalog() is None  # none built yet
+    built = registry.catalog()
+    assert registry.cached_catalog() is built
+    # Equal content in new objects: not taken on trust, built (or found by hash) again.
+    same = tuple(dataclasses.replace(s) for s in _ChangingAgent.specs)
+    monkeypatch.setattr(_ChangingAgent, "specs", same)
+    assert registry.cached_catalog() is None
+    assert registry.catalog() is built  # the content hash finds it
+    assert registry.cached_catalog() is built
+    changed = (ToolSpec(agent="changing", action="two", description="Two."),)
+    monkeypatch.setattr(_ChangingAgent, "specs", changed)
+    assert registry.cached_catalog() is None
+    assert "changing.two" in registry.catalog().by_name
+    assert registry.cached_catalog() is not built
