@@ -91,10 +91,12 @@ async def serve(config: Config, out: TextIO = sys.stdout, *, own_process: bool =
 
 
 async def _freeze_when_warm(app: Application, out: TextIO) -> None:
-    """Once the model is loaded and the projections caught up: one full collection,
-    and what is alive then frozen out of later ones (`server._runtime` says why)."""
+    """Once the model is loaded, the projections caught up and the agents built: one
+    full collection, and what is alive then frozen out of later ones (`server._runtime`
+    says why; what the agents hold, and the modules they import, are among it)."""
     await app.warmup.wait("embedder")
     await app.warmup.wait("projections")
+    await app.warmup.wait("agents")
     seconds = freeze_survivors()
     app.warmup.finish("collector")
     frozen = collector_state().frozen
