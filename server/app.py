@@ -22,6 +22,7 @@ import trio
 
 import events
 from agents.embeddings import Embedder, EmbeddingError, open_embedder
+from agents.errors import AgentError
 from agents.llm import CallRecorder, LLMOptions, LLMProvider, PromptRepository
 from agents.offline import open_provider
 from agents.runs import History, Orchestrator, OrchestratorOptions
@@ -413,10 +414,12 @@ async def _warm_agents(orchestrator: Orchestrator, warmup: WarmUp) -> None:
     that fails to build is reported by the goal that uses it, as without the warm-up."""
     try:
         failed = await orchestrator.warm_up()
-        if failed:
-            warmup.failed["agents"] = "; ".join(f"{k}: {v}" for k, v in sorted(failed.items()))
+    except (AgentError, OSError) as exc:  # a template unreadable: the runs will say so too
+        failed = {"prompts": str(exc)}
     finally:
         warmup.finish("agents")
+    if failed:
+        warmup.failed["agents"] = "; ".join(f"{k}: {v}" for k, v in sorted(failed.items()))
 
 
 def _projections_for(config: Config, every: bool) -> list[Projection]:
