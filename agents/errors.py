@@ -14,6 +14,7 @@ AutoagentError                       (events.errors) root of everything raised o
       |    +-- RetriesExhausted      every attempt failed (attempts, last_error)
       +-- UnknownProvider            `llm.provider` names no provider
       +-- UnknownPrompt              no prompt template file of that name
+      +-- PromptUnreadable           a prompt template file that cannot be read as text
       +-- EmbeddingError             an embedder could not embed
       |    +-- InvalidEmbeddingInput, UnknownEmbeddingProvider, EmbedderUnavailable,
       |        EmbeddingRequestFailed, InvalidEmbeddingResponse
@@ -151,6 +152,14 @@ class UnknownPrompt(AgentError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"no prompt template named {name!r} (agents/prompts/{name}.txt)")
+
+
+class PromptUnreadable(AgentError):
+    """A prompt template file exists but cannot be read as UTF-8 text."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        super().__init__(f"prompt template {name!r} cannot be read: {reason}")
 
 
 # --- tools, plans and runs (the orchestrator) -----------------------------------------

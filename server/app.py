@@ -22,7 +22,6 @@ import trio
 
 import events
 from agents.embeddings import Embedder, EmbeddingError, open_embedder
-from agents.errors import AgentError
 from agents.llm import CallRecorder, LLMOptions, LLMProvider, PromptRepository
 from agents.offline import open_provider
 from agents.runs import History, Orchestrator, OrchestratorOptions
@@ -414,8 +413,6 @@ async def _warm_agents(orchestrator: Orchestrator, warmup: WarmUp) -> None:
     that fails to build is reported by the goal that uses it, as without the warm-up."""
     try:
         failed = await orchestrator.warm_up()
-    except (AgentError, OSError) as exc:  # a template unreadable: the runs will say so too
-        failed = {"prompts": str(exc)}
     finally:
         warmup.finish("agents")
     if failed:
@@ -451,10 +448,14 @@ async def open_application(
     pass a `MemoryStateStore`); `embedder_factory` the `[embeddings]` embedder; `node_id`
     the configured node id in the run leases.
 
-    The local embedder starts loading in the background at once, and the projections
-    catch up in the background too (`WarmUp` lists both until done): a server listens
-    at once, and the first goal is planned while they finish; the first goal that
-    remembers or searches no longer pays for the model load on its own path.
+    The local embedder starts loading in the background at once, the projections catch
+    up in the background too, and the orchestrator reads its prompt templates and
+    builds every enabled agent (`Orchestrator.warm_up`, a few ms; `WarmUp` lists each
+    part until done): a server listens at once, and the first goal is planned while they
+    finish; the first goal that remembers or searches no longer pays for the model load
+    on its own path. A one-shot `autoagent run` warms the same way, in parallel with its
+    plan call; what failed to warm up is in `warmup.failed` (the goal that needs it
+    reports the error itself).
     """
     warmup = WarmUp()
     await open_configured_keys(config)  # connects (PostgreSQL) in a worker thread, once

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.errors import UnknownPrompt
+from agents.errors import PromptUnreadable, UnknownPrompt
 from agents.llm._catalog import ToolCatalog
 from agents.llm._tool_form import compact_dict
 from agents.llm._tool_spec import ToolSpec
@@ -68,11 +68,11 @@ class PromptRepository:
 
 
 def template_names() -> list[str]:
-    """The name of every template in `agents/prompts` (blocking: lists a directory)."""
+    """The name of every template in `agents/prompts` (blocking: lists a directory); a
+    file whose name is no template name (`get` would refuse it) is left out."""
     folder = importlib.resources.files("agents") / "prompts"
-    return sorted(
-        entry.name.removesuffix(".txt") for entry in folder.iterdir() if entry.name.endswith(".txt")
-    )
+    names = (entry.name[:-4] for entry in folder.iterdir() if entry.name.endswith(".txt"))
+    return sorted(name for name in names if name.isidentifier())
 
 
 def _read_template(name: str) -> string.Template:
@@ -83,6 +83,8 @@ def _read_template(name: str) -> string.Template:
         return string.Template(resource.read_text(encoding="utf-8"))
     except (FileNotFoundError, IsADirectoryError):
         raise UnknownPrompt(name) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PromptUnreadable(name, str(exc)) from exc
 
 
 def task_messages(

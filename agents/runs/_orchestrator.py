@@ -466,11 +466,18 @@ class Orchestrator:
         templates and build the tool catalog (in a worker thread), and build every
         agent, in parallel. The server runs it in the background at start; a goal that
         comes first shares an agent's build in progress instead of starting a second.
-        Returns the agents that failed to build, with why: a goal that uses one tries
+        Returns what failed (an agent's name, or "prompts" or "catalog"), with why; each
+        part is tried whatever failed before it. A goal that needs a failed part tries
         again and reports the error, as it would have without the warm-up."""
-        await trio.to_thread.run_sync(self.prompts.load)
-        await trio.to_thread.run_sync(self.registry.catalog)
         failed: dict[str, str] = {}
+        try:
+            await trio.to_thread.run_sync(self.prompts.load)
+        except AgentError as exc:  # UnknownPrompt, PromptUnreadable: the runs will say it too
+            failed["prompts"] = str(exc)
+        try:
+            await trio.to_thread.run_sync(self.registry.catalog)
+        except Exception as exc:  # an agent's tool_specs() is plugin code: its run fails too
+            failed["catalog"] = repr(exc)
 
         async def build(name: str) -> None:
             try:

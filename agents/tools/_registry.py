@@ -54,7 +54,7 @@ class AgentRegistry:
         self._failed: dict[str, BaseException] = {}
         self._builds = 0
         self._catalog: ToolCatalog | None = None
-        self._catalog_specs: tuple[ToolSpec, ...] = ()
+        self._last_built: tuple[tuple[ToolSpec, ...], ToolCatalog] | None = None
 
     @classmethod
     def from_entry_points(
@@ -69,22 +69,29 @@ class AgentRegistry:
     def catalog(self) -> ToolCatalog:
         """Every tool's spec, without building any agent (cached by content hash)."""
         specs = self._specs()
-        self._catalog = self._catalog_cache.get(specs)
-        self._catalog_specs = specs
-        return self._catalog
+        catalog = self._catalog_cache.get(specs)
+        # One assignment: a `cached_catalog` on the event loop, while two of these run in
+        # worker threads, sees a catalog with the very specs it was built from.
+        self._last_built = (specs, catalog)
+        self._catalog = catalog
+        return catalog
 
     def cached_catalog(self) -> ToolCatalog | None:
         """The catalog `catalog` built last, when every agent still gives the very same
-        spec objects (specs are frozen: the same objects, the same content); None when
-        none was built or a spec is another object. No hashing: cheap enough for the
-        event loop, where `catalog` belongs in a worker thread."""
-        if self._catalog is None:
+        spec objects; None when none was built or a spec is another object. No hashing:
+        cheap enough for the event loop, where `catalog` belongs in a worker thread.
+
+        Specs are frozen dataclasses and the agents' are module constants; a spec whose
+        parameters dict were edited in place would not be seen here (`catalog`, which
+        hashes the content, would see it).
+        """
+        if self._last_built is None:
             return None
+        last, catalog = self._last_built
         specs = self._specs()
-        last = self._catalog_specs
         if len(specs) != len(last) or any(a is not b for a, b in zip(specs, last, strict=True)):
             return None
-        return self._catalog
+        return catalog
 
     def _specs(self) -> tuple[ToolSpec, ...]:
         return tuple(spec for agent in self._classes.values() for spec in agent.tool_specs())
@@ -102,8 +109,13 @@ class AgentRegistry:
             raise UnknownAgent(name, self.names)
         if name in self._building:
             await self._building[name].wait()
+            if name not in self._agents and name not in self._failed:
+                # The build was cancelled (its caller shut down) before it ended: this
+                # caller builds it instead of reporting a failure that did not happen.
+                return await self.agent(name)
             return self._built(name)
         self._building[name] = done = trio.Event()
+        self._failed.pop(name, None)  # a failure of an earlier build is not this one's
         try:
             self._builds += 1
             self._agents[name] = await trio.to_thread.run_sync(self._classes[name], self._context)

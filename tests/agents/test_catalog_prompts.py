@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import json
 from pathlib import Path
 
@@ -10,12 +11,14 @@ import pytest
 
 from agents import (
     PromptRepository,
+    PromptUnreadable,
     ToolCatalogCache,
     ToolSpec,
     UnknownPrompt,
     catalog_hash,
     plan_messages,
 )
+from agents.llm._prompting import template_names
 
 from .conftest import TOOLS
 
@@ -154,3 +157,22 @@ def test_load_reads_every_template_so_no_request_reads_a_file() -> None:
         prompts.render(task)
     assert prompts.statistics().misses == read
     assert prompts.statistics().hits > 0
+
+
+def test_a_template_that_is_not_text_is_named_and_odd_files_are_not_templates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prompts folder of a broken install: a file that is not UTF-8 is refused with
+    a named error (not a UnicodeDecodeError), and a file whose name `get` would refuse
+    (an editor's backup, a dashed name) is not listed as a template."""
+    prompts_dir = tmp_path / "prompts"
+    prompts_dir.mkdir()
+    (prompts_dir / "plan.txt").write_text("Plan $goal.", encoding="utf-8")
+    (prompts_dir / "garbled.txt").write_bytes(b"\xff\xfe not utf-8 \xc3")
+    (prompts_dir / "tools-v2.txt").write_text("x", encoding="utf-8")
+    (prompts_dir / "plan.txt~").write_text("x", encoding="utf-8")
+    monkeypatch.setattr(importlib.resources, "files", lambda package: tmp_path)
+    assert template_names() == ["garbled", "plan"]
+    with pytest.raises(PromptUnreadable, match="'garbled' cannot be read"):
+        PromptRepository().load()
+    assert PromptRepository().render("plan", goal="x") == "Plan x."

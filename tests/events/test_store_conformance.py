@@ -97,7 +97,7 @@ async def test_append_assigns_contiguous_positions_from_one(store: EventStore) -
 async def test_read_stream_end_gives_a_streams_last_records_in_order(store: EventStore) -> None:
     with trio.fail_after(TIMEOUT_S):
         await append_n(store, "s-a", 5)
-        await append_n(store, "s-b", 2)  # interleaved with the stream read below
+        await append_n(store, "s-b", 2)  # another stream between two appends to s-a
         await append_n(store, "s-a", 2)
         last = await store.read_stream_end("s-a", 3)
         every = await store.read_stream_end("s-a", 100)

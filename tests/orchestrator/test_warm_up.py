@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from agents.errors import AgentError
-from agents.llm import ToolSpec
+from agents.llm import ToolCatalogCache, ToolSpec
 from agents.runs._orchestrator import Orchestrator
 from agents.tools import AgentContext, Tool
 from agents.tools._base import Agent
@@ -42,22 +42,43 @@ class BrokenAgent(Agent):
         return {}
 
 
-def shipped_registry() -> AgentRegistry:
-    return AgentRegistry.from_entry_points(AgentContext(), ["math", "clock"])
+class SpecsFailAgent(Agent):
+    """An agent whose tool_specs() raises: plugin code the catalog runs."""
+
+    name = "specs_fail"
+
+    @classmethod
+    def tool_specs(cls) -> tuple[ToolSpec, ...]:
+        raise RuntimeError("the plugin's specs are broken")
+
+    def __init__(self, context: AgentContext) -> None:
+        self.context = context
+
+    def tools(self) -> Mapping[str, Tool]:
+        return {}
 
 
-async def orchestrator_on_the_simulator(nursery: trio.Nursery, store: EventStore) -> Orchestrator:
+def shipped_registry(cache: ToolCatalogCache | None = None) -> AgentRegistry:
+    classes = discover_agents(["math", "clock"])
+    return AgentRegistry(classes, AgentContext(), catalog_cache=cache)
+
+
+async def orchestrator_on_the_simulator(
+    nursery: trio.Nursery, store: EventStore, cache: ToolCatalogCache | None = None
+) -> Orchestrator:
     _, url = await start_simulator(nursery)
-    return make_orchestrator(store, shipped_registry(), sim_provider(url, store))
+    return make_orchestrator(store, shipped_registry(cache), sim_provider(url, store))
 
 
 async def test_after_warm_up_a_run_reads_no_template_and_builds_no_agent(
     nursery: trio.Nursery, store: EventStore
 ) -> None:
-    warmed = await orchestrator_on_the_simulator(nursery, store)
+    cache = ToolCatalogCache()
+    warmed = await orchestrator_on_the_simulator(nursery, store, cache)
     with trio.fail_after(TIMEOUT_S):
         failed = await warmed.warm_up()
         misses, builds = warmed.prompts.statistics().misses, warmed.registry.statistics().builds
+        catalogs = cache.statistics()
         result = await warmed.run_goal(GOAL)
     await warmed.provider.aclose()
     assert failed == {}
@@ -65,6 +86,25 @@ async def test_after_warm_up_a_run_reads_no_template_and_builds_no_agent(
     assert builds == len(warmed.registry.names)  # every agent, before any goal
     assert warmed.registry.statistics().builds == builds
     assert warmed.prompts.statistics().misses == misses  # the run read no template file
+    assert cache.statistics() == catalogs  # nor built the catalog: it took the one it had
+
+
+async def test_a_goal_sent_during_the_warm_up_shares_its_agent_builds(
+    nursery: trio.Nursery, store: EventStore
+) -> None:
+    orchestrator = await orchestrator_on_the_simulator(nursery, store)
+    results = []
+
+    async def goal() -> None:
+        results.append(await orchestrator.run_goal(GOAL))
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as both:
+            both.start_soon(orchestrator.warm_up)
+            both.start_soon(goal)
+    await orchestrator.provider.aclose()
+    assert results[0].status == "completed", results[0].reason
+    assert orchestrator.registry.statistics().builds == len(orchestrator.registry.names)
 
 
 async def test_without_warm_up_the_first_run_reads_templates_and_builds_its_agent(
@@ -95,3 +135,16 @@ async def test_an_agent_that_cannot_be_built_is_reported_and_the_others_are_buil
         with pytest.raises(AgentError, match="no such device"):
             await registry.agent("broken")
     assert registry.statistics().builds == 3
+
+
+async def test_a_catalog_that_cannot_be_built_is_reported_and_the_agents_are_built(
+    store: EventStore,
+) -> None:
+    math = discover_agents(["math"])["math"]
+    registry = AgentRegistry({"math": math, "specs_fail": SpecsFailAgent}, AgentContext())
+    orchestrator = make_orchestrator(store, registry)
+    with trio.fail_after(TIMEOUT_S):
+        failed = await orchestrator.warm_up()
+    assert list(failed) == ["catalog"]
+    assert "the plugin's specs are broken" in failed["catalog"]
+    assert registry.statistics().built == 2  # both agents: the catalog's failure stops no build

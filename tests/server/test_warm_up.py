@@ -8,7 +8,8 @@ gate, so the test decides when "loading" ends.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,16 @@ import trio
 import trio.testing
 
 from agents.embeddings import Embedder
+from agents.llm import ToolSpec
+from agents.llm._prompting import template_names
+from agents.offline import OfflineProvider
+from agents.runs import Orchestrator
+from agents.tools import AgentContext, Tool
+from agents.tools._base import Agent
+from agents.tools._registry import AgentRegistry
+from events import MemoryEventLog, open_event_store
 from projections import MemoryStateStore
-from server.app import agent_server, open_application
+from server.app import WarmUp, _warm_agents, agent_server, open_application
 from server.config import Config, load_config
 from tests.memory.conftest import HashEmbedder
 
@@ -155,4 +164,40 @@ async def test_the_server_builds_every_agent_at_start_in_the_background(tmp_path
     assert "agents" not in app.warmup.warming()
     assert app.warmup.failed == {}
     assert built.built == built.registered == len(config.agents.enabled)
-    assert templates.misses == templates.size > 0  # read once each, kept
+    assert templates.misses == templates.size == len(template_names())  # each read once, kept
+
+
+class _HeldAgent(Agent):
+    """An agent whose construction waits for the test (in the worker thread building it)."""
+
+    name = "held"
+    release = threading.Event()
+
+    @classmethod
+    def tool_specs(cls) -> tuple[ToolSpec, ...]:
+        return (ToolSpec(agent="held", action="wait", description="Waits."),)
+
+    def __init__(self, context: AgentContext) -> None:
+        self.release.wait(TIMEOUT_S)
+
+    def tools(self) -> Mapping[str, Tool]:
+        return {}
+
+
+async def test_healthz_lists_the_agents_until_they_are_built() -> None:
+    async with open_event_store(log=MemoryEventLog()) as store:
+        registry = AgentRegistry({"held": _HeldAgent}, AgentContext())
+        orchestrator = Orchestrator(store, OfflineProvider(), registry)
+        warmup = WarmUp()
+        warmup.start("agents")
+        with trio.fail_after(TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_warm_agents, orchestrator, warmup)
+                await trio.testing.wait_all_tasks_blocked()
+                while_building = warmup.warming()
+                _HeldAgent.release.set()
+                await warmup.wait("agents")
+    assert while_building == ["agents"]
+    assert warmup.warming() == []
+    assert warmup.failed == {}
+    assert registry.statistics().built == 1

@@ -8,13 +8,16 @@ exist, and a tool for every spec once the agent is built.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
+import threading
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from agents.errors import InvalidParameters
 from agents.llm import ToolSpec
@@ -159,3 +162,44 @@ def test_the_cached_catalog_is_the_last_one_built_while_the_specs_are_the_same_o
     assert registry.cached_catalog() is None
     assert "changing.two" in registry.catalog().by_name
     assert registry.cached_catalog() is not built
+
+
+async def test_a_caller_waiting_on_a_build_that_was_cancelled_builds_the_agent_itself() -> None:
+    """A build cancelled while it waited for a worker thread (all of them busy) ends with
+    no agent and no failure: the caller that waited on it builds the agent, instead of
+    being told that building it failed (it would raise AgentError out of the nursery)."""
+    registry = AgentRegistry(discover_agents(["math"]))
+    limiter = trio.to_thread.current_default_thread_limiter()
+    tokens, limiter.total_tokens = limiter.total_tokens, 1
+    release = threading.Event()
+    first = trio.CancelScope()
+    built: list[Agent] = []
+
+    async def build_first() -> None:
+        with first:
+            await registry.agent("math")
+
+    async def wait_for_it() -> None:
+        built.append(await registry.agent("math"))
+
+    try:
+        with trio.fail_after(TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                occupy = functools.partial(
+                    trio.to_thread.run_sync, release.wait, abandon_on_cancel=True
+                )
+                nursery.start_soon(occupy)  # the only thread
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(build_first)
+                await trio.testing.wait_all_tasks_blocked()  # it waits for the thread
+                nursery.start_soon(wait_for_it)
+                await trio.testing.wait_all_tasks_blocked()  # it waits on the first build
+                first.cancel()
+                await trio.testing.wait_all_tasks_blocked()
+                release.set()
+    finally:
+        release.set()
+        limiter.total_tokens = tokens
+    assert len(built) == 1
+    assert registry.statistics().built == 1
+    assert registry.statistics().builds == 2
