@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.errors import PromptUnreadable, UnknownPrompt
+from agents.errors import AgentError, PromptUnreadable, UnknownPrompt
 from agents.llm._catalog import ToolCatalog
 from agents.llm._tool_form import compact_dict
 from agents.llm._tool_spec import ToolSpec
@@ -54,9 +54,18 @@ class PromptRepository:
     def load(self, names: Iterable[str] | None = None) -> None:
         """Read the templates `names` (default: every one the package holds) into the
         cache now (blocking: a worker thread's job), so that no run reads a template
-        file on the event loop. With the cache off (`maxsize` 0) nothing is kept."""
+        file on the event loop. With the cache off (`maxsize` 0) nothing is kept.
+
+        Every readable one is read; then the first that was not raises its error
+        (`UnknownPrompt`, `PromptUnreadable`)."""
+        problems: list[AgentError] = []
         for name in template_names() if names is None else names:
-            self.get(name)
+            try:
+                self.get(name)
+            except (UnknownPrompt, PromptUnreadable) as exc:
+                problems.append(exc)
+        if problems:
+            raise problems[0]
 
     def render(self, name: str, **values: object) -> str:
         """The template with `values` substituted; a missing value is an error."""
@@ -69,9 +78,14 @@ class PromptRepository:
 
 def template_names() -> list[str]:
     """The name of every template in `agents/prompts` (blocking: lists a directory); a
-    file whose name is no template name (`get` would refuse it) is left out."""
+    file whose name is no template name (`get` would refuse it) is left out.
+    `PromptUnreadable` when the folder itself cannot be listed."""
     folder = importlib.resources.files("agents") / "prompts"
-    names = (entry.name[:-4] for entry in folder.iterdir() if entry.name.endswith(".txt"))
+    try:
+        entries = [entry.name for entry in folder.iterdir()]
+    except OSError as exc:
+        raise PromptUnreadable("prompts/", str(exc)) from exc
+    names = (entry[:-4] for entry in entries if entry.endswith(".txt"))
     return sorted(name for name in names if name.isidentifier())
 
 

@@ -38,7 +38,13 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, wrap_server_stream
 
-from agents.errors import AgentError, RunNotRetryable, UnknownAgent
+from agents.errors import (
+    AgentError,
+    PromptUnreadable,
+    RunNotRetryable,
+    UnknownAgent,
+    UnknownPrompt,
+)
 from agents.runs import ApprovalNotPending, Orchestrator, Submitted, load_run
 from agents.tools import DocumentsAgent, DocumentsService
 from events import (
@@ -380,6 +386,9 @@ class AgentServer:
             with scope:
                 try:
                     await self.orchestrator.execute(run_id, resume=resume)
+                except* (UnknownPrompt, PromptUnreadable) as broken:  # a broken install
+                    log.error("run %s: a prompt template is unusable", run_id, exc_info=broken)
+                    await self._record_crash(run_id, broken)
                 except* AgentError:
                     pass  # refused or failed on purpose: the reason is in the log
                 except* Exception as failure:

@@ -173,6 +173,8 @@ def test_a_template_that_is_not_text_is_named_and_odd_files_are_not_templates(
     (prompts_dir / "plan.txt~").write_text("x", encoding="utf-8")
     monkeypatch.setattr(importlib.resources, "files", lambda package: tmp_path)
     assert template_names() == ["garbled", "plan"]
+    prompts = PromptRepository()
     with pytest.raises(PromptUnreadable, match="'garbled' cannot be read"):
-        PromptRepository().load()
-    assert PromptRepository().render("plan", goal="x") == "Plan x."
+        prompts.load()
+    assert prompts.statistics().size == 1  # plan, read though garbled came first
+    assert prompts.render("plan", goal="x") == "Plan x."

@@ -89,24 +89,6 @@ async def test_after_warm_up_a_run_reads_no_template_and_builds_no_agent(
     assert cache.statistics() == catalogs  # nor built the catalog: it took the one it had
 
 
-async def test_a_goal_sent_during_the_warm_up_shares_its_agent_builds(
-    nursery: trio.Nursery, store: EventStore
-) -> None:
-    orchestrator = await orchestrator_on_the_simulator(nursery, store)
-    results = []
-
-    async def goal() -> None:
-        results.append(await orchestrator.run_goal(GOAL))
-
-    with trio.fail_after(TIMEOUT_S):
-        async with trio.open_nursery() as both:
-            both.start_soon(orchestrator.warm_up)
-            both.start_soon(goal)
-    await orchestrator.provider.aclose()
-    assert results[0].status == "completed", results[0].reason
-    assert orchestrator.registry.statistics().builds == len(orchestrator.registry.names)
-
-
 async def test_without_warm_up_the_first_run_reads_templates_and_builds_its_agent(
     nursery: trio.Nursery, store: EventStore
 ) -> None:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, ClassVar
 import pytest
 import trio
 
-from agents.llm import ToolSpec
+from agents.llm import PromptRepository, ToolSpec
 from agents.tools import Agent, AgentContext, Tool
 from events import PlanCreated, RecordedEvent, RunRequested
 from projections import Projection
@@ -226,3 +227,29 @@ async def test_failing_projection_stops_alone_and_health_and_metrics_report_it(
     assert health["projections"]["failing"] < app.store.head_position
     assert "autoagent_projections_stopped 1" in metrics.decode().splitlines()
     assert any("'failing' stopped at position" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_run_that_meets_an_unreadable_prompt_template_is_failed_not_left_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broken install (a template that is not UTF-8) raises PromptUnreadable, an
+    AgentError; the run boundary would take it for a refusal already in the log and
+    leave the run in progress forever. It is recorded as the run's failure."""
+    prompts = tmp_path / "broken" / "prompts"
+    prompts.mkdir(parents=True)
+    for name in ("plan", "intent", "answer", "verify", "verify_batch", "tools_compact"):
+        (prompts / f"{name}.txt").write_bytes(b"\xff\xfe not utf-8")
+    with trio.fail_after(TIMEOUT_S):
+        async with serving(tmp_path, LIMITS) as app:
+            app.orchestrator.prompts = PromptRepository(maxsize=0)  # reads on every use
+            monkeypatch.setattr(importlib.resources, "files", lambda package: prompts.parent)
+            async with app.client() as client:
+                accepted = await client.request({"type": "message", "id": "m", "text": GOAL})
+                assert accepted["type"] == "accepted"
+                events = await client.events_until()
+            monkeypatch.undo()
+    failed = events[-1]
+    assert failed["event_type"] == "RunFailed"
+    assert failed["data"]["reason"] == "internal error (PromptUnreadable); see the server log"
+    (failure,) = logged_failures(caplog, "server.ws._server")
+    assert "a prompt template is unusable" in failure

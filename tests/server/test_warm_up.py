@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 import trio.testing
 
@@ -168,35 +169,47 @@ async def test_the_server_builds_every_agent_at_start_in_the_background(tmp_path
 
 
 class _HeldAgent(Agent):
-    """An agent whose construction waits for the test (in the worker thread building it)."""
+    """An agent whose construction says it started, then waits for the test (in the
+    worker thread building it). The test gives the class its events."""
 
     name = "held"
-    release = threading.Event()
+    started: threading.Event
+    release: threading.Event
 
     @classmethod
     def tool_specs(cls) -> tuple[ToolSpec, ...]:
         return (ToolSpec(agent="held", action="wait", description="Waits."),)
 
     def __init__(self, context: AgentContext) -> None:
+        self.started.set()
         self.release.wait(TIMEOUT_S)
 
     def tools(self) -> Mapping[str, Tool]:
         return {}
 
 
-async def test_healthz_lists_the_agents_until_they_are_built() -> None:
+async def test_healthz_lists_the_agents_until_they_are_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    monkeypatch.setattr(_HeldAgent, "started", started, raising=False)
+    monkeypatch.setattr(_HeldAgent, "release", release, raising=False)
     async with open_event_store(log=MemoryEventLog()) as store:
         registry = AgentRegistry({"held": _HeldAgent}, AgentContext())
         orchestrator = Orchestrator(store, OfflineProvider(), registry)
         warmup = WarmUp()
         warmup.start("agents")
-        with trio.fail_after(TIMEOUT_S):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_warm_agents, orchestrator, warmup)
-                await trio.testing.wait_all_tasks_blocked()
-                while_building = warmup.warming()
-                _HeldAgent.release.set()
-                await warmup.wait("agents")
+        try:
+            with trio.fail_after(TIMEOUT_S):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_warm_agents, orchestrator, warmup)
+                    await trio.to_thread.run_sync(started.wait, TIMEOUT_S)  # it is building
+                    while_building = warmup.warming()
+                    release.set()
+                    await warmup.wait("agents")
+        finally:
+            release.set()
+    assert started.is_set()
     assert while_building == ["agents"]
     assert warmup.warming() == []
     assert warmup.failed == {}
