@@ -23,9 +23,10 @@ change it only through `load` and `save`, under one key.
 from __future__ import annotations
 
 import abc
+import contextlib
 import itertools
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from events import RecordedEvent
@@ -78,6 +79,15 @@ class Projection(abc.ABC):
     def attach(self, store: StateStore) -> None:
         self._state_store = store
         self.discard_changes()
+
+    @contextlib.contextmanager
+    def reading_from(self, view: StateStore) -> Iterator[None]:
+        """Load keys through `view` (the runner's view of one batch) until the exit."""
+        attached, self._state_store = self._state_store, view
+        try:
+            yield
+        finally:
+            self._state_store = attached
 
     def apply(self, record: RecordedEvent) -> None:
         handler = self._handlers.get(record.type)

@@ -189,17 +189,20 @@ class ProjectionRunner:
         last = batch.last
         commits: list[StateCommit] = []
         try:
-            for projection in self._running():
-                with projection.lock:
-                    try:
-                        commit = self._apply_batch(projection, batch.records, last)
-                    except Exception as exc:
-                        if not isolate:
-                            raise
-                        self._stop(projection, exc, self._applying)
-                        continue
-                if commit is not None:
-                    commits.append(commit)
+            # The batch's reads go through one view (LMDB: one read transaction, not one
+            # per key a rebuild meets for the first time), closed before the commit.
+            with self.state.batch_view() as view:
+                for projection in self._running():
+                    with projection.lock, projection.reading_from(view):
+                        try:
+                            commit = self._apply_batch(projection, batch.records, last)
+                        except Exception as exc:
+                            if not isolate:
+                                raise
+                            self._stop(projection, exc, self._applying)
+                            continue
+                    if commit is not None:
+                        commits.append(commit)
             self._commit(commits, isolate)
         except BaseException:
             # No checkpoint moved: the batch is read again, so no cache may keep values

@@ -96,6 +96,12 @@ class StateStore(abc.ABC):
         """A consistent read-only view for several reads (LMDB: one read transaction)."""
         yield self
 
+    @contextlib.contextmanager
+    def batch_view(self) -> Iterator[StateStore]:
+        """What the runner reads one batch's keys through, while it applies the batch
+        (it commits after leaving it). LMDB: one read transaction for the batch."""
+        yield self
+
     @abc.abstractmethod
     def close(self) -> None: ...
 
@@ -231,6 +237,23 @@ class LmdbStateStore(StateStore):
             for key, value in items:
                 txn.put(_key(name, key), pack(value), db=self._state)
             txn.put(name.encode(), pack([position, version]), db=self._meta)
+
+    @contextlib.contextmanager
+    def batch_view(self) -> Iterator[StateStore]:
+        """One read transaction for a batch's reads: a rebuild loads about one new key
+        every 16 records, and a transaction per load cost ~5 % of its time (cProfile)."""
+        for _ in range(2):
+            try:
+                txn = self._env.begin(buffers=True)
+                break
+            except lmdb.MapResizedError:
+                self._env.set_mapsize(0)
+        else:
+            raise ProjectionStoreMissing("projection map keeps being resized")
+        try:
+            yield _PinnedState(self, txn)
+        finally:
+            txn.abort()
 
     @contextlib.contextmanager
     def pinned(self) -> Iterator[StateStore]:

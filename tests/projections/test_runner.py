@@ -5,6 +5,7 @@ shutdown), over both state store backends.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -439,3 +440,46 @@ async def test_wait_for_a_future_position_blocks_until_it_is_applied(tmp_path: P
                 nursery.cancel_scope.cancel()
         assert reached[0] >= 3
         assert len(state.items("sessions")) == 3
+
+
+class _CountingLmdbState(LmdbStateStore):
+    """An LMDB state store counting the reads made on it directly and the batch views
+    it hands out."""
+
+    direct_gets = 0
+    views = 0
+
+    def get(self, name: str, key: bytes) -> Any:
+        self.direct_gets += 1
+        return super().get(name, key)
+
+    @contextlib.contextmanager
+    def batch_view(self) -> Iterator[StateStore]:
+        self.views += 1
+        with super().batch_view() as view:
+            yield view
+
+
+async def test_a_batchs_reads_go_through_one_view_of_the_lmdb_state(
+    tmp_path: Path, log: LmdbEventLog, writer: EventWriter
+) -> None:
+    """One read transaction per batch (`batch_view`), not one per key first loaded; the
+    state is the one an in-memory rebuild makes."""
+    head = fill_interleaved(writer, sessions=30, events=300)
+    state = _CountingLmdbState.open(tmp_path / "state", sync=False, map_size=1 << 24)
+    assert isinstance(state, _CountingLmdbState)
+    try:
+        runner = ProjectionRunner(log, state, [SessionsProjection()], batch_size=50)
+        runner.prepare()
+        with trio.fail_after(TIMEOUT_S):
+            assert await in_thread(runner.catch_up) == head
+        assert state.views == head // 50
+        assert state.direct_gets == 0
+        memory = MemoryStateStore()
+        reference = ProjectionRunner(log, memory, [SessionsProjection()], batch_size=50)
+        reference.prepare()
+        reference.catch_up()
+        assert state.items("sessions") == memory.items("sessions")
+        assert len(state.items("sessions")) == 30
+    finally:
+        state.close()
