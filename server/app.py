@@ -141,6 +141,7 @@ def orchestrator_options(config: Config) -> OrchestratorOptions:
         verify_before_dependents=config.agents.verify_before_dependents,
         streaming_plan=features.streaming_plan,
         compact_tool_catalog=features.compact_tool_catalog,
+        tool_selection=features.tool_selection,
         approval_tools=config.agents.require_approval,
         retry_non_idempotent=config.resume.retry_non_idempotent,
         step_timeout_s=performance.step_timeout_s,

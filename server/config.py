@@ -211,6 +211,7 @@ class FeaturesConfig:
     streaming_plan: bool = True
     batch_embeddings: bool = True
     compact_tool_catalog: bool = True
+    tool_selection: bool = True
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from agents.llm._retry import (
 )
 from agents.llm._tokens import estimate_prompt_tokens, estimate_tokens
 from agents.llm._tool_form import compact_dict, parse_compact
+from agents.llm._tool_selection import ToolSelection, ToolSelector, ToolSelectorCache
 from agents.llm._tool_spec import ToolSpec
 from events import lazy_attributes as _lazy_attributes
 
@@ -88,6 +89,9 @@ __all__ = [
     "TokenBucket",
     "ToolCatalog",
     "ToolCatalogCache",
+    "ToolSelection",
+    "ToolSelector",
+    "ToolSelectorCache",
     "ToolSpec",
     "Usage",
     "answer_messages",

@@ -50,6 +50,20 @@ class ToolCatalog:
     def get(self, name: str) -> ToolSpec | None:
         return self.by_name.get(name)
 
+    def subset(self, names: Iterable[str]) -> ToolCatalog:
+        """The catalog of the tools named (unknown names ignored), from this catalog's
+        views: nothing is rebuilt or hashed again. Its hash is this one's and the names."""
+        keep = set(names)
+        picked = [i for i, spec in enumerate(self.specs) if spec.name in keep]
+        specs = tuple(self.specs[i] for i in picked)
+        return ToolCatalog(
+            specs=specs,
+            hash=self.hash + ":" + ",".join(s.name for s in specs),
+            by_name={s.name: s for s in specs},
+            prompt_json=tuple(self.prompt_json[i] for i in picked),
+            compact_json=tuple(self.compact_json[i] for i in picked),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class CacheStatistics:

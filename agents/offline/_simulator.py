@@ -158,6 +158,8 @@ class SimulatorStatistics:
     max_in_flight: int
     prompt_tokens: int
     completion_tokens: int
+    # Prompt and completion tokens charged, per purpose: where a goal's budget goes.
+    tokens_by_purpose: Mapping[str, int]
 
     def as_dict(self) -> dict[str, Any]:
         return {k: dict(v) if isinstance(v, Mapping) else v for k, v in asdict(self).items()}
@@ -198,6 +200,7 @@ class Simulator:
         self._requests = self._rate_limited = self._in_flight = self._max_in_flight = 0
         self._prompt_tokens = self._completion_tokens = 0
         self._by_purpose: collections.Counter[str] = collections.Counter()
+        self._tokens_by_purpose: collections.Counter[str] = collections.Counter()
         # Latency it imposed, summed (benchmarks subtract it from what they measure).
         self.latency_s = 0.0
         self._by_endpoint: collections.Counter[str] = collections.Counter()
@@ -218,6 +221,7 @@ class Simulator:
             max_in_flight=self._max_in_flight,
             prompt_tokens=self._prompt_tokens,
             completion_tokens=self._completion_tokens,
+            tokens_by_purpose=dict(self._tokens_by_purpose),
         )
 
     # --- dispatch -----------------------------------------------------------------
@@ -297,7 +301,7 @@ class Simulator:
         fault = await self._inject_fault(headers, purpose)
         json_mode = _response_format(body) in ("json_object", "json_schema")
         text = offline_model.complete(messages, json_mode=json_mode)
-        usage = self._charge(prompt_tokens, estimate_tokens(text))
+        usage = self._charge(prompt_tokens, estimate_tokens(text), purpose)
         reply = _Reply(model, text, usage, headers, fault == "bad_json", json_mode)
         first, per_token = self._chat_latency(usage[0])
         self.latency_s += first + per_token * usage[1]
@@ -344,7 +348,7 @@ class Simulator:
         tokens = sum(estimate_tokens(text) for text in inputs)
         headers = self._admit(tokens)
         fault = await self._inject_fault(headers, purpose)
-        usage = self._charge(tokens, 0)
+        usage = self._charge(tokens, 0, purpose)
         latency = self._embedding_latency(tokens)
         self.latency_s += latency
         await trio.sleep(latency)
@@ -407,12 +411,13 @@ class Simulator:
                 ]
         return tuple(headers)
 
-    def _charge(self, prompt_tokens: int, completion_tokens: int) -> tuple[int, int]:
+    def _charge(self, prompt_tokens: int, completion_tokens: int, purpose: str) -> tuple[int, int]:
         """Count usage; completion tokens also come off the token budget, after the fact."""
         if self._token_bucket is not None:
             self._token_bucket.give_back(-completion_tokens, trio.current_time())
         self._prompt_tokens += prompt_tokens
         self._completion_tokens += completion_tokens
+        self._tokens_by_purpose[purpose] += prompt_tokens + completion_tokens
         return prompt_tokens, completion_tokens
 
     async def _inject_fault(self, headers: tuple[tuple[str, str], ...], purpose: str) -> str | None:

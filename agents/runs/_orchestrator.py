@@ -40,6 +40,7 @@ from agents.llm import (
     LLMProvider,
     PromptRepository,
     ToolCatalog,
+    ToolSelectorCache,
     answer_messages,
     intent_messages,
 )
@@ -103,6 +104,7 @@ class OrchestratorOptions:
     verify_before_dependents: bool = False
     streaming_plan: bool = True
     compact_tool_catalog: bool = True
+    tool_selection: bool = True
     approval_tools: tuple[str, ...] = ()
     retry_non_idempotent: bool = False
     step_timeout_s: float = 60.0
@@ -156,6 +158,7 @@ class Orchestrator:
         self._cancelled: set[str] = set()
         # Runs writing their terminal event: too late to cancel, and never cut short.
         self._finishing: set[str] = set()
+        self._selector = ToolSelectorCache()
 
     # --- submitting -------------------------------------------------------------------
 
@@ -378,6 +381,7 @@ class Orchestrator:
         send, receive = trio.open_memory_channel[PlanStep](MAX_STEPS)
         failure: list[str] = []
         retry: list[InvalidPlan] = []
+        calls = [0]  # plan calls: two when refused over a part of the catalog
 
         async def on_step(step: PlanStep) -> None:
             await send.send(step)  # the executor takes steps as they come: backpressure only
@@ -389,16 +393,7 @@ class Orchestrator:
                 steps.start_soon(executor.execute_stream, receive)
                 try:
                     async with send:
-                        plan = await stream_plan(
-                            self.provider,
-                            self.prompts,
-                            state.goal,
-                            catalog,
-                            history,
-                            state.run_id,
-                            on_step,
-                            compact_tools=self.options.compact_tool_catalog,
-                        )
+                        plan = await self._stream_plan(state, catalog, history, on_step, calls)
                     await self._queue(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
                 except InvalidPlan as exc:
                     if isinstance(exc, PlanRefused) or executor.started:
@@ -415,7 +410,44 @@ class Orchestrator:
             return await self._fail(state, failure[0])
         if retry:
             return await self._repair_streamed(state, catalog, retry[0])
-        return await self._conclude(state, plan, executor.outcomes, verifier, 1)
+        return await self._conclude(state, plan, executor.outcomes, verifier, calls[0])
+
+    async def _stream_plan(
+        self,
+        state: RunState,
+        catalog: ToolCatalog,
+        history: Sequence[Any],
+        on_step: Callable[[PlanStep], Awaitable[None]],
+        calls: list[int],
+    ) -> Plan:
+        """Stream the plan over the tools the goal is shown (`_shown`); refused over a
+        part of the catalog, stream it again over the whole. `calls` counts plan calls."""
+        shown = self._shown(catalog, state.goal)
+        while True:
+            calls[0] += 1
+            try:
+                return await stream_plan(
+                    self.provider,
+                    self.prompts,
+                    state.goal,
+                    catalog,
+                    history,
+                    state.run_id,
+                    on_step,
+                    compact_tools=self.options.compact_tool_catalog,
+                    shown=shown,
+                )
+            except PlanRefused:
+                if shown.hash == catalog.hash:
+                    raise
+                shown = catalog  # no step came: nothing has started
+
+    def _shown(self, catalog: ToolCatalog, goal: str) -> ToolCatalog:
+        """The tools a run's first plan call shows: those matching the goal with
+        `tool_selection` (`agents.llm.ToolSelector`), else all."""
+        if not self.options.tool_selection:
+            return catalog
+        return self._selector.select(catalog, goal).catalog
 
     async def _repair_streamed(
         self, state: RunState, catalog: ToolCatalog, error: InvalidPlan
@@ -524,7 +556,11 @@ class Orchestrator:
         planner = self._planner()
         try:
             plan = await planner.plan(
-                state.goal, catalog, await self._history(state.session_id), state.run_id
+                state.goal,
+                catalog,
+                await self._history(state.session_id),
+                state.run_id,
+                shown=self._shown(catalog, state.goal),
             )
         finally:
             calls = planner.calls

@@ -119,9 +119,11 @@ async def stream_plan(
     on_step: Callable[[PlanStep], Awaitable[None]],
     *,
     compact_tools: bool = True,
+    shown: ToolCatalog | None = None,
 ) -> Plan:
     """Stream the plan, handing each validated step to `on_step` as it arrives
-    (`compact_tools`: see `plan_messages`).
+    (`compact_tools`: see `plan_messages`; `shown`: the tools the planner is shown,
+    default the whole `catalog`, which steps are validated against).
 
     Returns the whole plan; `InvalidPlan` on a bad step, or with the model's
     explanation when it produced no steps. (A callback rather than an async
@@ -129,7 +131,7 @@ async def stream_plan(
     """
     parser = StepStreamParser()
     steps: list[PlanStep] = []
-    messages = plan_messages(prompts, goal, catalog, history, compact_tools=compact_tools)
+    messages = plan_messages(prompts, goal, shown or catalog, history, compact_tools=compact_tools)
     async with provider.stream_chat(
         messages, purpose="plan", run_id=run_id, json_mode=True
     ) as stream:

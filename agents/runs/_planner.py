@@ -27,14 +27,27 @@ class Planner:
         self.calls = 0
 
     async def plan(
-        self, goal: str, catalog: ToolCatalog, history: Sequence[Any], run_id: str
+        self,
+        goal: str,
+        catalog: ToolCatalog,
+        history: Sequence[Any],
+        run_id: str,
+        *,
+        shown: ToolCatalog | None = None,
     ) -> Plan:
-        """A valid plan, or `InvalidPlan` / `PlanRefused` with the reason."""
-        messages = self._messages(goal, catalog, history)
+        """A valid plan, or `InvalidPlan` / `PlanRefused` with the reason.
+
+        `shown`: the part of `catalog` the planner is shown (`ToolSelector`); a plan
+        refused over it is asked for again over the whole catalog. A plan is validated
+        against the whole catalog, and repaired over it.
+        """
+        messages = self._messages(goal, shown or catalog, history)
         try:
             return await self._ask(messages, catalog, run_id)
         except PlanRefused:
-            raise
+            if shown is None or shown.hash == catalog.hash:
+                raise
+            return await self.plan(goal, catalog, history, run_id)
         except (InvalidPlan, InvalidModelOutput) as first:
             return await self.repair(goal, catalog, history, run_id, first)
 

@@ -321,6 +321,7 @@ def stats_delta(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str
         "embedding_requests": endpoints.get(EMBEDDINGS_ENDPOINT, 0),
         "tokens": tokens,
         "by_purpose": dict(counts("by_purpose")),
+        "tokens_by_purpose": dict(counts("tokens_by_purpose")),
         "by_status": dict(counts("by_status")),
     }
 

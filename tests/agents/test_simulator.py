@@ -164,14 +164,24 @@ async def test_bad_requests_are_400(nursery: trio.Nursery) -> None:
 async def test_stats_count_requests_per_purpose_and_connections(nursery: trio.Nursery) -> None:
     with trio.fail_after(TIMEOUT_S):
         simulator, url = await start_simulator(nursery)
+        usages = []
         async with httpx.AsyncClient(timeout=10) as client:
             for _ in range(3):
-                await client.post(url + "/chat/completions", json=chat_body())
-            await client.post(
+                reply = await client.post(url + "/chat/completions", json=chat_body())
+                usages.append(("plan", reply.json()["usage"]["total_tokens"]))
+            reply = await client.post(
                 url + "/chat/completions", json=chat_body(), headers={"X-Autoagent-Purpose": "step"}
             )
+            usages.append(("step", reply.json()["usage"]["total_tokens"]))
         stats = (await get(root(url), "/_sim/stats")).json()
     assert stats["by_purpose"] == {"plan": 3, "step": 1}
+    assert stats["tokens_by_purpose"] == {
+        "plan": sum(n for purpose, n in usages if purpose == "plan"),
+        "step": sum(n for purpose, n in usages if purpose == "step"),
+    }
+    assert sum(stats["tokens_by_purpose"].values()) == (
+        stats["prompt_tokens"] + stats["completion_tokens"]
+    )
     assert stats["requests"] == 4 and stats["by_status"] == {"200": 4}
     assert stats["connections_opened"] == 2  # one pooled client, one for the stats
     assert simulator.statistics().by_purpose == stats["by_purpose"]

@@ -179,6 +179,7 @@ def test_simulator_counters_are_taken_as_differences() -> None:
     before = {
         "by_endpoint": {"/v1/chat/completions": 3, "/v1/models": 1},
         "by_purpose": {"plan": 3},
+        "tokens_by_purpose": {"plan": 110},
         "by_status": {"200": 4},
         "prompt_tokens": 100,
         "completion_tokens": 10,
@@ -186,6 +187,7 @@ def test_simulator_counters_are_taken_as_differences() -> None:
     after = {
         "by_endpoint": {"/v1/chat/completions": 10, "/v1/models": 1, "/v1/embeddings": 2},
         "by_purpose": {"plan": 5, "answer": 5, "embed": 2},
+        "tokens_by_purpose": {"plan": 200, "answer": 250, "embed": 10},
         "by_status": {"200": 16},
         "prompt_tokens": 400,
         "completion_tokens": 60,
@@ -195,6 +197,7 @@ def test_simulator_counters_are_taken_as_differences() -> None:
         "embedding_requests": 2,
         "tokens": 350,
         "by_purpose": {"plan": 2, "answer": 5, "embed": 2},
+        "tokens_by_purpose": {"plan": 90, "answer": 250, "embed": 10},
         "by_status": {"200": 12},
     }
 

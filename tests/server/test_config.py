@@ -95,6 +95,7 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "streaming_plan": True,
         "batch_embeddings": True,
         "compact_tool_catalog": True,
+        "tool_selection": True,
     },
     "resume": {"retry_non_idempotent": False, "lease_ttl_s": 15.0},
     "agents": {

@@ -1,0 +1,174 @@
+"""Which tools the planner is shown for a goal (`features.tool_selection`).
+
+Over the shipped catalog (every agent the project installs): the part shown for each
+goal of the benchmarks' workloads must let the offline planner make exactly the plan it
+makes over the whole catalog, and it must be a part (not the whole) for most of them,
+so the test cannot pass by showing everything. Goals it cannot judge get the whole.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+
+from agents.llm import ToolCatalog, ToolSelector, ToolSelectorCache, ToolSpec, estimate_tokens
+from agents.llm._tool_selection import MIN_CATALOG, clauses, only_names, stem
+from agents.offline._planning import plan
+from agents.tools._registry import discover_agents
+from server.bench._scenarios import SCENARIOS
+from tests.performance import bench_default_path, bench_orchestrator, load_ws
+
+SHIPPED = ToolCatalog.build(
+    spec for agent in discover_agents().values() for spec in agent.tool_specs()
+)
+NOW = "2026-12-07T12:00:00+00:00"
+
+
+def shown(goal: str, catalog: ToolCatalog = SHIPPED) -> set[str]:
+    return {spec.name for spec in ToolSelector(catalog).select(goal).catalog.specs}
+
+
+def workload_goals() -> list[str]:
+    goals = {
+        template.format(world="http://127.0.0.1:9/world", n=7)
+        for scenario in SCENARIOS.values()
+        for template in scenario.templates
+    }
+    goals.update(goal.text for goal in bench_orchestrator.GOALS)
+    goals.update(bench_default_path.GOALS)
+    goals.update(bench_default_path.MEMORY_GOALS)
+    goals.update(load_ws.GOALS)
+    return sorted(goals)
+
+
+def offline_plan(goal: str, catalog: ToolCatalog) -> tuple[object, bool]:
+    """The offline planner's steps, and whether it refused (a refusal over a part is
+    asked again over the whole, so its wording does not matter)."""
+    made = plan(goal, catalog.specs, now=datetime.fromisoformat(NOW))
+    return made["steps"], bool(made.get("error"))
+
+
+def test_the_shipped_catalog_is_large_enough_to_be_cut() -> None:
+    assert len(SHIPPED.specs) > MIN_CATALOG
+
+
+@pytest.mark.parametrize("goal", workload_goals())
+def test_the_part_shown_plans_what_the_whole_catalog_plans(goal: str) -> None:
+    selection = ToolSelector(SHIPPED).select(goal)
+    assert offline_plan(goal, selection.catalog) == offline_plan(goal, SHIPPED), (
+        goal,
+        sorted(s.name for s in selection.catalog.specs),
+    )
+
+
+def test_most_workload_goals_are_shown_a_small_part() -> None:
+    goals = workload_goals()
+    selections = [ToolSelector(SHIPPED).select(goal) for goal in goals]
+    parts = [s for s in selections if not s.whole]
+    assert len(parts) >= 0.9 * len(goals), [
+        (g, s.reason) for g, s in zip(goals, selections, strict=True) if s.whole
+    ]
+
+    def tokens(catalog: ToolCatalog) -> int:
+        return sum(estimate_tokens(json.dumps(entry)) for entry in catalog.compact_json)
+
+    whole = tokens(SHIPPED)
+    mean = sum(tokens(s.catalog) for s in parts) / len(parts)
+    assert mean < whole / 4, (mean, whole)
+
+
+@pytest.mark.parametrize(
+    ("goal", "expected"),
+    [
+        ("what is 17 * 23 + 4 and what time is it in Tokyo", {"math.calculate", "clock.now"}),
+        ("get the stock prices of NVDA and AAPL and write a report", {"quotes.get_stock_prices"}),
+        ("remember that my sister lives in lisbon", {"memory.remember"}),
+        ("fetch https://example.com/news and summarise it", {"web.fetch"}),
+        ("draft an email to bob@example.com saying hello", {"email.draft"}),
+        ("read notes.md", {"files.read"}),
+        # A list of names after the clause that names the tool.
+        ("what time is it in Tokyo, London and New York", {"clock.now"}),
+    ],
+)
+def test_a_goal_is_shown_its_tools_and_few_others(goal: str, expected: set[str]) -> None:
+    names = shown(goal)
+    assert expected <= names
+    assert len(names) <= 8, names
+
+
+@pytest.mark.parametrize(
+    ("goal", "why"),
+    [
+        ("how is Apple doing on the market", "no tool matches"),  # no word of any tool
+        ("get the price of NVDA and sing me a song about the sea", "no tool matches"),
+        ("please", "no words to match"),
+        ("?", "no words to match"),
+    ],
+)
+def test_a_goal_it_cannot_judge_is_shown_the_whole_catalog(goal: str, why: str) -> None:
+    selection = ToolSelector(SHIPPED).select(goal)
+    assert selection.whole and selection.catalog is SHIPPED
+    assert selection.reason.startswith(why), selection.reason
+
+
+def test_a_small_catalog_is_shown_whole() -> None:
+    small = ToolCatalog.build(SHIPPED.specs[:MIN_CATALOG])
+    selection = ToolSelector(small).select("what is 17 * 23 + 4")
+    assert selection.whole and selection.reason == "few tools"
+
+
+def test_a_subset_is_the_whole_catalogs_views_of_those_tools() -> None:
+    part = SHIPPED.subset(["clock.now", "math.calculate", "no.such_tool"])
+    assert [s.name for s in part.specs] == ["clock.now", "math.calculate"]
+    for spec, compact, schema in zip(part.specs, part.compact_json, part.prompt_json, strict=True):
+        index = SHIPPED.specs.index(spec)
+        assert compact is SHIPPED.compact_json[index]
+        assert schema is SHIPPED.prompt_json[index]
+    assert part.by_name.keys() == {"clock.now", "math.calculate"}
+    assert part.hash != SHIPPED.hash
+    assert part.hash != SHIPPED.subset(["clock.now"]).hash
+
+
+def test_the_cache_makes_a_new_index_when_a_tool_changes() -> None:
+    cache = ToolSelectorCache()
+    assert "clock.now" in cache.select(SHIPPED, "what time is it in Tokyo").catalog.by_name
+    renamed = [
+        ToolSpec("clock", "now", "The hour of day somewhere.", spec.parameters, keywords=("hour",))
+        if spec.name == "clock.now"
+        else spec
+        for spec in SHIPPED.specs
+    ]
+    changed = ToolCatalog.build(renamed)
+    selection = cache.select(changed, "what hour is it in Tokyo")
+    assert not selection.whole and "clock.now" in selection.catalog.by_name
+    assert selection.catalog.get("clock.now") is changed.get("clock.now")
+
+
+@pytest.mark.parametrize(
+    ("word", "stemmed"),
+    [
+        ("prices", "price"),
+        ("price", "price"),
+        ("memories", "memory"),
+        ("searches", "search"),
+        ("indexed", "index"),
+        ("indexing", "index"),
+        ("address", "address"),
+        ("status", "status"),
+    ],
+)
+def test_stemming_meets_a_words_forms(word: str, stemmed: str) -> None:
+    assert stem(word) == stemmed
+
+
+def test_a_goal_is_cut_into_clauses_at_its_joints() -> None:
+    assert [c.strip() for c in clauses("get NVDA, AAPL and MSFT then write a report; done")] == [
+        "get NVDA",
+        "AAPL",
+        "MSFT",
+        "write a report",
+        "done",
+    ]
+    assert only_names(" New York") and only_names("AMD") and not only_names("sing a song")
