@@ -11,17 +11,27 @@ weigh most, then its description, then its parameters; a word found in many tool
 counts less (inverse document frequency over the catalog); words are compared after a
 light stemming ("prices" = "price"). A few signals read off the text count as words
 too: an arithmetic expression, a ticker-like symbol in capitals, a URL, an e-mail
-address, a file name. Each clause shows the tools scoring at least half of its best.
-A clause of capitalised names only ("Tokyo, London and New York") that matches nothing
-is taken as more of the clause before it.
+address, a file name. Each clause shows the tools scoring at least half of its best,
+and, for each of its words that points at a tool, the tools it points at most: a clause
+asking two things ("save the result of 17 * 23 to a file") keeps both tools even when
+one of them scores far higher. A clause of capitalised names only ("Tokyo, London and
+New York") that matches nothing is taken as more of the clause before it.
 
 It shows the whole catalog whenever it cannot judge: a clause whose words match no
-tool well enough, a goal with no words it can read, a catalog too small to be worth
-cutting. Leaving a tool out costs a goal; showing one too many costs a few tokens, so
-every rule leans to showing. And a plan refused over a partial catalog is asked again
-over the whole one (the orchestrator does it): a goal never fails because a tool was
-left out. What the planner may use is unchanged: a plan is validated against the whole
-catalog, so a step naming a tool that was not shown still runs.
+tool well enough, a goal with no words it can read, a goal longer than
+`MAX_GOAL_CHARS` (pasted text), a catalog too small to be worth cutting. Leaving a tool
+out can cost a goal; showing one too many costs a few tokens, so every rule leans to
+showing. Behind it: a plan refused over a part is asked again over the whole catalog
+(the orchestrator does it), a plan is validated and repaired against the whole catalog
+(a step naming a tool that was not shown still runs), and the answer's check for parts
+of the goal left undone plans them over the whole catalog. What is left: a model that
+plans only what the tools shown allow, where that check does not see the gap; and a
+streamed plan whose later step names a tool not shown with wrong parameters after
+earlier steps started, which fails the run as any invalid streamed step does. Words
+of another language rarely match the tools' English ones, so such a goal mostly gets
+the whole catalog, but its clauses are cut at English joints only. Over the goals of
+the benchmarks, the golden suite and a review (tests/agents/test_tool_selection.py),
+the offline planner makes the same plan over the part as over the whole.
 """
 
 from __future__ import annotations
@@ -41,6 +51,9 @@ MIN_CATALOG = 8
 # share scores ~5-10; one description word shared by many, ~1-2), else the clause is
 # not understood and the whole catalog is shown.
 MIN_MATCH = 4.0
+# A goal longer than this (pasted text: "remember this: <an article>") is shown the whole
+# catalog: its commas and full stops are not where its tasks part.
+MAX_GOAL_CHARS = 500
 # A clause shows every tool scoring at least this share of its best, at most MAX_PER_CLAUSE.
 SHARE_OF_BEST = 0.5
 MAX_PER_CLAUSE = 4
@@ -61,8 +74,7 @@ _STOPWORDS = frozenset(
     them their he she his her what whats what's which who whom how when where why please
     can could would should will shall do does did done just also some any all each every
     one ones and or then than so if but not no yes too very much many more most less
-    tell give show let make get got need want like know say said use using up out over
-    now""".split()
+    tell give show let make get got need want like know use using up out over""".split()
 )
 # Signals: patterns of the goal's text that stand for words a tool is described by.
 _SIGNALS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
@@ -159,24 +171,41 @@ class ToolSelector:
             for word, weight in weights.items():
                 self._scores.setdefault(word, {})[tool] = weight * idf[word]
 
-    def score(self, clause: str) -> dict[str, float]:
-        """Each tool's score for `clause` (tools sharing no word left out)."""
+    def score(self, found: set[str]) -> dict[str, float]:
+        """Each tool's score for a clause's words (tools sharing none left out)."""
         totals: dict[str, float] = {}
-        for word in clause_words(clause):
+        for word in found:
             for tool, score in self._scores.get(word, {}).items():
                 totals[tool] = totals.get(tool, 0.0) + score
         return totals
 
+    def word_leaders(self, found: set[str]) -> set[str]:
+        """For each word that points at a tool (scores `MIN_MATCH` for some tool), the
+        tools it points at most: a clause naming two things to do ("save the result of
+        17 * 23 to a file") keeps the tool of each, however the other one scores."""
+        leaders: set[str] = set()
+        for word in found:
+            scores = self._scores.get(word)
+            if not scores:
+                continue
+            top = max(scores.values())
+            if top >= MIN_MATCH:
+                leaders.update(tool for tool, score in scores.items() if score >= top)
+        return leaders
+
     def select(self, goal: str) -> ToolSelection:
         if len(self.catalog.specs) <= MIN_CATALOG:
             return ToolSelection(self.catalog, True, "few tools")
+        if len(goal) > MAX_GOAL_CHARS:
+            return ToolSelection(self.catalog, True, "a long goal")
         chosen: set[str] = set()
         judged = 0
         for clause in clauses(goal):
-            if not clause_words(clause):
+            found = clause_words(clause)
+            if not found:
                 continue  # "tell me", "please": nothing to match
             judged += 1
-            totals = self.score(clause)
+            totals = self.score(found)
             best = max(totals.values(), default=0.0)
             if best < MIN_MATCH and judged > 1 and only_names(clause):
                 continue  # "Tokyo, London and New York": more of the clause before
@@ -186,6 +215,7 @@ class ToolSelector:
             chosen.update(
                 tool for tool, score in ranked[:MAX_PER_CLAUSE] if score >= SHARE_OF_BEST * best
             )
+            chosen.update(self.word_leaders(found))
         if not judged:
             return ToolSelection(self.catalog, True, "no words to match")
         if len(chosen) >= len(self.catalog.specs):

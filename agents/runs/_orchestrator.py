@@ -409,7 +409,7 @@ class Orchestrator:
             await verifier.record_folded(verifier.unverified, {})
             return await self._fail(state, failure[0])
         if retry:
-            return await self._repair_streamed(state, catalog, retry[0])
+            return await self._repair_streamed(state, catalog, retry[0], calls[0])
         return await self._conclude(state, plan, executor.outcomes, verifier, calls[0])
 
     async def _stream_plan(
@@ -450,9 +450,11 @@ class Orchestrator:
         return self._selector.select(catalog, goal).catalog
 
     async def _repair_streamed(
-        self, state: RunState, catalog: ToolCatalog, error: InvalidPlan
+        self, state: RunState, catalog: ToolCatalog, error: InvalidPlan, calls_before: int
     ) -> RunResult:
-        """A streamed plan went wrong before any step started: plan again, with repair."""
+        """A streamed plan went wrong before any step started: plan again, with repair.
+        `calls_before`: the plan calls streamed so far (two when the first was refused
+        over a part of the catalog)."""
         planner = self._planner()
         try:
             plan = await planner.repair(
@@ -462,7 +464,7 @@ class Orchestrator:
             return await self._fail(state, f"no usable plan: {exc}")
         await self._queue(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
         outcomes, verifier = await self._run_plan(state, plan)
-        return await self._conclude(state, plan, outcomes, verifier, 1 + planner.calls)
+        return await self._conclude(state, plan, outcomes, verifier, calls_before + planner.calls)
 
     async def _prepare(self, state: RunState) -> ToolCatalog:
         """The tool catalog, and the goal's intent (`IntentAnalyzed`).

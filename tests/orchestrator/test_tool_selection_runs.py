@@ -17,10 +17,11 @@ import trio
 
 from agents.offline._http import HttpRequest, HttpResponse
 from agents.tools import AgentContext
-from agents.tools._registry import AgentRegistry
+from agents.tools._registry import AgentRegistry, discover_agents
 from events import EventStore
 
 from .conftest import TIMEOUT_S, make_orchestrator, run_events, sim_provider
+from .lab import CalcAgent
 from .test_planner import RecordingSimulator, task_document
 
 STREAMING = pytest.mark.parametrize("streaming", [True, False], ids=["streamed", "whole"])
@@ -118,3 +119,49 @@ async def test_a_plan_refused_over_the_whole_catalog_fails_the_run_after_one_cal
     assert result.status == "failed"
     assert "no usable plan" in (result.reason or "")
     assert len(plan_requests(recording)) == 1
+
+
+class RefuseThenInvalidSimulator(RecordingSimulator):
+    """The first plan request (a part of the catalog) is refused; the next one, over the
+    whole, is shown `calc.evaluate` but not `math.calculate`, so the offline model plans
+    a step without the `precision` calc requires (invalid); the repair request is shown
+    `math.calculate` and not calc, and plans validly."""
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        if request.path == "/v1/chat/completions":
+            body = json.loads(request.body)
+            document = task_document(body)
+            if document.get("task") == "plan":
+                shown = {tool.get("tool") for tool in document.get("tools", ())}
+                if "clock.now" not in shown:
+                    document["goal"] = "sing me a song about the sea"
+                else:
+                    hide = "calc.evaluate" if "problems" in document else "math.calculate"
+                    document["tools"] = [t for t in document["tools"] if t.get("tool") != hide]
+                body["messages"][-1]["content"] = json.dumps(document)
+                request = HttpRequest(
+                    request.method, request.target, request.headers, json.dumps(body).encode()
+                )
+        return await super().handle(request)
+
+
+async def test_a_streamed_plan_refused_then_invalid_counts_every_plan_call(
+    nursery: trio.Nursery, store: EventStore
+) -> None:
+    recording = RefuseThenInvalidSimulator()
+    provider = sim_provider(await recording.start(nursery), store)
+    agents = {**discover_agents(), "calc": CalcAgent}
+    registry = AgentRegistry(agents, AgentContext())
+    orchestrator = make_orchestrator(store, registry, provider, streaming_plan=True)
+    with trio.fail_after(TIMEOUT_S):
+        result = await orchestrator.run_goal("calculate 6 * 7")
+    await provider.aclose()
+    assert result.status == "completed", result.reason
+    assert "42" in (result.answer or "")
+    part, whole, repair = plan_requests(recording)
+    assert len(part["tools"]) < len(whole["tools"]) - 1  # whole minus math.calculate
+    assert "problems" in repair and "problems" not in whole
+    records = await run_events(store, result.run_id)
+    purposes = [r.data["purpose"] for r in records if r.type == "LLMCallCompleted"]
+    assert purposes.count("plan") == 3
+    assert result.llm_calls == 4  # three plan calls and the answer
