@@ -54,6 +54,9 @@ MIN_MATCH = 4.0
 # A goal longer than this (pasted text: "remember this: <an article>") is shown the whole
 # catalog: its commas and full stops are not where its tasks part.
 MAX_GOAL_CHARS = 500
+# A word points at a tool when it scores this much for it (a keyword or name word that
+# about half the tools share still does).
+WORD_MATCH = 3.0
 # A clause shows every tool scoring at least this share of its best, at most MAX_PER_CLAUSE.
 SHARE_OF_BEST = 0.5
 MAX_PER_CLAUSE = 4
@@ -79,10 +82,18 @@ _STOPWORDS = frozenset(
 # Signals: patterns of the goal's text that stand for words a tool is described by.
 _SIGNALS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
     (
-        re.compile(r"\d\s*(?:[-+*/%^x\u00d7\u00f7]|\*\*)\s*\(?\s*\d|\bsqrt\b|\d\s*%"),
+        re.compile(
+            r"\d\s*(?:[-+*/%^x\u00d7\u00f7]|\*\*)\s*\(?\s*\d|\bsqrt\b|\d\s*%"
+            r"|\d\s+(?:plus|minus|times|over|mod|divided\s+by|multiplied\s+by"
+            r"|to\s+the\s+power\s+of)\s+\d|\d\s+(?:squared|cubed)\b",
+            re.IGNORECASE,
+        ),
         ("arithmetic", "calculate", "expression"),
     ),
-    (re.compile(r"(?<![\w.$])\$?[A-Z]{2,5}(?![\w.])"), ("ticker", "symbol", "stock")),
+    (
+        re.compile(r"(?<![\w.$])\$?(?!(?:I|A)\b)[A-Z]{1,5}(?:\.[A-Z])?(?![\w.])"),
+        ("ticker", "symbol", "stock"),
+    ),
     (re.compile(r"https?://|\bwww\.", re.IGNORECASE), ("url", "web", "page")),
     (re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+"), ("email",)),
     (re.compile(r"\b[\w-]+\.(?:md|txt|csv|json|html?|pdf|ics|log)\b", re.IGNORECASE), ("file",)),
@@ -90,18 +101,26 @@ _SIGNALS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
 
 
 def stem(word: str) -> str:
-    """A light suffix strip, enough for "prices"/"price", "memories"/"memory",
-    "indexed"/"index", "searches"/"search"; not a linguist's stemmer."""
+    """A light suffix strip, so that a word's forms meet: "prices"/"price",
+    "memories"/"memory", "meetings"/"meeting", "divided"/"divide",
+    "multiplied"/"multiply", "summarize"/"summarise". Not a linguist's stemmer: both
+    sides (goal and tools) go through it, so only agreement matters."""
     if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 4 and word.endswith(("ches", "shes", "sses", "xes", "zes")):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
+        word = word[:-3] + "y"
+    elif len(word) > 4 and word.endswith(("ches", "shes", "sses", "xes", "zes")):
+        word = word[:-2]
+    elif len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
     if len(word) > 5 and word.endswith("ing"):
-        return word[:-3]
-    if len(word) > 4 and word.endswith("ed"):
-        return word[:-2]
+        word = word[:-3]
+    elif len(word) > 4 and word.endswith("ied"):
+        word = word[:-3] + "y"
+    elif len(word) > 4 and word.endswith("ed"):
+        word = word[:-2]
+    if len(word) > 4 and word.endswith("e"):
+        word = word[:-1]
+    if len(word) > 4 and word.endswith("iz"):
+        word = word[:-2] + "is"
     return word
 
 
@@ -180,7 +199,7 @@ class ToolSelector:
         return totals
 
     def word_leaders(self, found: set[str]) -> set[str]:
-        """For each word that points at a tool (scores `MIN_MATCH` for some tool), the
+        """For each word that points at a tool (scores `WORD_MATCH` for some tool), the
         tools it points at most: a clause naming two things to do ("save the result of
         17 * 23 to a file") keeps the tool of each, however the other one scores."""
         leaders: set[str] = set()
@@ -189,7 +208,7 @@ class ToolSelector:
             if not scores:
                 continue
             top = max(scores.values())
-            if top >= MIN_MATCH:
+            if top >= WORD_MATCH:
                 leaders.update(tool for tool, score in scores.items() if score >= top)
         return leaders
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -63,9 +64,17 @@ def workload_goals() -> list[str]:
     return sorted(goals)
 
 
+REVIEW_GOALS = Path(__file__).with_name("selection_goals.txt")
+
+
+def review_goals() -> list[str]:
+    lines = REVIEW_GOALS.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
 def every_goal() -> list[str]:
-    """The workloads', the golden suite's (follow-ups read alone) and the review's."""
-    goals = set(workload_goals()) | set(TWO_THINGS_IN_ONE_CLAUSE)
+    """The workloads', the golden suite's (follow-ups read alone) and the reviews'."""
+    goals = set(workload_goals()) | set(TWO_THINGS_IN_ONE_CLAUSE) | set(review_goals())
     goals.update(goal for case in GOLDENS for goal in case.goals)
     return sorted(goals)
 
@@ -182,20 +191,48 @@ def test_the_cache_makes_a_new_index_when_a_tool_changes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("word", "stemmed"),
+    ("word", "other"),
     [
         ("prices", "price"),
-        ("price", "price"),
         ("memories", "memory"),
         ("searches", "search"),
         ("indexed", "index"),
         ("indexing", "index"),
-        ("address", "address"),
-        ("status", "status"),
+        ("meetings", "meeting"),
+        ("divided", "divide"),
+        ("multiplied", "multiply"),
+        ("summarize", "summarise"),
+        ("summarized", "summarise"),
     ],
 )
-def test_stemming_meets_a_words_forms(word: str, stemmed: str) -> None:
-    assert stem(word) == stemmed
+def test_stemming_meets_a_words_forms(word: str, other: str) -> None:
+    assert stem(word) == stem(other)
+
+
+def test_stemming_leaves_words_ending_in_ss_or_us() -> None:
+    assert stem("address") == "address" and stem("status") == "status"
+
+
+@pytest.mark.parametrize(
+    "goal",
+    [
+        "save 144 divided by 12 to result.txt",
+        "remember that 12 squared is 144",
+        "write 2 to the power of 10 to power.txt",
+        "what is 100 minus 37",
+    ],
+)
+def test_arithmetic_in_words_shows_the_calculator(goal: str) -> None:
+    assert "math.calculate" in shown(goal)
+
+
+@pytest.mark.parametrize("goal", ["remember what BRK.B is worth", "what is F trading at"])
+def test_dotted_and_one_letter_tickers_show_the_quotes(goal: str) -> None:
+    assert "quotes.get_stock_price" in shown(goal)
+
+
+def test_the_words_i_and_a_are_not_tickers() -> None:
+    assert not {"quotes.get_stock_price", "quotes.get_stock_prices"} & shown("I want a report")
 
 
 def test_a_goal_is_cut_into_clauses_at_its_joints() -> None:
