@@ -30,8 +30,9 @@ streamed plan whose later step names a tool not shown with wrong parameters afte
 earlier steps started, which fails the run as any invalid streamed step does. Words
 of another language rarely match the tools' English ones, so such a goal mostly gets
 the whole catalog, but its clauses are cut at English joints only. Over the goals of
-the benchmarks, the golden suite and a review (tests/agents/test_tool_selection.py),
-the offline planner makes the same plan over the part as over the whole.
+the benchmarks, the golden suite and two reviews (565 goals, among them
+tests/agents/selection_goals.txt; tests/agents/test_tool_selection.py), the offline
+planner makes the same plan over the part as over the whole.
 """
 
 from __future__ import annotations
