@@ -442,6 +442,11 @@ class Orchestrator:
                     raise
                 shown = catalog  # no step came: nothing has started
 
+    @property
+    def selector_builds(self) -> int:
+        """Tool-selector indexes built so far (one per tool change, at warm-up)."""
+        return self._selector.builds
+
     def _shown(self, catalog: ToolCatalog, goal: str) -> ToolCatalog:
         """The tools a run's first plan call shows: those matching the goal with
         `tool_selection` (`agents.llm.ToolSelector`), else all."""
@@ -497,9 +502,10 @@ class Orchestrator:
 
     async def warm_up(self) -> dict[str, str]:
         """What a run would otherwise do on its path the first time: read the prompt
-        templates and build the tool catalog (in a worker thread), and build every
-        agent, in parallel. The server runs it in the background at start; a goal that
-        comes first shares an agent's build in progress instead of starting a second.
+        templates and build the tool catalog and its selector's index (in worker
+        threads), and build every agent, in parallel. The server runs it in the
+        background at start; a goal that comes first shares an agent's build in progress
+        instead of starting a second.
         Returns what failed (an agent's name, or "prompts" or "catalog"), with why; each
         part is tried whatever failed before it. A goal that needs a failed part tries
         again and reports the error, as it would have without the warm-up."""
@@ -509,7 +515,9 @@ class Orchestrator:
         except AgentError as exc:  # UnknownPrompt, PromptUnreadable: the runs will say it too
             failed["prompts"] = str(exc)
         try:
-            await trio.to_thread.run_sync(self.registry.catalog)
+            catalog = await trio.to_thread.run_sync(self.registry.catalog)
+            if self.options.tool_selection:
+                await trio.to_thread.run_sync(self._selector.prepare, catalog)
         except Exception as exc:  # an agent's tool_specs() is plugin code: its run fails too
             failed["catalog"] = repr(exc)
 

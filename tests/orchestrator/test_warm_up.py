@@ -79,6 +79,7 @@ async def test_after_warm_up_a_run_reads_no_template_and_builds_no_agent(
         failed = await warmed.warm_up()
         misses, builds = warmed.prompts.statistics().misses, warmed.registry.statistics().builds
         catalogs = cache.statistics()
+        selector_indexes = warmed.selector_builds
         result = await warmed.run_goal(GOAL)
     await warmed.provider.aclose()
     assert failed == {}
@@ -87,6 +88,7 @@ async def test_after_warm_up_a_run_reads_no_template_and_builds_no_agent(
     assert warmed.registry.statistics().builds == builds
     assert warmed.prompts.statistics().misses == misses  # the run read no template file
     assert cache.statistics() == catalogs  # nor built the catalog: it took the one it had
+    assert selector_indexes == 1 and warmed.selector_builds == 1  # nor the tools' index
 
 
 async def test_without_warm_up_the_first_run_reads_templates_and_builds_its_agent(
