@@ -142,6 +142,8 @@ def orchestrator_options(config: Config) -> OrchestratorOptions:
         streaming_plan=features.streaming_plan,
         compact_tool_catalog=features.compact_tool_catalog,
         tool_selection=features.tool_selection,
+        compact_history=features.compact_history,
+        intent_in_plan=features.intent_in_plan,
         approval_tools=config.agents.require_approval,
         retry_non_idempotent=config.resume.retry_non_idempotent,
         step_timeout_s=performance.step_timeout_s,

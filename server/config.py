@@ -212,6 +212,8 @@ class FeaturesConfig:
     batch_embeddings: bool = True
     compact_tool_catalog: bool = True
     tool_selection: bool = True
+    compact_history: bool = True
+    intent_in_plan: bool = True
 
 
 @dataclass(frozen=True)

@@ -124,13 +124,18 @@ def plan_messages(
     now: datetime | None = None,
     *,
     compact_tools: bool = True,
+    compact_history: bool = True,
+    with_intent: bool = False,
 ) -> list[Message]:
     """Ask for a plan of `goal` over `tools`; `history` is earlier turns, most recent last.
 
     `now` (default: the current UTC time, to the minute) lets the model turn "tomorrow
     at 9am" or "the last 7 days" into dates. `compact_tools`: the tools in their compact
     form (`agents.llm._tool_form`, about a quarter fewer tokens), else as JSON schemas;
-    the system prompt says which.
+    the system prompt says which. `compact_history`: each earlier message as one string,
+    "user: <text>" (`compact_turns`), the same words in fewer tokens than its JSON
+    object. `with_intent`: the reply also classifies the goal and names its entities
+    (`intent_of`), what an intent request would answer, so a run needs no such call.
     """
     if isinstance(tools, ToolCatalog):
         specs: Sequence[Mapping[str, Any]] = (
@@ -139,14 +144,53 @@ def plan_messages(
     else:
         specs = [compact_dict(t) if compact_tools else t.prompt_dict() for t in tools]
     moment = (now or datetime.now(UTC)).isoformat(timespec="minutes")
-    payload = {"goal": goal, "now": moment, "tools": list(specs), "history": list(history)}
+    turns = compact_turns(history) if compact_history else list(history)
+    payload: dict[str, Any] = {"goal": goal, "now": moment, "tools": list(specs), "history": turns}
+    if with_intent:
+        payload["also"] = list(PLAN_ALSO)
     if not compact_tools:
         explained = prompts.render("tools_schema")
     elif all("tool" in spec for spec in specs):
         explained = prompts.render("tools_compact")
     else:  # some tool is shown as its schema (`compact_dict`): say how to read it
         explained = prompts.render("tools_compact") + "\n" + prompts.render("tools_mixed")
-    return task_messages(prompts, "plan", payload, tools_explained=explained)
+    if any("acts_for" in spec for spec in specs):  # only then is the key explained
+        explained += "\n" + prompts.render("tools_acts_for")
+    also = prompts.render("plan_intent") if with_intent else ""
+    return task_messages(prompts, "plan", payload, tools_explained=explained, also_explained=also)
+
+
+# What a plan request with `with_intent` asks for besides the steps.
+PLAN_ALSO = ("intent", "entities")
+
+
+def compact_turns(history: Sequence[Any]) -> list[Any]:
+    """Each message of `history` (`{"role": ..., "text": ...}` and nothing else) as the
+    string "<role>: <text>"; anything else (the session's context) unchanged."""
+    turns: list[Any] = []
+    for item in history:
+        if (
+            isinstance(item, Mapping)
+            and item.keys() == {"role", "text"}
+            and isinstance(item["role"], str)
+            and isinstance(item["text"], str)
+        ):
+            turns.append(f"{item['role']}: {item['text']}")
+        else:
+            turns.append(item)
+    return turns
+
+
+def intent_of(reply: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The goal's intent and entities from a plan reply asked `with_intent`, in the
+    shape an intent request answers; None when the reply has no intent (a model that
+    left it out) or it is no string."""
+    intent = reply.get("intent")
+    if not isinstance(intent, str) or not intent.strip():
+        return None
+    entities = reply.get("entities")
+    found = dict(entities) if isinstance(entities, Mapping) else {}
+    return {"intent": intent.strip(), "entities": found}
 
 
 def verify_messages(

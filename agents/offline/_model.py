@@ -75,7 +75,12 @@ def _plan_document(document: Mapping[str, Any]) -> dict[str, Any]:
     read = (_tool(t) for t in (shown if isinstance(shown, list) else ()) if isinstance(t, Mapping))
     tools = [tool for tool in read if tool is not None]
     now = _moment(document.get("now"))
-    return plan(str(document.get("goal", "")), tools, document.get("history") or (), now)
+    goal = str(document.get("goal", ""))
+    reply = plan(goal, tools, document.get("history") or (), now)
+    also = document.get("also")
+    if isinstance(also, list) and "intent" in also:  # after the steps, as asked
+        reply.update(intent(goal))
+    return reply
 
 
 def _tool(shown: Mapping[str, Any]) -> ToolSpec | None:

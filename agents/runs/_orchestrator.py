@@ -1,8 +1,9 @@
 """The orchestrator: a goal in, a verified answer out, every transition an event.
 
 submit: `SessionStarted` (new session), `UserMessageReceived`, `RunRequested`.
-execute: intent analysis and tool-catalog preparation run concurrently; the planner
-makes a validated `PlanCreated`; the executor runs steps as their dependencies finish
+execute: intent analysis and tool-catalog preparation run concurrently (or, with
+`intent_in_plan`, the first plan call reads the intent too); the planner makes a
+validated `PlanCreated`; the executor runs steps as their dependencies finish
 while the verifier checks finished steps in the background (with batching, it holds
 them for the answer call, which verifies them as it writes the answer); every
 `VerificationCompleted` comes before `RunCompleted` and the session's
@@ -105,6 +106,8 @@ class OrchestratorOptions:
     streaming_plan: bool = True
     compact_tool_catalog: bool = True
     tool_selection: bool = True
+    compact_history: bool = True
+    intent_in_plan: bool = True
     approval_tools: tuple[str, ...] = ()
     retry_non_idempotent: bool = False
     step_timeout_s: float = 60.0
@@ -423,24 +426,34 @@ class Orchestrator:
         """Stream the plan over the tools the goal is shown (`_shown`); refused over a
         part of the catalog, stream it again over the whole. `calls` counts plan calls."""
         shown = self._shown(catalog, state.goal)
-        while True:
-            calls[0] += 1
-            try:
-                return await stream_plan(
-                    self.provider,
-                    self.prompts,
-                    state.goal,
-                    catalog,
-                    history,
-                    state.run_id,
-                    on_step,
-                    compact_tools=self.options.compact_tool_catalog,
-                    shown=shown,
-                )
-            except PlanRefused:
-                if shown.hash == catalog.hash:
-                    raise
-                shown = catalog  # no step came: nothing has started
+        found: list[dict[str, Any]] = []
+        try:
+            while True:
+                calls[0] += 1
+                try:
+                    plan = await stream_plan(
+                        self.provider,
+                        self.prompts,
+                        state.goal,
+                        catalog,
+                        history,
+                        state.run_id,
+                        on_step,
+                        compact_tools=self.options.compact_tool_catalog,
+                        compact_history=self.options.compact_history,
+                        shown=shown,
+                        on_intent=found.append if self._folds_intent and not found else None,
+                    )
+                    break
+                except PlanRefused:
+                    if shown.hash == catalog.hash:
+                        raise
+                    shown = catalog  # no step came: nothing has started
+        except (InvalidPlan, LLMError):
+            await self._record_plan_intent(state, found[0] if found else None)
+            raise
+        await self._record_plan_intent(state, found[0] if found else None)
+        return plan
 
     @property
     def selector_builds(self) -> int:
@@ -475,7 +488,8 @@ class Orchestrator:
         """The tool catalog, and the goal's intent (`IntentAnalyzed`).
 
         With the offline model, intent analysis is its regex reading of the goal: done
-        at once. With a real model it is a model call (`intent` prompt): with
+        at once. With a real model and `intent_in_plan`, the first plan call answers it
+        (`_record_plan_intent`). Else it is a model call (`intent` prompt): with
         `async_planner` it runs in the background, concurrently with the catalog, the
         plan and the steps (nothing waits for it; the run's context records it when it
         has come), without it the plan waits for it.
@@ -484,6 +498,8 @@ class Orchestrator:
             catalog = await self._catalog()
             await self._record_intent(state, offline_intent(state.goal))
             return catalog
+        if self._folds_intent:
+            return await self._catalog()  # the first plan call reads it (`_record_plan_intent`)
         background = self._background.get(state.run_id)
         if self.options.async_planner and background is not None:
             done = self._intent_done[state.run_id] = trio.Event()
@@ -558,12 +574,32 @@ class Orchestrator:
         event = IntentAnalyzed(state.run_id, str(found.get("intent", "")), entities)
         await self._queue(state.run_id, [event])
 
-    def _planner(self) -> Planner:
-        return Planner(self.provider, self.prompts, compact_tools=self.options.compact_tool_catalog)
+    def _planner(self, *, with_intent: bool = False) -> Planner:
+        return Planner(
+            self.provider,
+            self.prompts,
+            compact_tools=self.options.compact_tool_catalog,
+            compact_history=self.options.compact_history,
+            with_intent=with_intent,
+        )
+
+    @property
+    def _folds_intent(self) -> bool:
+        """A run's intent comes with its first plan call (`intent_in_plan`), not from a
+        call of its own; the offline model's is read at once whatever the option."""
+        return self.options.intent_in_plan and not isinstance(self.provider, OfflineProvider)
+
+    async def _record_plan_intent(self, state: RunState, found: Mapping[str, Any] | None) -> None:
+        """With `intent_in_plan`, once the run's first plan call has ended (with a plan or
+        not): `IntentAnalyzed` from its reply, or the offline reading of the goal when
+        the reply had none (the fallback a failed intent call takes too)."""
+        if self._folds_intent:
+            reading = found if found is not None else offline_intent(state.goal)
+            await self._record_intent(state, reading)
 
     async def _make_plan(self, state: RunState) -> tuple[Plan, int]:
         catalog = await self._prepare(state)
-        planner = self._planner()
+        planner = self._planner(with_intent=self._folds_intent)
         try:
             plan = await planner.plan(
                 state.goal,
@@ -572,8 +608,12 @@ class Orchestrator:
                 state.run_id,
                 shown=self._shown(catalog, state.goal),
             )
+        except (InvalidPlan, LLMError):
+            await self._record_plan_intent(state, planner.intent)
+            raise
         finally:
             calls = planner.calls
+        await self._record_plan_intent(state, planner.intent)
         await self._queue(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
         return plan, calls
 

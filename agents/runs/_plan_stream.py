@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from agents.errors import InvalidPlan, PlanRefused
-from agents.llm import LLMProvider, PromptRepository, ToolCatalog, plan_messages
+from agents.llm import LLMProvider, PromptRepository, ToolCatalog, intent_of, plan_messages
 from agents.runs._plan import MAX_REASON_CHARS, Plan, PlanStep, _step_from, validate_plan
 
 _STEPS_KEY = '"steps"'
@@ -119,11 +119,16 @@ async def stream_plan(
     on_step: Callable[[PlanStep], Awaitable[None]],
     *,
     compact_tools: bool = True,
+    compact_history: bool = True,
     shown: ToolCatalog | None = None,
+    on_intent: Callable[[dict[str, Any]], None] | None = None,
 ) -> Plan:
     """Stream the plan, handing each validated step to `on_step` as it arrives
-    (`compact_tools`: see `plan_messages`; `shown`: the tools the planner is shown,
-    default the whole `catalog`, which steps are validated against).
+    (`compact_tools`, `compact_history`: see `plan_messages`; `shown`: the tools the
+    planner is shown, default the whole `catalog`, which steps are validated against).
+    `on_intent`: the request also asks for the goal's intent and entities, which come
+    after the steps; `on_intent` gets them once the stream has ended whole (also when no
+    step came), unless the reply has none.
 
     Returns the whole plan; `InvalidPlan` on a bad step, or with the model's
     explanation when it produced no steps. (A callback rather than an async
@@ -131,7 +136,15 @@ async def stream_plan(
     """
     parser = StepStreamParser()
     steps: list[PlanStep] = []
-    messages = plan_messages(prompts, goal, shown or catalog, history, compact_tools=compact_tools)
+    messages = plan_messages(
+        prompts,
+        goal,
+        shown or catalog,
+        history,
+        compact_tools=compact_tools,
+        compact_history=compact_history,
+        with_intent=on_intent is not None,
+    )
     async with provider.stream_chat(
         messages, purpose="plan", run_id=run_id, json_mode=True
     ) as stream:
@@ -141,6 +154,10 @@ async def stream_plan(
                 steps.append(step)
                 await on_step(step)
         text = stream.text
+    if on_intent is not None:
+        found = _intent_in(text)
+        if found is not None:
+            on_intent(found)
     if not steps:
         raise PlanRefused([_refusal(text)])
     return Plan(tuple(steps))
@@ -154,3 +171,12 @@ def _refusal(text: str) -> str:
     if isinstance(document, dict) and isinstance(document.get("error"), str) and document["error"]:
         return str(document["error"])[:MAX_REASON_CHARS]
     return "the planner produced no steps"
+
+
+def _intent_in(text: str) -> dict[str, Any] | None:
+    """The intent and entities of a whole streamed plan reply (`intent_of`), or None."""
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return intent_of(document) if isinstance(document, dict) else None

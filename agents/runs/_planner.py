@@ -8,23 +8,34 @@ from collections.abc import Sequence
 from typing import Any
 
 from agents.errors import InvalidModelOutput, InvalidPlan, PlanRefused
-from agents.llm import LLMProvider, PromptRepository, ToolCatalog, plan_messages
+from agents.llm import LLMProvider, PromptRepository, ToolCatalog, intent_of, plan_messages
 from agents.runs._plan import Plan, parse_plan, validate_plan
 
 PLAN_SCHEMA = {"type": "object", "properties": {"steps": {"type": "array"}}, "required": ["steps"]}
 
 
 class Planner:
-    """Plan calls for one run (`calls` counts them); `compact_tools`: the tools are shown
-    in their compact form (see `plan_messages`)."""
+    """Plan calls for one run (`calls` counts them); `compact_tools`, `compact_history`:
+    the tools and the earlier messages are shown in their compact forms; `with_intent`:
+    plan calls also ask for the goal's intent and entities until a reply has them, kept
+    in `intent` (see `plan_messages`)."""
 
     def __init__(
-        self, provider: LLMProvider, prompts: PromptRepository, *, compact_tools: bool = True
+        self,
+        provider: LLMProvider,
+        prompts: PromptRepository,
+        *,
+        compact_tools: bool = True,
+        compact_history: bool = True,
+        with_intent: bool = False,
     ) -> None:
         self._provider = provider
         self._prompts = prompts
         self._compact_tools = compact_tools
+        self._compact_history = compact_history
+        self._with_intent = with_intent
         self.calls = 0
+        self.intent: dict[str, Any] | None = None
 
     async def plan(
         self,
@@ -69,7 +80,13 @@ class Planner:
         self, goal: str, catalog: ToolCatalog, history: Sequence[Any]
     ) -> list[dict[str, str]]:
         return plan_messages(
-            self._prompts, goal, catalog, history, compact_tools=self._compact_tools
+            self._prompts,
+            goal,
+            catalog,
+            history,
+            compact_tools=self._compact_tools,
+            compact_history=self._compact_history,
+            with_intent=self._with_intent and self.intent is None,
         )
 
     async def _ask(self, messages: list[dict[str, str]], catalog: ToolCatalog, run_id: str) -> Plan:
@@ -77,6 +94,8 @@ class Planner:
         answer = await self._provider.chat_json(
             messages, purpose="plan", run_id=run_id, schema_hint=PLAN_SCHEMA
         )
+        if self._with_intent and self.intent is None:
+            self.intent = intent_of(answer.data)
         if answer.data.get("steps") == [] and answer.data.get("error"):
             raise PlanRefused([str(answer.data["error"])])
         return validate_plan(parse_plan(answer.data), catalog)

@@ -142,6 +142,12 @@ def test_the_planner_is_shown_what_it_plans_with_and_not_what_only_the_executor_
             "keywords": ["remember"],
             "acts_for": "user",
         }
+        # "acts_for" is explained when a tool shown has it, in either form
+        for form in (True, False):
+            with_key, _ = plan_messages(PromptRepository(), "x", tools, compact_tools=form)
+            without, _ = plan_messages(PromptRepository(), "x", TOOLS, compact_tools=form)
+            assert '"acts_for" names a parameter' in with_key["content"]
+            assert "acts_for" not in without["content"]
     # What the executor acts on still tells catalogs apart (the hash is of the whole spec).
     assert catalog_hash([spec]) != catalog_hash([dataclasses.replace(spec, idempotent=True)])
 
@@ -152,7 +158,8 @@ def test_load_reads_every_template_so_no_request_reads_a_file() -> None:
     read = prompts.statistics().misses
     assert read == len(list(_PROMPTS_DIR.glob("*.txt")))
     for form in (True, False):
-        plan_messages(prompts, "price of NVDA", TOOLS, compact_tools=form)
+        plan_messages(prompts, "price of NVDA", TOOLS, compact_tools=form, with_intent=form)
+        plan_messages(prompts, "x", [dataclasses.replace(TOOLS[0], acts_for="user")])
     for task in ("verify", "verify_batch", "answer", "intent", "step", "chat", "report"):
         prompts.render(task)
     assert prompts.statistics().misses == read

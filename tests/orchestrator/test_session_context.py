@@ -4,8 +4,8 @@ A completed run appends `ContextUpdated` to its session (the tools that answered
 entities its goal named); the next plan of the session gets it first in its history,
 so a follow-up is understood even when no earlier message is in the prompt window - by
 the offline planner too. With a real model (the simulator, through the openai SDK),
-intent analysis is a model call (`purpose="intent"`): in the background with
-`async_planner`, before the plan without it.
+intent analysis is a model call (`purpose="intent"`) when `intent_in_plan` is off: in
+the background with `async_planner`, before the plan without it.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ def test_the_offline_planner_reads_the_context_item() -> None:
 async def test_intent_is_a_model_call_in_the_background_with_a_real_model(
     store: EventStore, entry_registry: AgentRegistry, quote_endpoint: QuoteEndpoint
 ) -> None:
+    """With `intent_in_plan` off (on, the plan call reads it: `test_intent_in_plan.py`)."""
     async with trio.open_nursery() as nursery:
         _, url = await start_simulator(nursery)
         for async_planner in (True, False):
@@ -92,7 +93,7 @@ async def test_intent_is_a_model_call_in_the_background_with_a_real_model(
                 store,
                 provider,
                 entry_registry,
-                options=OrchestratorOptions(async_planner=async_planner),
+                options=OrchestratorOptions(async_planner=async_planner, intent_in_plan=False),
             )
             with trio.fail_after(TIMEOUT_S):
                 result = await orchestrator.run_goal("what is the price of NVDA")

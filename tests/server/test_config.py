@@ -96,6 +96,8 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "batch_embeddings": True,
         "compact_tool_catalog": True,
         "tool_selection": True,
+        "compact_history": True,
+        "intent_in_plan": True,
     },
     "resume": {"retry_non_idempotent": False, "lease_ttl_s": 15.0},
     "agents": {

@@ -51,5 +51,3 @@ async def test_concurrent_resumes_start_one_drive_and_a_cancel_then_ends_it(
             types = [r.type for r in await served.records() if r.stream == f"run-{run_id}"]
     assert types.count("RunResumed") == 1, types
     assert types[-1] == "RunCancelled", types
-
-

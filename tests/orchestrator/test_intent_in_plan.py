@@ -1,0 +1,234 @@
+"""A run's first plan call also reads the goal's intent and entities (`intent_in_plan`,
+on by default): no intent call of its own. And the plan request shows the session's
+earlier messages as "<role>: <text>" strings (`compact_history`, on by default).
+
+Requests go through the real openai SDK to the real simulator. Handlers in front of it
+stand for a model that reads a goal differently from the offline reading (the plan
+request's goal is given one more ticker), that leaves the intent out (the request's
+"also" is taken away), and that refuses every plan.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import trio
+
+from agents.llm import compact_turns, intent_of
+from agents.offline._http import HttpRequest, HttpResponse
+from agents.tools._registry import AgentRegistry
+from events import EventStore
+
+from .conftest import TIMEOUT_S, QuoteEndpoint, make_orchestrator, run_events, sim_provider
+from .test_planner import RecordingSimulator, task_document
+
+STREAMING = pytest.mark.parametrize("streaming", [True, False], ids=["streamed", "whole"])
+GOAL = "what is the price of NVDA"
+
+
+class PlanRewritingSimulator(RecordingSimulator):
+    """Rewrites each plan request's task document with `rewrite` before the simulator
+    (the offline model) reads it."""
+
+    def __init__(self, rewrite: Any) -> None:
+        super().__init__()
+        self.rewrite = rewrite
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        if request.path == "/v1/chat/completions":
+            body = json.loads(request.body)
+            document = task_document(body)
+            if document.get("task") == "plan":
+                self.rewrite(document)
+                body["messages"][-1]["content"] = json.dumps(document)
+                request = HttpRequest(
+                    request.method, request.target, request.headers, json.dumps(body).encode()
+                )
+        return await super().handle(request)
+
+
+def one_more_ticker(document: dict[str, Any]) -> None:
+    document["goal"] += " and AAPL"
+
+
+def without_also(document: dict[str, Any]) -> None:
+    document.pop("also", None)
+
+
+def unplannable(document: dict[str, Any]) -> None:
+    document["goal"] = "sing me a song about the sea"
+
+
+def plan_bodies(recording: RecordingSimulator) -> list[dict[str, Any]]:
+    return [body for body in recording.chats if task_document(body)["task"] == "plan"]
+
+
+def plan_documents(recording: RecordingSimulator) -> list[dict[str, Any]]:
+    return [task_document(body) for body in plan_bodies(recording)]
+
+
+async def run_once(
+    nursery: trio.Nursery,
+    store: EventStore,
+    registry: AgentRegistry,
+    recording: RecordingSimulator,
+    goal: str = GOAL,
+    session_id: str | None = None,
+    **options: Any,
+) -> tuple[Any, list[Any]]:
+    provider = sim_provider(await recording.start(nursery), store)
+    orchestrator = make_orchestrator(store, registry, provider, **options)
+    with trio.fail_after(TIMEOUT_S):
+        result = await orchestrator.run_goal(goal, session_id)
+    await provider.aclose()
+    return result, await run_events(store, result.run_id)
+
+
+def purposes(records: list[Any]) -> list[str]:
+    return [r.data["purpose"] for r in records if r.type == "LLMCallCompleted"]
+
+
+@STREAMING
+async def test_the_first_plan_call_reads_the_intent_and_no_intent_call_is_made(
+    nursery: trio.Nursery,
+    store: EventStore,
+    entry_registry: AgentRegistry,
+    quote_endpoint: QuoteEndpoint,
+    streaming: bool,
+) -> None:
+    recording = PlanRewritingSimulator(one_more_ticker)
+    result, records = await run_once(
+        nursery, store, entry_registry, recording, streaming_plan=streaming
+    )
+    assert result.status == "completed", result.reason
+    assert "intent" not in purposes(records)
+    assert purposes(records).count("plan") == 1
+    [document] = plan_documents(recording)
+    assert document["also"] == ["intent", "entities"]
+    system = plan_bodies(recording)[0]["messages"][0]["content"]
+    assert '"also"' in system and "entities" in system
+    [intent] = [r for r in records if r.type == "IntentAnalyzed"]
+    # From the plan's reply (the goal the model read names AAPL too), not the offline
+    # reading of the run's own goal, which names NVDA alone.
+    assert intent.data["intent"] == "quote"
+    assert intent.data["entities"]["tickers"] == ["NVDA", "AAPL"]
+    types = [r.type for r in records]
+    assert types.index("IntentAnalyzed") < types.index("PlanCreated")
+    session = await store.read_stream(f"session-{result.session_id}", 0, 100)
+    [context] = [r.data["values"] for r in session if r.type == "ContextUpdated"]
+    assert context["intent"] == "quote" and context["tickers"] == ["NVDA", "AAPL"]
+
+
+@STREAMING
+async def test_a_plan_reply_without_intent_falls_back_to_the_offline_reading(
+    nursery: trio.Nursery,
+    store: EventStore,
+    entry_registry: AgentRegistry,
+    quote_endpoint: QuoteEndpoint,
+    streaming: bool,
+) -> None:
+    recording = PlanRewritingSimulator(without_also)
+    result, records = await run_once(
+        nursery, store, entry_registry, recording, streaming_plan=streaming
+    )
+    assert result.status == "completed", result.reason
+    assert "intent" not in purposes(records)
+    [intent] = [r for r in records if r.type == "IntentAnalyzed"]
+    assert intent.data["intent"] == "quote"
+    assert intent.data["entities"]["tickers"] == ["NVDA"]
+
+
+@STREAMING
+async def test_a_refused_plan_still_records_the_intent_and_the_run_ends(
+    nursery: trio.Nursery,
+    store: EventStore,
+    entry_registry: AgentRegistry,
+    quote_endpoint: QuoteEndpoint,
+    streaming: bool,
+) -> None:
+    recording = PlanRewritingSimulator(unplannable)
+    result, records = await run_once(
+        nursery, store, entry_registry, recording, streaming_plan=streaming
+    )
+    assert result.status == "failed"
+    assert "no usable plan" in (result.reason or "")
+    assert "intent" not in purposes(records)
+    [intent] = [r for r in records if r.type == "IntentAnalyzed"]
+    # The refusal's reply reads the goal the model was given: nothing to plan there.
+    assert intent.data["intent"] == "unknown"
+    types = [r.type for r in records]
+    assert types.index("IntentAnalyzed") < types.index("RunFailed")
+
+
+async def test_with_the_option_off_the_intent_is_a_call_of_its_own(
+    nursery: trio.Nursery,
+    store: EventStore,
+    entry_registry: AgentRegistry,
+    quote_endpoint: QuoteEndpoint,
+) -> None:
+    recording = PlanRewritingSimulator(one_more_ticker)
+    result, records = await run_once(
+        nursery, store, entry_registry, recording, intent_in_plan=False
+    )
+    assert result.status == "completed", result.reason
+    assert purposes(records).count("intent") == 1
+    [document] = plan_documents(recording)
+    assert "also" not in document
+    assert '"also"' not in plan_bodies(recording)[0]["messages"][0]["content"]
+    [intent] = [r for r in records if r.type == "IntentAnalyzed"]
+    assert intent.data["entities"]["tickers"] == ["NVDA"]  # the intent call read the goal
+
+
+@pytest.mark.parametrize("compact", [True, False], ids=["compact", "objects"])
+async def test_the_plan_request_shows_earlier_messages_as_strings(
+    nursery: trio.Nursery,
+    store: EventStore,
+    entry_registry: AgentRegistry,
+    quote_endpoint: QuoteEndpoint,
+    compact: bool,
+) -> None:
+    recording = RecordingSimulator()
+    provider = sim_provider(await recording.start(nursery), store)
+    orchestrator = make_orchestrator(store, entry_registry, provider, compact_history=compact)
+    with trio.fail_after(TIMEOUT_S):
+        first = await orchestrator.run_goal(GOAL)
+        second = await orchestrator.run_goal("and what about AAPL?", first.session_id)
+    await provider.aclose()
+    assert second.status == "completed", second.reason
+    assert "AAPL" in (second.answer or "")
+    history = plan_documents(recording)[-1]["history"]
+    context, asked, answered = history
+    assert context["role"] == "context" and context["context"]["tickers"] == ["NVDA"]
+    if compact:
+        assert asked == f"user: {GOAL}"
+        assert answered == f"assistant: {first.answer}"
+    else:
+        assert asked == {"role": "user", "text": GOAL}
+        assert answered == {"role": "assistant", "text": first.answer}
+
+
+def test_compact_turns_keeps_what_is_not_a_plain_message() -> None:
+    history = [
+        {"role": "context", "context": {"tools": ["clock.now"]}},
+        {"role": "user", "text": "hi"},
+        {"role": "user", "text": "hi", "position": 3},
+        {"role": "user", "text": 5},
+        "earlier goal",
+    ]
+    assert compact_turns(history) == [history[0], "user: hi", *history[2:]]
+
+
+def test_intent_of_reads_only_a_named_intent() -> None:
+    assert intent_of({"steps": [], "intent": " quote ", "entities": {"tickers": ["A"]}}) == {
+        "intent": "quote",
+        "entities": {"tickers": ["A"]},
+    }
+    assert intent_of({"steps": [], "intent": "time", "entities": "x"}) == {
+        "intent": "time",
+        "entities": {},
+    }
+    assert intent_of({"steps": []}) is None
+    assert intent_of({"steps": [], "intent": ""}) is None
+    assert intent_of({"steps": [], "intent": ["quote"]}) is None
