@@ -90,13 +90,47 @@ def test_the_shipped_catalog_is_large_enough_to_be_cut() -> None:
     assert len(SHIPPED.specs) > MIN_CATALOG
 
 
+# Goals whose plan over the whole catalog is the offline planner's own slip, which it
+# does not make over the part: over the whole, a tool shown for another of the goal's
+# words ("time": math.calculate, for "times") takes the clause, and the step the goal
+# asks for is left out. Over the part, the plan has every step of the whole's and this
+# one more.
+PART_PLANS_WHAT_THE_WHOLE_LEAVES_OUT = {
+    "remember the time in Tokyo": ("memory", "remember"),
+    "summarize the time in Tokyo and London": ("writer", "create_report"),
+}
+# Refused over the part: web.fetch alone is shown, and the offline planner reads no URL
+# without its scheme. The orchestrator asks again over the whole catalog (one plan call
+# more), which then plans files.read of "www.example.com", as it always did.
+REFUSED_OVER_THE_PART = {"read www.example.com/blog": {"web.fetch"}}
+
+
+def step_keys(steps: object) -> list[tuple[str, str, str]]:
+    assert isinstance(steps, list)
+    return [(s["agent"], s["action"], json.dumps(s["parameters"], sort_keys=True)) for s in steps]
+
+
 @pytest.mark.parametrize("goal", every_goal())
 def test_the_part_shown_plans_what_the_whole_catalog_plans(goal: str) -> None:
     selection = ToolSelector(SHIPPED).select(goal)
-    assert offline_plan(goal, selection.catalog) == offline_plan(goal, SHIPPED), (
-        goal,
-        sorted(s.name for s in selection.catalog.specs),
-    )
+    names = sorted(s.name for s in selection.catalog.specs)
+    part, whole = offline_plan(goal, selection.catalog), offline_plan(goal, SHIPPED)
+    if goal in PART_PLANS_WHAT_THE_WHOLE_LEAVES_OUT:
+        assert not part[1] and not whole[1]
+        extra = list(step_keys(part[0]))
+        for key in step_keys(whole[0]):
+            extra.remove(key)  # ValueError: a step of the whole's plan is missing
+        assert [key[:2] for key in extra] == [PART_PLANS_WHAT_THE_WHOLE_LEAVES_OUT[goal]]
+    elif goal in REFUSED_OVER_THE_PART:
+        assert set(names) == REFUSED_OVER_THE_PART[goal]
+        assert part == ([], True) and not whole[1]
+    else:
+        assert part == whole, (goal, names)
+
+
+def test_the_listed_differences_are_goals_of_the_corpus() -> None:
+    listed = {*PART_PLANS_WHAT_THE_WHOLE_LEAVES_OUT, *REFUSED_OVER_THE_PART}
+    assert listed <= set(every_goal())
 
 
 def test_most_workload_goals_are_shown_a_small_part() -> None:
@@ -132,6 +166,25 @@ def test_a_goal_is_shown_its_tools_and_few_others(goal: str, expected: set[str])
     names = shown(goal)
     assert expected <= names
     assert len(names) <= 8, names
+
+
+@pytest.mark.parametrize(
+    "goal", ["write a report", "get the stock price of NVDA then write a report"]
+)
+def test_a_word_the_clauses_best_tool_leads_brings_no_other_tool(goal: str) -> None:
+    """ "write" is the report writer's here, as "report" is: not also the e-mail draft's
+    and the file writer's, which "write" points at as much."""
+    names = shown(goal)
+    assert "writer.create_report" in names
+    assert not names & {"email.draft", "files.write"}, names
+
+
+@pytest.mark.parametrize(
+    "goal",
+    ["save the result of 17 * 23 to result.txt", "write the result of 17 * 23 to result.txt"],
+)
+def test_a_word_the_clauses_best_tool_does_not_lead_keeps_its_tools(goal: str) -> None:
+    assert {"math.calculate", "files.write"} <= shown(goal)
 
 
 @pytest.mark.parametrize(
