@@ -143,6 +143,7 @@ def orchestrator_options(config: Config) -> OrchestratorOptions:
         compact_tool_catalog=features.compact_tool_catalog,
         tool_selection=features.tool_selection,
         compact_history=features.compact_history,
+        compact_plan_steps=features.compact_plan_steps,
         intent_in_plan=features.intent_in_plan,
         approval_tools=config.agents.require_approval,
         retry_non_idempotent=config.resume.retry_non_idempotent,

@@ -213,6 +213,7 @@ class FeaturesConfig:
     compact_tool_catalog: bool = True
     tool_selection: bool = True
     compact_history: bool = True
+    compact_plan_steps: bool = True
     intent_in_plan: bool = True
 
 

@@ -125,6 +125,7 @@ def plan_messages(
     *,
     compact_tools: bool = True,
     compact_history: bool = True,
+    compact_steps: bool = True,
     with_intent: bool = False,
 ) -> list[Message]:
     """Ask for a plan of `goal` over `tools`; `history` is earlier turns, most recent last.
@@ -134,8 +135,12 @@ def plan_messages(
     form (`agents.llm._tool_form`, about a quarter fewer tokens), else as JSON schemas;
     the system prompt says which. `compact_history`: each earlier message as one string,
     "user: <text>" (`compact_turns`), the same words in fewer tokens than its JSON
-    object. `with_intent`: the reply also classifies the goal and names its entities
-    (`intent_of`), what an intent request would answer, so a run needs no such call.
+    object. `compact_steps`: the reply names each step's tool as "<agent>.<action>"
+    and leaves out the dependencies its parameters' references ("${s1}") already say
+    (the planner adds those): fewer output tokens, which a reply's time follows; the
+    document says `"step_form": "compact"`. `with_intent`: the reply also classifies
+    the goal and names its entities (`intent_of`), what an intent request would
+    answer, so a run needs no such call.
     """
     if isinstance(tools, ToolCatalog):
         specs: Sequence[Mapping[str, Any]] = (
@@ -156,8 +161,22 @@ def plan_messages(
         explained = prompts.render("tools_compact") + "\n" + prompts.render("tools_mixed")
     if any("acts_for" in spec for spec in specs):  # only then is the key explained
         explained += "\n" + prompts.render("tools_acts_for")
-    also = prompts.render("plan_intent") if with_intent else ""
-    return task_messages(prompts, "plan", payload, tools_explained=explained, also_explained=also)
+    if compact_steps:
+        payload["step_form"] = "compact"
+    return task_messages(
+        prompts,
+        "plan",
+        payload,
+        tools_explained=explained,
+        steps_explained=prompts.render("plan_steps_compact" if compact_steps else "plan_steps"),
+        reference_rule=COMPACT_REFERENCE_RULE if compact_steps else REFERENCE_RULE,
+        also_explained=prompts.render("plan_intent") if with_intent else "",
+    )
+
+
+# How a step that uses an earlier step's output says so, in each form of the reply.
+REFERENCE_RULE = ', and\n  the step must then list that id in "dependencies".'
+COMPACT_REFERENCE_RULE = ":\n  the step then depends on it."
 
 
 # What a plan request with `with_intent` asks for besides the steps.

@@ -77,10 +77,28 @@ def _plan_document(document: Mapping[str, Any]) -> dict[str, Any]:
     now = _moment(document.get("now"))
     goal = str(document.get("goal", ""))
     reply = plan(goal, tools, document.get("history") or (), now)
+    if document.get("step_form") == "compact":
+        reply["steps"] = [_compact_step(step) for step in reply["steps"]]
     also = document.get("also")
     if isinstance(also, list) and "intent" in also:  # after the steps, as asked
         reply.update(intent(goal))
     return reply
+
+
+# A reference to an earlier step's output in a parameter: "${s1}", "${s1.field}".
+_REFERENCE = re.compile(r"\$\{([^}.]+)(?:\.[^}]*)?\}")
+
+
+def _compact_step(step: Mapping[str, Any]) -> dict[str, Any]:
+    """A step in the reply's compact form: "tool" for agent and action, and no
+    "dependencies" when they are empty or only the steps its parameters refer to."""
+    compact: dict[str, Any] = {"id": step["id"], "tool": f"{step['agent']}.{step['action']}"}
+    compact["parameters"] = step["parameters"]
+    used = set(_REFERENCE.findall(json.dumps(step["parameters"])))
+    if not set(step["dependencies"]) <= used:
+        compact["dependencies"] = step["dependencies"]
+    compact["reasoning"] = step["reasoning"]
+    return compact
 
 
 def _tool(shown: Mapping[str, Any]) -> ToolSpec | None:

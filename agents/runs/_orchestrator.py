@@ -107,6 +107,7 @@ class OrchestratorOptions:
     compact_tool_catalog: bool = True
     tool_selection: bool = True
     compact_history: bool = True
+    compact_plan_steps: bool = True
     intent_in_plan: bool = True
     approval_tools: tuple[str, ...] = ()
     retry_non_idempotent: bool = False
@@ -441,6 +442,7 @@ class Orchestrator:
                         on_step,
                         compact_tools=self.options.compact_tool_catalog,
                         compact_history=self.options.compact_history,
+                        compact_steps=self.options.compact_plan_steps,
                         shown=shown,
                         on_intent=found.append if self._folds_intent and not found else None,
                     )
@@ -580,6 +582,7 @@ class Orchestrator:
             self.prompts,
             compact_tools=self.options.compact_tool_catalog,
             compact_history=self.options.compact_history,
+            compact_steps=self.options.compact_plan_steps,
             with_intent=with_intent,
         )
 

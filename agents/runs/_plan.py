@@ -102,10 +102,11 @@ def _step_from(index: int, data: Any) -> PlanStep:
         problems.append(f"{where}: dependencies must be a list, got {_kind(dependencies)}")
         dependencies = []
     names = [_name(d, f"{where}: dependency", problems) for d in dependencies]
+    agent, action = _tool_name(data, where, problems)
     step = PlanStep(
         id=step_id,
-        agent=_string(data.get("agent"), f"{where}: agent", problems),
-        action=_string(data.get("action"), f"{where}: action", problems),
+        agent=agent,
+        action=action,
         parameters=dict(parameters) if isinstance(parameters, Mapping) else {},
         dependencies=tuple(n for n in names if n),
         reasoning=_reasoning(data.get("reasoning"), where, problems),
@@ -113,6 +114,19 @@ def _step_from(index: int, data: Any) -> PlanStep:
     if problems:
         raise InvalidPlan(problems)
     return step
+
+
+def _tool_name(data: Mapping[str, Any], where: str, problems: list[str]) -> tuple[str, str]:
+    """A step's agent and action: given apart, or as "tool": "<agent>.<action>" (the
+    compact form of a plan reply), split at its first "."."""
+    if "agent" in data or "action" in data or "tool" not in data:
+        agent = _string(data.get("agent"), f"{where}: agent", problems)
+        return agent, _string(data.get("action"), f"{where}: action", problems)
+    tool = _string(data.get("tool"), f"{where}: tool", problems)
+    agent, dot, action = tool.partition(".")
+    if tool and not (agent and dot and action):
+        problems.append(f'{where}: tool must be "<agent>.<action>", got {tool[:80]!r}')
+    return agent, action
 
 
 def _name(value: object, what: str, problems: list[str]) -> str:

@@ -120,12 +120,14 @@ async def stream_plan(
     *,
     compact_tools: bool = True,
     compact_history: bool = True,
+    compact_steps: bool = True,
     shown: ToolCatalog | None = None,
     on_intent: Callable[[dict[str, Any]], None] | None = None,
 ) -> Plan:
     """Stream the plan, handing each validated step to `on_step` as it arrives
-    (`compact_tools`, `compact_history`: see `plan_messages`; `shown`: the tools the
-    planner is shown, default the whole `catalog`, which steps are validated against).
+    (`compact_tools`, `compact_history`, `compact_steps`: see `plan_messages`; `shown`:
+    the tools the planner is shown, default the whole `catalog`, which steps are
+    validated against).
     `on_intent`: the request also asks for the goal's intent and entities, which come
     after the steps; `on_intent` gets them once the stream has ended whole (also when no
     step came), unless the reply has none.
@@ -143,6 +145,7 @@ async def stream_plan(
         history,
         compact_tools=compact_tools,
         compact_history=compact_history,
+        compact_steps=compact_steps,
         with_intent=on_intent is not None,
     )
     async with provider.stream_chat(

@@ -15,8 +15,9 @@ PLAN_SCHEMA = {"type": "object", "properties": {"steps": {"type": "array"}}, "re
 
 
 class Planner:
-    """Plan calls for one run (`calls` counts them); `compact_tools`, `compact_history`:
-    the tools and the earlier messages are shown in their compact forms; `with_intent`:
+    """Plan calls for one run (`calls` counts them); `compact_tools`, `compact_history`,
+    `compact_steps`: the tools and the earlier messages are shown, and the steps asked
+    for, in their compact forms; `with_intent`:
     plan calls also ask for the goal's intent and entities until a reply has them, kept
     in `intent` (see `plan_messages`)."""
 
@@ -27,12 +28,14 @@ class Planner:
         *,
         compact_tools: bool = True,
         compact_history: bool = True,
+        compact_steps: bool = True,
         with_intent: bool = False,
     ) -> None:
         self._provider = provider
         self._prompts = prompts
         self._compact_tools = compact_tools
         self._compact_history = compact_history
+        self._compact_steps = compact_steps
         self._with_intent = with_intent
         self.calls = 0
         self.intent: dict[str, Any] | None = None
@@ -86,6 +89,7 @@ class Planner:
             history,
             compact_tools=self._compact_tools,
             compact_history=self._compact_history,
+            compact_steps=self._compact_steps,
             with_intent=self._with_intent and self.intent is None,
         )
 

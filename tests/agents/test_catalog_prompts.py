@@ -90,7 +90,8 @@ def test_the_plan_prompt_explains_the_form_its_tools_are_shown_in() -> None:
         for form in (True, False)
     )
     assert '"tool" ("<agent>.<action>":' in compact["content"]
-    assert "a JSON schema with" in schema["content"] and '"tool"' not in schema["content"]
+    assert "a JSON schema with" in schema["content"]
+    assert '"tool" ("<agent>.<action>":' not in schema["content"]
     with pytest.raises(KeyError, match="tools_explained"):
         PromptRepository().render("plan")  # the plan template needs to be told the form
 

@@ -41,7 +41,8 @@ RESULTS: list[dict[str, Any]] = [
 
 async def test_chat_json_returns_the_plan_with_usage(provider: LLMProvider) -> None:
     with trio.fail_after(TIMEOUT_S):
-        result = await provider.chat_json(plan_messages(PROMPTS, GOAL, TOOLS), purpose="plan")
+        messages = plan_messages(PROMPTS, GOAL, TOOLS, compact_steps=False)
+        result = await provider.chat_json(messages, purpose="plan")
     steps = result.data["steps"]
     assert [(s["agent"], s["action"]) for s in steps] == [
         ("quotes", "get_stock_price"),
@@ -50,6 +51,20 @@ async def test_chat_json_returns_the_plan_with_usage(provider: LLMProvider) -> N
     ]
     assert steps[2]["dependencies"] == ["s1", "s2"]
     assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens > 0
+
+
+async def test_chat_json_returns_the_plan_in_its_compact_form(provider: LLMProvider) -> None:
+    """The default form: "tool", and no dependencies the parameters already name."""
+    with trio.fail_after(TIMEOUT_S):
+        result = await provider.chat_json(plan_messages(PROMPTS, GOAL, TOOLS), purpose="plan")
+    steps = result.data["steps"]
+    assert [s["tool"] for s in steps] == [
+        "quotes.get_stock_price",
+        "quotes.get_stock_price",
+        "writer.create_report",
+    ]
+    assert not any("agent" in s or "action" in s or "dependencies" in s for s in steps)
+    assert steps[2]["parameters"]["sources"] == ["${s1}", "${s2}"]
     assert (result.model, result.retries) == ("autoagent-offline", 0)
 
 

@@ -79,7 +79,7 @@ async def test_streamed_chat_is_sse_ending_with_done_and_usage(nursery: trio.Nur
     assert lines[-1] == "data: [DONE]"
     events = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
     text = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
-    assert json.loads(text)["steps"][0]["action"] == "calculate"
+    assert json.loads(text)["steps"][0]["tool"] == "math.calculate"
     assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] > 0
     assert events[-2]["choices"][0]["finish_reason"] == "stop"
 

@@ -1,6 +1,7 @@
 """A run's first plan call also reads the goal's intent and entities (`intent_in_plan`,
 on by default): no intent call of its own. And the plan request shows the session's
-earlier messages as "<role>: <text>" strings (`compact_history`, on by default).
+earlier messages as "<role>: <text>" strings (`compact_history`, on by default), and
+asks for the steps in their compact form (`compact_plan_steps`, on by default).
 
 Requests go through the real openai SDK to the real simulator. Handlers in front of it
 stand for a model that reads a goal differently from the offline reading (the plan
@@ -232,3 +233,46 @@ def test_intent_of_reads_only_a_named_intent() -> None:
     assert intent_of({"steps": []}) is None
     assert intent_of({"steps": [], "intent": ""}) is None
     assert intent_of({"steps": [], "intent": ["quote"]}) is None
+
+
+@STREAMING
+async def test_the_steps_come_in_their_compact_form_and_plan_the_same(
+    nursery: trio.Nursery,
+    store: EventStore,
+    entry_registry: AgentRegistry,
+    quote_endpoint: QuoteEndpoint,
+    streaming: bool,
+) -> None:
+    """ "then" makes s2 wait for s1 without a reference: that dependency stays written."""
+    goal = "what is 17 * 23 + 4 then what time is it in Tokyo"
+    created, completion = {}, {}
+    for compact in (True, False):
+        recording = RecordingSimulator()
+        result, records = await run_once(
+            nursery,
+            store,
+            entry_registry,
+            recording,
+            goal,
+            streaming_plan=streaming,
+            compact_plan_steps=compact,
+        )
+        assert result.status == "completed", result.reason
+        assert "17 * 23 + 4 = 395" in (result.answer or "")
+        [document] = plan_documents(recording)
+        assert document.get("step_form") == ("compact" if compact else None)
+        [plan] = [r.data["steps"] for r in records if r.type == "PlanCreated"]
+        created[compact] = [(s["agent"], s["action"], s["dependencies"]) for s in plan]
+        [call] = [
+            r for r in records if r.type == "LLMCallCompleted" and r.data["purpose"] == "plan"
+        ]
+        completion[compact] = call.data["completion_tokens"]
+    assert (
+        created[True]
+        == created[False]
+        == [
+            ("math", "calculate", []),
+            ("clock", "now", ["s1"]),
+        ]
+    )
+    assert completion[True] < completion[False]

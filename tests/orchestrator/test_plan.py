@@ -144,6 +144,49 @@ def test_reference_is_accepted_where_a_typed_value_is_expected() -> None:
     assert validate_plan(plan, CATALOG).step("s2").dependencies == ("s1",)
 
 
+def test_a_compact_step_names_its_tool_and_leaves_implied_dependencies_out() -> None:
+    """The compact form of a plan reply (`features.compact_plan_steps`)."""
+    plan = parse_plan(
+        {
+            "steps": [
+                {"id": "s1", "tool": "lab.sleep", "parameters": {"label": "a", "seconds": 1}},
+                {"id": "s2", "tool": "lab.echo", "parameters": {"value": "${s1.slept}"}},
+                {"tool": "lab.echo", "parameters": {"value": 1}, "dependencies": ["s1"]},
+            ]
+        }
+    )
+    checked = validate_plan(plan, CATALOG)
+    assert [(s.id, s.agent, s.action) for s in checked.steps] == [
+        ("s1", "lab", "sleep"),
+        ("s2", "lab", "echo"),
+        ("s3", "lab", "echo"),
+    ]
+    assert [s.dependencies for s in checked.steps] == [(), ("s1",), ("s1",)]
+    assert checked.to_data()[1]["agent"] == "lab" and "tool" not in checked.to_data()[1]
+
+
+@pytest.mark.parametrize(
+    ("tool", "problem"),
+    [
+        ("sleep", 'step 1: tool must be "<agent>.<action>"'),
+        ("lab.", 'step 1: tool must be "<agent>.<action>"'),
+        (".sleep", 'step 1: tool must be "<agent>.<action>"'),
+        (5, "step 1: tool must be a string, got number"),
+    ],
+)
+def test_a_compact_step_with_a_malformed_tool_is_invalid(tool: object, problem: str) -> None:
+    with pytest.raises(InvalidPlan) as caught:
+        parse_plan({"steps": [{"id": "s1", "tool": tool, "parameters": {}}]})
+    assert caught.value.problems[0].startswith(problem), caught.value.problems
+
+
+def test_agent_and_action_given_apart_win_over_a_tool() -> None:
+    plan = parse_plan(
+        {"steps": [{"id": "s1", "agent": "lab", "action": "sleep", "tool": "lab.echo"}]}
+    )
+    assert (plan.steps[0].agent, plan.steps[0].action) == ("lab", "sleep")
+
+
 def test_parse_plan_of_empty_steps_carries_the_model_reason() -> None:
     with pytest.raises(InvalidPlan, match="I cannot do that"):
         parse_plan({"steps": [], "error": "I cannot do that"})

@@ -97,6 +97,7 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "compact_tool_catalog": True,
         "tool_selection": True,
         "compact_history": True,
+        "compact_plan_steps": True,
         "intent_in_plan": True,
     },
     "resume": {"retry_non_idempotent": False, "lease_ttl_s": 15.0},
