@@ -110,6 +110,9 @@ class PhaseMeasurement:
     exit_code: int | None
     features: dict[str, bool] | None = None
     log: LogFigures | None = None
+    # Seconds the server's LLM calls waited for the rpm/tpm budget during the workload
+    # (its /metrics counter): whether the phase was bound by the budget.
+    llm_budget_wait_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +284,7 @@ async def _drive_server(
         nursery.cancel_scope.cancel()
     progress.close()
     wall, cpu = usage.stop(sampler)
+    budget_wait = await llm_budget_wait_s(port)
     after_workload = await simulator_stats(endpoints.simulator_url)
     workload_peak = peak_rss_mb(server.pid)
     indexing = None
@@ -300,7 +304,17 @@ async def _drive_server(
         workload_peak_rss_mb=workload_peak,
         peak_rss_mb=peak_rss_mb(server.pid),
         exit_code=None,
+        llm_budget_wait_s=budget_wait,
     )
+
+
+async def llm_budget_wait_s(port: int) -> float | None:
+    """The server's `autoagent_llm_budget_wait_seconds_total` now; None if it has none."""
+    for line in (await http_get(port, "/metrics")).splitlines():
+        name, _, value = line.partition(" ")
+        if name == "autoagent_llm_budget_wait_seconds_total":
+            return float(value)
+    return None
 
 
 async def simulator_stats(url: str) -> dict[str, Any]:
@@ -390,6 +404,7 @@ def phase_details(m: PhaseMeasurement, options: BenchOptions) -> dict[str, Any]:
         },
         "client_minus_server_s": _gaps(m.workload.finished),
         "cpu_percent_during_requests": m.cpu_percent,
+        "llm_budget_wait_s": m.llm_budget_wait_s,
         "server_metrics": m.log.metrics,
         "simulator": {"workload": m.simulator_workload, "indexing": m.simulator_indexing},
         "memory_mb": {

@@ -38,6 +38,10 @@ class ServerSnapshot:
     runs_leased: int = 0  # runs this node holds the lease of now
     runs_taken_over: int = 0  # runs it took over after their node's lease expired
     leases_lost: int = 0  # runs it stopped because it could not keep their lease
+    # The LLM rate limiter's (a provider without one, the offline model: zeros): seconds
+    # calls waited for the rpm/tpm budget, and 429s the provider answered.
+    llm_budget_wait_s: float = 0.0
+    llm_rate_limited: int = 0
 
 
 def render_health(app: ServerSnapshot) -> tuple[int, bytes]:
@@ -113,6 +117,18 @@ def render_metrics(app: ServerSnapshot) -> bytes:
         "autoagent_run_leases_lost_total",
         "Runs stopped here because their lease could not be kept.",
         app.leases_lost,
+    )
+    counter(
+        lines,
+        "autoagent_llm_budget_wait_seconds_total",
+        "Seconds LLM calls waited for the rpm/tpm budget (llm.rpm_limit, llm.tpm_limit).",
+        f"{app.llm_budget_wait_s:.6f}",
+    )
+    counter(
+        lines,
+        "autoagent_llm_rate_limited_total",
+        "LLM requests the provider answered 429 (rate limited).",
+        app.llm_rate_limited,
     )
     if app.metrics is not None:
         _projection_metrics(lines, app.metrics)

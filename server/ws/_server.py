@@ -45,6 +45,7 @@ from agents.errors import (
     UnknownAgent,
     UnknownPrompt,
 )
+from agents.llm import RateLimiter
 from agents.runs import ApprovalNotPending, Orchestrator, Submitted, load_run
 from agents.tools import DocumentsAgent, DocumentsService
 from events import (
@@ -315,6 +316,8 @@ class AgentServer:
         metrics = runner.projections.get("metrics") if runner else None
         store_stats = self.store.statistics()
         statuses = runner.statuses() if runner else []
+        limiter = getattr(self.orchestrator.provider, "limiter", None)
+        budget = limiter.statistics() if isinstance(limiter, RateLimiter) else None
         return ServerSnapshot(
             head_position=head,
             projections={s.name: s.position for s in statuses},
@@ -330,6 +333,8 @@ class AgentServer:
             runs_leased=len(self.keeper.held()),
             runs_taken_over=self.stats["runs_taken_over"],
             leases_lost=self.keeper.lost,
+            llm_budget_wait_s=budget.waited_s if budget else 0.0,
+            llm_rate_limited=budget.rate_limited if budget else 0,
         )
 
     # --- bookkeeping for connections ------------------------------------------------------------

@@ -145,6 +145,7 @@ async def server_metrics(port: int) -> dict[str, float]:
         "autoagent_llm_calls_total",
         "autoagent_llm_errors_total",
         "autoagent_llm_retries_total",
+        "autoagent_llm_budget_wait_seconds_total",
         "autoagent_event_commits_total",
         "autoagent_event_appends_total",
     )

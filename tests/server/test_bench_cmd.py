@@ -440,6 +440,8 @@ def _check_phase(details: dict[str, Any], rows: list[dict[str, Any]], phase: str
     memory = details["memory_mb"]
     assert 0 < memory["idle_rss"] <= memory["peak_rss"] == by_key["peak_rss_mb"]["value"]
     assert details["server_exit_code"] == 0
+    # The server's /metrics counter was read: 4 small requests wait for no budget.
+    assert details["llm_budget_wait_s"] == 0.0
     gaps = details["client_minus_server_s"]  # every run's RunRequested and end were seen
     assert None not in (gaps["send_to_run_requested_mean"], gaps["terminal_event_to_client_mean"])
     assert math.isfinite(requests["wall_s"])

@@ -18,11 +18,12 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
+from agents.llm import RateLimiter
 from events import RunRequested
 from server.cli._main import main
 from server.ws._limits import ServerLimits
 
-from .ws_helpers import GOAL, TIMEOUT_S, Harness, http_request, open_client, serving
+from .ws_helpers import GOAL, TIMEOUT_S, Harness, http_request, open_client, serving, simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_TOKEN = "env-s3cret-0123456789abcdef0123456789"
@@ -78,6 +79,43 @@ async def test_metrics_are_prometheus_text_with_log_clients_runs_and_llm(app: Ha
     assert 'autoagent_phase_latency_seconds_bucket{phase="run",le="+Inf"} 1' in text
     for name in ("autoagent_event_log_position", "autoagent_runs_completed_total"):
         assert f"# TYPE {name} " in text and f"# HELP {name} " in text
+    # The offline model has no rate limiter: nothing waited for a budget.
+    assert float(samples["autoagent_llm_budget_wait_seconds_total"]) == 0.0
+    assert int(samples["autoagent_llm_rate_limited_total"]) == 0
+
+
+def metric_samples(body: bytes) -> dict[str, str]:
+    lines = body.decode().splitlines()
+    return dict(line.rsplit(" ", 1) for line in lines if line and not line.startswith("#"))
+
+
+async def test_metrics_count_the_time_llm_calls_waited_for_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A budget of 60,000 tokens a minute (1,000 a second), emptied first: the run's plan
+    call, ~1,000 tokens and more, waits for the refill, and /metrics says how long."""
+    monkeypatch.setenv("AUTOAGENT_WS_TEST_SIM_KEY", "sk-test")
+    async with simulator(latency="none") as url:
+        env = {"AUTOAGENT_LLM__TPM_LIMIT": "60000"}
+        async with serving(tmp_path, llm_url=url, env=env) as app:
+            limiter = getattr(app.orchestrator.provider, "limiter", None)
+            assert isinstance(limiter, RateLimiter)
+            _, _, before = await http_request(app.port, "GET", "/metrics")
+            assert float(metric_samples(before)["autoagent_llm_budget_wait_seconds_total"]) == 0
+            limiter.release(await limiter.acquire(60_000), used_tokens=60_000)
+            with trio.fail_after(TIMEOUT_S):
+                async with app.client() as client:
+                    await client.request({"type": "message", "id": 1, "text": GOAL})
+                    await client.events_until()
+                    await app.wait_runs_done()
+            _, _, after = await http_request(app.port, "GET", "/metrics")
+    waited = float(metric_samples(after)["autoagent_llm_budget_wait_seconds_total"])
+    # The limiter's arithmetic, not the machine's speed: the plan call reserves its
+    # prompt (its system prompt alone is over 400 tokens) and 256 for the reply out of an
+    # empty bucket that refills at 1,000 tokens a second, and every wait has the 0.5 s
+    # margin added.
+    assert waited >= 0.5 + 0.5, waited
+    assert abs(waited - limiter.statistics().waited_s) < 1e-5
 
 
 @pytest.mark.parametrize(
