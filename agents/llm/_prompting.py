@@ -170,7 +170,7 @@ def plan_messages(
         tools_explained=explained,
         steps_explained=prompts.render("plan_steps_compact" if compact_steps else "plan_steps"),
         reference_rule=COMPACT_REFERENCE_RULE if compact_steps else REFERENCE_RULE,
-        also_explained=prompts.render("plan_intent") if with_intent else "",
+        also_explained="\n" + prompts.render("plan_intent") if with_intent else "",
     )
 
 

@@ -15,7 +15,7 @@ address, a file name. Each clause shows the tools scoring at least half of its b
 and, for each of its words that points at a tool, the tools it points at most: a clause
 asking two things ("save the result of 17 * 23 to a file") keeps both tools even when
 one of them scores far higher. A word the clause's best tool already scores the most for
-brings no other tool ("write a report": not the e-mail draft too). A clause of
+brings no tool of another agent ("write a report": not the e-mail draft too). A clause of
 capitalised names only ("Tokyo, London and New York") that matches nothing is taken as
 more of the clause before it.
 
@@ -207,18 +207,22 @@ class ToolSelector:
         """For each word that points at a tool (scores `WORD_MATCH` for some tool), the
         tools it points at most: a clause naming two things to do ("save the result of
         17 * 23 to a file") keeps the tool of each, however the other one scores. A word
-        that a tool of `covered` (the clause's best) already scores the most for adds
-        nothing: "write" in "write a report" is the report writer's, not also the
-        e-mail draft's and the file writer's (~170 tokens of a plan request)."""
+        that a tool of `covered` (the clause's best) already scores the most for brings
+        only the tools of that tool's agent: "write" in "write a report" is the report
+        writer's, not also the e-mail draft's and the file writer's (~170 tokens of a
+        plan request), while "email" in "forward my unread emails to bob" keeps every
+        e-mail tool, sending among them, though reading scores best."""
         leaders: set[str] = set()
         for word in found:
             scores = self._scores.get(word)
             if not scores:
                 continue
             top = max(scores.values())
-            if top < WORD_MATCH or any(scores.get(tool, 0.0) >= top for tool in covered):
+            if top < WORD_MATCH:
                 continue
-            leaders.update(tool for tool, score in scores.items() if score >= top)
+            tools = {tool for tool, score in scores.items() if score >= top}
+            leading = {_agent(tool) for tool in covered if scores.get(tool, 0.0) >= top}
+            leaders.update(t for t in tools if not leading or _agent(t) in leading)
         return leaders
 
     def select(self, goal: str) -> ToolSelection:
@@ -243,12 +247,17 @@ class ToolSelector:
             picked = {
                 tool for tool, score in ranked[:MAX_PER_CLAUSE] if score >= SHARE_OF_BEST * best
             }
-            chosen.update(picked, self.word_leaders(found, {ranked[0][0]}))
+            tied = {tool for tool, score in ranked if score >= best}
+            chosen.update(picked, self.word_leaders(found, tied))
         if not judged:
             return ToolSelection(self.catalog, True, "no words to match")
         if len(chosen) >= len(self.catalog.specs):
             return ToolSelection(self.catalog, True, "every tool matches")
         return ToolSelection(self.catalog.subset(chosen), False, f"{len(chosen)} matching tools")
+
+
+def _agent(tool: str) -> str:
+    return tool.partition(".")[0]
 
 
 class ToolSelectorCache:

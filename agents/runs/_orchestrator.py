@@ -50,6 +50,7 @@ from agents.runs._approvals import ApprovalBook, record_decision
 from agents.runs._executor import Executor, ExecutorOptions
 from agents.runs._outcomes import Decision, PriorState, StepOutcome
 from agents.runs._plan import MAX_STEPS, Plan, PlanStep
+from agents.runs._plan_intent import PlanIntent
 from agents.runs._plan_stream import stream_plan
 from agents.runs._planner import Planner
 from agents.runs._repair import (
@@ -386,6 +387,7 @@ class Orchestrator:
         failure: list[str] = []
         retry: list[InvalidPlan] = []
         calls = [0]  # plan calls: two when refused over a part of the catalog
+        intent = self._plan_intent(state)
 
         async def on_step(step: PlanStep) -> None:
             await send.send(step)  # the executor takes steps as they come: backpressure only
@@ -397,7 +399,9 @@ class Orchestrator:
                 steps.start_soon(executor.execute_stream, receive)
                 try:
                     async with send:
-                        plan = await self._stream_plan(state, catalog, history, on_step, calls)
+                        plan = await self._stream_plan(
+                            state, catalog, history, on_step, calls, intent
+                        )
                     await self._queue(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
                 except InvalidPlan as exc:
                     if isinstance(exc, PlanRefused) or executor.started:
@@ -410,10 +414,12 @@ class Orchestrator:
                 await self._reverify(state, plan, executor.outcomes, verifier)
             await verifier.drain()
         if failure:
+            if intent is not None:
+                await intent(None)
             await verifier.record_folded(verifier.unverified, {})
             return await self._fail(state, failure[0])
         if retry:
-            return await self._repair_streamed(state, catalog, retry[0], calls[0])
+            return await self._repair_streamed(state, catalog, retry[0], calls[0], intent)
         return await self._conclude(state, plan, executor.outcomes, verifier, calls[0])
 
     async def _stream_plan(
@@ -423,16 +429,19 @@ class Orchestrator:
         history: Sequence[Any],
         on_step: Callable[[PlanStep], Awaitable[None]],
         calls: list[int],
+        intent: PlanIntent | None,
     ) -> Plan:
         """Stream the plan over the tools the goal is shown (`_shown`); refused over a
-        part of the catalog, stream it again over the whole. `calls` counts plan calls."""
+        part of the catalog, stream it again over the whole. `calls` counts plan calls.
+        `intent` (`intent_in_plan`): the plan call reads the goal's intent too, after
+        its steps, in the run's background; refused or failed, the offline reading is
+        recorded. An invalid plan is left to `_drive_streaming` (repaired or failed)."""
         shown = self._shown(catalog, state.goal)
-        found: list[dict[str, Any]] = []
         try:
             while True:
                 calls[0] += 1
                 try:
-                    plan = await stream_plan(
+                    return await stream_plan(
                         self.provider,
                         self.prompts,
                         state.goal,
@@ -444,18 +453,17 @@ class Orchestrator:
                         compact_history=self.options.compact_history,
                         compact_steps=self.options.compact_plan_steps,
                         shown=shown,
-                        on_intent=found.append if self._folds_intent and not found else None,
+                        on_intent=intent if intent is not None and not intent.started else None,
+                        tail=self._background.get(state.run_id),
                     )
-                    break
                 except PlanRefused:
                     if shown.hash == catalog.hash:
                         raise
                     shown = catalog  # no step came: nothing has started
-        except (InvalidPlan, LLMError):
-            await self._record_plan_intent(state, found[0] if found else None)
+        except (PlanRefused, LLMError):
+            if intent is not None:
+                await intent(None)
             raise
-        await self._record_plan_intent(state, found[0] if found else None)
-        return plan
 
     @property
     def selector_builds(self) -> int:
@@ -470,18 +478,28 @@ class Orchestrator:
         return self._selector.select(catalog, goal).catalog
 
     async def _repair_streamed(
-        self, state: RunState, catalog: ToolCatalog, error: InvalidPlan, calls_before: int
+        self,
+        state: RunState,
+        catalog: ToolCatalog,
+        error: InvalidPlan,
+        calls_before: int,
+        intent: PlanIntent | None,
     ) -> RunResult:
         """A streamed plan went wrong before any step started: plan again, with repair.
         `calls_before`: the plan calls streamed so far (two when the first was refused
-        over a part of the catalog)."""
-        planner = self._planner()
+        over a part of the catalog). `intent`: the streamed reply was cut at its bad
+        step, before its intent, so the repair asks for it."""
+        planner = self._planner(with_intent=intent is not None and not intent.started)
         try:
             plan = await planner.repair(
                 state.goal, catalog, await self._history(state.session_id), state.run_id, error
             )
         except (InvalidPlan, LLMError) as exc:
+            if intent is not None:
+                await intent(planner.intent)
             return await self._fail(state, f"no usable plan: {exc}")
+        if intent is not None:
+            await intent(planner.intent)
         await self._queue(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
         outcomes, verifier = await self._run_plan(state, plan)
         return await self._conclude(state, plan, outcomes, verifier, calls_before + planner.calls)
@@ -490,8 +508,8 @@ class Orchestrator:
         """The tool catalog, and the goal's intent (`IntentAnalyzed`).
 
         With the offline model, intent analysis is its regex reading of the goal: done
-        at once. With a real model and `intent_in_plan`, the first plan call answers it
-        (`_record_plan_intent`). Else it is a model call (`intent` prompt): with
+        at once. With a real model and `intent_in_plan`, the plan call answers it
+        (`_plan_intent`). Else it is a model call (`intent` prompt): with
         `async_planner` it runs in the background, concurrently with the catalog, the
         plan and the steps (nothing waits for it; the run's context records it when it
         has come), without it the plan waits for it.
@@ -501,7 +519,7 @@ class Orchestrator:
             await self._record_intent(state, offline_intent(state.goal))
             return catalog
         if self._folds_intent:
-            return await self._catalog()  # the first plan call reads it (`_record_plan_intent`)
+            return await self._catalog()  # the plan call reads it (`_plan_intent`)
         background = self._background.get(state.run_id)
         if self.options.async_planner and background is not None:
             done = self._intent_done[state.run_id] = trio.Event()
@@ -592,17 +610,23 @@ class Orchestrator:
         call of its own; the offline model's is read at once whatever the option."""
         return self.options.intent_in_plan and not isinstance(self.provider, OfflineProvider)
 
-    async def _record_plan_intent(self, state: RunState, found: Mapping[str, Any] | None) -> None:
-        """With `intent_in_plan`, once the run's first plan call has ended (with a plan or
-        not): `IntentAnalyzed` from its reply, or the offline reading of the goal when
-        the reply had none (the fallback a failed intent call takes too)."""
-        if self._folds_intent:
-            reading = found if found is not None else offline_intent(state.goal)
-            await self._record_intent(state, reading)
+    def _plan_intent(self, state: RunState) -> PlanIntent | None:
+        """With `intent_in_plan`, what the run's plan calls read of its intent
+        (`PlanIntent`); the run's end waits until it is recorded."""
+        if not self._folds_intent:
+            return None
+
+        async def record(found: Mapping[str, Any]) -> None:
+            await self._record_intent(state, found)
+
+        intent = PlanIntent(state.goal, record)
+        self._intent_done[state.run_id] = intent.done
+        return intent
 
     async def _make_plan(self, state: RunState) -> tuple[Plan, int]:
         catalog = await self._prepare(state)
-        planner = self._planner(with_intent=self._folds_intent)
+        intent = self._plan_intent(state)
+        planner = self._planner(with_intent=intent is not None)
         try:
             plan = await planner.plan(
                 state.goal,
@@ -611,12 +635,10 @@ class Orchestrator:
                 state.run_id,
                 shown=self._shown(catalog, state.goal),
             )
-        except (InvalidPlan, LLMError):
-            await self._record_plan_intent(state, planner.intent)
-            raise
         finally:
             calls = planner.calls
-        await self._record_plan_intent(state, planner.intent)
+            if intent is not None:
+                await intent(planner.intent)
         await self._queue(state.run_id, [PlanCreated(state.run_id, plan.to_data())])
         return plan, calls
 

@@ -118,15 +118,18 @@ def _step_from(index: int, data: Any) -> PlanStep:
 
 def _tool_name(data: Mapping[str, Any], where: str, problems: list[str]) -> tuple[str, str]:
     """A step's agent and action: given apart, or as "tool": "<agent>.<action>" (the
-    compact form of a plan reply), split at its first "."."""
-    if "agent" in data or "action" in data or "tool" not in data:
-        agent = _string(data.get("agent"), f"{where}: agent", problems)
-        return agent, _string(data.get("action"), f"{where}: action", problems)
+    compact form of a plan reply), split at its first "."; both, they must agree."""
+    agent = _string(data.get("agent"), f"{where}: agent", problems)
+    action = _string(data.get("action"), f"{where}: action", problems)
+    if data.get("tool") is None:
+        return agent, action
     tool = _string(data.get("tool"), f"{where}: tool", problems)
-    agent, dot, action = tool.partition(".")
-    if tool and not (agent and dot and action):
+    named, dot, called = tool.partition(".")
+    if tool and not (named and dot and called):
         problems.append(f'{where}: tool must be "<agent>.<action>", got {tool[:80]!r}')
-    return agent, action
+    elif (agent or action) and (agent, action) != (named, called):
+        problems.append(f"{where}: tool {tool[:80]!r} is not agent {agent!r}, action {action!r}")
+    return named, called
 
 
 def _name(value: object, what: str, problems: list[str]) -> str:

@@ -11,10 +11,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
-from agents.errors import InvalidPlan, PlanRefused
-from agents.llm import LLMProvider, PromptRepository, ToolCatalog, intent_of, plan_messages
+import trio
+
+from agents.errors import InvalidModelOutput, InvalidPlan, LLMError, PlanRefused
+from agents.llm import (
+    LLMProvider,
+    PromptRepository,
+    ToolCatalog,
+    intent_of,
+    parse_json_object,
+    plan_messages,
+)
 from agents.runs._plan import MAX_REASON_CHARS, Plan, PlanStep, _step_from, validate_plan
 
 _STEPS_KEY = '"steps"'
@@ -122,22 +132,25 @@ async def stream_plan(
     compact_history: bool = True,
     compact_steps: bool = True,
     shown: ToolCatalog | None = None,
-    on_intent: Callable[[dict[str, Any]], None] | None = None,
+    on_intent: Callable[[dict[str, Any] | None], Awaitable[None]] | None = None,
+    tail: trio.Nursery | None = None,
 ) -> Plan:
     """Stream the plan, handing each validated step to `on_step` as it arrives
     (`compact_tools`, `compact_history`, `compact_steps`: see `plan_messages`; `shown`:
     the tools the planner is shown, default the whole `catalog`, which steps are
     validated against).
     `on_intent`: the request also asks for the goal's intent and entities, which come
-    after the steps; `on_intent` gets them once the stream has ended whole (also when no
-    step came), unless the reply has none.
+    after the steps; once a plan is made, `on_intent` is awaited with them (`intent_of`),
+    or with None when the reply has none or broke off after its last step. With `tail`,
+    the plan is returned as soon as its steps' array has closed, and a task in `tail`
+    reads the rest of the reply (the intent) and awaits `on_intent`, also when cancelled:
+    nothing of the run waits for the reply's last tokens but what needs the intent.
 
     Returns the whole plan; `InvalidPlan` on a bad step, or with the model's
-    explanation when it produced no steps. (A callback rather than an async
-    generator, so no yield crosses the stream's context.)
+    explanation when it produced no steps (then `on_intent` is awaited only if the
+    refusal named an intent). (A callback
+    rather than an async generator, so no yield crosses the stream's context.)
     """
-    parser = StepStreamParser()
-    steps: list[PlanStep] = []
     messages = plan_messages(
         prompts,
         goal,
@@ -148,21 +161,57 @@ async def stream_plan(
         compact_steps=compact_steps,
         with_intent=on_intent is not None,
     )
-    async with provider.stream_chat(
-        messages, purpose="plan", run_id=run_id, json_mode=True
-    ) as stream:
-        async for chunk in stream:
-            for data in parser.feed(chunk):
-                step = check_streamed_step(_step_from(len(steps), data), steps, catalog)
-                steps.append(step)
-                await on_step(step)
-        text = stream.text
-    if on_intent is not None:
+    read = partial(_read_plan, provider, messages, run_id, catalog, on_step, on_intent)
+    if tail is not None and on_intent is not None:
+        plan: Plan = await tail.start(read)
+        return plan
+    return await read()
+
+
+async def _read_plan(
+    provider: LLMProvider,
+    messages: list[dict[str, str]],
+    run_id: str,
+    catalog: ToolCatalog,
+    on_step: Callable[[PlanStep], Awaitable[None]],
+    on_intent: Callable[[dict[str, Any] | None], Awaitable[None]] | None,
+    task_status: trio.TaskStatus[Plan] = trio.TASK_STATUS_IGNORED,
+) -> Plan:
+    """The streamed reply: steps to `on_step`, the plan through `task_status` the moment
+    its steps' array closes (run in a nursery with `start`, the rest is read after),
+    then the intent to `on_intent`."""
+    parser = StepStreamParser()
+    steps: list[PlanStep] = []
+    planned = False
+    found: dict[str, Any] | None = None
+    try:
+        async with provider.stream_chat(
+            messages, purpose="plan", run_id=run_id, json_mode=True
+        ) as stream:
+            async for chunk in stream:
+                for data in parser.feed(chunk):
+                    step = check_streamed_step(_step_from(len(steps), data), steps, catalog)
+                    steps.append(step)
+                    await on_step(step)
+                if parser.finished and steps and not planned:
+                    planned = True
+                    task_status.started(Plan(tuple(steps)))
+            text = stream.text
         found = _intent_in(text)
-        if found is not None:
-            on_intent(found)
-    if not steps:
-        raise PlanRefused([_refusal(text)])
+        if not steps:
+            if found is not None and on_intent is not None:
+                await on_intent(found)  # a refusal still read the goal
+            raise PlanRefused([_refusal(text)])
+        if not planned:  # the reply ended without closing its steps' array
+            planned = True
+            task_status.started(Plan(tuple(steps)))
+    except LLMError:
+        if not planned:
+            raise
+        # After the last step: the plan stands; only the intent is lost.
+    finally:
+        if planned and on_intent is not None:
+            await on_intent(found)
     return Plan(tuple(steps))
 
 
@@ -177,9 +226,10 @@ def _refusal(text: str) -> str:
 
 
 def _intent_in(text: str) -> dict[str, Any] | None:
-    """The intent and entities of a whole streamed plan reply (`intent_of`), or None."""
+    """The intent and entities of a whole streamed plan reply (`intent_of`), or None; a
+    reply the provider would refuse as a JSON answer (not an object, nested too deeply)
+    has none."""
     try:
-        document = json.loads(text)
-    except (ValueError, RecursionError):
+        return intent_of(parse_json_object(text))
+    except InvalidModelOutput:
         return None
-    return intent_of(document) if isinstance(document, dict) else None

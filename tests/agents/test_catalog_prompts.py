@@ -96,6 +96,19 @@ def test_the_plan_prompt_explains_the_form_its_tools_are_shown_in() -> None:
         PromptRepository().render("plan")  # the plan template needs to be told the form
 
 
+def test_with_the_newer_options_off_the_plan_prompt_asks_for_steps_as_before() -> None:
+    """compact_steps and with_intent off: the steps' full form, nothing about "also" or
+    "step_form", and nothing left where their text would go."""
+    system, user = plan_messages(
+        PromptRepository(), "x", TOOLS, compact_steps=False, with_intent=False
+    )
+    text = system["content"]
+    assert '"reasoning": "<one short sentence>"}]}\nRules:' in text
+    assert '"agent": "...", "action": "..."' in text and '"step_form"' not in text
+    assert '"also"' not in text and 'then list that id in "dependencies"' in text
+    assert not {"also", "step_form"} & set(json.loads(user["content"]))
+
+
 def test_plan_request_is_a_system_prompt_and_a_json_document() -> None:
     system, user = plan_messages(PromptRepository(), "price of NVDA", TOOLS, ["earlier goal"])
     assert system["role"] == "system" and '"$${s1}"' not in system["content"]

@@ -171,7 +171,7 @@ def test_a_goal_is_shown_its_tools_and_few_others(goal: str, expected: set[str])
 @pytest.mark.parametrize(
     "goal", ["write a report", "get the stock price of NVDA then write a report"]
 )
-def test_a_word_the_clauses_best_tool_leads_brings_no_other_tool(goal: str) -> None:
+def test_a_word_the_clauses_best_tool_leads_brings_no_other_agents_tool(goal: str) -> None:
     """ "write" is the report writer's here, as "report" is: not also the e-mail draft's
     and the file writer's, which "write" points at as much."""
     names = shown(goal)
@@ -185,6 +185,25 @@ def test_a_word_the_clauses_best_tool_leads_brings_no_other_tool(goal: str) -> N
 )
 def test_a_word_the_clauses_best_tool_does_not_lead_keeps_its_tools(goal: str) -> None:
     assert {"math.calculate", "files.write"} <= shown(goal)
+
+
+@pytest.mark.parametrize(
+    ("goal", "needed"),
+    [
+        # A review's goals: the clause's best tool (reading, sending) leads "email", and
+        # the other e-mail tools the goal needs stay, being of the same agent.
+        ("forward my unread emails to bob@example.com", {"email.read", "email.send"}),
+        ("email bob@example.com my unread emails", {"email.read", "email.send"}),
+        ("email alice the list of my unread emails", {"email.read", "email.send"}),
+        ("email bob a summary of my inbox", {"email.read", "email.send"}),
+        ("email me a list of my files", {"files.list", "email.send"}),
+        ("send bob the email from alice about the budget", {"email.search", "email.send"}),
+        ("draft a reply to alice's last email", {"email.read", "email.draft"}),
+        ("write alice's last email to alice.txt", {"email.read", "files.write"}),
+    ],
+)
+def test_a_led_word_keeps_the_other_tools_of_its_leaders_agent(goal: str, needed: set[str]) -> None:
+    assert needed <= shown(goal)
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,23 @@ from typing import Any
 import pytest
 import trio
 
-from agents.llm import compact_turns, intent_of
+from agents.llm import PromptRepository, compact_turns, intent_of
 from agents.offline._http import HttpRequest, HttpResponse
-from agents.tools._registry import AgentRegistry
+from agents.runs._plan import PlanStep
+from agents.runs._plan_stream import stream_plan
+from agents.tools import AgentContext
+from agents.tools._registry import AgentRegistry, discover_agents
 from events import EventStore
 
-from .conftest import TIMEOUT_S, QuoteEndpoint, make_orchestrator, run_events, sim_provider
+from .conftest import (
+    TIMEOUT_S,
+    QuoteEndpoint,
+    make_orchestrator,
+    run_events,
+    sim_provider,
+    start_simulator,
+)
+from .lab import CalcAgent
 from .test_planner import RecordingSimulator, task_document
 
 STREAMING = pytest.mark.parametrize("streaming", [True, False], ids=["streamed", "whole"])
@@ -116,7 +127,10 @@ async def test_the_first_plan_call_reads_the_intent_and_no_intent_call_is_made(
     assert intent.data["intent"] == "quote"
     assert intent.data["entities"]["tickers"] == ["NVDA", "AAPL"]
     types = [r.type for r in records]
-    assert types.index("IntentAnalyzed") < types.index("PlanCreated")
+    # A whole plan's call has ended before its plan is recorded; a streamed plan's intent
+    # is read after its steps (in the background), and the run's end waits for it.
+    before = "RunCompleted" if streaming else "PlanCreated"
+    assert types.index("IntentAnalyzed") < types.index(before)
     session = await store.read_stream(f"session-{result.session_id}", 0, 100)
     [context] = [r.data["values"] for r in session if r.type == "ContextUpdated"]
     assert context["intent"] == "quote" and context["tickers"] == ["NVDA", "AAPL"]
@@ -276,3 +290,105 @@ async def test_the_steps_come_in_their_compact_form_and_plan_the_same(
         ]
     )
     assert completion[True] < completion[False]
+
+
+@pytest.mark.parametrize("in_the_background", [True, False], ids=["tail", "inline"])
+async def test_a_streamed_plan_is_returned_at_its_last_step_and_its_intent_read_after(
+    nursery: trio.Nursery, store: EventStore, entry_registry: AgentRegistry, in_the_background: bool
+) -> None:
+    """The simulator paces the reply (realistic profile): after the chunk that closes the
+    steps' array, the intent's chunks are still to come. With a `tail` nursery the plan
+    is returned before them; without one, after."""
+    _, url = await start_simulator(nursery, latency_profile="realistic", time_scale=0.2)
+    provider = sim_provider(url, store)
+    seen: list[tuple[str, Any]] = []
+
+    async def on_step(step: PlanStep) -> None:
+        seen.append(("step", step.tool))
+
+    async def on_intent(found: dict[str, Any] | None) -> None:
+        seen.append(("intent", found))
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as tail:
+            plan = await stream_plan(
+                provider,
+                PromptRepository(),
+                "what is the price of NVDA and AAPL",
+                entry_registry.catalog(),
+                [],
+                "r1",
+                on_step,
+                on_intent=on_intent,
+                tail=tail if in_the_background else None,
+            )
+            seen.append(("returned", len(plan.steps)))
+    await provider.aclose()
+    steps = [("step", "quotes.get_stock_price")] * 2
+    intent = ("intent", {"intent": "quote", "entities": {"tickers": ["NVDA", "AAPL"]}})
+    if in_the_background:
+        assert seen == [*steps, ("returned", 2), intent]
+    else:
+        assert seen == [*steps, intent, ("returned", 2)]
+
+
+def invalid_then_repaired(document: dict[str, Any]) -> None:
+    """The first plan request is shown `calc.evaluate` and not `math.calculate`, so the
+    offline model plans a step without the `precision` calc requires (invalid); the
+    repair request is shown `math.calculate` and not calc, and plans validly. Its goal
+    names one more number, so its intent's expression tells it from the offline
+    reading of the run's own goal."""
+    hide = "calc.evaluate" if "problems" in document else "math.calculate"
+    document["tools"] = [t for t in document["tools"] if t.get("tool") != hide]
+    if "problems" in document:
+        document["goal"] += " + 1"
+
+
+async def test_a_streamed_plan_repaired_asks_the_repair_for_the_intent(
+    nursery: trio.Nursery, store: EventStore
+) -> None:
+    """The streamed reply is cut at its bad step, before its intent: the repair call,
+    which has to be made anyway, asks for it."""
+    recording = PlanRewritingSimulator(invalid_then_repaired)
+    registry = AgentRegistry({**discover_agents(), "calc": CalcAgent}, AgentContext())
+    result, records = await run_once(
+        nursery,
+        store,
+        registry,
+        recording,
+        "calculate 6 * 7",
+        streaming_plan=True,
+        tool_selection=False,
+    )
+    assert result.status == "completed", result.reason
+    first, repair = plan_documents(recording)
+    assert "problems" in repair
+    assert first["also"] == repair["also"] == ["intent", "entities"]
+    assert "intent" not in purposes(records)
+    [intent] = [r for r in records if r.type == "IntentAnalyzed"]
+    assert intent.data["intent"] == "calculation"
+    assert intent.data["entities"]["expression"] == "6 * 7 + 1"  # the repair's reading
+    types = [r.type for r in records]
+    assert types.index("IntentAnalyzed") < types.index("RunCompleted")
+
+
+async def test_a_streamed_runs_steps_do_not_wait_for_the_intent_after_them(
+    nursery: trio.Nursery,
+    store: EventStore,
+    entry_registry: AgentRegistry,
+    quote_endpoint: QuoteEndpoint,
+) -> None:
+    """Paced replies (realistic profile): the two quotes (one batch, which waits for the
+    plan's steps to end) start, and the plan is recorded, before the reply's intent has
+    come; the run's end still comes after it."""
+    _, url = await start_simulator(nursery, latency_profile="realistic", time_scale=0.2)
+    provider = sim_provider(url, store)
+    orchestrator = make_orchestrator(store, entry_registry, provider, streaming_plan=True)
+    with trio.fail_after(TIMEOUT_S):
+        result = await orchestrator.run_goal("what is the price of NVDA and AAPL")
+    await provider.aclose()
+    assert result.status == "completed", result.reason
+    types = [r.type for r in await run_events(store, result.run_id)]
+    assert types.index("PlanCreated") < types.index("IntentAnalyzed")
+    assert types.index("StepStarted") < types.index("IntentAnalyzed")
+    assert types.index("IntentAnalyzed") < types.index("RunCompleted")

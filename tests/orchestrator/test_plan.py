@@ -180,11 +180,26 @@ def test_a_compact_step_with_a_malformed_tool_is_invalid(tool: object, problem: 
     assert caught.value.problems[0].startswith(problem), caught.value.problems
 
 
-def test_agent_and_action_given_apart_win_over_a_tool() -> None:
-    plan = parse_plan(
-        {"steps": [{"id": "s1", "agent": "lab", "action": "sleep", "tool": "lab.echo"}]}
-    )
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"agent": "lab", "action": "sleep", "tool": "lab.sleep"},  # both, agreeing
+        {"agent": None, "action": None, "tool": "lab.sleep"},  # null ones are not given
+        {"agent": "", "tool": "lab.sleep"},
+        {"agent": "lab", "action": "sleep", "tool": None},
+    ],
+)
+def test_a_tool_and_agent_action_that_agree_or_are_missing_name_one_tool(
+    step: dict[str, Any],
+) -> None:
+    plan = parse_plan({"steps": [{"id": "s1", **step}]})
     assert (plan.steps[0].agent, plan.steps[0].action) == ("lab", "sleep")
+
+
+def test_a_tool_that_disagrees_with_agent_and_action_is_invalid() -> None:
+    with pytest.raises(InvalidPlan) as caught:
+        parse_plan({"steps": [{"id": "s1", "agent": "lab", "action": "sleep", "tool": "lab.echo"}]})
+    assert caught.value.problems == ["step 1: tool 'lab.echo' is not agent 'lab', action 'sleep'"]
 
 
 def test_parse_plan_of_empty_steps_carries_the_model_reason() -> None:
