@@ -72,7 +72,9 @@ from events import (
     AssistantMessageSent,
     ContextUpdated,
     Event,
+    EventEncodingError,
     EventStore,
+    EventTooLarge,
     IntentAnalyzed,
     InvalidStreamName,
     PlanCreated,
@@ -353,15 +355,19 @@ class Orchestrator:
         return await load_run(self.store, state.run_id)
 
     async def _drive(self, state: RunState) -> RunResult:
-        """The run to its end; its background work (intent analysis) in a nursery of its own."""
-        async with trio.open_nursery() as background:
-            self._background[state.run_id] = background
-            try:
-                return await self._drive_plan(state)
-            finally:
-                del self._background[state.run_id]
-                self._intents.pop(state.run_id, None)
-                self._intent_done.pop(state.run_id, None)
+        """The run to its end; its background work (intent analysis, the end of a
+        streamed plan's reply) in a nursery of its own. What that work records about
+        the run is dropped only once it has ended too."""
+        try:
+            async with trio.open_nursery() as background:
+                self._background[state.run_id] = background
+                try:
+                    return await self._drive_plan(state)
+                finally:
+                    del self._background[state.run_id]
+        finally:
+            self._intents.pop(state.run_id, None)
+            self._intent_done.pop(state.run_id, None)
 
     async def _drive_plan(self, state: RunState) -> RunResult:
         calls_before = 0
@@ -588,11 +594,21 @@ class Orchestrator:
                 done.set()
 
     async def _record_intent(self, state: RunState, found: Mapping[str, Any]) -> None:
+        """`IntentAnalyzed`; a model's reading the log cannot hold (an integer past 64
+        bits, an entity too large) is replaced by the offline reading of the goal,
+        rather than failing the run over what only feeds its context."""
         entities = found.get("entities")
         entities = dict(entities) if isinstance(entities, Mapping) else {}
-        self._intents[state.run_id] = {"intent": str(found.get("intent", "")), **entities}
         event = IntentAnalyzed(state.run_id, str(found.get("intent", "")), entities)
-        await self._queue(state.run_id, [event])
+        try:
+            await self._queue(state.run_id, [event])
+        except (EventEncodingError, EventTooLarge):
+            reading = offline_intent(state.goal)
+            if dict(found) == reading:
+                raise
+            await self._record_intent(state, reading)
+            return
+        self._intents[state.run_id] = {"intent": event.intent, **entities}
 
     def _planner(self, *, with_intent: bool = False) -> Planner:
         return Planner(

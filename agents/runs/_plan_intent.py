@@ -7,7 +7,10 @@ from the offline reading of the goal when the reply had none, broke off, or plan
 failed (the fallback a failed intent call took too). The run's terminal event waits
 for `done`, so `IntentAnalyzed` is always before the run's end, also when a streamed
 plan's reply is still being read after its last step (its intent comes last, and the
-run does not wait for it to start its steps or its answer).
+run does not wait for it to start its steps or its answer). Known gap: a run cancelled
+(or a server stopped) while that end is read loses the plan call's `LLMCallCompleted`,
+as every cancelled model call does (`agents.llm._calls.settling`), though its plan is
+in the log.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class PlanIntent:
         self._goal = goal
         self._record = record
         self.started = False  # recording begun: no later plan call needs to ask
-        self.done = trio.Event()  # recorded (or given up on a cancel)
+        self.done = trio.Event()  # recorded, or its recording cut short by a cancel
 
     async def __call__(self, found: Mapping[str, Any] | None) -> None:
         """Record `found` (None: the offline reading of the goal); only the first call

@@ -11,6 +11,7 @@ request's goal is given one more ticker), that leaves the intent out (the reques
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -392,3 +393,89 @@ async def test_a_streamed_runs_steps_do_not_wait_for_the_intent_after_them(
     assert types.index("PlanCreated") < types.index("IntentAnalyzed")
     assert types.index("StepStarted") < types.index("IntentAnalyzed")
     assert types.index("IntentAnalyzed") < types.index("RunCompleted")
+
+
+class HugeEntitySimulator(RecordingSimulator):
+    """A model whose plan reply names an entity the event log cannot hold (an integer
+    past 64 bits): the reply's JSON is edited on its way back."""
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        response = await super().handle(request)
+        if request.path != "/v1/chat/completions" or response.chunks is not None:
+            return response
+        if task_document(self.chats[-1]).get("task") != "plan":
+            return response
+        body = json.loads(response.body)
+        reply = json.loads(body["choices"][0]["message"]["content"])
+        reply["entities"] = {**reply.get("entities", {}), "n": 10**30}
+        body["choices"][0]["message"]["content"] = json.dumps(reply)
+        return HttpResponse(response.status, response.headers, json.dumps(body).encode())
+
+
+async def test_an_intent_the_log_cannot_hold_gives_way_to_the_offline_reading(
+    nursery: trio.Nursery,
+    store: EventStore,
+    entry_registry: AgentRegistry,
+    quote_endpoint: QuoteEndpoint,
+) -> None:
+    recording = HugeEntitySimulator()
+    result, records = await run_once(
+        nursery, store, entry_registry, recording, streaming_plan=False
+    )
+    assert result.status == "completed", result.reason
+    [intent] = [r for r in records if r.type == "IntentAnalyzed"]
+    assert intent.data == {
+        "run_id": result.run_id,
+        "intent": "quote",
+        "entities": {"tickers": ["NVDA"]},
+    }
+
+
+class SlowTailSimulator(RecordingSimulator):
+    """A streamed plan reply whose last chunk (after its steps and its intent) comes
+    `delay` seconds late: the reply is still being read once the run has its answer."""
+
+    delay = 1.0
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        response = await super().handle(request)
+        if request.path != "/v1/chat/completions" or response.chunks is None:
+            return response
+        if task_document(self.chats[-1]).get("task") != "plan":
+            return response
+        *chunks, (_, last) = response.chunks
+        return dataclasses.replace(response, chunks=(*chunks, (self.delay, last)))
+
+
+async def test_a_run_cancelled_while_its_plans_intent_is_read_leaves_nothing_behind(
+    nursery: trio.Nursery,
+    store: EventStore,
+    entry_registry: AgentRegistry,
+    quote_endpoint: QuoteEndpoint,
+) -> None:
+    """Cancelled while the end of its plan's reply is still being read in the background
+    (its answer written, its end waiting for the intent): the run ends cancelled, and
+    what the orchestrator kept about it (`_intents`, `_intent_done`) is dropped after
+    its background work has ended, not before (a late record would stay for good)."""
+    recording = SlowTailSimulator()
+    provider = sim_provider(await recording.start(nursery), store)
+    orchestrator = make_orchestrator(store, entry_registry, provider, streaming_plan=True)
+    submitted = await orchestrator.submit("what is the price of NVDA and AAPL")
+    results: list[Any] = []
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as running:
+
+            async def execute() -> None:
+                results.append(await orchestrator.execute(submitted.run_id))
+
+            running.start_soon(execute)
+            async for record in store.subscribe(stream=f"run-{submitted.run_id}"):
+                if record.type == "LLMCallCompleted" and record.data["purpose"] == "answer":
+                    break
+            assert orchestrator.cancel(submitted.run_id) is True
+    await provider.aclose()
+    assert results[0].status == "cancelled"
+    types = [r.type for r in await run_events(store, submitted.run_id)]
+    assert types[-1] == "RunCancelled" and "RunCompleted" not in types
+    assert submitted.run_id not in orchestrator._intents
+    assert submitted.run_id not in orchestrator._intent_done
