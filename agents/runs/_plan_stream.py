@@ -148,8 +148,9 @@ async def stream_plan(
 
     Returns the whole plan; `InvalidPlan` on a bad step, or with the model's
     explanation when it produced no steps (then `on_intent` is awaited only if the
-    refusal named an intent). (A callback
-    rather than an async generator, so no yield crosses the stream's context.)
+    refusal named an intent). A stream that breaks once the steps' array has closed
+    still gives its plan. (A callback rather than an async generator, so no yield
+    crosses the stream's context.)
     """
     messages = plan_messages(
         prompts,

@@ -479,3 +479,42 @@ async def test_a_run_cancelled_while_its_plans_intent_is_read_leaves_nothing_beh
     assert types[-1] == "RunCancelled" and "RunCompleted" not in types
     assert submitted.run_id not in orchestrator._intents
     assert submitted.run_id not in orchestrator._intent_done
+
+
+class DroppedTailSimulator(RecordingSimulator):
+    """A streamed plan reply whose connection drops after its steps, in its intent."""
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        response = await super().handle(request)
+        if request.path != "/v1/chat/completions" or response.chunks is None:
+            return response
+        if task_document(self.chats[-1]).get("task") != "plan":
+            return response
+        # The last chunks: the intent's last content pieces, the finish reason, the
+        # usage and [DONE]; the steps' array closed before them.
+        return dataclasses.replace(response, drop_after=len(response.chunks) - 5)
+
+
+async def test_a_plan_whose_reply_breaks_after_its_steps_still_runs(
+    nursery: trio.Nursery,
+    store: EventStore,
+    entry_registry: AgentRegistry,
+    quote_endpoint: QuoteEndpoint,
+) -> None:
+    recording = DroppedTailSimulator()
+    result, records = await run_once(
+        nursery,
+        store,
+        entry_registry,
+        recording,
+        "what is the price of NVDA and AAPL",
+        streaming_plan=True,
+    )
+    assert result.status == "completed", result.reason
+    assert "NVDA" in (result.answer or "") and "AAPL" in (result.answer or "")
+    [plan_call] = [
+        r for r in records if r.type == "LLMCallCompleted" and r.data["purpose"] == "plan"
+    ]
+    assert plan_call.data["outcome"] != "ok"  # the call did break
+    [intent] = [r for r in records if r.type == "IntentAnalyzed"]
+    assert intent.data["entities"] == {"tickers": ["NVDA", "AAPL"]}  # the offline reading
