@@ -18,6 +18,7 @@ from agents.llm._catalog import (
     catalog_hash,
 )
 from agents.llm._prompting import (
+    STEP_REFERENCE,
     PromptRepository,
     PromptStatistics,
     answer_messages,
@@ -71,6 +72,7 @@ if not _typing.TYPE_CHECKING:  # mypy sees the names above, not a catch-all for 
 
 __all__ = [
     "MAX_EMBEDDING_INPUTS",
+    "STEP_REFERENCE",
     "CacheStatistics",
     "CallRecorder",
     "CallRequest",

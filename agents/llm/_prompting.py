@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import json
+import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -174,6 +175,9 @@ def plan_messages(
     )
 
 
+# A reference to an earlier step's output in a plan's parameter, as the plan prompt
+# describes it: "${s1}", "${s1.field}" (group 1: the step's id, group 2: the path).
+STEP_REFERENCE = re.compile(r"\$\{([A-Za-z0-9_\-]+)(?:\.([A-Za-z0-9_\-.]+))?\}")
 # How a step that uses an earlier step's output says so, in each form of the reply.
 REFERENCE_RULE = ', and\n  the step must then list that id in "dependencies".'
 COMPACT_REFERENCE_RULE = ":\n  the step then depends on it."

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.llm import ToolSpec, parse_compact
+from agents.llm import STEP_REFERENCE, ToolSpec, parse_compact
 from agents.offline import _entities as entities
 from agents.offline._planning import plan, split_clauses, statement
 
@@ -85,16 +85,12 @@ def _plan_document(document: Mapping[str, Any]) -> dict[str, Any]:
     return reply
 
 
-# A reference to an earlier step's output in a parameter: "${s1}", "${s1.field}".
-_REFERENCE = re.compile(r"\$\{([^}.]+)(?:\.[^}]*)?\}")
-
-
 def _compact_step(step: Mapping[str, Any]) -> dict[str, Any]:
     """A step in the reply's compact form: "tool" for agent and action, and no
     "dependencies" when they are empty or only the steps its parameters refer to."""
     compact: dict[str, Any] = {"id": step["id"], "tool": f"{step['agent']}.{step['action']}"}
     compact["parameters"] = step["parameters"]
-    used = set(_REFERENCE.findall(json.dumps(step["parameters"])))
+    used = {m.group(1) for m in STEP_REFERENCE.finditer(json.dumps(step["parameters"]))}
     if not set(step["dependencies"]) <= used:
         compact["dependencies"] = step["dependencies"]
     compact["reasoning"] = step["reasoning"]

@@ -13,13 +13,12 @@ steps), ends as a `Plan` or as `InvalidPlan` listing every problem it found.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from agents.errors import InvalidPlan, ToolError
-from agents.llm import ToolCatalog, nesting_depth
+from agents.llm import STEP_REFERENCE, ToolCatalog, nesting_depth
 from agents.tools import check_parameters
 
 MAX_STEPS = 50
@@ -28,7 +27,7 @@ MAX_ID_CHARS = 100
 # resolution, msgpack) far from the recursion limit.
 MAX_PARAMETER_DEPTH = 32
 MAX_REASON_CHARS = 1000
-REFERENCE = re.compile(r"\$\{([A-Za-z0-9_\-]+)(?:\.([A-Za-z0-9_\-.]+))?\}")
+REFERENCE = STEP_REFERENCE  # the syntax the plan prompt describes (agents.llm)
 
 
 @dataclass(frozen=True, slots=True)

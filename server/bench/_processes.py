@@ -13,7 +13,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,6 +152,18 @@ async def http_get(port: int, path: str) -> str:
         while chunk := await stream.receive_some(65536):
             data += chunk
     return data.partition(b"\r\n\r\n")[2].decode(errors="replace")
+
+
+async def metric_samples(port: int, names: Iterable[str]) -> dict[str, float]:
+    """The server's /metrics samples named `names` (plain counters and gauges), by name;
+    a name it does not report is left out."""
+    wanted = set(names)
+    samples: dict[str, float] = {}
+    for line in (await http_get(port, "/metrics")).splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            samples[name] = float(value)
+    return samples
 
 
 def port_of(url: str) -> int:

@@ -44,7 +44,14 @@ from server.bench._config import (
     write_phase_config,
 )
 from server.bench._log import LogFigures, read_figures
-from server.bench._processes import ServiceProcess, child_env, http_get, port_of, start_server
+from server.bench._processes import (
+    ServiceProcess,
+    child_env,
+    http_get,
+    metric_samples,
+    port_of,
+    start_server,
+)
 from server.bench._processes import start_simulator as start_simulator_process
 from server.bench._procfs import Sampler, cpu_s, own_cpu_s, peak_rss_mb, rss_mb
 from server.bench._scenarios import Scenario
@@ -310,11 +317,8 @@ async def _drive_server(
 
 async def llm_budget_wait_s(port: int) -> float | None:
     """The server's `autoagent_llm_budget_wait_seconds_total` now; None if it has none."""
-    for line in (await http_get(port, "/metrics")).splitlines():
-        name, _, value = line.partition(" ")
-        if name == "autoagent_llm_budget_wait_seconds_total":
-            return float(value)
-    return None
+    name = "autoagent_llm_budget_wait_seconds_total"
+    return (await metric_samples(port, [name])).get(name)
 
 
 async def simulator_stats(url: str) -> dict[str, Any]:

@@ -149,12 +149,8 @@ async def server_metrics(port: int) -> dict[str, float]:
         "autoagent_event_commits_total",
         "autoagent_event_appends_total",
     )
-    samples = {}
-    for line in (await http_get(port, "/metrics")).splitlines():
-        name, _, value = line.partition(" ")
-        if name in wanted:
-            samples[name.removeprefix("autoagent_")] = float(value)
-    return samples
+    samples = await bench_processes.metric_samples(port, wanted)
+    return {name.removeprefix("autoagent_"): value for name, value in samples.items()}
 
 
 async def simulator_stats(url: str) -> dict[str, Any]:
