@@ -29,7 +29,7 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -87,6 +87,11 @@ class StoreOptions:
     watch_interval_s: float = 0.05
     # LMDB: records a commit may leave out of the indexes (written behind the log).
     index_every: int = 2048
+    # How long the writer holds a batch that nobody awaits yet (only `submit`s) for
+    # more appends to join it: a run's queued events then share a commit (one disk
+    # flush, one commit-thread round trip, one projection step) instead of one each.
+    # An awaited append, `durable()` or `flush()` ends the wait at once. 0: never wait.
+    commit_linger_s: float = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,16 +134,32 @@ class AppendTicket:
     makes every append queued before it durable too.
     """
 
-    __slots__ = ("_done", "_outcome", "request", "sealed_events")
+    __slots__ = ("_done", "_outcome", "_poke", "request", "sealed_events", "urgent")
 
     def __init__(
-        self, request: AppendRequest, sealed_events: Sequence[Event | NewEvent] | None
+        self,
+        request: AppendRequest,
+        sealed_events: Sequence[Event | NewEvent] | None,
+        *,
+        urgent: bool = True,
+        poke: Callable[[], None] | None = None,
     ) -> None:
         self.request = request
         # Events of a sealed stream, for the sealer to learn owners from once committed.
         self.sealed_events = sealed_events
+        # Whether someone waits for this append: the writer never holds such a batch
+        # back (`StoreOptions.commit_linger_s`). `poke` tells the writer it became so.
+        self.urgent = urgent
+        self._poke = poke
         self._done = trio.Event()
         self._outcome: Outcome | BaseException | None = None
+
+    def hurry(self) -> None:
+        """Someone now waits for this append: the writer commits it without lingering."""
+        if not self.urgent and not self._done.is_set():
+            self.urgent = True
+            if self._poke is not None:
+                self._poke()
 
     def settle(self, outcome: Outcome | BaseException) -> None:
         self._outcome = outcome
@@ -156,6 +177,7 @@ class AppendTicket:
 
     async def durable(self) -> AppendResult:
         """Wait until the append is on disk (with `sync`); raise what refused it."""
+        self.hurry()
         await self._done.wait()
         outcome = self._outcome
         if isinstance(outcome, BaseException):
@@ -181,8 +203,12 @@ class EventStore:
         # Subscribers of one stream wait here: an append wakes only its own stream's
         # subscribers, not every follower of every run.
         self._stream_changed: dict[str, trio.Event] = {}
-        self._recent: collections.deque[_Recent] = collections.deque(maxlen=options.recent_events)
+        self._recent: collections.deque[_Recent] = collections.deque()
+        # The same records by stream, so a stream's subscriber finds its own without
+        # looking at every other stream's (100 clients each following their own run).
+        self._recent_of: dict[str, collections.deque[_Recent]] = {}
         self._closed = False
+        self._poked = trio.Event()  # set: stop holding the batch back (`_linger`)
         self._watch_scope = trio.CancelScope()
         self._appends = self._commits = self._events_written = 0
         # Appends queued and not answered yet, for `flush`.
@@ -205,7 +231,9 @@ class EventStore:
         A caller already cancelled queues nothing.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        ticket = await self._enqueue(stream, events, expected_version, correlation, causation)
+        ticket = await self._enqueue(
+            stream, events, expected_version, correlation, causation, urgent=True
+        )
         return await ticket.durable()
 
     async def submit(
@@ -230,12 +258,17 @@ class EventStore:
         """
         if isinstance(events, Event) or not all(isinstance(e, Event) for e in events):
             raise InvalidAppend("submit takes a sequence of typed events")
-        return await self._enqueue(stream, events, expected_version, correlation, causation)
+        return await self._enqueue(
+            stream, events, expected_version, correlation, causation, urgent=False
+        )
 
     async def flush(self) -> None:
         """Wait until every append queued so far (`submit` included; one whose `submit`
         has returned) is answered, whatever its outcome."""
-        for ticket in list(self._unanswered):
+        waiting = list(self._unanswered)
+        for ticket in waiting:
+            ticket.hurry()
+        for ticket in waiting:
             await ticket.settled_event.wait()
 
     async def _enqueue(
@@ -245,6 +278,8 @@ class EventStore:
         expected_version: Expected,
         correlation: str | None,
         causation: str | None,
+        *,
+        urgent: bool,
     ) -> AppendTicket:
         key = None
         sealed_stream = self.sealer is not None and stream.startswith(_SEALED_STREAMS)
@@ -263,21 +298,30 @@ class EventStore:
         )
         if self._closed:
             raise StoreClosed("the event store is closed")
-        ticket = AppendTicket(request, events if sealed_stream else None)
+        ticket = AppendTicket(
+            request, events if sealed_stream else None, urgent=urgent, poke=self._poke
+        )
         try:
             # No checkpoint while there is room: appends queued one after another by one
             # task reach the writer together (one commit).
             self._send.send_nowait(ticket)
         except trio.WouldBlock:
+            self._poke()  # a full queue is not held back
             try:
                 await self._send.send(ticket)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 raise StoreClosed("the event store is closed") from None
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise StoreClosed("the event store is closed") from None
+        if urgent:
+            self._poke()
         if not ticket.settled:  # a sender that waited for room may be answered already
             self._unanswered.add(ticket)
         return ticket
+
+    def _poke(self) -> None:
+        """Wake a writer that holds a batch back (`_linger`)."""
+        self._poked.set()
 
     async def run_writer(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -300,11 +344,9 @@ class EventStore:
                 with trio.CancelScope() as gathering:
                     async for first in self._receive:
                         held = [first]
-                        while len(held) < self.options.max_batch_requests:
-                            try:
-                                held.append(self._receive.receive_nowait())
-                            except (trio.WouldBlock, trio.EndOfChannel):
-                                break
+                        self._gather(held)
+                        if self.options.commit_linger_s > 0:
+                            await self._linger(held)
                         try:  # no checkpoint when a slot is free: one scheduling pass less
                             slots.acquire_nowait()
                         except trio.WouldBlock:
@@ -322,6 +364,35 @@ class EventStore:
                 self._refuse_unwritten(held)
         if failures:
             raise failures[0]
+
+    def _gather(self, held: list[AppendTicket]) -> None:
+        """Add what is queued (without waiting) to `held`, up to a batch's limit."""
+        while len(held) < self.options.max_batch_requests:
+            try:
+                held.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+
+    async def _linger(self, held: list[AppendTicket]) -> None:
+        """Hold a batch nobody awaits for up to `commit_linger_s`, gathering what is
+        queued meanwhile; return as soon as an append in it is awaited (`urgent`: an
+        `append`, or `durable()` / `flush()` of a submitted one), the batch is full,
+        or the store is closing. Appends that only queue lose nothing by it: until
+        committed a crash may lose them anyway, and the order of commits is kept.
+        """
+        deadline = trio.current_time() + self.options.commit_linger_s
+        while (
+            not self._closed
+            and len(held) < self.options.max_batch_requests
+            and not any(ticket.urgent for ticket in held)
+        ):
+            # No checkpoint between this check and the wait: a poke cannot slip between.
+            self._poked = trio.Event()
+            with trio.move_on_at(deadline) as waited:
+                await self._poked.wait()
+            self._gather(held)
+            if waited.cancelled_caught:
+                return
 
     def _refuse_unwritten(self, held: list[AppendTicket]) -> None:
         """Answer what the stopped writer never handed to the commit thread."""
@@ -396,16 +467,39 @@ class EventStore:
         if entries[0].position != self._head + 1:
             # Records of another process lie in between, not read here yet: the window
             # restarts, and any stream subscriber may find its records on disk.
-            self._recent.clear()
+            self._forget_recent()
             self._wake(None)
-        self._recent.extend(entries)
+        self._remember(entries)
         self._head = entries[-1].position
         self._wake({e.stream for e in entries})
+
+    def _remember(self, entries: list[_Recent]) -> None:
+        """Add `entries` to the window, dropping its oldest beyond `recent_events`."""
+        recent, of, size = self._recent, self._recent_of, self.options.recent_events
+        if len(entries) >= size:
+            self._forget_recent()
+            entries = entries[len(entries) - size :]
+        for _ in range(len(recent) + len(entries) - size):
+            oldest = recent.popleft()
+            kept = of[oldest.stream]
+            kept.popleft()  # a stream's oldest in the window is the window's oldest of it
+            if not kept:
+                del of[oldest.stream]
+        recent.extend(entries)
+        for entry in entries:
+            of_stream = of.get(entry.stream)
+            if of_stream is None:
+                of_stream = of[entry.stream] = collections.deque()
+            of_stream.append(entry)
+
+    def _forget_recent(self) -> None:
+        self._recent.clear()
+        self._recent_of.clear()
 
     def _skip_to(self, head: int) -> None:
         """Another process appended more than the window holds: move the head alone
         (subscribers read those records from disk)."""
-        self._recent.clear()
+        self._forget_recent()
         self._head = head
         self._wake(None)
 
@@ -457,6 +551,7 @@ class EventStore:
     async def aclose(self) -> None:
         """Stop accepting appends; the writer drains what is queued and returns."""
         self._closed = True
+        self._poke()  # a batch held back is committed now
         self._watch_scope.cancel()
         await self._send.aclose()
 
@@ -485,8 +580,8 @@ class EventStore:
             recent = self._recent
             if not recent or recent[0].position > after + 1:
                 return
-            start = after + 1 - recent[0].position
-            if any(recent[i].stream == stream for i in range(start, len(recent))):
+            mine = self._recent_of.get(stream)
+            if mine and mine[-1].position > after:
                 return
             after = self._head  # nothing of ours in memory up to the head
         event = self._stream_changed.get(stream)
@@ -608,20 +703,37 @@ class Subscription:
         await trio.lowlevel.checkpoint()
 
     def _from_memory(self) -> list[RecordedEvent] | None:
-        recent = self._store._recent
+        store = self._store
+        recent = store._recent
         if not recent or recent[0].position > self.position + 1:
             return None
+        limit = store.options.read_batch
+        if self._stream is not None:
+            return self._stream_from_memory(recent[-1].position, limit)
         start = self.position + 1 - recent[0].position
-        end = min(len(recent), start + self._store.options.read_batch)
-        stream = self._stream  # a stream subscriber decodes only its own records
-        batch = [
-            recent[i].record()
-            for i in range(start, end)
-            if stream is None or recent[i].stream == stream
-        ]
+        end = min(len(recent), start + limit)
+        batch = [recent[i].record() for i in range(start, end)]
         if end > start:
             self.position = recent[end - 1].position
         return batch
+
+    def _stream_from_memory(self, window_end: int, limit: int) -> list[RecordedEvent]:
+        """This stream's records in the window after `position`, from the store's
+        index by stream (newest first until one already seen): only its own records
+        are looked at and decoded."""
+        assert self._stream is not None
+        new: list[_Recent] = []
+        for entry in reversed(self._store._recent_of.get(self._stream, ())):
+            if entry.position <= self.position:
+                break
+            new.append(entry)
+        new.reverse()
+        if len(new) > limit:
+            del new[limit:]
+            self.position = new[-1].position
+        else:
+            self.position = max(self.position, window_end)
+        return [entry.record() for entry in new]
 
     async def _from_disk(self) -> list[RecordedEvent]:
         store = self._store

@@ -71,6 +71,7 @@ def store_options(config: Config) -> StoreOptions:
         compress_over_bytes=config.store.compress_over_bytes,
         max_event_bytes=config.store.max_event_bytes,
         watch_interval_s=config.store.watch_interval_s,
+        commit_linger_s=config.store.commit_linger_ms / 1000,
     )
 
 

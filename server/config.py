@@ -71,6 +71,7 @@ _COSINE = MappingProxyType({"ge": -1, "le": 1})
 # Python's gc takes a C int; beyond ten million the young generation is no longer young.
 _GC_THRESHOLD = MappingProxyType({"ge": 0, "le": 10_000_000})
 _SWITCH_INTERVAL_MS = MappingProxyType({"ge": 0, "le": 1000})
+_COMMIT_LINGER_MS = MappingProxyType({"ge": 0, "le": 1000})
 _REDACTED = "<redacted>"
 # A URL may carry a password: optional, and redacted in `config_as_dict`.
 _SECRET_OPTIONAL_TEXT = MappingProxyType({"allow_empty": True, "secret": True})
@@ -147,6 +148,7 @@ class StoreConfig:
     max_event_bytes: int = field(default=4194304, metadata=_POSITIVE)
     keys_dir: str = field(default="", metadata=_OPTIONAL_TEXT)
     watch_interval_s: float = field(default=0.05, metadata=_POSITIVE)
+    commit_linger_ms: float = field(default=5.0, metadata=_COMMIT_LINGER_MS)
 
     @property
     def data_path(self) -> Path:

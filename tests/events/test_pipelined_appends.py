@@ -5,6 +5,8 @@ Runs on every backend of the conformance fixture.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import trio
 
@@ -19,7 +21,7 @@ from events import (
     WrongExpectedVersion,
 )
 
-from .conftest import TIMEOUT_S
+from .conftest import TEST_OPTIONS, TIMEOUT_S, OpenStore
 
 
 async def test_submitted_appends_and_an_awaited_one_go_into_one_commit(store: EventStore) -> None:
@@ -89,3 +91,60 @@ async def test_an_append_by_a_caller_already_cancelled_queues_nothing(store: Eve
             await store.append("run-1", [StepStarted("1", "a", 1)])
         await store.append("run-2", [StepStarted("2", "a", 1)])
         assert [r.stream for r in await store.read()] == ["run-2"]
+
+
+# --- the writer's linger (`StoreOptions.commit_linger_s`) --------------------------------
+
+HELD = replace(TEST_OPTIONS, commit_linger_s=3600.0)  # longer than any test: never runs out
+
+
+async def test_submits_queued_apart_share_one_commit_while_the_writer_lingers(
+    open_store: OpenStore,
+) -> None:
+    async with open_store(HELD) as store:
+        with trio.fail_after(TIMEOUT_S):
+            before = store.statistics()
+            first = await store.submit("run-1", [StepStarted("1", "a", 1)])
+            await trio.sleep(0.05)  # the writer has long taken it: it holds it back
+            second = await store.submit("run-1", [StepCompleted("1", "a", {"n": 1}, 0.1)])
+            await trio.sleep(0.05)
+            assert not first.settled and not second.settled
+            await store.flush()  # someone waits now: the held batch is committed
+            assert store.statistics().commits - before.commits == 1
+            assert (await first.durable()).positions[0] < (await second.durable()).positions[0]
+
+
+async def test_an_awaited_append_is_never_held_back(open_store: OpenStore) -> None:
+    async with open_store(HELD) as store:
+        with trio.fail_after(TIMEOUT_S):  # held back, it would wait an hour
+            queued = await store.submit("run-1", [StepStarted("1", "a", 1)])
+            await trio.sleep(0.05)
+            done = await store.append("run-1", [RunCompleted("1", "done")])
+            assert queued.settled
+            assert (await queued.durable()).positions[0] < done.positions[0]
+
+
+async def test_awaiting_a_held_submit_ends_the_linger(open_store: OpenStore) -> None:
+    async with open_store(HELD) as store:
+        with trio.fail_after(TIMEOUT_S):
+            queued = await store.submit("run-1", [StepStarted("1", "a", 1)])
+            await trio.sleep(0.05)
+            assert (await queued.durable()).positions == (1,)
+
+
+async def test_a_full_queue_is_not_held_back(open_store: OpenStore) -> None:
+    async with open_store(replace(HELD, queue_size=2)) as store:
+        with trio.fail_after(TIMEOUT_S):  # a producer blocked on the queue would wait an hour
+            tickets = [
+                await store.submit(f"run-{i}", [StepStarted(str(i), "a", 1)]) for i in range(9)
+            ]
+            await store.flush()
+            assert [(await t.durable()).positions[0] for t in tickets] == list(range(1, 10))
+
+
+async def test_closing_the_store_commits_a_held_batch(open_store: OpenStore) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with open_store(HELD) as store:
+            queued = await store.submit("run-1", [StepStarted("1", "a", 1)])
+            await trio.sleep(0.05)
+        assert (await queued.durable()).positions == (1,)

@@ -290,3 +290,50 @@ async def test_a_cancelled_stream_subscriber_leaves_nothing_behind(store: EventS
             assert "quiet" in store._stream_changed
             nursery.cancel_scope.cancel()
     assert store._stream_changed == {}
+
+
+async def test_a_stream_subscriber_takes_more_new_records_than_one_batch_in_order(
+    open_store: OpenStore,
+) -> None:
+    # The window holds 8 records, a subscriber takes 3 per batch: one commit of 6
+    # records of its stream among others' is read from memory in two batches.
+    options = StoreOptions(sync=False, map_size_mb=16, recent_events=8, read_batch=3)
+    with trio.fail_after(TIMEOUT_S):
+        async with open_store(options) as store:
+            received: list[RecordedEvent] = []
+
+            async def subscriber() -> None:
+                received.extend(await collect(store.subscribe(after=0, stream="b"), 25))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(subscriber)
+                await trio.testing.wait_all_tasks_blocked()
+                for round_ in range(3):
+                    await store.append("a", [started(round_)])
+                    await store.append("b", [started(10 * round_ + i) for i in range(6)])
+                    await store.append("c", [started(round_)])
+                    await trio.testing.wait_all_tasks_blocked()
+                    await store.append("a", [started(round_)])
+            expected = await store.read_stream("b", limit=100)
+    assert [r.position for r in received] == [r.position for r in expected]
+    assert [r.id for r in received] == [r.id for r in expected]
+    assert len(received) == 18
+
+
+async def test_the_window_by_stream_holds_exactly_the_window(open_store: OpenStore) -> None:
+    options = StoreOptions(sync=False, map_size_mb=16, recent_events=5, read_batch=4)
+    with trio.fail_after(TIMEOUT_S):
+        async with open_store(options) as store:
+            for i in range(40):
+                stream = "abcab"[i % 5] + str(i % 3)
+                await store.append(stream, [started(i)] * (1 + i % 4))
+                window = list(store._recent)
+                assert [e.position for e in window] == list(
+                    range(store.head_position - len(window) + 1, store.head_position + 1)
+                )
+                assert len(window) == min(5, store.head_position)
+                by_stream = {s: [e.position for e in q] for s, q in store._recent_of.items()}
+                expected: dict[str, list[int]] = {}
+                for entry in window:
+                    expected.setdefault(entry.stream, []).append(entry.position)
+                assert by_stream == expected

@@ -57,6 +57,7 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_event_bytes": 4194304,
         "keys_dir": "",
         "watch_interval_s": 0.05,
+        "commit_linger_ms": 5.0,
     },
     "llm": {
         "provider": "offline",
