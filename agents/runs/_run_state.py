@@ -16,8 +16,6 @@ from agents.runs._plan import Plan
 from agents.runs._verifier import Verdict, recorded_verdict
 from events import FORGOTTEN_KEY, TERMINAL_RUN_STATUS, EventStore, RecordedEvent
 
-READ_BATCH = 1000
-
 RunStatus = Literal["missing", "requested", "running", "completed", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset(TERMINAL_RUN_STATUS.values())
 
@@ -136,9 +134,6 @@ _HANDLERS: dict[str, Callable[[RunState, dict[str, Any]], None]] = {
 async def load_run(store: EventStore, run_id: str) -> RunState:
     """Fold the run's stream into a `RunState` (status "missing" when there is none)."""
     state = RunState(run_id)
-    after = 0
-    while batch := await store.read_stream(f"run-{run_id}", after, READ_BATCH):
-        for record in await store.open(batch):
-            state.apply(record)
-        after = batch[-1].version
+    for record in await store.open(await store.read_whole_stream(f"run-{run_id}")):
+        state.apply(record)
     return state

@@ -183,3 +183,36 @@ async def test_a_map_grown_by_another_process_is_adopted_by_this_writer(
     assert len(acks) == 30
     assert [r.position for r in records] == list(range(1, 33))
     assert report.ok, report
+
+
+async def test_the_watcher_follows_another_process_while_this_one_commits_and_after(
+    tmp_path: Path,
+) -> None:
+    # This process commits every few milliseconds, so its watcher mostly leaves the
+    # looking to those commits; once they stop, the watcher alone must find the rest.
+    data = tmp_path / "data"
+    options = StoreOptions(sync=False, map_size_mb=16, watch_interval_s=0.05)
+    with trio.fail_after(TIMEOUT_S):
+        async with open_event_store(data, options) as store:
+            theirs: list[RecordedEvent] = []
+
+            async def follow_theirs() -> None:
+                async for record in store.subscribe(after=0, stream="run-theirs"):
+                    theirs.append(record)
+                    if len(theirs) == 8:
+                        return
+
+            async def commit_steadily(task_status: trio.TaskStatus[None]) -> None:
+                task_status.started()
+                while True:
+                    await append(store, "run-mine", 1)
+                    await trio.sleep(0.005)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(follow_theirs)
+                async with trio.open_nursery() as busy:
+                    await busy.start(commit_steadily)
+                    await other_process(data, "run-theirs", 5, "--every", "0.05")
+                    busy.cancel_scope.cancel()
+                await other_process(data, "run-theirs", 3, "--every", "0.05")
+    assert [r.version for r in theirs] == list(range(1, 9))

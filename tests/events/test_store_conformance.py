@@ -801,6 +801,26 @@ async def test_iterate_reads_past_one_read_batch(open_store: OpenStore) -> None:
             assert len(await store.read()) == 7
 
 
+async def test_read_whole_stream_reads_past_one_read_batch(open_store: OpenStore) -> None:
+    options = StoreOptions(sync=False, map_size_mb=16, read_batch=7)
+    with trio.fail_after(TIMEOUT_S):
+        async with open_store(options) as store:
+            for _ in range(5):
+                await append_n(store, "s", 5)
+                await append_n(store, "t", 1)
+            whole = await store.read_whole_stream("s")
+            assert [r.version for r in whole] == list(range(1, 26))
+            assert [r.stream for r in whole] == ["s"] * 25
+            assert [r.version for r in await store.read_whole_stream("s", 20)] == [
+                21,
+                22,
+                23,
+                24,
+                25,
+            ]
+            assert await store.read_whole_stream("missing") == []
+
+
 async def test_read_stream_honours_after_version_and_limit(store: EventStore) -> None:
     with trio.fail_after(TIMEOUT_S):
         for i in range(12):
