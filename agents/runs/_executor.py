@@ -28,6 +28,11 @@ makes every earlier transition durable with it):
 - `ApprovalRequested` is awaited: a person is asked to act on it.
 - The run's terminal event and the reply are awaited by the orchestrator before the
   answer is sent, which makes every transition of the run durable.
+
+What is not awaited may also wait up to `store.commit_linger_ms` for company (the
+writer holds a batch nobody awaits, so a step's start and end share a commit); an
+awaited append, or awaiting a queued one, ends that wait at once. The crash semantics
+above do not change: until committed, a queued transition may be lost either way.
 """
 
 from __future__ import annotations
