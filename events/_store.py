@@ -210,7 +210,9 @@ class EventStore:
         self._recent_of: dict[str, collections.deque[_Recent]] = {}
         self._closed = False
         self._poked = trio.Event()  # set: stop holding the batch back (`_linger`)
-        self._committed_at = -math.inf  # when this process's last commit was answered
+        # When this process's latest commit that wrote records was handed to the commit
+        # thread: that commit read the log's head after it (the watcher's skip).
+        self._committed_at = -math.inf
         self._watch_scope = trio.CancelScope()
         self._appends = self._commits = self._events_written = 0
         # Appends queued and not answered yet, for `flush`.
@@ -354,7 +356,14 @@ class EventStore:
                         except trio.WouldBlock:
                             await slots.acquire()
                         batch, held = held, []
-                        done = partial(self._committed, batch, slots, failures, gathering)
+                        done = partial(
+                            self._committed,
+                            batch,
+                            trio.current_time(),
+                            slots,
+                            failures,
+                            gathering,
+                        )
                         committer.start([t.request for t in batch], time.time_ns(), done)
             finally:
                 # Every batch in flight is answered, also when the writer is cancelled:
@@ -412,6 +421,7 @@ class EventStore:
     def _committed(
         self,
         batch: list[AppendTicket],
+        started_at: float,
         slots: trio.Semaphore,
         failures: list[BaseException],
         gathering: trio.CancelScope,
@@ -427,6 +437,11 @@ class EventStore:
             if isinstance(result, BaseException):
                 raise result
             self._answer(batch, *result)
+            if result[1]:
+                # Its records are published, and with them (a gap before them) whatever
+                # other processes wrote before its transaction. A commit that wrote
+                # nothing (every append refused or a duplicate) published nothing.
+                self._committed_at = max(self._committed_at, started_at)
         except BaseException as exc:
             for ticket in batch:
                 if not ticket.settled:
@@ -441,7 +456,6 @@ class EventStore:
         self._publish([_Recent(w.position, w.stream, w.value) for w in writes])
         self._events_written += len(writes)
         self._commits += 1
-        self._committed_at = trio.current_time()
         self._appends += len(batch)
         for ticket, outcome in zip(batch, outcomes, strict=True):
             if ticket.sealed_events is not None and self.sealer is not None:
@@ -534,11 +548,12 @@ class EventStore:
                     else:
                         await trio.sleep(interval)
                         if trio.current_time() - self._committed_at < interval / 2:
-                            # A commit of ours read the head in its write transaction
-                            # within the last half interval and published what others
-                            # wrote before it; what they wrote after it is found by the
-                            # next commit or look: within 1.5 intervals either way. Under
-                            # load this spares a worker-thread call per interval.
+                            # A commit of ours that wrote records started within the last
+                            # half interval: its write transaction read the head after
+                            # that and published what others wrote before it. What they
+                            # wrote after it is found by the next such commit or look:
+                            # within 1.5 intervals either way. Under load this spares a
+                            # worker-thread call per interval.
                             continue
                     await self._publish_external()
                 except StoreClosed:
@@ -752,12 +767,13 @@ class Subscription:
                 break
             new.append(entry)
         new.reverse()
-        if len(new) > limit:
-            del new[limit:]
-            self.position = new[-1].position
-        else:
-            self.position = max(self.position, window_end)
-        return [entry.record() for entry in new]
+        more = len(new) > limit
+        del new[limit:]
+        # Decoded before the position moves: a record that does not decode raises with
+        # the subscription still before it, as when reading the whole window.
+        records = [entry.record() for entry in new]
+        self.position = new[-1].position if more else max(self.position, window_end)
+        return records
 
     async def _from_disk(self) -> list[RecordedEvent]:
         store = self._store

@@ -216,3 +216,39 @@ async def test_the_watcher_follows_another_process_while_this_one_commits_and_af
                     busy.cancel_scope.cancel()
                 await other_process(data, "run-theirs", 3, "--every", "0.05")
     assert [r.version for r in theirs] == list(range(1, 9))
+
+
+async def test_commits_that_write_nothing_leave_the_looking_to_the_watcher(
+    tmp_path: Path,
+) -> None:
+    # Every append of this process is refused (or a duplicate): its commits publish
+    # nothing, so they must not spare the watcher its look.
+    data = tmp_path / "data"
+    options = StoreOptions(sync=False, map_size_mb=16, watch_interval_s=0.05)
+    with trio.fail_after(TIMEOUT_S):
+        async with open_event_store(data, options) as store:
+            await append(store, "run-mine", 1)
+            theirs: list[RecordedEvent] = []
+            all_theirs = trio.Event()
+
+            async def follow_theirs() -> None:
+                async for record in store.subscribe(after=0, stream="run-theirs"):
+                    theirs.append(record)
+                    if len(theirs) == 3:
+                        all_theirs.set()
+                        return
+
+            async def refused_steadily(task_status: trio.TaskStatus[None]) -> None:
+                task_status.started()
+                while True:
+                    with pytest.raises(WrongExpectedVersion):
+                        await store.append("run-mine", [StepStarted(run_id="m", step_id="x")], 0)
+                    await trio.sleep(0.005)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(follow_theirs)
+                await nursery.start(refused_steadily)
+                await other_process(data, "run-theirs", 3)
+                await all_theirs.wait()
+                nursery.cancel_scope.cancel()
+    assert [r.version for r in theirs] == [1, 2, 3]
