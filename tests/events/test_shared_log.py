@@ -77,6 +77,17 @@ class Collector:
         return [r.position for r in self.records]
 
 
+async def follow(
+    store: EventStore, stream: str, count: int, into: list[RecordedEvent], done: trio.Event
+) -> None:
+    """The first `count` records of `stream` into `into` as they come; then `done`."""
+    async for record in store.subscribe(after=0, stream=stream):
+        into.append(record)
+        if len(into) == count:
+            done.set()
+            return
+
+
 async def test_stream_versions_continue_after_another_processes_appends(
     tmp_path: Path,
 ) -> None:
@@ -196,12 +207,6 @@ async def test_the_watcher_follows_another_process_while_this_one_commits_and_af
         async with open_event_store(data, options) as store:
             theirs: list[RecordedEvent] = []
 
-            async def follow_theirs() -> None:
-                async for record in store.subscribe(after=0, stream="run-theirs"):
-                    theirs.append(record)
-                    if len(theirs) == 8:
-                        return
-
             async def commit_steadily(task_status: trio.TaskStatus[None]) -> None:
                 task_status.started()
                 while True:
@@ -209,7 +214,7 @@ async def test_the_watcher_follows_another_process_while_this_one_commits_and_af
                     await trio.sleep(0.005)
 
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(follow_theirs)
+                nursery.start_soon(follow, store, "run-theirs", 8, theirs, trio.Event())
                 async with trio.open_nursery() as busy:
                     await busy.start(commit_steadily)
                     await other_process(data, "run-theirs", 5, "--every", "0.05")
@@ -231,13 +236,6 @@ async def test_commits_that_write_nothing_leave_the_looking_to_the_watcher(
             theirs: list[RecordedEvent] = []
             all_theirs = trio.Event()
 
-            async def follow_theirs() -> None:
-                async for record in store.subscribe(after=0, stream="run-theirs"):
-                    theirs.append(record)
-                    if len(theirs) == 3:
-                        all_theirs.set()
-                        return
-
             async def refused_steadily(task_status: trio.TaskStatus[None]) -> None:
                 task_status.started()
                 while True:
@@ -246,7 +244,7 @@ async def test_commits_that_write_nothing_leave_the_looking_to_the_watcher(
                     await trio.sleep(0.005)
 
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(follow_theirs)
+                nursery.start_soon(follow, store, "run-theirs", 3, theirs, all_theirs)
                 await nursery.start(refused_steadily)
                 await other_process(data, "run-theirs", 3)
                 await all_theirs.wait()
