@@ -6,13 +6,16 @@ pending, commits it in one transaction on its commit thread (group commit: one f
 for many appends), then acknowledges each producer and wakes subscribers. An
 acknowledged append is on disk when `sync` is on. `submit` queues an append without
 waiting (pipelined): commits are in queue order, so the next awaited append makes it
-durable too; subscribers only ever see committed records.
+durable too; subscribers only ever see committed records. A batch made only of such
+queued appends may wait up to `commit_linger_s` for more to join its commit; anything
+awaited ends that wait at once.
 
 Other processes may append to the same log (an LMDB data dir shared by `serve` and
 `autoagent run`, a PostgreSQL log shared by several nodes). For such a log a watcher
 task reads the log's head every `watch_interval_s` (or as soon as a log that announces
 appends, PostgreSQL's NOTIFY, says one was made) and publishes the records it finds
-beyond the store's own head, so
+beyond the store's own head (for LMDB, a look is skipped while this process's own
+commits, which read the head, keep publishing them), so
 `head_position`, `wait_for_position` and live subscribers follow every process's
 appends, not only this one's.
 
