@@ -1,7 +1,9 @@
 """How soon a store sees what another process appends to its log (issue 14, item 4).
 
 One store open here (its watcher polls the log head every `watch_interval_s`, 50 ms by
-default) with a subscriber of every position; a second process (`tests.events.
+default) with a subscriber of every position, first idle, then committing events of
+its own every `--own-every` seconds (its watcher skips its looks while such commits
+come, since each reads the head); a second process (`tests.events.
 append_child`) appends one event at a time, every `--every` seconds, and prints the
 CLOCK_MONOTONIC moment each append was acknowledged (one clock for every process of the
 machine). The delay of a record is its arrival at the subscriber minus that moment.
@@ -17,16 +19,22 @@ from typing import Any
 
 import trio
 
-from events import StoreOptions, open_event_store
+from events import StepStarted, StoreOptions, open_event_store
 
 from ._cli import finish, make_parser, result_header, scratch_dir
 from ._common import Table
 
 RESULTS = Path(__file__).resolve().parent / "results" / "shared_log.json"
 ROOT = Path(__file__).resolve().parents[2]
+OTHER_STREAM = "run-other"
 
 
-async def measure(work: Path, count: int, every_s: float) -> dict[str, Any]:
+async def measure(
+    work: Path, count: int, every_s: float, own_every_s: float | None = None
+) -> dict[str, Any]:
+    """The delays of `count` appends by another process; with `own_every_s`, this store
+    commits an event of its own that often meanwhile (its watcher then leaves the
+    looking to those commits, which read the head, for as long as they keep coming)."""
     data = work / "data"
     arrived: dict[int, float] = {}
     options = StoreOptions(sync=True)
@@ -35,15 +43,25 @@ async def measure(work: Path, count: int, every_s: float) -> dict[str, Any]:
 
             async def follow() -> None:
                 async for record in store.subscribe(after=0):
-                    arrived[record.position] = time.monotonic()
-                    if record.position >= count:
-                        return
+                    if record.stream == OTHER_STREAM:
+                        arrived[record.position] = time.monotonic()
+                        if len(arrived) == count:
+                            return
+
+            async def commit_own(every: float) -> None:
+                while True:
+                    await store.append("run-mine", [StepStarted(run_id="mine", step_id="s")])
+                    await trio.sleep(every)
 
             nursery.start_soon(follow)
-            argv = [sys.executable, "-m", "tests.events.append_child", str(data), "run-other"]
-            done = await trio.run_process(
-                [*argv, str(count), "--every", str(every_s)], cwd=ROOT, capture_stdout=True
-            )
+            async with trio.open_nursery() as own:
+                if own_every_s is not None:
+                    own.start_soon(commit_own, own_every_s)
+                argv = [sys.executable, "-m", "tests.events.append_child", str(data), OTHER_STREAM]
+                done = await trio.run_process(
+                    [*argv, str(count), "--every", str(every_s)], cwd=ROOT, capture_stdout=True
+                )
+                own.cancel_scope.cancel()
         acked = {
             int(line.split()[2]): float(line.split()[4])
             for line in done.stdout.decode().splitlines()
@@ -52,6 +70,7 @@ async def measure(work: Path, count: int, every_s: float) -> dict[str, Any]:
     return {
         "appends": count,
         "every_s": every_s,
+        "own_commit_every_s": own_every_s,
         "watch_interval_s": options.watch_interval_s,
         "delay_ms": {
             "min": delays_ms[0],
@@ -63,14 +82,20 @@ async def measure(work: Path, count: int, every_s: float) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any]) -> list[Table]:
-    delay = result["delay_ms"]
+    rows = [("this store idle", result)]
+    if "while_committing" in result:
+        busy = result["while_committing"]
+        rows.append((f"this store committing every {busy['own_commit_every_s']} s", busy))
     return [
         Table(
             f"Another process's appends seen by this store's subscriber ({result['appends']} "
             f"appends, one every {result['every_s']} s, watcher every "
             f"{result['watch_interval_s']} s)",
-            ["min ms", "p50 ms", "p95 ms", "max ms"],
-            [[f"{delay[k]:.1f}" for k in ("min", "p50", "p95", "max")]],
+            ["", "min ms", "p50 ms", "p95 ms", "max ms"],
+            [
+                [label, *(f"{row['delay_ms'][k]:.1f}" for k in ("min", "p50", "p95", "max"))]
+                for label, row in rows
+            ],
         )
     ]
 
@@ -79,12 +104,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = make_parser(__doc__, RESULTS, work_dir_help="parent of the temp dir")
     parser.add_argument("--appends", type=int, default=200, help="appends by the other process")
     parser.add_argument("--every", type=float, default=0.03, help="seconds between them")
+    parser.add_argument(
+        "--own-every",
+        type=float,
+        default=0.02,
+        help="seconds between this store's own commits in the second measurement",
+    )
     args = parser.parse_args(argv)
     count = 20 if args.quick else args.appends
     started = time.perf_counter()
     result = result_header("bench_shared_log", args.quick, argv, Path.cwd())
     with scratch_dir(args.work_dir, "shared-log-") as work:
-        result |= trio.run(measure, work, count, args.every)
+        result |= trio.run(measure, work / "idle", count, args.every)
+        result["while_committing"] = trio.run(
+            measure, work / "committing", count, args.every, args.own_every
+        )
     finish(result, args.out, report, seconds=time.perf_counter() - started, markdown=args.markdown)
 
 

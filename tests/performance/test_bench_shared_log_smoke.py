@@ -18,3 +18,7 @@ def test_bench_shared_log_quick_sees_every_append(tmp_path: Path) -> None:
     assert result["appends"] == 20
     delay = result["delay_ms"]
     assert 0 <= delay["min"] <= delay["p50"] <= delay["p95"] <= delay["max"]
+    busy = result["while_committing"]  # this store committing meanwhile
+    assert busy["appends"] == 20 and busy["own_commit_every_s"] > 0
+    delay = busy["delay_ms"]
+    assert 0 <= delay["min"] <= delay["p50"] <= delay["p95"] <= delay["max"]
