@@ -29,7 +29,9 @@ from events.errors import EventStoreError
 CommitResult = tuple[list[Outcome], list[PlannedWrite]]
 # What the thread reports: the commit's result, or what it raised.
 _Reported = CommitResult | BaseException
-_Job = tuple[Sequence[AppendRequest], int, Callable[[_Reported], None]]
+# The report and the log's `last_commit_marker` (None after a failure).
+_Deliver = Callable[[_Reported, int | None], None]
+_Job = tuple[Sequence[AppendRequest], int, _Deliver]
 
 
 class Committer:
@@ -47,20 +49,20 @@ class Committer:
         while (job := self._jobs.get()) is not None:
             requests, ts, deliver = job
             result: _Reported
+            marker = None
             if failure is not None:  # nothing is committed after a failed commit
                 result = EventStoreError(f"an earlier commit failed: {failure!r}")
             else:
                 try:
                     result = self._log.commit(requests, ts)
+                    marker = self._log.last_commit_marker()
                 except BaseException as exc:  # handed to the writer, raised there
                     result = failure = exc
-            token.run_sync_soon(deliver, result)
+            token.run_sync_soon(deliver, result, marker)
 
-    def start(
-        self, requests: Sequence[AppendRequest], ts: int, deliver: Callable[[_Reported], None]
-    ) -> None:
-        """Queue a commit; `deliver` gets its result (or what it raised) in the Trio
-        thread, after every commit queued before it."""
+    def start(self, requests: Sequence[AppendRequest], ts: int, deliver: _Deliver) -> None:
+        """Queue a commit; `deliver` gets its result (or what it raised) and the log's
+        marker of it in the Trio thread, after every commit queued before it."""
         self._jobs.put((requests, ts, deliver))
 
     @asynccontextmanager

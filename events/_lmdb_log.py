@@ -102,6 +102,23 @@ class _Gate:
                 self._cond.notify_all()
 
     @contextlib.contextmanager
+    def shared_if_free(self) -> Iterator[bool]:
+        """Like `shared`, but never waits: yields False (not entered) during a resize."""
+        with self._cond:
+            if self._resizing:
+                entered = False
+            else:
+                self._readers += 1
+                entered = True
+        try:
+            yield entered
+        finally:
+            if entered:
+                with self._cond:
+                    self._readers -= 1
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
         with self._cond:
             self._cond.wait_for(lambda: not self._resizing)
@@ -137,6 +154,7 @@ class LmdbEventLog(EventLog):
         self._index_every = max(1, index_every)
         self.readonly = readonly
         self.path = Path(env.path())
+        self._commit_marker: int | None = None  # `last_commit_marker`
 
     # --- opening ---------------------------------------------------------------
 
@@ -225,6 +243,7 @@ class LmdbEventLog(EventLog):
     def _commit_once(
         self, requests: Sequence[AppendRequest], ts: int
     ) -> tuple[list[Outcome], list[PlannedWrite]]:
+        self._commit_marker = None
         with self._env.begin(write=True) as txn:
             # The head and `indexed` are read in this transaction, never cached: another
             # process may have appended since this one last did (LMDB serialises the
@@ -245,9 +264,34 @@ class LmdbEventLog(EventLog):
             if plan.writes and len(window) + len(entries) >= self._index_every:
                 self._write_index(txn, [*window.all(), *entries])
                 indexed = plan.head_position
+            # The id this transaction commits as (a transaction that wrote nothing
+            # commits no id: the next writer, of any process, takes it).
+            marker = txn.id() if plan.writes else None
+        self._commit_marker = marker
         with self._tail.lock:
             self._tail.committed(entries, indexed)
         return plan.outcomes, plan.writes
+
+    def last_commit_marker(self) -> int | None:
+        return self._commit_marker
+
+    def change_marker(self) -> int | None:
+        """LMDB's id of the last committed write transaction of any process, read from
+        the meta pages in the map: no I/O, and no lock a commit holds (only the gate,
+        not waited for: during this process's map resize there is no marker)."""
+        if self._closed:
+            return None
+        with self._gate.shared_if_free() as entered:
+            if not entered:
+                return None
+            try:
+                marker: int = self._env.info()["last_txnid"]
+            except lmdb.Error:
+                return None
+            return marker
+
+    def changed_file(self) -> Path | None:
+        return self.path / "data.mdb"
 
     def import_records(self, records: Sequence[tuple[int, bytes]]) -> None:
         if self._closed:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Protocol
 
 from events._codec import (
@@ -94,6 +95,26 @@ class EventLog(abc.ABC):
     def wait_for_append(self, timeout: float) -> bool:
         """Block until some process appends, at most `timeout` s (worker thread)."""
         raise NotImplementedError(f"{type(self).__name__} does not announce appends")
+
+    def change_marker(self) -> int | None:
+        """A number that grows with every commit any process makes to this log, read
+        without I/O or waiting for a commit, so a Trio task may call it; None when the
+        backend has none (the store's watcher then looks at the log each time).
+
+        Every commit numbered up to a marker read before a read transaction began is
+        visible to that transaction.
+        """
+        return None
+
+    def last_commit_marker(self) -> int | None:
+        """The change marker of this object's latest `commit`, if it wrote records;
+        None otherwise. Called on the commit thread, right after `commit` returns."""
+        return None
+
+    def changed_file(self) -> Path | None:
+        """A file every commit of any process writes (the watcher waits for writes to
+        it instead of polling); None when there is none."""
+        return None
 
     @abc.abstractmethod
     def commit(

@@ -12,12 +12,13 @@ awaited ends that wait at once.
 
 Other processes may append to the same log (an LMDB data dir shared by `serve` and
 `autoagent run`, a PostgreSQL log shared by several nodes). For such a log a watcher
-task reads the log's head every `watch_interval_s` (or as soon as a log that announces
-appends, PostgreSQL's NOTIFY, says one was made) and publishes the records it finds
-beyond the store's own head (for LMDB, a look is skipped while this process's own
-commits, which read the head, keep publishing them), so
-`head_position`, `wait_for_position` and live subscribers follow every process's
-appends, not only this one's.
+task publishes the records it finds beyond the store's own head, so `head_position`,
+`wait_for_position` and live subscribers follow every process's appends, not only this
+one's. It looks when the log's file is written (LMDB on Linux: `events._file_changes`),
+when a log that announces appends says one was made (PostgreSQL's NOTIFY), or else
+every `watch_interval_s`; for LMDB it first compares the log's change marker with what
+this store has published (its own commits included), so neither an idle store nor its
+own commits cost a worker-thread call.
 
 Commits run on the writer's own long-lived thread (`events._committer`).
 Cancellation: a commit in progress is not abandoned (its waiter is shielded), so a
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -43,6 +43,7 @@ import trio
 
 from events._codec import PreparedEvent, decode_record, pack_data
 from events._committer import CommitResult, Committer
+from events._file_changes import FileChanges
 from events._keys import UserKey
 from events._lmdb_log import LmdbEventLog
 from events._log import AppendRequest, EventLog, LogStatistics, Outcome, PlannedWrite
@@ -87,8 +88,13 @@ class StoreOptions:
     max_batch_requests: int = 4096
     queue_size: int = 4096
     read_batch: int = 1000
-    # How often a log that other processes append to is checked for their records.
+    # How often a log that other processes append to is checked for their records
+    # where its file cannot be watched for writes (or for PostgreSQL, how long the
+    # watcher waits for a NOTIFY before it looks anyway).
     watch_interval_s: float = 0.05
+    # Wait for writes to the log's file (Linux inotify) instead of looking every
+    # `watch_interval_s`: an idle store then never wakes. False: always poll.
+    watch_file_changes: bool = True
     # LMDB: records a commit may leave out of the indexes (written behind the log).
     index_every: int = 2048
     # How long the writer holds a batch that nobody awaits yet (only `submit`s) for
@@ -105,6 +111,10 @@ class StoreStatistics:
     commits: int
     events_written: int
     mean_batch_requests: float
+    # The watcher of a shared log: times it woke to check for other processes' commits,
+    # and times it read the log for them (a worker-thread call each).
+    watcher_checks: int = 0
+    watcher_looks: int = 0
 
 
 class _Recent:
@@ -202,6 +212,8 @@ class EventStore:
         # append (see `events._sealing`); readers that show content call `open`.
         self.sealer = sealer
         self._send, self._receive = trio.open_memory_channel[AppendTicket](options.queue_size)
+        # Read before the head: every commit up to it is in what the store starts from.
+        self._marker_seen = log.change_marker() or 0
         self._head, _ = log.head()
         self._changed = trio.Event()
         # Subscribers of one stream wait here: an append wakes only its own stream's
@@ -213,11 +225,15 @@ class EventStore:
         self._recent_of: dict[str, collections.deque[_Recent]] = {}
         self._closed = False
         self._poked = trio.Event()  # set: stop holding the batch back (`_linger`)
-        # When this process's latest commit that wrote records was handed to the commit
-        # thread: that commit read the log's head after it (the watcher's skip).
-        self._committed_at = -math.inf
+        # Batches on the commit thread, and how many have come back: the watcher lets
+        # a commit of this process that is under way say what it saw (`_look_needed`).
+        self._in_flight = 0
+        self._deliveries = 0
+        self._delivered = trio.Event()
         self._watch_scope = trio.CancelScope()
+        self._watching_file = trio.CancelScope()  # the watcher's wait for file writes
         self._appends = self._commits = self._events_written = 0
+        self._watcher_checks = self._watcher_looks = 0
         # Appends queued and not answered yet, for `flush`.
         self._unanswered: set[AppendTicket] = set()
 
@@ -359,14 +375,9 @@ class EventStore:
                         except trio.WouldBlock:
                             await slots.acquire()
                         batch, held = held, []
-                        done = partial(
-                            self._committed,
-                            batch,
-                            trio.current_time(),
-                            slots,
-                            failures,
-                            gathering,
-                        )
+                        done = partial(self._committed, batch, slots, failures, gathering)
+                        self._in_flight += 1
+                        self._watching_file.cancel()  # this commit writes the file
                         committer.start([t.request for t in batch], time.time_ns(), done)
             finally:
                 # Every batch in flight is answered, also when the writer is cancelled:
@@ -424,11 +435,11 @@ class EventStore:
     def _committed(
         self,
         batch: list[AppendTicket],
-        started_at: float,
         slots: trio.Semaphore,
         failures: list[BaseException],
         gathering: trio.CancelScope,
         result: CommitResult | BaseException,
+        marker: int | None,
     ) -> None:
         """A batch's commit is done (called in the Trio thread, in commit order).
 
@@ -436,15 +447,19 @@ class EventStore:
         to the writer task, which stops and raises it, never to Trio itself.
         """
         slots.release()
+        self._in_flight -= 1
+        self._deliveries += 1
+        self._delivered.set()
+        self._delivered = trio.Event()
         try:
             if isinstance(result, BaseException):
                 raise result
             self._answer(batch, *result)
-            if result[1]:
+            if marker is not None:
                 # Its records are published, and with them (a gap before them) whatever
-                # other processes wrote before its transaction. A commit that wrote
-                # nothing (every append refused or a duplicate) published nothing.
-                self._committed_at = max(self._committed_at, started_at)
+                # other processes committed before its transaction: every commit up to
+                # its marker. A commit that wrote nothing has no marker.
+                self._marker_seen = max(self._marker_seen, marker)
         except BaseException as exc:
             for ticket in batch:
                 if not ticket.settled:
@@ -543,38 +558,78 @@ class EventStore:
             task_status.started()
             if not self.log.shared:
                 return
-            interval = self.options.watch_interval_s
-            while True:
-                try:
-                    if self.log.announces_appends:  # woken by another node's commit
-                        await trio.to_thread.run_sync(self.log.wait_for_append, interval)
+            changed = self.log.changed_file() if self.options.watch_file_changes else None
+            changes = FileChanges.watch(changed) if changed is not None else None
+            try:
+                await self._watch(changes)
+            finally:
+                if changes is not None:
+                    changes.close()
+
+    async def _watch(self, changes: FileChanges | None) -> None:
+        interval = self.options.watch_interval_s
+        while True:
+            try:
+                if self.log.announces_appends:  # woken by another node's commit
+                    await trio.to_thread.run_sync(self.log.wait_for_append, interval)
+                else:
+                    if changes is not None:  # the log's file was written
+                        await self._file_written(changes)
                     else:
                         await trio.sleep(interval)
-                        if trio.current_time() - self._committed_at < interval / 2:
-                            # A commit of ours that wrote records started within the last
-                            # half interval: its write transaction read the head after
-                            # that and published what others wrote before it. What they
-                            # wrote after it is found by the next such commit or look:
-                            # within 1.5 intervals either way. Under load this spares a
-                            # worker-thread call per interval.
-                            continue
-                    await self._publish_external()
-                except StoreClosed:
-                    return
-                except EventStoreError as exc:
-                    # A dropped connection (PostgreSQL): the log reconnects on the next
-                    # call; the watcher tries again after a pause, the writer goes on.
-                    _log.warning("watching the log for other writers failed: %s", exc)
-                    await trio.sleep(interval)
+                    self._watcher_checks += 1
+                    if not await self._look_needed():
+                        continue
+                await self._publish_external()
+            except StoreClosed:
+                return
+            except EventStoreError as exc:
+                # A dropped connection (PostgreSQL): the log reconnects on the next
+                # call; the watcher tries again after a pause, the writer goes on.
+                _log.warning("watching the log for other writers failed: %s", exc)
+                await trio.sleep(interval)
+
+    async def _file_written(self, changes: FileChanges) -> None:
+        """Return once the log's file was written since the last return.
+
+        While a commit of this process is on the commit thread the file is not
+        watched (the writer cancels the wait when it hands a batch over): that commit
+        writes the file, and waking for it would cost this thread a wake-up per
+        commit. What was written meanwhile, by anyone, is drained once it is back.
+        """
+        while True:
+            while self._in_flight:
+                await self._delivered.wait()
+            with trio.CancelScope() as self._watching_file:
+                await changes.wait()
+                return
+
+    async def _look_needed(self) -> bool:
+        """Whether a process may have committed records this store has not published.
+
+        A commit of this process that is on the commit thread is most likely what
+        wrote the file: it is let come back first, since its transaction read the
+        log's head and publishes (a gap before its records) what others committed
+        before it. Then the log's change marker says whether any commit came after
+        everything published: no worker-thread call for this process's own commits.
+        """
+        target = self._deliveries + self._in_flight
+        while self._deliveries < target:
+            await self._delivered.wait()
+        marker = self.log.change_marker()
+        return marker is None or marker > self._marker_seen
 
     async def _publish_external(self) -> None:
-        head, records = await trio.to_thread.run_sync(
+        self._watcher_looks += 1
+        marker, head, records = await trio.to_thread.run_sync(
             _records_after, self.log, self._head, self.options.recent_events
         )
         if records:
             self._publish([_Recent.decoded(r) for r in records])
         elif head > self._head:
             self._skip_to(head)
+        if marker is not None:
+            self._marker_seen = max(self._marker_seen, marker)
 
     async def aclose(self) -> None:
         """Stop accepting appends; the writer drains what is queued and returns."""
@@ -701,7 +756,15 @@ class EventStore:
 
     def statistics(self) -> StoreStatistics:
         mean = self._appends / self._commits if self._commits else 0.0
-        return StoreStatistics(self._head, self._appends, self._commits, self._events_written, mean)
+        return StoreStatistics(
+            self._head,
+            self._appends,
+            self._commits,
+            self._events_written,
+            mean,
+            self._watcher_checks,
+            self._watcher_looks,
+        )
 
 
 class Subscription:
@@ -797,16 +860,20 @@ class Subscription:
         return batch
 
 
-def _records_after(log: EventLog, known: int, most: int) -> tuple[int, list[RecordedEvent]]:
-    """The log's head position, and its records after `known` unless there are more
-    than `most` (the watcher's worker-thread call)."""
+def _records_after(
+    log: EventLog, known: int, most: int
+) -> tuple[int | None, int, list[RecordedEvent]]:
+    """The log's change marker (read first: every commit up to it is in what follows),
+    its head position, and its records after `known` unless there are more than `most`
+    (the watcher's worker-thread call)."""
+    marker = log.change_marker()
     head, _ = log.head()
     if head <= known or head - known > most:
-        return head, []
+        return marker, head, []
     try:
-        return head, log.read(known, head - known)
+        return marker, head, log.read(known, head - known)
     except (StoreCorrupted, UnknownEventType):  # a subscriber meets it reading from disk
-        return head, []
+        return marker, head, []
 
 
 def validate_stream(stream: object) -> str:

@@ -48,6 +48,18 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
+def threads_on_cpu_s(pid: int) -> float:
+    """Seconds on a CPU of every live thread of the process (the scheduler's own
+    nanosecond count, not clock ticks: an idle process's few milliseconds show)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            continue
+    return total / 1e9
+
+
 def schedstat_s(pid: int) -> tuple[float, float]:
     """The main thread's seconds on a CPU and seconds runnable but waiting for one."""
     on_cpu, waiting, _ = Path(f"/proc/{pid}/schedstat").read_text().split()

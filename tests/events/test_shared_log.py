@@ -11,13 +11,18 @@ environment twice in a process). Properties under test:
 - records of the other process that this one has not seen yet when it commits leave no
   gap for its subscribers; more of them than the in-memory window holds are read from
   disk;
-- a map grown by the other process is adopted by this process's writer.
+- a map grown by the other process is adopted by this process's writer;
+- the watcher finds the other process's records whether it waits for writes to the
+  log's file (inotify) or polls, and neither an idle store nor its own commits cost it
+  a look (a worker-thread call): the log's change marker says nothing new was
+  committed; an idle store watching the file does not even wake.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -38,7 +43,20 @@ from .conftest import TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parents[2]
 # Options of the test's own store whose watcher must not run during the test.
-NO_WATCH = StoreOptions(sync=False, map_size_mb=16, watch_interval_s=3600)
+NO_WATCH = StoreOptions(sync=False, map_size_mb=16, watch_interval_s=3600, watch_file_changes=False)
+# The two ways the watcher learns of other processes' commits. Waiting for writes to
+# the file is given no polling to fall back on (an hour), so it must do it alone.
+WATCHING = {
+    "file": StoreOptions(sync=False, map_size_mb=16, watch_interval_s=3600),
+    "poll": StoreOptions(
+        sync=False, map_size_mb=16, watch_interval_s=0.05, watch_file_changes=False
+    ),
+}
+
+
+@pytest.fixture(params=sorted(WATCHING))
+def watching(request: pytest.FixtureRequest) -> StoreOptions:
+    return WATCHING[request.param]
 
 
 async def other_process(data_dir: Path, stream: str, count: int, *flags: str) -> list[str]:
@@ -108,11 +126,11 @@ async def test_stream_versions_continue_after_another_processes_appends(
 
 
 async def test_head_and_subscribers_follow_another_processes_appends(
-    tmp_path: Path,
+    tmp_path: Path, watching: StoreOptions
 ) -> None:
     data = tmp_path / "data"
     with trio.fail_after(TIMEOUT_S):
-        async with open_event_store(data, StoreOptions(sync=False, map_size_mb=16)) as store:
+        async with open_event_store(data, watching) as store:
             await append(store, "run-mine", 2)
             everything = Collector(store, after=2)
             theirs = Collector(store, after=0, stream="run-theirs")
@@ -154,10 +172,10 @@ async def test_a_commit_after_unseen_records_of_another_process_leaves_no_gap(
 
 
 async def test_more_records_than_the_window_from_another_process_are_read_from_disk(
-    tmp_path: Path,
+    tmp_path: Path, watching: StoreOptions
 ) -> None:
     data = tmp_path / "data"
-    options = StoreOptions(sync=False, map_size_mb=16, recent_events=4, read_batch=3)
+    options = replace(watching, recent_events=4, read_batch=3)
     with trio.fail_after(TIMEOUT_S):
         async with open_event_store(data, options) as store:
             await append(store, "run-a", 1)
@@ -197,14 +215,13 @@ async def test_a_map_grown_by_another_process_is_adopted_by_this_writer(
 
 
 async def test_the_watcher_follows_another_process_while_this_one_commits_and_after(
-    tmp_path: Path,
+    tmp_path: Path, watching: StoreOptions
 ) -> None:
     # This process commits every few milliseconds, so its watcher mostly leaves the
     # looking to those commits; once they stop, the watcher alone must find the rest.
     data = tmp_path / "data"
-    options = StoreOptions(sync=False, map_size_mb=16, watch_interval_s=0.05)
     with trio.fail_after(TIMEOUT_S):
-        async with open_event_store(data, options) as store:
+        async with open_event_store(data, watching) as store:
             theirs: list[RecordedEvent] = []
 
             async def commit_steadily(task_status: trio.TaskStatus[None]) -> None:
@@ -224,14 +241,13 @@ async def test_the_watcher_follows_another_process_while_this_one_commits_and_af
 
 
 async def test_commits_that_write_nothing_leave_the_looking_to_the_watcher(
-    tmp_path: Path,
+    tmp_path: Path, watching: StoreOptions
 ) -> None:
     # Every append of this process is refused (or a duplicate): its commits publish
     # nothing, so they must not spare the watcher its look.
     data = tmp_path / "data"
-    options = StoreOptions(sync=False, map_size_mb=16, watch_interval_s=0.05)
     with trio.fail_after(TIMEOUT_S):
-        async with open_event_store(data, options) as store:
+        async with open_event_store(data, watching) as store:
             await append(store, "run-mine", 1)
             theirs: list[RecordedEvent] = []
             all_theirs = trio.Event()
@@ -250,3 +266,53 @@ async def test_commits_that_write_nothing_leave_the_looking_to_the_watcher(
                 await all_theirs.wait()
                 nursery.cancel_scope.cancel()
     assert [r.version for r in theirs] == [1, 2, 3]
+
+
+async def test_neither_idleness_nor_own_commits_cost_the_watcher_a_look(
+    tmp_path: Path, watching: StoreOptions
+) -> None:
+    data = tmp_path / "data"
+    options = replace(watching, commit_linger_s=0.002)
+    with trio.fail_after(TIMEOUT_S):
+        async with open_event_store(data, options) as store:
+            for i in range(20):  # awaited appends, and queued ones sharing commits
+                await append(store, "run-mine", 1)
+                await store.submit("run-mine", [StepStarted(run_id="m", step_id=f"q{i}")])
+            await store.flush()
+            if watching.watch_file_changes:  # until the last write's wake-up is handled
+                await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            settled = store.statistics()
+            await trio.sleep(0.3)
+            idle = store.statistics()
+            await other_process(data, "run-theirs", 2)
+            await store.wait_for_position(42)
+            found = store.statistics()
+    assert settled.commits >= 20
+    assert settled.watcher_looks == idle.watcher_looks == 0
+    if watching.watch_file_changes:  # asleep while nothing is written
+        assert idle.watcher_checks == settled.watcher_checks
+    else:  # a check every 50 ms, each answered by the marker alone
+        assert idle.watcher_checks - settled.watcher_checks >= 2
+    assert found.watcher_looks >= 1  # the other process's commits are looked for
+
+
+async def test_the_change_marker_counts_the_commits_of_every_process(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with trio.fail_after(TIMEOUT_S):
+        async with open_event_store(data, NO_WATCH) as store:
+            log = store.log
+            first = log.change_marker()
+            await append(store, "run-mine", 3)  # one commit
+            mine = log.change_marker()
+            await other_process(data, "run-theirs", 2)  # two commits
+            theirs = log.change_marker()
+            with pytest.raises(WrongExpectedVersion):  # a commit that writes nothing
+                await store.append("run-mine", [StepStarted(run_id="m", step_id="x")], 0)
+            refused = log.change_marker()
+            after_refusal = log.last_commit_marker()
+            await append(store, "run-mine", 1)
+            last = log.last_commit_marker()
+    assert first is not None
+    assert (mine, theirs, refused) == (first + 1, first + 3, first + 3)
+    assert after_refusal is None
+    assert last == first + 4

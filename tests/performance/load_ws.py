@@ -17,7 +17,9 @@ all live in this process (one Trio loop, trio-websocket; `server/bench/_client.p
 goal and reads its run to the end).
 
 For each N:
-1. Idle: the server's RSS once it listens, before any client connects.
+1. Idle: the server's RSS once it listens and is warm, before any client connects, and
+   the CPU it spends per second left alone for 5 s (every thread, from the scheduler's
+   nanosecond counts in `/proc/<pid>/task/*/schedstat`).
 2. Connect N clients (at most 50 handshakes at a time) and hold them all open.
 3. Load for `--load-s` seconds: every client sends a goal (`message`), reads its run's
    events to the terminal one, and sends the next goal at once; one session per client.
@@ -57,7 +59,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, connect_websocket_u
 from server.bench import _processes as bench_processes
 from server.bench._client import run_goal
 from server.bench._processes import ServiceProcess, child_env, http_get, port_of
-from server.bench._procfs import Sampler, cpu_s, own_cpu_s, peak_rss_mb
+from server.bench._procfs import Sampler, cpu_s, own_cpu_s, peak_rss_mb, threads_on_cpu_s
 from server.errors import GoalRejected
 from tests.performance._cli import make_parser, publish, scratch_dir
 from tests.performance._common import (
@@ -349,6 +351,15 @@ async def load(
 
 # --- one N ------------------------------------------------------------------------------------
 
+IDLE_CPU_S = 5.0  # how long the warm server is left alone before the clients connect
+
+
+async def idle_cpu_ms_per_s(pid: int) -> float:
+    """CPU the warm server spends per second while nobody is connected (all threads)."""
+    before, started = threads_on_cpu_s(pid), time.monotonic()
+    await trio.sleep(IDLE_CPU_S)
+    return 1000 * (threads_on_cpu_s(pid) - before) / (time.monotonic() - started)
+
 
 async def measure(
     work: Path, sim: ServiceProcess, sim_url: str, clients: int, args: argparse.Namespace
@@ -360,6 +371,7 @@ async def measure(
         await trio.sleep(1.0)  # settle: projections caught up, nothing in flight
         cold_rss = Sampler(server.pid).sample()[1]
         warm_after_s = await wait_until_warm(port)  # the embedder's background load
+        idle_cpu = await idle_cpu_ms_per_s(server.pid)
         sampler = Sampler(server.pid)
         idle_rss = sampler.sample()[1]
         cpu_before = cpu_s(server.pid)
@@ -377,6 +389,7 @@ async def measure(
         result["simulator_end"] = await simulator_stats(sim_url)
         result["simulator_start_requests"] = sim_before.get("requests")
         result["server"]["idle_rss_mb"] = idle_rss
+        result["server"]["idle_cpu_ms_per_s"] = idle_cpu
         result["server"]["idle_rss_before_warm_up_mb"] = cold_rss
         result["server"]["warm_after_s"] = warm_after_s
         result["server"]["peak_rss_mb"] = peak_rss_mb(server.pid)
@@ -451,6 +464,7 @@ def print_run(r: dict[str, Any]) -> None:
         f"N={r['clients']}: connected {r['connected']} held {r['held']} errors {r['errors']} "
         f"runs/s {r['runs_per_s']:.1f} ({r['runs']}) latency ms p50 {lat['p50']:.1f} "
         f"p95 {lat['p95']:.1f} p99 {lat['p99']:.1f} | RSS idle {srv['idle_rss_mb']:.0f} MB "
+        f"(CPU idle {srv['idle_cpu_ms_per_s']:.2f} ms/s) "
         f"peak {srv['peak_rss_mb']:.0f} MB, CPU {srv['cpu_percent_load']:.0f}% (Trio thread "
         f"runnable but waiting {srv['main_thread_runqueue_wait_percent']:.0f}%)",
         flush=True,
@@ -472,6 +486,7 @@ def tables(result: dict[str, Any]) -> list[Table]:
                 lat["p95"],
                 lat["p99"],
                 srv["idle_rss_mb"],
+                srv["idle_cpu_ms_per_s"],
                 srv["peak_rss_mb"],
                 srv["cpu_percent_load"],
                 srv["main_thread_runqueue_wait_percent"],
@@ -490,6 +505,7 @@ def tables(result: dict[str, Any]) -> list[Table]:
             "lat p95 ms",
             "lat p99 ms",
             "idle RSS MB",
+            "idle CPU ms/s",
             "peak RSS MB",
             "server CPU %",
             "Trio thread waiting for CPU %",

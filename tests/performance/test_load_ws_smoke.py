@@ -32,6 +32,7 @@ def test_load_ws_quick_runs_clients_against_a_server_process_and_writes_results(
     server = run["server"]
     assert server["idle_rss_mb"] > 0 and server["peak_rss_mb"] >= server["idle_rss_mb"]
     assert server["cpu_percent_load"] > 0
+    assert server["idle_cpu_ms_per_s"] >= 0
     assert server["exit_code"] == 0  # SIGINT: a clean stop
     assert set(result["targets"]) == {"idle_rss_mb"}  # only what N=10 can tell
     assert {"goal", "measured", "met"} <= result["targets"]["idle_rss_mb"].keys()
