@@ -12,17 +12,30 @@ A commit in progress is never abandoned: the writer waits (shielded) for the out
 of every batch it queued, so a batch is written whole or not at all and the writer
 knows which. After a failed commit the thread commits nothing more; later batches are
 answered with an error.
+
+Watching the log's file (`FileChanges`, LMDB on Linux): the same thread, while it has
+nothing to commit, waits for writes to the file as well as for work. This thread's own
+commits write the file too; it drains their notices itself before it sleeps, and
+compares the log's change marker with its own last commit's, so only a commit of
+another process made after this thread's last one reaches the Trio thread
+(`on_external`). The Trio thread never wakes for this process's own commits and an
+idle store never wakes at all. Another process's commit made before one of this
+thread's is in that commit's view: the store publishes it with its own records.
 """
 
 from __future__ import annotations
 
+import collections
+import os
 import queue
+import select
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 
 import trio
 
+from events._file_changes import FileChanges
 from events._log import AppendRequest, EventLog, Outcome, PlannedWrite
 from events.errors import EventStoreError
 
@@ -38,32 +51,108 @@ class Committer:
     """Runs `log.commit` on the thread of `running`; one batch at a time, in order.
 
     `start` queues a batch; its result reaches the writer through `run_sync_soon`.
+    With `changes`, the thread also watches the log's file while idle and calls
+    `on_external` (in the Trio thread) when another process committed after this
+    thread's last commit; `known_marker` is the change marker the store started from.
     """
 
-    def __init__(self, log: EventLog) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        changes: FileChanges | None = None,
+        on_external: Callable[[], None] | None = None,
+        known_marker: int = 0,
+    ) -> None:
         self._log = log
+        self._failure: BaseException | None = None
+        self._changes = changes
+        self._on_external = on_external
+        self._known_marker = known_marker  # the latest commit this thread accounts for
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # With `changes`: jobs in a deque, the sleeping thread woken through an eventfd
+        # (only when it sleeps: `_asleep`), so that one `poll` waits for both.
+        self._queued: collections.deque[_Job | None] = collections.deque()
+        self._wake_fd = -1
+        self._asleep = False
+
+    def _commit(
+        self, job: _Job, token: trio.lowlevel.TrioToken, *, then_look: bool = False
+    ) -> None:
+        """Commit one batch and hand its result to the Trio thread.
+
+        `then_look`: drain the file's notices (this commit's own) and look for other
+        processes' commits before handing the result over, not after: the Trio thread
+        wakes for the result and would only wait for this thread to let go of the GIL.
+        """
+        requests, ts, deliver = job
+        result: _Reported
+        marker = None
+        if self._failure is not None:  # nothing is committed after a failed commit
+            result = EventStoreError(f"an earlier commit failed: {self._failure!r}")
+        else:
+            try:
+                result = self._log.commit(requests, ts)
+                marker = self._log.last_commit_marker()
+            except BaseException as exc:  # handed to the writer, raised there
+                result = self._failure = exc
+        if marker is not None:
+            self._known_marker = max(self._known_marker, marker)
+        if then_look and self._changes is not None:
+            self._look_for_others(token, written=self._changes.drain())
+        token.run_sync_soon(deliver, result, marker)
 
     def _loop(self, token: trio.lowlevel.TrioToken) -> None:
-        failure: BaseException | None = None
         while (job := self._jobs.get()) is not None:
-            requests, ts, deliver = job
-            result: _Reported
-            marker = None
-            if failure is not None:  # nothing is committed after a failed commit
-                result = EventStoreError(f"an earlier commit failed: {failure!r}")
-            else:
-                try:
-                    result = self._log.commit(requests, ts)
-                    marker = self._log.last_commit_marker()
-                except BaseException as exc:  # handed to the writer, raised there
-                    result = failure = exc
-            token.run_sync_soon(deliver, result, marker)
+            self._commit(job, token)
+
+    def _loop_watching(self, token: trio.lowlevel.TrioToken) -> None:
+        assert self._changes is not None
+        poller = select.poll()
+        poller.register(self._wake_fd, select.POLLIN)
+        poller.register(self._changes.fileno, select.POLLIN)
+        self._look_for_others(token, written=True)  # commits made before the watch began
+        while True:
+            if self._queued:
+                job = self._queued.popleft()
+                if job is None:
+                    return
+                # The last one queued drains its own notices of the file before this
+                # thread sleeps, or they would wake it (one queued behind it would
+                # see other processes' commits in its own transaction anyway).
+                self._commit(job, token, then_look=not self._queued)
+                continue
+            self._asleep = True
+            ready: list[tuple[int, int]] = []
+            if not self._queued:  # `start` sees `_asleep` and writes the eventfd
+                ready = poller.poll()
+            self._asleep = False
+            for fd, _ in ready:
+                if fd == self._wake_fd:
+                    os.eventfd_read(self._wake_fd)
+                else:  # the file was written, by another process: this one's are drained
+                    self._look_for_others(token, written=self._changes.drain())
+
+    def _look_for_others(self, token: trio.lowlevel.TrioToken, *, written: bool) -> None:
+        if not written or self._on_external is None:
+            return
+        marker = self._log.change_marker()
+        if marker is None or marker > self._known_marker:
+            if marker is not None:
+                self._known_marker = marker
+            token.run_sync_soon(self._on_external)
 
     def start(self, requests: Sequence[AppendRequest], ts: int, deliver: _Deliver) -> None:
         """Queue a commit; `deliver` gets its result (or what it raised) and the log's
         marker of it in the Trio thread, after every commit queued before it."""
-        self._jobs.put((requests, ts, deliver))
+        self._put((requests, ts, deliver))
+
+    def _put(self, job: _Job | None) -> None:
+        if self._changes is None:
+            self._jobs.put(job)
+            return
+        self._queued.append(job)
+        if self._asleep:
+            os.eventfd_write(self._wake_fd, 1)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Committer]:
@@ -73,11 +162,20 @@ class Committer:
         shared slots and code running in it may call `trio.from_thread`.
         """
         token = trio.lowlevel.current_trio_token()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                partial(trio.to_thread.run_sync, self._loop, token, limiter=trio.CapacityLimiter(1))
-            )
-            try:
-                yield self
-            finally:
-                self._jobs.put(None)
+        loop = self._loop
+        if self._changes is not None:
+            self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            loop = self._loop_watching
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    partial(trio.to_thread.run_sync, loop, token, limiter=trio.CapacityLimiter(1))
+                )
+                try:
+                    yield self
+                finally:
+                    self._put(None)
+        finally:
+            if self._wake_fd >= 0:
+                os.close(self._wake_fd)
+                self._wake_fd = -1

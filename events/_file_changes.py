@@ -76,13 +76,18 @@ class FileChanges:
             return None
         return cls(fd, path)
 
+    @property
+    def fileno(self) -> int:
+        """The descriptor: readable while a write's notice is queued."""
+        return self._fd
+
     async def wait(self) -> None:
         """Return once the file was written since the last `wait` (events drained)."""
-        while not self._drain():
+        while not self.drain():
             await trio.lowlevel.wait_readable(self._fd)
 
-    def _drain(self) -> bool:
-        """Read every queued event; whether there was any."""
+    def drain(self) -> bool:
+        """Read every queued notice (never blocks); whether there was any."""
         seen = False
         while True:
             try:

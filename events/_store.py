@@ -14,11 +14,12 @@ Other processes may append to the same log (an LMDB data dir shared by `serve` a
 `autoagent run`, a PostgreSQL log shared by several nodes). For such a log a watcher
 task publishes the records it finds beyond the store's own head, so `head_position`,
 `wait_for_position` and live subscribers follow every process's appends, not only this
-one's. It looks when the log's file is written (LMDB on Linux: `events._file_changes`),
-when a log that announces appends says one was made (PostgreSQL's NOTIFY), or else
-every `watch_interval_s`; for LMDB it first compares the log's change marker with what
-this store has published (its own commits included), so neither an idle store nor its
-own commits cost a worker-thread call.
+one's. It looks when the commit thread, which watches the log's file while it has
+nothing to commit (LMDB on Linux: `events._committer`, `events._file_changes`), saw
+another process commit; when a log that announces appends says one was made
+(PostgreSQL's NOTIFY); or else every `watch_interval_s`. For LMDB it first compares the
+log's change marker with what this store has published (its own commits included), so
+neither an idle store nor its own commits cost a wake-up or a worker-thread call.
 
 Commits run on the writer's own long-lived thread (`events._committer`).
 Cancellation: a commit in progress is not abandoned (its waiter is shielded), so a
@@ -231,7 +232,9 @@ class EventStore:
         self._deliveries = 0
         self._delivered = trio.Event()
         self._watch_scope = trio.CancelScope()
-        self._watching_file = trio.CancelScope()  # the watcher's wait for file writes
+        # Set when the commit thread, which watches the log's file, saw another
+        # process commit (`events._committer`); None while nothing watches the file.
+        self._external_commit: trio.Event | None = None
         self._appends = self._commits = self._events_written = 0
         self._watcher_checks = self._watcher_looks = 0
         # Appends queued and not answered yet, for `flush`.
@@ -358,10 +361,33 @@ class EventStore:
         writer stops early (a failed commit, cancellation), every append it has not
         handed to the thread is answered with `StoreClosed`: no waiter is left hanging.
         """
+        changes = self._watch_file()
+        committer = Committer(self.log, changes, self._external_committed, self._marker_seen)
+        try:
+            await self._write(committer, task_status)
+        finally:
+            if changes is not None:  # the commit thread has stopped
+                changes.close()
+
+    def _watch_file(self) -> FileChanges | None:
+        """A watch on the log's file for the commit thread, where there is one."""
+        changed = self.log.changed_file() if self.options.watch_file_changes else None
+        if changed is None or not self.log.shared:
+            return None
+        changes = FileChanges.watch(changed)
+        if changes is not None:
+            self._external_commit = trio.Event()
+        return changes
+
+    def _external_committed(self) -> None:
+        if self._external_commit is not None:
+            self._external_commit.set()
+
+    async def _write(self, committer: Committer, task_status: trio.TaskStatus[None]) -> None:
         slots = trio.Semaphore(_COMMITS_IN_FLIGHT)
         failures: list[BaseException] = []
         held: list[AppendTicket] = []  # taken from the channel, not yet on the thread
-        async with Committer(self.log).running() as committer, self._receive:
+        async with committer.running(), self._receive:
             task_status.started()
             try:
                 with trio.CancelScope() as gathering:
@@ -377,7 +403,6 @@ class EventStore:
                         batch, held = held, []
                         done = partial(self._committed, batch, slots, failures, gathering)
                         self._in_flight += 1
-                        self._watching_file.cancel()  # this commit writes the file
                         committer.start([t.request for t in batch], time.time_ns(), done)
             finally:
                 # Every batch in flight is answered, also when the writer is cancelled:
@@ -556,25 +581,19 @@ class EventStore:
         """Publish the records other processes append to a shared log; ends on `aclose`."""
         with self._watch_scope:
             task_status.started()
-            if not self.log.shared:
-                return
-            changed = self.log.changed_file() if self.options.watch_file_changes else None
-            changes = FileChanges.watch(changed) if changed is not None else None
-            try:
-                await self._watch(changes)
-            finally:
-                if changes is not None:
-                    changes.close()
+            if self.log.shared:
+                await self._watch()
 
-    async def _watch(self, changes: FileChanges | None) -> None:
+    async def _watch(self) -> None:
         interval = self.options.watch_interval_s
         while True:
             try:
                 if self.log.announces_appends:  # woken by another node's commit
                     await trio.to_thread.run_sync(self.log.wait_for_append, interval)
                 else:
-                    if changes is not None:  # the log's file was written
-                        await self._file_written(changes)
+                    if self._external_commit is not None:  # the commit thread saw one
+                        await self._external_commit.wait()
+                        self._external_commit = trio.Event()
                     else:
                         await trio.sleep(interval)
                     self._watcher_checks += 1
@@ -588,21 +607,6 @@ class EventStore:
                 # call; the watcher tries again after a pause, the writer goes on.
                 _log.warning("watching the log for other writers failed: %s", exc)
                 await trio.sleep(interval)
-
-    async def _file_written(self, changes: FileChanges) -> None:
-        """Return once the log's file was written since the last return.
-
-        While a commit of this process is on the commit thread the file is not
-        watched (the writer cancels the wait when it hands a batch over): that commit
-        writes the file, and waking for it would cost this thread a wake-up per
-        commit. What was written meanwhile, by anyone, is drained once it is back.
-        """
-        while True:
-            while self._in_flight:
-                await self._delivered.wait()
-            with trio.CancelScope() as self._watching_file:
-                await changes.wait()
-                return
 
     async def _look_needed(self) -> bool:
         """Whether a process may have committed records this store has not published.
@@ -639,6 +643,12 @@ class EventStore:
         await self._send.aclose()
 
     # --- reading -------------------------------------------------------------------
+
+    @property
+    def watches_file(self) -> bool:
+        """Whether the commit thread watches the log's file for other processes'
+        commits (else the watcher polls, or waits for the log's announcements)."""
+        return self._external_commit is not None
 
     @property
     def head_position(self) -> int:

@@ -16,9 +16,12 @@ def test_bench_shared_log_quick_sees_every_append(tmp_path: Path) -> None:
     main(["--quick", "--out", str(out), "--work-dir", str(tmp_path)])
     result = json.loads(out.read_text())
     assert result["appends"] == 20
+    assert result["watches_file"] is True  # Linux: inotify, as shipped
     delay = result["delay_ms"]
-    assert 0 <= delay["min"] <= delay["p50"] <= delay["p95"] <= delay["max"]
+    # A record is visible from its commit on: a little before the other process prints
+    # its acknowledgement, so a delay may be slightly negative; every one is measured.
+    assert -1000 < delay["min"] <= delay["p50"] <= delay["p95"] <= delay["max"]
     busy = result["while_committing"]  # this store committing meanwhile
     assert busy["appends"] == 20 and busy["own_commit_every_s"] > 0
     delay = busy["delay_ms"]
-    assert 0 <= delay["min"] <= delay["p50"] <= delay["p95"] <= delay["max"]
+    assert -1000 < delay["min"] <= delay["p50"] <= delay["p95"] <= delay["max"]
