@@ -3,25 +3,23 @@
 Another process's commit to an LMDB log writes the log's data file (LMDB writes pages
 with `pwrite`; this project never opens it with a writable shared map). An inotify
 watch for `IN_MODIFY` turns each such write into a readable file descriptor, so an
-idle store waits on that descriptor instead of waking every `watch_interval_s` to look
-at the log: an idle server stays asleep, and another process's records are noticed as
+idle store's commit thread waits on that descriptor (with its work, see
+`events._committer`) instead of the store waking every `watch_interval_s` to look at
+the log: an idle server stays asleep, and another process's records are noticed as
 soon as they are written rather than at the next tick.
 
 Where inotify is missing (not Linux, or the per-user limit of instances is reached)
 `FileChanges.watch` returns None and the store falls back to looking every interval.
-Reading the descriptor never blocks (it is non-blocking), so a Trio task may drain it.
+Reading the descriptor never blocks (it is non-blocking).
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import sys
 from pathlib import Path
-
-import trio
 
 _log = logging.getLogger(__name__)
 
@@ -38,7 +36,7 @@ def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # this process's own C library
     except OSError:
         return None
     return libc if hasattr(libc, "inotify_init1") else None
@@ -80,11 +78,6 @@ class FileChanges:
     def fileno(self) -> int:
         """The descriptor: readable while a write's notice is queued."""
         return self._fd
-
-    async def wait(self) -> None:
-        """Return once the file was written since the last `wait` (events drained)."""
-        while not self.drain():
-            await trio.lowlevel.wait_readable(self._fd)
 
     def drain(self) -> bool:
         """Read every queued notice (never blocks); whether there was any."""

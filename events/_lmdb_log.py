@@ -278,7 +278,9 @@ class LmdbEventLog(EventLog):
     def change_marker(self) -> int | None:
         """LMDB's id of the last committed write transaction of any process, read from
         the meta pages in the map: no I/O, and no lock a commit holds (only the gate,
-        not waited for: during this process's map resize there is no marker)."""
+        not waited for: during this process's map resize there is no marker). With
+        `sync`, a commit's meta page is in the map while it is still being flushed, a
+        moment before new readers take the commit up (the lock file's txn id)."""
         if self._closed:
             return None
         with self._gate.shared_if_free() as entered:
@@ -370,6 +372,15 @@ class LmdbEventLog(EventLog):
         def last(txn: lmdb.Transaction[memoryview]) -> tuple[int, bytes]:
             _, head, head_hash = _snapshot(txn, self._dbs)
             return head, head_hash
+
+        return self._read(last)
+
+    def seen_head(self) -> tuple[int | None, int]:
+        """The read transaction's own id (the last commit it sees) with its head."""
+
+        def last(txn: lmdb.Transaction[memoryview]) -> tuple[int | None, int]:
+            marker: int = txn.id()
+            return marker, _snapshot(txn, self._dbs)[1]
 
         return self._read(last)
 

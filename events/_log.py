@@ -101,10 +101,16 @@ class EventLog(abc.ABC):
         without I/O or waiting for a commit, so a Trio task may call it; None when the
         backend has none (the store's watcher then looks at the log each time).
 
-        Every commit numbered up to a marker read before a read transaction began is
-        visible to that transaction.
+        A hint, possibly ahead of what a read begun now sees (LMDB: a commit's meta
+        page is in the map before new readers take it up); what a read saw is
+        `seen_head`'s marker.
         """
         return None
+
+    def seen_head(self) -> tuple[int | None, int]:
+        """The change marker of what a read begun now sees, and the head position it
+        sees; the marker is None when the backend has none."""
+        return None, self.head()[0]
 
     def last_commit_marker(self) -> int | None:
         """The change marker of this object's latest `commit`, if it wrote records;

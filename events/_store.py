@@ -75,6 +75,9 @@ MAX_STREAM_NAME_BYTES = 256
 # Batches the writer may have queued on its commit thread at once (see `run_writer`).
 _COMMITS_IN_FLIGHT = 2
 _SEALED_STREAMS = ("session-", "run-")
+# Looks again while the change marker is ahead of what a look saw (`_catch_up_with_marker`).
+_MARKER_RETRIES = 10
+_MARKER_RETRY_S = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +92,10 @@ class StoreOptions:
     max_batch_requests: int = 4096
     queue_size: int = 4096
     read_batch: int = 1000
-    # How often a log that other processes append to is checked for their records
-    # where its file cannot be watched for writes (or for PostgreSQL, how long the
-    # watcher waits for a NOTIFY before it looks anyway).
+    # How soon, at worst, a log that other processes append to is checked for their
+    # records: where its file is watched (`watch_file_changes`), how often the commit
+    # thread looks between commits that keep coming; elsewhere how often the watcher
+    # polls; for PostgreSQL, how long it waits for a NOTIFY before it looks anyway.
     watch_interval_s: float = 0.05
     # Wait for writes to the log's file (Linux inotify) instead of looking every
     # `watch_interval_s`: an idle store then never wakes. False: always poll.
@@ -213,9 +217,10 @@ class EventStore:
         # append (see `events._sealing`); readers that show content call `open`.
         self.sealer = sealer
         self._send, self._receive = trio.open_memory_channel[AppendTicket](options.queue_size)
-        # Read before the head: every commit up to it is in what the store starts from.
-        self._marker_seen = log.change_marker() or 0
-        self._head, _ = log.head()
+        # The last commit the store has published, by its change marker: at first, what
+        # the read of the head saw.
+        marker, self._head = log.seen_head()
+        self._marker_seen = marker or 0
         self._changed = trio.Event()
         # Subscribers of one stream wait here: an append wakes only its own stream's
         # subscribers, not every follower of every run.
@@ -362,7 +367,14 @@ class EventStore:
         handed to the thread is answered with `StoreClosed`: no waiter is left hanging.
         """
         changes = self._watch_file()
-        committer = Committer(self.log, changes, self._external_committed, self._marker_seen)
+        committer = Committer(
+            self.log,
+            changes,
+            self._external_committed,
+            self._marker_seen,
+            busy_s=self.options.watch_interval_s,
+            on_watch_failed=self._file_watch_failed,
+        )
         try:
             await self._write(committer, task_status)
         finally:
@@ -382,6 +394,12 @@ class EventStore:
     def _external_committed(self) -> None:
         if self._external_commit is not None:
             self._external_commit.set()
+
+    def _file_watch_failed(self) -> None:
+        """The commit thread no longer watches the file: the watcher polls."""
+        waiting, self._external_commit = self._external_commit, None
+        if waiting is not None:
+            waiting.set()
 
     async def _write(self, committer: Committer, task_status: trio.TaskStatus[None]) -> None:
         slots = trio.Semaphore(_COMMITS_IN_FLIGHT)
@@ -593,13 +611,15 @@ class EventStore:
                 else:
                     if self._external_commit is not None:  # the commit thread saw one
                         await self._external_commit.wait()
-                        self._external_commit = trio.Event()
+                        if self._external_commit is not None:  # else it stopped watching
+                            self._external_commit = trio.Event()
                     else:
                         await trio.sleep(interval)
                     self._watcher_checks += 1
                     if not await self._look_needed():
                         continue
                 await self._publish_external()
+                await self._catch_up_with_marker()
             except StoreClosed:
                 return
             except EventStoreError as exc:
@@ -622,6 +642,22 @@ class EventStore:
             await self._delivered.wait()
         marker = self.log.change_marker()
         return marker is None or marker > self._marker_seen
+
+    async def _catch_up_with_marker(self) -> None:
+        """Look again while the change marker is ahead of what the last look saw.
+
+        An LMDB commit's meta page (the marker) is in the map a moment before new
+        readers take the commit up: a look in between misses its records, and the
+        commit's last notice of the file may already have been taken. A few short
+        waits cover the flush; a writer that died in between leaves the marker ahead
+        until the next commit (by anyone), which publishes the records then.
+        """
+        for _ in range(_MARKER_RETRIES):
+            marker = self.log.change_marker()
+            if marker is None or marker <= self._marker_seen:
+                return
+            await trio.sleep(_MARKER_RETRY_S)
+            await self._publish_external()
 
     async def _publish_external(self) -> None:
         self._watcher_looks += 1
@@ -873,11 +909,9 @@ class Subscription:
 def _records_after(
     log: EventLog, known: int, most: int
 ) -> tuple[int | None, int, list[RecordedEvent]]:
-    """The log's change marker (read first: every commit up to it is in what follows),
-    its head position, and its records after `known` unless there are more than `most`
-    (the watcher's worker-thread call)."""
-    marker = log.change_marker()
-    head, _ = log.head()
+    """The change marker and head position a read of the log sees, and its records
+    after `known` unless there are more than `most` (the watcher's worker-thread call)."""
+    marker, head = log.seen_head()
     if head <= known or head - known > most:
         return marker, head, []
     try:

@@ -1,5 +1,5 @@
-"""`FileChanges`: a write to the watched file, by this process or another, wakes a
-waiter once per batch of writes; a file that cannot be watched gives None (the store
+"""`FileChanges`: a write to the watched file, by this process or another, makes its
+descriptor readable until drained; a file that cannot be watched gives None (the store
 then polls)."""
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ async def test_a_write_by_another_process_wakes_the_waiter(tmp_path: Path) -> No
     woke = trio.Event()
 
     async def waiter() -> None:
-        await changes.wait()
+        await trio.lowlevel.wait_readable(changes.fileno)
+        assert changes.drain()
         woke.set()
 
     try:
@@ -40,7 +41,7 @@ async def test_a_write_by_another_process_wakes_the_waiter(tmp_path: Path) -> No
         changes.close()  # closing twice is harmless
 
 
-async def test_writes_before_a_wait_are_reported_once(tmp_path: Path) -> None:
+async def test_writes_before_a_drain_are_drained_at_once(tmp_path: Path) -> None:
     watched = tmp_path / "data.mdb"
     watched.write_bytes(b"")
     changes = FileChanges.watch(watched)
@@ -51,9 +52,11 @@ async def test_writes_before_a_wait_are_reported_once(tmp_path: Path) -> None:
                 file.write(b"x")
                 file.flush()
         with trio.fail_after(TIMEOUT_S):
-            await changes.wait()  # returns at once: writes are queued
+            await trio.lowlevel.wait_readable(changes.fileno)  # at once: writes are queued
+        assert changes.drain()
+        assert not changes.drain()  # all three were taken by the first
         with trio.move_on_after(0.1) as again:
-            await changes.wait()  # all three were drained by the first wait
+            await trio.lowlevel.wait_readable(changes.fileno)
         assert again.cancelled_caught
     finally:
         changes.close()

@@ -44,10 +44,10 @@ from .conftest import TIMEOUT_S
 ROOT = Path(__file__).resolve().parents[2]
 # Options of the test's own store whose watcher must not run during the test.
 NO_WATCH = StoreOptions(sync=False, map_size_mb=16, watch_interval_s=3600, watch_file_changes=False)
-# The two ways the watcher learns of other processes' commits. Waiting for writes to
-# the file is given no polling to fall back on (an hour), so it must do it alone.
+# The two ways the watcher learns of other processes' commits: the commit thread
+# watching the log's file (shipped; nothing polls then), or polling every 50 ms.
 WATCHING = {
-    "file": StoreOptions(sync=False, map_size_mb=16, watch_interval_s=3600),
+    "file": StoreOptions(sync=False, map_size_mb=16),
     "poll": StoreOptions(
         sync=False, map_size_mb=16, watch_interval_s=0.05, watch_file_changes=False
     ),
@@ -316,3 +316,4 @@ async def test_the_change_marker_counts_the_commits_of_every_process(tmp_path: P
     assert (mine, theirs, refused) == (first + 1, first + 3, first + 3)
     assert after_refusal is None
     assert last == first + 4
+
