@@ -316,4 +316,3 @@ async def test_the_change_marker_counts_the_commits_of_every_process(tmp_path: P
     assert (mine, theirs, refused) == (first + 1, first + 3, first + 3)
     assert after_refusal is None
     assert last == first + 4
-
