@@ -21,11 +21,11 @@ eventfd's (measured: the single-producer append took ~40 us longer when every co
 went through the eventfd). While commits keep coming it looks between them once per
 `busy_s` (a commit that writes records also publishes what others committed before
 it, one that writes nothing does not). This thread's own commits write the file too;
-it drains their notices
-before it watches, and compares the log's change marker with its own last commit's,
-so only a commit of another process made after this thread's last one reaches the
-Trio thread (`on_external`). The Trio thread never wakes for this process's own
-commits, and an idle store never wakes at all.
+it drains their notices before it watches, and compares the log's change marker with
+its own last commit's, so only a commit of another process made after this thread's
+last one reaches the Trio thread (`on_external`). The Trio thread never wakes for this
+process's own commits, and an idle store never wakes at all. A watch that breaks (an
+`OSError`) is dropped: the thread commits on and the store polls (`on_watch_failed`).
 """
 
 from __future__ import annotations

@@ -637,11 +637,15 @@ class EventStore:
         before it. Then the log's change marker says whether any commit came after
         everything published: no worker-thread call for this process's own commits.
         """
+        await self._own_commits_back()
+        marker = self.log.change_marker()
+        return marker is None or marker > self._marker_seen
+
+    async def _own_commits_back(self) -> None:
+        """Wait until the commits of this process on the commit thread now are back."""
         target = self._deliveries + self._in_flight
         while self._deliveries < target:
             await self._delivered.wait()
-        marker = self.log.change_marker()
-        return marker is None or marker > self._marker_seen
 
     async def _catch_up_with_marker(self) -> None:
         """Look again while the change marker is ahead of what the last look saw.
@@ -653,6 +657,7 @@ class EventStore:
         until the next commit (by anyone), which publishes the records then.
         """
         for _ in range(_MARKER_RETRIES):
+            await self._own_commits_back()  # not ahead because of one of this process's
             marker = self.log.change_marker()
             if marker is None or marker <= self._marker_seen:
                 return
