@@ -48,16 +48,24 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
-def threads_on_cpu_s(pid: int) -> float:
-    """Seconds on a CPU of every live thread of the process (the scheduler's own
-    nanosecond count, not clock ticks: an idle process's few milliseconds show)."""
-    total = 0
+def threads_on_cpu_s(pid: int) -> dict[int, float]:
+    """Seconds on a CPU of each live thread of the process, by thread id (the
+    scheduler's own nanosecond count, not clock ticks: an idle process's few
+    milliseconds show)."""
+    seconds: dict[int, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            total += int((task / "schedstat").read_text().split()[0])
+            seconds[int(task.name)] = int((task / "schedstat").read_text().split()[0]) / 1e9
         except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
             continue
-    return total / 1e9
+    return seconds
+
+
+def threads_cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the threads spent between two `threads_on_cpu_s` samples: a thread
+    that ended meanwhile is left out (its time before the first sample must not count
+    against the interval), one that started is counted whole."""
+    return sum(spent - before.get(tid, 0.0) for tid, spent in after.items())
 
 
 def schedstat_s(pid: int) -> tuple[float, float]:

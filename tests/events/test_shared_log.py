@@ -12,10 +12,10 @@ environment twice in a process). Properties under test:
   gap for its subscribers; more of them than the in-memory window holds are read from
   disk;
 - a map grown by the other process is adopted by this process's writer;
-- the watcher finds the other process's records whether it waits for writes to the
-  log's file (inotify) or polls, and neither an idle store nor its own commits cost it
-  a look (a worker-thread call): the log's change marker says nothing new was
-  committed; an idle store watching the file does not even wake.
+- the store finds the other process's records whether its commit thread watches the
+  log's file (inotify) or its watcher polls, and neither an idle store nor its own
+  commits cost a look (a worker-thread call): the log's change marker says nothing
+  new was committed; an idle store watching the file does not even wake.
 """
 
 from __future__ import annotations
@@ -306,6 +306,7 @@ async def test_the_change_marker_counts_the_commits_of_every_process(tmp_path: P
             mine = log.change_marker()
             await other_process(data, "run-theirs", 2)  # two commits
             theirs = log.change_marker()
+            seen = await trio.to_thread.run_sync(log.seen_head)  # what a read sees
             with pytest.raises(WrongExpectedVersion):  # a commit that writes nothing
                 await store.append("run-mine", [StepStarted(run_id="m", step_id="x")], 0)
             refused = log.change_marker()
@@ -314,5 +315,6 @@ async def test_the_change_marker_counts_the_commits_of_every_process(tmp_path: P
             last = log.last_commit_marker()
     assert first is not None
     assert (mine, theirs, refused) == (first + 1, first + 3, first + 3)
+    assert seen == (first + 3, 5)
     assert after_refusal is None
     assert last == first + 4

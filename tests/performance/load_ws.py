@@ -19,7 +19,8 @@ goal and reads its run to the end).
 For each N:
 1. Idle: the server's RSS once it listens and is warm, before any client connects, and
    the CPU it spends per second left alone for 5 s (every thread, from the scheduler's
-   nanosecond counts in `/proc/<pid>/task/*/schedstat`).
+   nanosecond counts in `/proc/<pid>/task/*/schedstat`; a thread that ends meanwhile
+   is left out).
 2. Connect N clients (at most 50 handshakes at a time) and hold them all open.
 3. Load for `--load-s` seconds: every client sends a goal (`message`), reads its run's
    events to the terminal one, and sends the next goal at once; one session per client.
@@ -59,7 +60,14 @@ from trio_websocket import ConnectionClosed, HandshakeError, connect_websocket_u
 from server.bench import _processes as bench_processes
 from server.bench._client import run_goal
 from server.bench._processes import ServiceProcess, child_env, http_get, port_of
-from server.bench._procfs import Sampler, cpu_s, own_cpu_s, peak_rss_mb, threads_on_cpu_s
+from server.bench._procfs import (
+    Sampler,
+    cpu_s,
+    own_cpu_s,
+    peak_rss_mb,
+    threads_cpu_between,
+    threads_on_cpu_s,
+)
 from server.errors import GoalRejected
 from tests.performance._cli import make_parser, publish, scratch_dir
 from tests.performance._common import (
@@ -358,7 +366,8 @@ async def idle_cpu_ms_per_s(pid: int) -> float:
     """CPU the warm server spends per second while nobody is connected (all threads)."""
     before, started = threads_on_cpu_s(pid), time.monotonic()
     await trio.sleep(IDLE_CPU_S)
-    return 1000 * (threads_on_cpu_s(pid) - before) / (time.monotonic() - started)
+    spent = threads_cpu_between(before, threads_on_cpu_s(pid))
+    return 1000 * spent / (time.monotonic() - started)
 
 
 async def measure(
