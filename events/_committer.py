@@ -108,26 +108,27 @@ class Committer:
             self._commit(job, token)
 
     def _loop_watching(self, token: trio.lowlevel.TrioToken) -> None:
+        try:
+            self._commit_and_watch(token)
+        except OSError as exc:  # the watch broke (`poll`, a read of a descriptor)
+            self._stop_watching(token, exc)
+            self._loop(token)
+
+    def _commit_and_watch(self, token: trio.lowlevel.TrioToken) -> None:
+        """`_loop`, watching the file between commits; only the watching raises (a
+        commit's failure is handed to the writer by `_commit`), so no job is lost."""
         poller = select.poll()
         poller.register(self._wake_fd, select.POLLIN)
         assert self._changes is not None
         poller.register(self._changes.fileno, select.POLLIN)
-        try:
-            self._look_for_others(token, written=True)  # commits before the watch began
-        except OSError as exc:
-            self._stop_watching(token, exc)
-            return self._loop(token)
+        self._look_for_others(token, written=True)  # commits before the watch began
         looked = time.monotonic()
         while True:
             try:
                 # Until the next look is due; then, with nothing to commit, watch.
                 job = self._jobs.get(timeout=max(0.0, looked + self._busy_s - time.monotonic()))
             except queue.Empty:
-                try:
-                    job = self._watch(poller, token)
-                except OSError as exc:
-                    self._stop_watching(token, exc)
-                    return self._loop(token)
+                job = self._watch(poller, token)
                 looked = time.monotonic()
             if job is None:
                 return
@@ -136,11 +137,7 @@ class Committer:
                 # Commits that keep coming without a pause: a look between them, as
                 # not every commit publishes what others wrote (one that writes
                 # nothing publishes nothing).
-                try:
-                    self._look_for_others(token, written=self._changes.drain())
-                except OSError as exc:
-                    self._stop_watching(token, exc)
-                    return self._loop(token)
+                self._look_for_others(token, written=self._changes.drain())
                 looked = time.monotonic()
 
     def _stop_watching(self, token: trio.lowlevel.TrioToken, exc: OSError) -> None:

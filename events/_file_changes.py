@@ -45,9 +45,8 @@ def _libc() -> ctypes.CDLL | None:
 class FileChanges:
     """An inotify descriptor watching one file for writes; owned by one task."""
 
-    def __init__(self, fd: int, path: Path) -> None:
+    def __init__(self, fd: int) -> None:
         self._fd = fd
-        self.path = path
 
     @classmethod
     def watch(cls, path: Path) -> FileChanges | None:
@@ -72,7 +71,7 @@ class FileChanges:
                 reason,
             )
             return None
-        return cls(fd, path)
+        return cls(fd)
 
     @property
     def fileno(self) -> int:
