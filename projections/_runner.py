@@ -80,6 +80,7 @@ class ProjectionRunner:
         batch_size: int = 2000,
         snapshot_every: int = 10_000,
         reader: Reader | None = None,
+        linger_s: float = 0.0,
     ) -> None:
         self.log = log
         self.state = state
@@ -95,6 +96,8 @@ class ProjectionRunner:
         self._read_to = 0  # the last position read, for when every projection stopped
         self._applying = 0  # the position being applied, to say where a projection failed
         self._advanced = trio.Event() if _in_trio() else None
+        self.linger_s = linger_s
+        self._reader_waits = trio.Event() if _in_trio() else None  # set by `wait_for`
 
     def projection(self, name: str) -> Projection:
         try:
@@ -348,6 +351,7 @@ class ProjectionRunner:
             task_status.started()
             while True:
                 await store.wait_for_position(self.position + 1)
+                await self._linger()
                 await self._catch_up_async(store.head_position, None)
         finally:
             with trio.CancelScope(shield=True):
@@ -363,6 +367,24 @@ class ProjectionRunner:
                 if progress:
                     progress(self.position, target)
 
+    async def _linger(self) -> None:
+        """Let more commits join the next step, unless a reader waits for one.
+
+        Following the live log a step per commit cost a worker-thread call and a state
+        commit each (~3 per run under load, the projections' thread 9 % of the server's
+        CPU); waiting `linger_s` first applies what several commits wrote in one step.
+        Nothing on a run's path reads these projections without `wait_for`, which cuts
+        the wait short, so only unawaited readers (`/healthz` counters) see them later.
+        """
+        if self.linger_s <= 0:
+            return
+        if self._reader_waits is None:
+            self._reader_waits = trio.Event()
+        if not self._reader_waits.is_set():
+            with trio.move_on_after(self.linger_s):
+                await self._reader_waits.wait()
+        self._reader_waits = trio.Event()
+
     def _wake(self) -> None:
         assert self._advanced is not None
         self._advanced.set()
@@ -373,6 +395,9 @@ class ProjectionRunner:
         while self.position < position:
             if self._advanced is None:
                 self._advanced = trio.Event()
+            if self._reader_waits is None:
+                self._reader_waits = trio.Event()
+            self._reader_waits.set()
             await self._advanced.wait()
 
 

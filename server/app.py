@@ -317,7 +317,11 @@ async def _running_projections(
             state = await trio.to_thread.run_sync(open_configured_state, config)
         try:
             runner = ProjectionRunner(
-                store.log, state, chosen, snapshot_every=config.performance.snapshot_every
+                store.log,
+                state,
+                chosen,
+                snapshot_every=config.performance.snapshot_every,
+                linger_s=config.performance.projection_linger_ms / 1000,
             )
             async with trio.open_nursery() as nursery:
                 progress = Progress(label + " " + ", ".join(p.name for p in chosen))

@@ -72,6 +72,7 @@ _COSINE = MappingProxyType({"ge": -1, "le": 1})
 _GC_THRESHOLD = MappingProxyType({"ge": 0, "le": 10_000_000})
 _SWITCH_INTERVAL_MS = MappingProxyType({"ge": 0, "le": 1000})
 _COMMIT_LINGER_MS = MappingProxyType({"ge": 0, "le": 1000})
+_PROJECTION_LINGER_MS = MappingProxyType({"ge": 0, "le": 10000})
 _REDACTED = "<redacted>"
 # A URL may carry a password: optional, and redacted in `config_as_dict`.
 _SECRET_OPTIONAL_TEXT = MappingProxyType({"allow_empty": True, "secret": True})
@@ -193,6 +194,7 @@ class PerformanceConfig:
     max_parallel_steps: int = field(default=16, metadata=_POSITIVE)
     session_window: int = field(default=20, metadata=_POSITIVE)
     snapshot_every: int = field(default=10000, metadata=_POSITIVE)
+    projection_linger_ms: float = field(default=50.0, metadata=_PROJECTION_LINGER_MS)
     faiss_ivf_threshold: int = field(default=10000, metadata=_POSITIVE)
     faiss_nprobe: int = field(default=8, metadata=_POSITIVE)
     prompt_cache_size: int = field(default=128, metadata=_NON_NEGATIVE)

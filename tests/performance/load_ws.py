@@ -119,8 +119,16 @@ RAISED_BUDGETS = {
 }
 
 
-def server_env(work: Path, sim_url: str, clients: int, sync: bool, raised: bool) -> dict[str, str]:
-    """The shipped configuration pointed at the simulator (budgets raised only if asked)."""
+def server_env(
+    work: Path,
+    sim_url: str,
+    clients: int,
+    sync: bool,
+    raised: bool,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The shipped configuration pointed at the simulator (budgets raised only if asked,
+    `extra`: the diagnostic `--server-setting` values, applied last)."""
     return (
         base_env(work)
         | (RAISED_BUDGETS if raised else {})
@@ -132,14 +140,20 @@ def server_env(work: Path, sim_url: str, clients: int, sync: bool, raised: bool)
             "AUTOAGENT_LOAD_SIM_KEY": "sk-load-test",
             "AUTOAGENT_SERVER__MAX_CONNECTIONS": str(clients + 100),
         }
+        | (extra or {})
     )
 
 
 async def start_server(
-    work: Path, sim_url: str, clients: int, sync: bool, raised: bool
+    work: Path,
+    sim_url: str,
+    clients: int,
+    sync: bool,
+    raised: bool,
+    extra: dict[str, str] | None = None,
 ) -> tuple[ServiceProcess, int]:
     argv = ["--data-dir", str(work / f"data-{clients}")]
-    env = server_env(work, sim_url, clients, sync, raised)
+    env = server_env(work, sim_url, clients, sync, raised, extra)
     return await bench_processes.start_server(work, f"serve-{clients}", argv, env)
 
 
@@ -374,7 +388,9 @@ async def measure(
     work: Path, sim: ServiceProcess, sim_url: str, clients: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     started = time.monotonic()
-    server, port = await start_server(work, sim_url, clients, not args.no_sync, args.raised_budgets)
+    server, port = await start_server(
+        work, sim_url, clients, not args.no_sync, args.raised_budgets, args.server_settings
+    )
     server_start_s = time.monotonic() - started
     try:
         await trio.sleep(1.0)  # settle: projections caught up, nothing in flight
@@ -526,6 +542,17 @@ def tables(result: dict[str, Any]) -> list[Table]:
     return [load_table, Table("Targets", ["target", "measured", "met"], target_rows)]
 
 
+def server_settings(parser: argparse.ArgumentParser, given: Sequence[str]) -> dict[str, str]:
+    """`--server-setting` values as environment entries; anything else is refused."""
+    settings = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("AUTOAGENT_"):
+            parser.error(f"--server-setting {item!r}: expected AUTOAGENT_NAME=VALUE")
+        settings[name] = value
+    return settings
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser(
         __doc__,
@@ -546,7 +573,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="diagnostic: client-side LLM rpm/tpm budgets raised out of the way",
     )
+    parser.add_argument(
+        "--server-setting",
+        action="append",
+        default=[],
+        metavar="AUTOAGENT_NAME=VALUE",
+        help="diagnostic: one more setting for the server (repeatable), e.g. a feature set aside",
+    )
     args = parser.parse_args(argv)
+    args.server_settings = server_settings(parser, args.server_setting)
     if args.clients is None:
         args.clients = [10] if args.quick else [100, 1000]
     if args.load_s is None:
@@ -568,6 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "time_scale": args.time_scale,
             "store_sync": not args.no_sync,
             "llm_budgets": "raised" if args.raised_budgets else "shipped",
+            "server_settings": args.server_settings,
             "goals": list(GOALS),
         },
         **outcome,

@@ -20,6 +20,7 @@ from projections import (
     MemoryStateStore,
     ProjectionRunner,
     SessionsProjection,
+    StateCommit,
     StateStore,
     rebuild,
 )
@@ -440,6 +441,52 @@ async def test_wait_for_a_future_position_blocks_until_it_is_applied(tmp_path: P
                 nursery.cancel_scope.cancel()
         assert reached[0] >= 3
         assert len(state.items("sessions")) == 3
+
+
+class _CommitCountingState(MemoryStateStore):
+    """A state store counting its commits: one per step of the runner."""
+
+    commits = 0
+
+    def commit(self, commits: list[StateCommit]) -> None:
+        self.commits += 1
+        super().commit(commits)
+
+
+async def test_a_lingering_runner_applies_several_commits_in_one_step_unless_a_reader_waits(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        state = _CommitCountingState()
+        async with open_event_store(tmp_path / "data", StoreOptions(sync=False)) as store:
+            # An hour: only a reader's `wait_for` can end this linger within the test.
+            runner = ProjectionRunner(store.log, state, [SessionsProjection()], linger_s=3600)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(runner.run, store)
+                caught_up = state.commits
+                for i in range(4):
+                    await store.append(f"session-{i}", [SessionStarted(session_id=str(i))])
+                    # Time for a runner that did not linger to apply the append.
+                    await trio.testing.wait_all_tasks_blocked()
+                    await trio.sleep(0.05)
+                assert (runner.position, state.commits) == (0, caught_up)
+                await runner.wait_for(store.head_position)
+                assert runner.position == 4
+                assert state.commits == caught_up + 1  # the four commits in one step
+                assert len(state.items("sessions")) == 4
+                # The next commit lingers again; a reader already waiting cuts it short.
+                reader_done = trio.Event()
+
+                async def reader() -> None:
+                    await runner.wait_for(5)
+                    reader_done.set()
+
+                nursery.start_soon(reader)
+                await trio.testing.wait_all_tasks_blocked()
+                await store.append("session-4", [SessionStarted(session_id="4")])
+                await reader_done.wait()
+                assert state.commits == caught_up + 2
+                nursery.cancel_scope.cancel()
 
 
 class _CountingLmdbState(LmdbStateStore):

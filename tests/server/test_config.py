@@ -80,6 +80,7 @@ EXPECTED_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_parallel_steps": 16,
         "session_window": 20,
         "snapshot_every": 10000,
+        "projection_linger_ms": 50.0,
         "faiss_ivf_threshold": 10000,
         "faiss_nprobe": 8,
         "prompt_cache_size": 128,
