@@ -384,6 +384,19 @@ async def idle_cpu_ms_per_s(pid: int) -> float:
     return 1000 * spent / (time.monotonic() - started)
 
 
+def thread_split(
+    pid: int, before: dict[int, float], after: dict[int, float], finished: int
+) -> dict[str, float] | None:
+    """CPU per finished run of the Trio (main) thread and of all the others (worker
+    threads: the log's commit thread, projections, reads, key loads), to tell which
+    side a change moved."""
+    if not finished:
+        return None
+    main = after.get(pid, 0.0) - before.get(pid, 0.0)
+    others = threads_cpu_between(before, after) - main
+    return {"trio_thread": 1000 * main / finished, "other_threads": 1000 * others / finished}
+
+
 async def measure(
     work: Path, sim: ServiceProcess, sim_url: str, clients: int, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -399,7 +412,7 @@ async def measure(
         idle_cpu = await idle_cpu_ms_per_s(server.pid)
         sampler = Sampler(server.pid)
         idle_rss = sampler.sample()[1]
-        cpu_before = cpu_s(server.pid)
+        cpu_before, threads_before = cpu_s(server.pid), threads_on_cpu_s(server.pid)
         url = f"ws://127.0.0.1:{port}/"
         sim_before = await simulator_stats(sim_url)
         others_before = cpu_s(sim.pid), own_cpu_s(), time.monotonic()
@@ -422,6 +435,9 @@ async def measure(
         result["server"]["cpu_s_total_during_test"] = spent
         finished = sum(result["runs"].values())
         result["server"]["cpu_ms_per_finished_run"] = 1000 * spent / finished if finished else None
+        result["server"]["cpu_ms_per_finished_run_by_thread"] = thread_split(
+            server.pid, threads_before, threads_on_cpu_s(server.pid), finished
+        )
     finally:
         stopping = time.monotonic()
         code = await server.aclose()
