@@ -841,6 +841,15 @@ class Subscription:
             await self._fill()
         return self._buffer.popleft()
 
+    async def next_batch(self) -> list[RecordedEvent]:
+        """Every record available now, in order (at least one: waits for it); what one
+        commit wrote comes together, for a subscriber that handles records in batches."""
+        while not self._buffer:
+            await self._fill()
+        batch = list(self._buffer)
+        self._buffer.clear()
+        return batch
+
     async def _fill(self) -> None:
         store = self._store
         if self._stream is None:

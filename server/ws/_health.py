@@ -42,6 +42,8 @@ class ServerSnapshot:
     # calls waited for the rpm/tpm budget, and 429s the provider answered.
     llm_budget_wait_s: float = 0.0
     llm_rate_limited: int = 0
+    frames_sent: int = 0  # WebSocket frames written to clients
+    frame_writes: int = 0  # socket writes that carried them (frames of a batch share one)
 
 
 def render_health(app: ServerSnapshot) -> tuple[int, bytes]:
@@ -97,6 +99,18 @@ def render_metrics(app: ServerSnapshot) -> bytes:
         "autoagent_connections_total",
         "WebSocket connections accepted.",
         app.connections_total,
+    )
+    counter(
+        lines,
+        "autoagent_ws_frames_sent_total",
+        "WebSocket frames sent to clients.",
+        app.frames_sent,
+    )
+    counter(
+        lines,
+        "autoagent_ws_frame_writes_total",
+        "Socket writes that sent them (the frames a commit brings a client go in one).",
+        app.frame_writes,
     )
     counter(
         lines,

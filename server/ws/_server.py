@@ -180,6 +180,8 @@ class AgentServer:
             "rejected_connections": 0,
             "runs_started": 0,
             "runs_taken_over": 0,
+            "frames_sent": 0,  # WebSocket frames the connections' senders wrote
+            "frame_writes": 0,  # socket writes they took (a batch of frames is one)
         }
 
     # --- serving ------------------------------------------------------------------------------
@@ -290,7 +292,7 @@ class AgentServer:
                 ws = await request.accept()
                 await ws.aclose(CLOSE_POLICY, "server at its connection limit")
                 return
-            connection = Connection(self, await request.accept())
+            connection = Connection(self, await request.accept(), stream)
             self.connections.add(connection)
             self.stats["connections_total"] += 1
             await connection.serve()
@@ -324,6 +326,8 @@ class AgentServer:
             projection_lag=head - (runner.position if runner else head),
             connections=len(self.connections),
             connections_total=self.stats["connections_total"],
+            frames_sent=self.stats["frames_sent"],
+            frame_writes=self.stats["frame_writes"],
             appends=store_stats.appends,
             commits=store_stats.commits,
             metrics=metrics if isinstance(metrics, MetricsProjection) else None,

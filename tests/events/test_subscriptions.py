@@ -87,6 +87,32 @@ async def test_subscribe_after_a_position_starts_after_it(store: EventStore) -> 
     assert [r.position for r in received] == list(range(7, 16))
 
 
+async def test_next_batch_takes_what_one_commit_wrote_together_and_then_waits(
+    store: EventStore,
+) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        await append_many(store, 2)
+        sub = store.subscribe(after=0, stream="s")
+        # Caught up: what the log holds, at once.
+        assert [r.position for r in await sub.next_batch()] == [1, 2]
+        batches: list[list[int]] = []
+
+        async def subscriber() -> None:
+            while len(batches) < 2:
+                batches.append([r.position for r in await sub.next_batch()])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(subscriber)
+            await trio.testing.wait_all_tasks_blocked()
+            assert batches == []  # nothing new: it waits
+            await append_many(store, 3, per_append=3)  # one commit
+            await trio.testing.wait_all_tasks_blocked()
+            await store.append("other", [started(9)])  # another stream's: not for it
+            await append_many(store, 1)
+    assert batches == [[3, 4, 5], [7]]
+    assert sub.position == 7
+
+
 async def test_subscribe_after_the_head_waits_for_new_records(store: EventStore) -> None:
     with trio.fail_after(TIMEOUT_S):
         await append_many(store, 3)

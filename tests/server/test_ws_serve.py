@@ -84,6 +84,29 @@ async def test_metrics_are_prometheus_text_with_log_clients_runs_and_llm(app: Ha
     assert int(samples["autoagent_llm_rate_limited_total"]) == 0
 
 
+async def test_the_frames_a_commit_brings_a_client_go_out_in_one_socket_write(
+    app: Harness,
+) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with app.client() as client:
+            accepted = await client.request({"type": "message", "id": 1, "text": GOAL})
+            events = await client.events_until()
+            await app.wait_runs_done()
+            _, _, body = await http_request(app.port, "GET", "/metrics")
+    samples = metric_samples(body)
+    frames, writes = (
+        int(samples["autoagent_ws_frames_sent_total"]),
+        int(samples["autoagent_ws_frame_writes_total"]),
+    )
+    # The hello, the acceptance and every event frame were sent...
+    assert accepted["type"] == "accepted"
+    assert frames >= len(events) + 1
+    # ...in fewer writes: a run queues several events per commit (step started and
+    # completed, verdicts), and its follower hands each commit's frames over at once.
+    assert writes < frames
+    assert [e["position"] for e in events] == sorted(e["position"] for e in events)
+
+
 def metric_samples(body: bytes) -> dict[str, str]:
     lines = body.decode().splitlines()
     return dict(line.rsplit(" ", 1) for line in lines if line and not line.startswith("#"))
