@@ -28,6 +28,10 @@ Caching: a key read once is kept in memory. `destroy` through this object drops 
 cached copy at once; a key destroyed by *another process* is noticed the next time the
 cached copy is older than `revalidate_s` (the key is then read again and compared). Writes
 that must reach a running server's cache (`autoagent forget`) go through that server.
+A backend that can tell cheaply that nothing changed (the file store: its directory's
+stamp, see `FileKeyStore`) revalidates every cached key at once instead: a server with
+a hundred live sessions made a worker-thread call and a file read per session and
+second for this, one look at the directory does.
 
 An owner has at most one live key; `destroy` removes it and the next create makes a
 new one with a new `key_id`, so content sealed before a forget stays dead.
@@ -64,6 +68,10 @@ KEY_BYTES = 32
 KEY_SUFFIX = ".key"
 SESSION_PREFIX = "session:"
 DEFAULT_REVALIDATE_S = 1.0
+# How old a directory's modification time must be before it is trusted to change with
+# the next key written: timestamps are coarse (a clock tick on Linux filesystems, a
+# second on some), so a change within the same tick as the last one may leave it equal.
+SETTLED_S = 2.0
 
 
 class UserKey:
@@ -259,12 +267,29 @@ class KeyStore(abc.ABC):
         with self._lock:
             self._cache.clear()
 
+    def _unchanged_since(self, now: float) -> float | None:
+        """A monotonic time since which nothing in the backend has changed, if the
+        backend can tell that cheaply; None when it cannot (every key is read again).
+        Called with the lock held."""
+        return None
+
     def _get(self, owner: str) -> UserKey | None:
-        now = time.monotonic()
         cached = self._cache.get(owner)
-        if cached is not None and now - cached[1] < self.revalidate_s:
+        if cached is not None and time.monotonic() - cached[1] < self.revalidate_s:
             return cached[0]
         with self._lock:
+            # Times taken under the lock: a copy checked at or after `since` was read
+            # after the look that `since` comes from.
+            now = time.monotonic()
+            cached = self._cache.get(owner)
+            since = self._unchanged_since(now)
+            if cached is not None and since is not None and cached[1] >= since:
+                # Nothing changed since this copy (and every other checked as late)
+                # was read: all of them are current now, without reading them.
+                for name, (key, checked) in list(self._cache.items()):
+                    if checked >= since:
+                        self._cache[name] = (key, now)
+                return cached[0]
             # Read again: a forget (here or in another process) and a new key since
             # the cached one was checked must not let the old key back in.
             found = self._open(owner)
@@ -356,11 +381,46 @@ class FileKeyStore(KeyStore):
     """
 
     def __init__(
-        self, path: Path, *, readonly: bool = False, revalidate_s: float = DEFAULT_REVALIDATE_S
+        self,
+        path: Path,
+        *,
+        readonly: bool = False,
+        revalidate_s: float = DEFAULT_REVALIDATE_S,
+        settled_s: float = SETTLED_S,
     ) -> None:
         super().__init__(revalidate_s=revalidate_s)
         self.path = path
         self.readonly = readonly
+        self.settled_s = settled_s
+        # The directory's stamp at the last look, and since when it is known to hold
+        # (None: not yet settled, see `_unchanged_since`).
+        self._stamp: tuple[int, ...] | None = None
+        self._stamp_since: float | None = None
+
+    def _unchanged_since(self, now: float) -> float | None:
+        """Since when the directory is known unchanged: every key is written by a rename
+        into it and erased by an unlink from it, and both change its modification time.
+
+        A stamp is trusted from the look that found it settled (its times older than
+        `settled_s`: a later change cannot leave them equal); the same stamp at a later
+        look means nothing changed in between.
+        """
+        wall = time.time_ns()
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:  # no key stored yet: the directory's making changes it
+            stamp: tuple[int, ...] = ()
+            settled = True
+        except OSError:
+            return None
+        else:
+            stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+            settled = max(st.st_mtime_ns, st.st_ctime_ns) < wall - self.settled_s * 1e9
+        if stamp != self._stamp or self._stamp_since is None:
+            self._stamp = stamp
+            self._stamp_since = now if settled else None
+            return None
+        return self._stamp_since
 
     def _file(self, owner: str) -> Path:
         return self.path / (hashlib.sha256(owner.encode()).hexdigest() + KEY_SUFFIX)

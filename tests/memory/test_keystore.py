@@ -23,6 +23,7 @@ from projections import (
     KeyStoreReadOnly,
     MemoryKeyStore,
     SealBroken,
+    UserKey,
 )
 
 OpenStore = Callable[..., KeyStore]
@@ -250,6 +251,59 @@ def test_a_cached_session_key_is_dropped_when_another_process_forgot_its_princip
     assert server.session_key("s1", None) is None
     renewed = server.session_key("s1", "ana", create=True)
     assert renewed is not None and renewed.key_id != session.key_id
+
+
+def _same(found: UserKey | None, key: UserKey) -> bool:
+    return found is not None and (found.key_id, found.secret) == (key.key_id, key.secret)
+
+
+class _LoadCountingFileKeyStore(FileKeyStore):
+    """A file store counting the key files it reads."""
+
+    loads = 0
+
+    def _load(self, owner: str) -> KeyRecord | None:
+        self.loads += 1
+        return super()._load(owner)
+
+
+def test_an_unchanged_key_directory_revalidates_every_cached_key_without_reading_them(
+    tmp_path: Path,
+) -> None:
+    # Every copy is stale at once (revalidate_s 0); the directory's stamp is trusted as
+    # soon as it is seen (settled_s 0: the racy case is the next test's).
+    server = _LoadCountingFileKeyStore(tmp_path / "keys", revalidate_s=0.0, settled_s=0.0)
+    other = FileKeyStore(tmp_path / "keys")
+    alice = server.current_or_create("alice")
+    bob = server.current_or_create("bob")
+    server.loads = 0  # the two reads of making them
+    # Copies made before the first look are read again once...
+    assert _same(server.current("alice"), alice) and _same(server.current("bob"), bob)
+    assert server.loads == 2
+    # ...and from then on, while the directory stays as it was, none is read.
+    for _ in range(3):
+        assert _same(server.current("alice"), alice) and _same(server.current("bob"), bob)
+    assert server.loads == 2
+    # Another process's forget changes the directory: the next look reads again.
+    assert other.destroy("bob") == bob.key_id
+    assert server.current("bob") is None
+    assert _same(server.current("alice"), alice)
+    assert server.loads == 4
+    assert _same(server.current("alice"), alice)
+    assert server.loads == 4
+
+
+def test_a_key_directory_changed_within_the_settling_time_is_not_trusted(
+    tmp_path: Path,
+) -> None:
+    """A modification time as recent as `settled_s` may not move with the next change
+    (coarse timestamps): every stale copy is then read again, as without the look."""
+    server = _LoadCountingFileKeyStore(tmp_path / "keys", revalidate_s=0.0, settled_s=3600.0)
+    alice = server.current_or_create("alice")
+    server.loads = 0
+    for expected_loads in (1, 2, 3):
+        assert _same(server.current("alice"), alice)
+        assert server.loads == expected_loads
 
 
 # --- copying keys between stores (`autoagent migrate`) ------------------------------

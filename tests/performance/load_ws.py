@@ -172,6 +172,8 @@ async def server_metrics(port: int) -> dict[str, float]:
         "autoagent_llm_budget_wait_seconds_total",
         "autoagent_event_commits_total",
         "autoagent_event_appends_total",
+        "autoagent_ws_frames_sent_total",
+        "autoagent_ws_frame_writes_total",
     )
     samples = await bench_processes.metric_samples(port, wanted)
     return {name.removeprefix("autoagent_"): value for name, value in samples.items()}
