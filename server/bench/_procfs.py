@@ -12,6 +12,7 @@ import contextlib
 import os
 import resource
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,7 +62,19 @@ def threads_on_cpu_s(pid: int) -> dict[int, float]:
     return seconds
 
 
-def threads_cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+def threads_slices(pid: int) -> dict[int, int]:
+    """Times each live thread of the process was put on a CPU (schedstat's third
+    field), by thread id: at low load, how often it woke up."""
+    slices: dict[int, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            slices[int(task.name)] = int((task / "schedstat").read_text().split()[2])
+        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            continue
+    return slices
+
+
+def threads_cpu_between(before: Mapping[int, float], after: Mapping[int, float]) -> float:
     """CPU seconds the threads spent between two `threads_on_cpu_s` samples: a thread
     that ended meanwhile is left out (its time before the first sample must not count
     against the interval), one that started is counted whole."""

@@ -49,7 +49,7 @@ import resource
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,7 @@ from server.bench._procfs import (
     peak_rss_mb,
     threads_cpu_between,
     threads_on_cpu_s,
+    threads_slices,
 )
 from server.errors import GoalRejected
 from tests.performance._cli import make_parser, publish, scratch_dir
@@ -387,16 +388,21 @@ async def idle_cpu_ms_per_s(pid: int) -> float:
 
 
 def thread_split(
-    pid: int, before: dict[int, float], after: dict[int, float], finished: int
+    pid: int,
+    before: Mapping[int, float],
+    after: Mapping[int, float],
+    finished: int,
+    scale: float = 1000,
 ) -> dict[str, float] | None:
-    """CPU per finished run of the Trio (main) thread and of all the others (worker
+    """Per finished run, of the Trio (main) thread and of all the others (worker
     threads: the log's commit thread, projections, reads, key loads), to tell which
-    side a change moved."""
+    side a change moved: CPU ms (from seconds, `scale` 1000) or times put on a CPU
+    (wake-ups, `scale` 1)."""
     if not finished:
         return None
     main = after.get(pid, 0.0) - before.get(pid, 0.0)
     others = threads_cpu_between(before, after) - main
-    return {"trio_thread": 1000 * main / finished, "other_threads": 1000 * others / finished}
+    return {"trio_thread": scale * main / finished, "other_threads": scale * others / finished}
 
 
 async def measure(
@@ -415,6 +421,7 @@ async def measure(
         sampler = Sampler(server.pid)
         idle_rss = sampler.sample()[1]
         cpu_before, threads_before = cpu_s(server.pid), threads_on_cpu_s(server.pid)
+        slices_before = threads_slices(server.pid)
         url = f"ws://127.0.0.1:{port}/"
         sim_before = await simulator_stats(sim_url)
         others_before = cpu_s(sim.pid), own_cpu_s(), time.monotonic()
@@ -439,6 +446,9 @@ async def measure(
         result["server"]["cpu_ms_per_finished_run"] = 1000 * spent / finished if finished else None
         result["server"]["cpu_ms_per_finished_run_by_thread"] = thread_split(
             server.pid, threads_before, threads_on_cpu_s(server.pid), finished
+        )
+        result["server"]["wakeups_per_finished_run_by_thread"] = thread_split(
+            server.pid, slices_before, threads_slices(server.pid), finished, scale=1
         )
     finally:
         stopping = time.monotonic()
