@@ -31,7 +31,11 @@ that must reach a running server's cache (`autoagent forget`) go through that se
 A backend that can tell cheaply that nothing changed (the file store: its directory's
 stamp, see `FileKeyStore`) revalidates every cached key at once instead: a server with
 a hundred live sessions made a worker-thread call and a file read per session and
-second for this, one look at the directory does.
+second for this, one look at the directory does. That look sees what this module does
+to keys (a rename in, an unlink out); a key file rewritten in place, or zeroed by a
+forget whose unlink then failed (the forget reports the error), is not seen by another
+process's cache, and on a network filesystem the directory's attributes may be cached
+by the client: keep the keys directory on a local filesystem.
 
 An owner has at most one live key; `destroy` removes it and the next create makes a
 new one with a new `key_id`, so content sealed before a forget stays dead.
@@ -68,9 +72,9 @@ KEY_BYTES = 32
 KEY_SUFFIX = ".key"
 SESSION_PREFIX = "session:"
 DEFAULT_REVALIDATE_S = 1.0
-# How old a directory's modification time must be before it is trusted to change with
-# the next key written: timestamps are coarse (a clock tick on Linux filesystems, a
-# second on some), so a change within the same tick as the last one may leave it equal.
+# How long after a directory's stamp is first seen it is trusted to change with the next
+# key written: longer than its timestamps' granularity (a clock tick on Linux
+# filesystems, a second on some).
 SETTLED_S = 2.0
 
 
@@ -204,11 +208,13 @@ class KeyStore(abc.ABC):
         self._check_writable()
         with self._lock:
             # One read decides: a record made by another process since `_get` opens
-            # here and is used, never replaced.
+            # here and is used, never replaced. Its time is taken before the read (the
+            # unwrap may look at the directory: see `_get`).
+            checked = time.monotonic()
             record = self._load(owner)
             found = self._unwrap(record) if record is not None else None
             if found is not None:
-                self._cache[owner] = (found, time.monotonic())
+                self._cache[owner] = (found, checked)
                 return found
             # None, or a record that does not open: its principal was forgotten. What
             # the session says from now on is sealed with a new key.
@@ -392,35 +398,34 @@ class FileKeyStore(KeyStore):
         self.path = path
         self.readonly = readonly
         self.settled_s = settled_s
-        # The directory's stamp at the last look, and since when it is known to hold
-        # (None: not yet settled, see `_unchanged_since`).
+        # The directory's stamp at the last look, and when that stamp was first seen.
         self._stamp: tuple[int, ...] | None = None
-        self._stamp_since: float | None = None
+        self._stamp_seen = 0.0
 
     def _unchanged_since(self, now: float) -> float | None:
         """Since when the directory is known unchanged: every key is written by a rename
-        into it and erased by an unlink from it, and both change its modification time.
+        into it and erased by an unlink from it, and both change its modification and
+        change times.
 
-        A stamp is trusted from the look that found it settled (its times older than
-        `settled_s`: a later change cannot leave them equal); the same stamp at a later
-        look means nothing changed in between.
+        Timestamps are coarse (a clock tick on Linux filesystems, a second on some): a
+        change within the same tick as the one before it may leave the stamp equal. So a
+        stamp first seen at `t` proves only that nothing changed after `t + settled_s`
+        (a later change lands in a later tick), and only once that time has passed; this
+        uses the monotonic clock alone, never the filesystem's against this process's.
         """
-        wall = time.time_ns()
         try:
             st = os.stat(self.path)
         except FileNotFoundError:  # no key stored yet: the directory's making changes it
             stamp: tuple[int, ...] = ()
-            settled = True
         except OSError:
             return None
         else:
             stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
-            settled = max(st.st_mtime_ns, st.st_ctime_ns) < wall - self.settled_s * 1e9
-        if stamp != self._stamp or self._stamp_since is None:
-            self._stamp = stamp
-            self._stamp_since = now if settled else None
+        if stamp != self._stamp:
+            self._stamp, self._stamp_seen = stamp, now
             return None
-        return self._stamp_since
+        trusted_from = self._stamp_seen + self.settled_s
+        return trusted_from if now >= trusted_from else None
 
     def _file(self, owner: str) -> Path:
         return self.path / (hashlib.sha256(owner.encode()).hexdigest() + KEY_SUFFIX)

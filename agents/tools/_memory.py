@@ -151,6 +151,13 @@ class MemoryService:
         self._store = store
         self._written = 0  # last position this agent appended (read-your-writes)
 
+    def _caught_up_to(self, store: EventStore) -> int:
+        """The position a read of the memory index waits for: everything the log held
+        when it started, not only this agent's own writes (another run's or another
+        process's `remember` a moment ago; the projections may wait up to
+        `performance.projection_linger_ms` before applying a commit nobody waits for)."""
+        return max(self._written, store.head_position)
+
     def _ready(self) -> tuple[MemoryAccess, EventStore]:
         if self._access is None or self._store is None:
             raise ToolError("memory is not available: the agent has no key store or event log")
@@ -215,7 +222,7 @@ class MemoryService:
         if access.index is None:
             return None
         if access.wait_for is not None:
-            await access.wait_for(self._written)
+            await access.wait_for(self._caught_up_to(store))
         try:
             hits = await trio.to_thread.run_sync(
                 access.index.search, user, vector, DUPLICATE_CANDIDATES, access.embedder.model
@@ -238,7 +245,7 @@ class MemoryService:
             raise ToolError("recall needs the server's memory index (run it under autoagent serve)")
         (vector,) = await self._embed([query])
         if access.wait_for is not None:
-            await access.wait_for(self._written)
+            await access.wait_for(self._caught_up_to(store))
         try:
             hits = await trio.to_thread.run_sync(
                 access.index.search, user, vector, k, access.embedder.model
@@ -269,7 +276,7 @@ class MemoryService:
         access, store = self._ready()
         if access.index is not None:
             if access.wait_for is not None:
-                await access.wait_for(self._written)
+                await access.wait_for(self._caught_up_to(store))
             if access.index.position_of(user, memory_id) is None:
                 raise ToolError(f"user {user!r} has no memory {memory_id!r}")
         appended = await store.append(STREAM_PREFIX + user, [MemoryForgotten(user, memory_id)])
@@ -279,7 +286,7 @@ class MemoryService:
     async def forget_all(self, user: str) -> dict[str, Any]:
         access, store = self._ready()
         if access.wait_for is not None:
-            await access.wait_for(self._written)
+            await access.wait_for(self._caught_up_to(store))
         count = access.index.count(user) if access.index is not None else None
         key_id = await trio.to_thread.run_sync(access.keys.destroy, user)
         if key_id is None:

@@ -25,7 +25,6 @@ handler, a subscription, the sender) is logged with its traceback, answered with
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping, Sequence, Set
 from typing import Any, Protocol
@@ -38,7 +37,7 @@ from agents.runs import Orchestrator, Submitted
 from agents.tools import DEFAULT_COLLECTION, DocumentsService
 from events import TERMINAL_RUN_TYPES, AutoagentError, EventStore, RecordedEvent
 from server._access import LOCAL, Principal, match_token
-from server.ws._http_front import PrefixedStream
+from server.ws._batched_send import send_messages
 from server.ws._indexing import index_for_client
 from server.ws._limits import RequestBucket, ServerLimits
 from server.ws._protocol import (
@@ -135,13 +134,9 @@ class ConnectionHost(Protocol):
 
 
 class Connection:
-    def __init__(
-        self, app: ConnectionHost, ws: WebSocketConnection, stream: PrefixedStream | None = None
-    ) -> None:
+    def __init__(self, app: ConnectionHost, ws: WebSocketConnection) -> None:
         self.app = app
         self.ws = ws
-        # The socket under `ws`, whose writes the sender holds to send a batch at once.
-        self._stream = stream
         self.token: str | None = None
         self.authenticated = not app.tokens
         # Who this connection acts for: the local admin without tokens, else set by hello.
@@ -245,24 +240,14 @@ class Connection:
 
     async def _write(self, frames: list[str]) -> None:
         """The frames as WebSocket messages; several in one write of the socket."""
-        stream = self._stream
         stats = self.app.stats
         stats["frames_sent"] += len(frames)
-        if stream is None or len(frames) == 1:
-            stats["frame_writes"] += len(frames)
-            for frame in frames:
-                await self.ws.send_message(frame)
+        if len(frames) == 1:
+            stats["frame_writes"] += 1
+            await self.ws.send_message(frames[0])
             return
         stats["frame_writes"] += 1
-        stream.hold()
-        try:
-            for frame in frames:
-                await self.ws.send_message(frame)
-        finally:
-            # Also after a failure: what was held may hold another task's close frame,
-            # which must still go out. A socket already gone is reported by the next send.
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.release()
+        await send_messages(self.ws, frames)
 
     async def close(self, code: int, reason: str) -> None:
         with trio.move_on_after(2):
@@ -528,6 +513,8 @@ class Connection:
             store = self.app.store
             subscription = store.subscribe(after=after, stream=stream)
             while True:
+                # At most a read batch (`store.read_batch`) at once, the subscription's
+                # own buffer: held here, opened and as frames, until the queue takes it.
                 records = await subscription.next_batch()
                 ends = until_run_ends and _cut_at_terminal(records)
                 # Personal content is sealed in the log; the client gets it opened (or

@@ -37,17 +37,11 @@ class RequestHead:
 
 
 class PrefixedStream(trio.abc.Stream):
-    """A stream that first returns `prefix`, then reads from the wrapped stream.
-
-    Writes can be held (`hold`) and then sent together (`release`): a connection
-    forwarding several event frames at once writes them in one system call instead
-    of one each (see `Connection._sender`).
-    """
+    """A stream that first returns `prefix`, then reads from the wrapped stream."""
 
     def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
         self._stream = stream
         self._prefix = prefix
-        self._held: list[bytes] | None = None
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._prefix:
@@ -58,24 +52,7 @@ class PrefixedStream(trio.abc.Stream):
         return bytes(await self._stream.receive_some(max_bytes))
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._held is not None:
-            # Held: kept in order with anything else written meanwhile (a pong from the
-            # WebSocket's reader task), sent by `release`. No checkpoint: the frames
-            # of one batch are written without yielding in between.
-            self._held.append(bytes(data))
-            return
         await self._stream.send_all(data)
-
-    def hold(self) -> None:
-        """Keep what is written from now on until `release`."""
-        if self._held is None:
-            self._held = []
-
-    async def release(self) -> None:
-        """Send what was held, in one write, and write directly again."""
-        held, self._held = self._held, None
-        if held:
-            await self._stream.send_all(b"".join(held))
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()

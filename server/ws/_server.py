@@ -292,7 +292,7 @@ class AgentServer:
                 ws = await request.accept()
                 await ws.aclose(CLOSE_POLICY, "server at its connection limit")
                 return
-            connection = Connection(self, await request.accept(), stream)
+            connection = Connection(self, await request.accept())
             self.connections.add(connection)
             self.stats["connections_total"] += 1
             await connection.serve()

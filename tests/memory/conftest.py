@@ -102,7 +102,10 @@ def data_dir(tmp_path: Path) -> Path:
 
 @asynccontextmanager
 async def open_lab(
-    data_dir: Path, ivf_threshold: int = 50, embedder: Embedder | None = None
+    data_dir: Path,
+    ivf_threshold: int = 50,
+    embedder: Embedder | None = None,
+    linger_s: float = 0.0,
 ) -> AsyncIterator[Lab]:
     """The memory stack over `data_dir`, closed (store, state, runner) on exit."""
     keys = FileKeyStore(data_dir / "keys")
@@ -113,7 +116,9 @@ async def open_lab(
         state = LmdbStateStore.open(data_dir / "projections", sync=False)
         try:
             async with trio.open_nursery() as nursery:
-                runner = ProjectionRunner(store.log, state, [projection], snapshot_every=20)
+                runner = ProjectionRunner(
+                    store.log, state, [projection], snapshot_every=20, linger_s=linger_s
+                )
                 await nursery.start(runner.run, store)
                 access = MemoryAccess(keys, embedder, projection, runner.wait_for)
                 agent = MemoryAgent(AgentContext(store=store, memory=access))

@@ -296,8 +296,9 @@ def test_an_unchanged_key_directory_revalidates_every_cached_key_without_reading
 def test_a_key_directory_changed_within_the_settling_time_is_not_trusted(
     tmp_path: Path,
 ) -> None:
-    """A modification time as recent as `settled_s` may not move with the next change
-    (coarse timestamps): every stale copy is then read again, as without the look."""
+    """A stamp first seen less than `settled_s` ago may hide a change made in the same
+    timestamp tick (coarse timestamps): every stale copy is then read again, as
+    without the look."""
     server = _LoadCountingFileKeyStore(tmp_path / "keys", revalidate_s=0.0, settled_s=3600.0)
     alice = server.current_or_create("alice")
     server.loads = 0

@@ -14,7 +14,7 @@ from agents.tools._memory import MemoryAccess, MemoryAgent
 from agents.tools._registry import AgentRegistry, discover_agents
 from projections import MemoryKeyStore
 
-from .conftest import TIMEOUT_S, HashEmbedder, Lab
+from .conftest import TIMEOUT_S, HashEmbedder, Lab, open_lab
 
 FACTS = {
     "sister": "my sister lives in lisbon with two cats",
@@ -62,6 +62,21 @@ async def test_recall_sees_the_agents_own_writes_at_once(lab: Lab) -> None:
             await lab.call("remember", content=text, user="bob")
             result = await lab.call("recall", query=f"topic{i}", user="bob", k=1)
             assert [m["content"] for m in result["memories"]] == [text]
+
+
+async def test_recall_sees_another_agents_write_while_the_projections_linger(
+    data_dir: Path,
+) -> None:
+    """Another run's (another agent's) `remember` a moment ago is found: a recall waits
+    for what the log holds, not only for its own agent's writes, even while the
+    projections would wait an hour before applying a commit nobody waits for."""
+    with trio.fail_after(TIMEOUT_S):
+        async with open_lab(data_dir, linger_s=3600.0) as lab:
+            access = MemoryAccess(lab.keys, lab.embedder, lab.projection, lab.runner.wait_for)
+            other = MemoryAgent(AgentContext(store=lab.store, memory=access))
+            await lab.call("remember", content="the gate code is 4417", user="bob")
+            result = await other.tools()["recall"].call({"query": "gate code", "user": "bob"})
+    assert [m["content"] for m in result["memories"]] == ["the gate code is 4417"]
 
 
 async def test_forget_removes_one_memory_and_is_not_idempotent(lab: Lab) -> None:

@@ -5,7 +5,6 @@ that reaches the listener; the WebSocket side and /healthz go on.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -138,27 +137,3 @@ async def test_a_broken_websocket_upgrade_gets_400_and_logs_no_failure(
             await client.ping()
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
-
-
-# --- PrefixedStream: held writes -----------------------------------------------------------
-
-
-async def test_held_writes_reach_the_socket_only_at_release_and_in_order() -> None:
-    left, right = socket.socketpair()
-    right.setblocking(False)
-    with left, right:
-        stream = http_front.PrefixedStream(
-            trio.SocketStream(trio.socket.from_stdlib_socket(left)), b""
-        )
-        with trio.fail_after(TIMEOUT_S):
-            await stream.send_all(b"direct;")
-            assert right.recv(100) == b"direct;"  # written at once
-            stream.hold()
-            for part in (b"one;", b"two;", b"three;"):
-                await stream.send_all(part)
-            with pytest.raises(BlockingIOError):  # nothing on the socket while held
-                right.recv(100)
-            await stream.release()
-            assert right.recv(100) == b"one;two;three;"
-            await stream.send_all(b"after;")  # released: direct again
-            assert right.recv(100) == b"after;"
