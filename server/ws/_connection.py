@@ -240,14 +240,12 @@ class Connection:
 
     async def _write(self, frames: list[str]) -> None:
         """The frames as WebSocket messages; several in one write of the socket."""
-        stats = self.app.stats
-        stats["frames_sent"] += len(frames)
+        self.app.stats["frames_sent"] += len(frames)
+        self.app.stats["frame_writes"] += 1
         if len(frames) == 1:
-            stats["frame_writes"] += 1
             await self.ws.send_message(frames[0])
-            return
-        stats["frame_writes"] += 1
-        await send_messages(self.ws, frames)
+        else:
+            await send_messages(self.ws, frames)
 
     async def close(self, code: int, reason: str) -> None:
         with trio.move_on_after(2):
