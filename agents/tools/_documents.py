@@ -122,6 +122,10 @@ class DocumentsService:
         return access, access.index, store
 
     async def _caught_up(self, access: DocumentsAccess, position: int) -> None:
+        """Wait until the documents projection has applied `position`: a search or a
+        listing passes the log's head (what another run or process indexed a moment
+        ago counts too; the projections may linger before applying a commit nobody
+        waits for, `performance.projection_linger_ms`)."""
         if access.wait_for is not None:
             await access.wait_for(position)
         else:
@@ -162,7 +166,7 @@ class DocumentsService:
             (vector,) = await access.embedder.embed([query])
         except EmbeddingError as exc:
             raise ToolError(f"embedding failed: {exc}", retryable=True) from exc
-        await self._caught_up(access, self._written)
+        await self._caught_up(access, max(self._written, store.head_position))
         try:
             hits = await trio.to_thread.run_sync(
                 self._search, index, vector, k, collection, access.embedder.model
@@ -185,8 +189,8 @@ class DocumentsService:
         return result
 
     async def list(self, collection: str | None) -> dict[str, Any]:
-        access, index, _ = self._ready()
-        await self._caught_up(access, self._written)
+        access, index, store = self._ready()
+        await self._caught_up(access, max(self._written, store.head_position))
         return await trio.to_thread.run_sync(self._listing, index, collection)
 
     def _listing(self, index: DocumentsProjection, collection: str | None) -> dict[str, Any]:

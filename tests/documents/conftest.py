@@ -94,6 +94,7 @@ async def open_lab(
     embedder: Embedder | None = None,
     ivf_threshold: int = 10_000,
     options: IndexerOptions | None = None,
+    linger_s: float = 0.0,
 ) -> AsyncIterator[Lab]:
     """The documents stack over `data_dir`, closed (store, state, runner) on exit."""
     projection = DocumentsProjection(
@@ -104,7 +105,9 @@ async def open_lab(
         state = LmdbStateStore.open(data_dir / "projections", sync=False)
         try:
             async with trio.open_nursery() as nursery:
-                runner = ProjectionRunner(store.log, state, [projection], snapshot_every=20)
+                runner = ProjectionRunner(
+                    store.log, state, [projection], snapshot_every=20, linger_s=linger_s
+                )
                 await nursery.start(runner.run, store)
                 access = DocumentsAccess(
                     embedder, projection, runner.wait_for, options or IndexerOptions()

@@ -21,7 +21,7 @@ from agents.tools._document_indexer import (
     NothingToIndex,
     TooManyDocuments,
 )
-from agents.tools._documents import DocumentsAgent, UnknownCollection
+from agents.tools._documents import DocumentsAccess, DocumentsAgent, UnknownCollection
 from agents.tools._workspace import PathNotAllowed
 from tests.tools.test_document_text import _pdf
 
@@ -41,6 +41,27 @@ def paths(result: dict[str, Any], kind: str) -> list[str]:
 
 def calls(lab: Lab) -> int:
     return lab.embedder.statistics().requests
+
+
+async def test_search_and_list_see_another_agents_index_while_the_projections_linger(
+    data_dir: Path, workspace: Path
+) -> None:
+    """What another run indexed a moment ago is found: a search waits for what the log
+    holds, not only for its own agent's writes, even while the projections would wait
+    an hour before applying a commit nobody waits for."""
+    write_docs(workspace, DOCS)
+    with trio.fail_after(TIMEOUT_S):
+        async with open_lab(data_dir, workspace, linger_s=3600.0) as lab:
+            await lab.call("index", path="docs")
+            access = DocumentsAccess(
+                lab.embedder, lab.projection, lab.runner.wait_for, IndexerOptions()
+            )
+            context = AgentContext(workspace_roots=(workspace,), store=lab.store, documents=access)
+            other = DocumentsAgent(context)
+            found = await other.tools()["search"].call({"query": "flight to lisbon", "k": 1})
+            listing = await other.tools()["list"].call({})
+    assert [p["path"] for p in found["passages"]] == ["docs/travel.html"]
+    assert listing["count"] == len(DOCS)
 
 
 async def test_index_then_search_finds_passages_of_every_supported_type(lab: Lab) -> None:
