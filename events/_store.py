@@ -78,6 +78,8 @@ _SEALED_STREAMS = ("session-", "run-")
 # Looks again while the change marker is ahead of what a look saw (`_catch_up_with_marker`).
 _MARKER_RETRIES = 10
 _MARKER_RETRY_S = 0.002
+# Stream names `stream_exists` remembers at most (then it starts over).
+EXISTING_STREAMS_KEPT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +246,8 @@ class EventStore:
         self._watcher_checks = self._watcher_looks = 0
         # Appends queued and not answered yet, for `flush`.
         self._unanswered: set[AppendTicket] = set()
+        # Streams known to hold records (`stream_exists`), bounded.
+        self._existing: set[str] = set()
 
     # --- writing -------------------------------------------------------------------
 
@@ -265,7 +269,10 @@ class EventStore:
         ticket = await self._enqueue(
             stream, events, expected_version, correlation, causation, urgent=True
         )
-        return await ticket.durable()
+        result = await ticket.durable()
+        if events:
+            self._remember_existing(stream)
+        return result
 
     async def submit(
         self,
@@ -784,6 +791,24 @@ class EventStore:
 
     async def stream_version(self, stream: str) -> int:
         return await trio.to_thread.run_sync(self.log.stream_version, stream)
+
+    async def stream_exists(self, stream: str) -> bool:
+        """Whether `stream` holds any record. A stream never loses its records, so a
+        yes (seen here, or this store's own append) is remembered and answered without
+        a worker-thread call; a no is always asked of the log (another process may
+        have written the stream since)."""
+        if stream in self._existing:
+            await trio.lowlevel.checkpoint()
+            return True
+        exists = await self.stream_version(stream) > 0
+        if exists:
+            self._remember_existing(stream)
+        return exists
+
+    def _remember_existing(self, stream: str) -> None:
+        if len(self._existing) >= EXISTING_STREAMS_KEPT:
+            self._existing.clear()
+        self._existing.add(stream)
 
     async def iterate(
         self, after: int = 0, until: int | None = None

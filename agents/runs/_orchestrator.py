@@ -205,7 +205,7 @@ class Orchestrator:
             raise InvalidGoal(f"unusable session id: {exc}") from None
         run_id = uuid.uuid4().hex[:12]
         session_stream = f"session-{session_id}"
-        if await self.store.stream_version(session_stream) == 0:
+        if not await self.store.stream_exists(session_stream):
             started = SessionStarted(session_id, user=principal, client=client)
             # Awaited, not queued: the message below is sealed with the session's key,
             # made on first use for the owner the log names, so the owner must be there.

@@ -131,6 +131,21 @@ async def test_append_assigns_per_stream_versions(store: EventStore) -> None:
         ]
 
 
+async def test_stream_exists_says_yes_once_a_stream_holds_a_record_and_never_caches_a_no(
+    store: EventStore,
+) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        assert not await store.stream_exists("run-a")
+        await append_n(store, "run-a", 1)
+        assert await store.stream_exists("run-a")
+        assert not await store.stream_exists("run-b")
+        # Written without `append` (queued, then flushed): the no above is not kept.
+        await store.submit("run-b", [RunRequested(run_id="b", session_id="s", goal="g")])
+        await store.flush()
+        assert await store.stream_exists("run-b")
+        assert not await store.stream_exists("run-c")
+
+
 async def test_recorded_event_round_trips_every_field(store: EventStore) -> None:
     data = {
         "session_id": "s-1",
