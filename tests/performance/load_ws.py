@@ -145,16 +145,9 @@ def server_env(
     )
 
 
-async def start_server(
-    work: Path,
-    sim_url: str,
-    clients: int,
-    sync: bool,
-    raised: bool,
-    extra: dict[str, str] | None = None,
-) -> tuple[ServiceProcess, int]:
+async def start_server(work: Path, clients: int, env: dict[str, str]) -> tuple[ServiceProcess, int]:
+    """The server for N clients, with `env` (`server_env`)."""
     argv = ["--data-dir", str(work / f"data-{clients}")]
-    env = server_env(work, sim_url, clients, sync, raised, extra)
     return await bench_processes.start_server(work, f"serve-{clients}", argv, env)
 
 
@@ -409,9 +402,10 @@ async def measure(
     work: Path, sim: ServiceProcess, sim_url: str, clients: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     started = time.monotonic()
-    server, port = await start_server(
+    env = server_env(
         work, sim_url, clients, not args.no_sync, args.raised_budgets, args.server_settings
     )
+    server, port = await start_server(work, clients, env)
     server_start_s = time.monotonic() - started
     try:
         await trio.sleep(1.0)  # settle: projections caught up, nothing in flight
