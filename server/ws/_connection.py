@@ -242,10 +242,7 @@ class Connection:
         """The frames as WebSocket messages; several in one write of the socket."""
         self.app.stats["frames_sent"] += len(frames)
         self.app.stats["frame_writes"] += 1
-        if len(frames) == 1:
-            await self.ws.send_message(frames[0])
-        else:
-            await send_messages(self.ws, frames)
+        await send_messages(self.ws, frames)
 
     async def close(self, code: int, reason: str) -> None:
         with trio.move_on_after(2):

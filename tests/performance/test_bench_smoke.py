@@ -82,3 +82,15 @@ def test_bench_append_path_quick_times_every_part(tmp_path: Path) -> None:
     assert all(parts[name]["p50_us"] > 0 for name in PARTS)
     assert result["raw_synced_txn"]["p50_us"] > 0
     assert result["ratio"] > 0
+
+
+def test_bench_wakeup_cost_quick_reports_every_operation(tmp_path: Path) -> None:
+    from tests.performance.bench_wakeup_cost import OPERATIONS
+    from tests.performance.bench_wakeup_cost import main as wakeup_main
+
+    out = tmp_path / "w.json"
+    wakeup_main(["--quick", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert set(result["per_op_us"]) == set(OPERATIONS)
+    assert all(f["cpu"] >= 0 and f["wall"] > 0 for f in result["per_op_us"].values())
+    assert result["command"].startswith(".venv/bin/python -m tests.performance.bench_wakeup_cost")
